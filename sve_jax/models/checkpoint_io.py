@@ -1,0 +1,110 @@
+"""Reading foreign checkpoint files into flat ``{name: np.ndarray}`` state dicts.
+
+One place for every backbone loader: file formats (safetensors, npz, torch pickles),
+strict key accounting and shape checks. A loader either gets every key it expects with the
+shape it expects, or raises :class:`CheckpointError` naming the file and the key; a partially
+loaded model is never returned.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping
+
+import numpy as np
+
+
+class CheckpointError(ValueError):
+  """A checkpoint file does not hold what its loader expects."""
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Reads a checkpoint file into a flat dict of numpy arrays.
+
+  Args:
+    path: a ``.safetensors`` or ``.npz`` file (read without torch), or a torch pickle
+      (``.bin``, ``.pt``, ``.pth``; needs torch installed).
+
+  Returns:
+    ``{key: array}`` with the file's own key names, float tensors as stored (bf16 becomes f32).
+
+  Raises:
+    CheckpointError: the file is missing, has an unknown suffix or cannot be parsed.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise CheckpointError(f'checkpoint file not found: {path}')
+  suffix = os.path.splitext(path)[1].lower()
+  try:
+    if suffix == '.safetensors':
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+      return dict(load_file(path))
+    if suffix == '.npz':
+      with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+    if suffix in ('.bin', '.pt', '.pth'):
+      return _load_torch_pickle(path)
+  except CheckpointError:
+    raise
+  except Exception as e:  # Parsers raise many types; name the file in one.
+    raise CheckpointError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
+  raise CheckpointError(
+      f'unknown checkpoint format {suffix!r} for {path}; expected .safetensors, .npz, '
+      '.bin, .pt or .pth')
+
+
+def _load_torch_pickle(path: str) -> dict[str, np.ndarray]:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise CheckpointError(
+        f'{path} is a torch pickle and torch is not installed; convert it once to '
+        '.safetensors on a machine with torch') from e
+  state = torch.load(path, map_location='cpu', weights_only=True)
+  if isinstance(state, Mapping) and 'state_dict' in state:
+    state = state['state_dict']
+  if not isinstance(state, Mapping):
+    raise CheckpointError(f'{path} does not hold a state dict (got {type(state).__name__})')
+  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in state.items()}
+
+
+def check_keys(state: Mapping[str, np.ndarray], expected: Iterable[str], path: str,
+               ignore: Iterable[str] = ()) -> None:
+  """Raises unless ``state`` has exactly the ``expected`` keys (ignoring ``ignore``).
+
+  Args:
+    state: the loaded state dict.
+    expected: every key the loader will read.
+    path: the file it came from, for the message.
+    ignore: keys that may be present and are deliberately unused (e.g. buffers).
+  """
+  expected = set(expected)
+  ignore = set(ignore)
+  missing = sorted(expected - set(state))
+  unexpected = sorted(set(state) - expected - ignore)
+  if missing or unexpected:
+    parts = []
+    if missing:
+      parts.append(f'missing keys {_preview(missing)}')
+    if unexpected:
+      parts.append(f'unexpected keys {_preview(unexpected)}')
+    raise CheckpointError(f'{path}: ' + '; '.join(parts))
+
+
+def take(state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],
+         path: str) -> np.ndarray:
+  """Returns ``state[key]`` after checking it exists and has ``shape``."""
+  if key not in state:
+    raise CheckpointError(f'{path}: missing key {key!r}')
+  value = np.asarray(state[key])
+  if tuple(value.shape) != tuple(shape):
+    raise CheckpointError(
+        f'{path}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)} '
+        '(does config.json match the weights?)')
+  return value
+
+
+def _preview(keys: list[str], limit: int = 8) -> str:
+  shown = ', '.join(repr(k) for k in keys[:limit])
+  more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
+  return f'[{shown}{more}]'

@@ -1,0 +1,154 @@
+"""Mesh and shardings: the one place that builds them.
+
+The mesh has two axes: ``data`` (the batch is split over it) and ``member`` (the leading member
+axis of trainables and optimiser moments is split over it; size 1 means replicated). Frozen
+factors and shared leaves are replicated. Steps are plain ``jax.jit`` with these
+``NamedSharding``s; there is no pjit/pmap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+PyTree = Any
+DATA = 'data'
+MEMBER = 'member'
+
+
+def maybe_initialize_distributed(coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> None:
+  """``jax.distributed.initialize`` for multi-host runs; a no-op without a coordinator.
+
+  On Cloud TPU and SLURM/Open MPI clusters JAX discovers the arguments itself: pass
+  ``coordinator_address='auto'`` there.
+  """
+  if not coordinator_address:
+    return
+  if coordinator_address == 'auto':
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+
+
+def make_mesh(data: int = -1, member: int = 1, devices=None) -> Mesh:
+  """A ``(data, member)`` mesh over ``devices`` (default: all).
+
+  Args:
+    data: data-parallel size; -1 takes all devices left after ``member``.
+    member: member-parallel size; must divide the number of devices.
+
+  Raises:
+    ValueError: sizes that do not tile the devices (names the config keys).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if member < 1 or n % member:
+    raise ValueError(f'config.mesh.member={member} must be >= 1 and divide the {n} devices')
+  if data == -1:
+    data = n // member
+  if data < 1 or data * member != n:
+    raise ValueError(f'config.mesh.data={data} x config.mesh.member={member} must equal the '
+                     f'number of devices ({n})')
+  return Mesh(np.asarray(devices).reshape(data, member), (DATA, MEMBER))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over ``data``."""
+  return NamedSharding(mesh, P(DATA))
+
+
+def member_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (member) axis split over ``member``."""
+  return NamedSharding(mesh, P(MEMBER))
+
+
+def per_member_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
+  """Shardings for a tree whose array leaves all carry a leading member axis.
+
+  Scalars (e.g. optimiser step counts) are replicated.
+  """
+  return jax.tree_util.tree_map(
+      lambda x: member_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh), tree)
+
+
+def replicated_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
+  return jax.tree_util.tree_map(lambda _: replicated(mesh), tree)
+
+
+def state_shardings(mesh: Mesh, state: PyTree) -> PyTree:
+  """Shardings of a :class:`sve_jax.train_state.TrainState` (concrete or abstract).
+
+  ``trainables`` and ``opt_state`` leaves carry the member axis; step and rng are replicated.
+  """
+  return state.replace(
+      step=replicated(mesh), rng=replicated(mesh),
+      trainables=per_member_shardings(mesh, state.trainables),
+      opt_state=per_member_shardings(mesh, state.opt_state))
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
+  """Raises unless the batch splits evenly over the data axis and the processes."""
+  data = mesh.shape[DATA]
+  if global_batch_size % data:
+    raise ValueError(f'config.batch_size={global_batch_size} is not divisible by the '
+                     f'{data} data-parallel devices (config.mesh.data)')
+  if global_batch_size % jax.process_count():
+    raise ValueError(f'config.batch_size={global_batch_size} is not divisible by the '
+                     f'{jax.process_count()} processes')
+
+
+def check_members_divisible(num_members: int, mesh: Mesh) -> None:
+  if num_members % mesh.shape[MEMBER]:
+    raise ValueError(f'config.num_members={num_members} is not divisible by '
+                     f'config.mesh.member={mesh.shape[MEMBER]}')
+
+
+def process_batch_slice(global_batch_size: int) -> slice:
+  """This process's rows of a global batch (each process loads only its slice)."""
+  per_process = global_batch_size // jax.process_count()
+  start = jax.process_index() * per_process
+  return slice(start, start + per_process)
+
+
+def shard_batch(local_batch: PyTree, mesh: Mesh) -> PyTree:
+  """Assembles per-process numpy batches into global arrays split over ``data``."""
+  sharding = batch_sharding(mesh)
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def place(tree: PyTree, shardings: PyTree) -> PyTree:
+  """``jax.device_put`` of a (single-process) tree onto its shardings."""
+  return jax.device_put(tree, shardings)
+
+
+def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree):
+  """``jax.jit`` of ``train_step(state, frozen, batch)`` with this mesh's shardings.
+
+  The state is donated (updated in place); frozen factors are replicated and never donated;
+  the batch is split over ``data``; metrics come back replicated.
+  """
+  state_sh = state_shardings(mesh, state)
+  return jax.jit(
+      train_step,
+      in_shardings=(state_sh, replicated_shardings(mesh, frozen), batch_sharding(mesh)),
+      out_shardings=(state_sh, replicated(mesh)),
+      donate_argnums=(0,))
+
+
+def jit_eval_step(eval_step, mesh: Mesh, trainables: PyTree, frozen: PyTree):
+  """``jax.jit`` of ``eval_step(trainables, frozen, inputs, rng)``; logits ``(M, B, C)``."""
+  return jax.jit(
+      eval_step,
+      in_shardings=(per_member_shardings(mesh, trainables), replicated_shardings(mesh, frozen),
+                    batch_sharding(mesh), replicated(mesh)),
+      out_shardings=NamedSharding(mesh, P(MEMBER, DATA)))

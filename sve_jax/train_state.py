@@ -1,0 +1,69 @@
+"""Train state and optimiser, built on the trainables only.
+
+Frozen U, Vᵀ and shared leaves are never part of the state: they get no gradient, hold no
+optimiser moments and are not rewritten by checkpoints.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training.
+
+  Attributes:
+    step: number of optimiser updates applied.
+    trainables: per-member leaves with a leading member axis.
+    opt_state: optax state of ``trainables``.
+    rng: PRNG key for stochastic layers (dropout in baselines), advanced every step.
+  """
+  step: jax.Array
+  trainables: PyTree
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def create_train_state(trainables: PyTree, optimizer: optax.GradientTransformation,
+                       rng: jax.Array) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), trainables=trainables,
+                    opt_state=optimizer.init(trainables), rng=rng)
+
+
+def make_schedule(learning_rate: float, total_steps: int, warmup_steps: int,
+                  end_factor: float = 0.) -> optax.Schedule:
+  """Linear warm-up from 0 to ``learning_rate``, then cosine decay to ``end_factor·lr``."""
+  warmup_steps = min(int(warmup_steps), max(int(total_steps) - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0., peak_value=learning_rate, warmup_steps=warmup_steps,
+      decay_steps=max(int(total_steps), warmup_steps + 1), end_value=end_factor * learning_rate)
+
+
+def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0,
+                   weight_decay: float = 0.05, clip_norm: float | None = 1.0,
+                   b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+  """The method's reference optimiser: clip by global norm, AdamW, warm-up + cosine.
+
+  Raises:
+    ValueError: for a non-positive learning rate or step count.
+  """
+  if not learning_rate > 0:
+    raise ValueError(f'learning_rate must be > 0, got {learning_rate}')
+  if int(total_steps) < 1:
+    raise ValueError(f'total_steps must be >= 1, got {total_steps}')
+  parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+  parts.append(optax.adamw(make_schedule(learning_rate, total_steps, warmup_steps),
+                           b1=b1, b2=b2, weight_decay=weight_decay))
+  return optax.chain(*parts)
+
+
+def tree_size(tree: PyTree) -> int:
+  """Number of array entries in a pytree."""
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))

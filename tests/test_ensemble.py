@@ -1,0 +1,132 @@
+"""init_members / sve_apply / the two execution paths / parameter accounting."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sve_jax
+from sve_jax import factorize
+
+
+def _apply(model):
+  return lambda p, x: model.apply({'params': p}, x)
+
+
+@pytest.mark.parametrize('execution', ['compose', 'factored', 'auto'])
+def test_zero_noise_members_equal_the_original_model(tiny, execution):
+  model, params, images = tiny
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(0), frozen, s, 3, noise_std=0.)
+  out = jax.jit(sve_jax.make_sve_apply(_apply(model), execution))(
+      {'frozen': frozen, 'trainables': trainables}, images)
+  reference = model.apply({'params': params}, images)
+  assert out.shape == (3,) + reference.shape
+  np.testing.assert_allclose(out, jnp.broadcast_to(reference, out.shape), atol=1e-5)
+
+
+def test_vmap_over_members_equals_python_loop(tiny):
+  model, params, images = tiny
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(1), frozen, s, 4, noise_std=0.1)
+  out = sve_jax.make_sve_apply(_apply(model))({'frozen': frozen, 'trainables': trainables},
+                                              images)
+  for m in range(4):
+    s_m = jax.tree_util.tree_map(lambda x: x[m], trainables)
+    expected = model.apply({'params': sve_jax.compose(frozen, s_m)}, images)
+    np.testing.assert_allclose(out[m], expected, atol=1e-5)
+  assert float(jnp.abs(out[0] - out[1]).max()) > 1e-4  # noise makes members differ
+
+
+def test_factored_path_equals_compose_path(tiny):
+  model, params, images = tiny
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(2), frozen, s, 3, noise_std=0.2)
+  variables = {'frozen': frozen, 'trainables': trainables}
+  composed = sve_jax.make_sve_apply(_apply(model), 'compose')(variables, images)
+  factored = sve_jax.make_sve_apply(_apply(model), 'factored')(variables, images)
+  np.testing.assert_allclose(factored, composed, atol=1e-5)
+
+
+def _intermediate_shapes(fn, *args):
+  shapes = set()
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      for var in eqn.outvars:
+        shapes.add(tuple(var.aval.shape))
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        visit(sub)
+
+  visit(jax.make_jaxpr(fn)(*args).jaxpr)
+  return shapes
+
+
+def test_factored_path_never_forms_member_kernels():
+  import flax.linen as nn
+  model = nn.Dense(40)  # distinctive (24, 40) kernel
+  x = jnp.ones((2, 24))
+  params = model.init(jax.random.key(0), x)['params']
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(1), frozen, s, 3)
+  variables = {'frozen': frozen, 'trainables': trainables}
+  composed = _intermediate_shapes(sve_jax.make_sve_apply(_apply(model), 'compose'), variables, x)
+  factored = _intermediate_shapes(sve_jax.make_sve_apply(_apply(model), 'factored'), variables, x)
+  assert (3, 24, 40) in composed
+  assert not {(3, 24, 40), (24, 40)} & factored
+
+
+def test_auto_follows_the_cost_model():
+  # Few positions → factored is cheaper; many positions → composing once is cheaper.
+  assert sve_jax.prefer_factored(num_positions=16, d_in=768, d_out=768, rank=768)
+  assert not sve_jax.prefer_factored(num_positions=4096, d_in=768, d_out=768, rank=768)
+
+
+def test_init_members_noise_follows_the_method():
+  params = {'d': {'kernel': jnp.asarray(np.random.default_rng(0).normal(size=(64, 64)),
+                                        jnp.float32),
+                  'bias': jnp.zeros((64,))}}
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(3), frozen, s, 64, noise_std=0.05)
+  rel = trainables['d']['kernel'] / s['d']['kernel'][None] - 1.
+  assert abs(float(rel.std()) - 0.05) < 0.005 and abs(float(rel.mean())) < 0.005
+  assert float(trainables['d']['kernel'].min()) >= 0.
+  # Additive noise on per-member leaves: a zero bias becomes N(0, σ²).
+  assert abs(float(trainables['d']['bias'].std()) - 0.05) < 0.005
+  exact = sve_jax.init_members(jax.random.key(3), frozen, s, 2, noise_std=0.)
+  np.testing.assert_array_equal(exact['d']['kernel'][1], s['d']['kernel'])
+  with pytest.raises(ValueError, match='num_members must be >= 1'):
+    sve_jax.init_members(jax.random.key(3), frozen, s, 0)
+
+
+def _bert_base_shaped(layers=12, d=768, ffn=3072, vocab=30522):
+  """Abstract BERT-base params (no head, no pooler): shapes only, no SVD work."""
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  dense = lambda i, o: {'kernel': f32(i, o), 'bias': f32(o)}
+  norm = {'scale': f32(d), 'bias': f32(d)}
+  params = {'embeddings': {'word_embeddings': {'embedding': f32(vocab, d)},
+                           'position_embeddings': {'embedding': f32(512, d)},
+                           'token_type_embeddings': {'embedding': f32(2, d)},
+                           'LayerNorm': norm}}
+  for i in range(layers):
+    params[f'layer_{i}'] = {
+        'attention': {'query': dense(d, d), 'key': dense(d, d), 'value': dense(d, d),
+                      'output': dense(d, d), 'LayerNorm': norm},
+        'intermediate': dense(d, ffn), 'output': dense(ffn, d), 'output_LayerNorm': norm}
+  return params
+
+
+def test_count_params_bert_base_overhead_under_one_percent():
+  params = _bert_base_shaped()
+  frozen, s = jax.eval_shape(sve_jax.decompose, params)
+  trainables = jax.eval_shape(lambda f, s: sve_jax.init_members(jax.random.key(0), f, s, 4),
+                              frozen, s)
+  counts = sve_jax.count_params(frozen, trainables)
+  # Independent count: per layer 4·768 + 768 + 768 singular values, 4·768 + 3072 + 768 biases.
+  per_member = 12 * ((4 * 768 + 768 + 768) + (4 * 768 + 3072 + 768))
+  backbone = sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params))
+  assert counts['trainable_per_member'] == per_member == 138240
+  assert counts['trainable_total'] == 4 * per_member
+  assert counts['backbone'] == backbone
+  assert counts['overhead'] == pytest.approx(4 * per_member / backbone)
+  assert counts['overhead'] < 0.01
