@@ -6,6 +6,7 @@ The public API::
   trainables = sve_jax.init_members(key, frozen, s, num_members, noise_std=0.01)
   sve_apply = sve_jax.make_sve_apply(apply_fn)        # -> per-member outputs (M, ...)
   member_logits = sve_apply({'frozen': frozen, 'trainables': trainables}, x)
+  probs = sve_jax.ensemble_probs(member_logits)      # mean of member probabilities
   params_m = sve_jax.compose(frozen, s_m)
   sve_jax.count_params(frozen, trainables)
 """
@@ -15,6 +16,7 @@ from sve_jax.ensemble import make_sve_apply
 from sve_jax.ensemble import member_params
 from sve_jax.ensemble import num_members
 from sve_jax.factored import prefer_factored
+from sve_jax.metrics import ensemble_probs
 from sve_jax.factorize import compose
 from sve_jax.factorize import decompose
 from sve_jax.factorize import Decompose
@@ -24,7 +26,8 @@ from sve_jax.factorize import LayoutError
 from sve_jax.factorize import MemberSlot
 
 __all__ = [
-    'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'Factored',
+    'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'ensemble_probs',
+    'Factored',
     'init_members', 'LayoutError', 'make_sve_apply', 'member_params', 'MemberSlot',
     'num_members', 'prefer_factored',
 ]

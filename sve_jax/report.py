@@ -1,0 +1,223 @@
+"""Results of an evaluation run: the results dict, results.json, a text table, a PNG.
+
+:func:`build_results` assembles the dict the project promises (all numbers come from
+:mod:`sve_jax.metrics`)::
+
+  method, num_members,
+  params: backbone, trainable_per_member, trainable_total, overhead,
+  test, test_temperature_scaled: accuracy, nll, brier, ece, temperature,
+  members: [{accuracy, nll, ece}, ...],
+  diversity: disagreement, mutual_information,
+  ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
+
+:func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
+text, and :func:`reliability_diagram` draws the calibration of the ensemble and of one member.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sve_jax import metrics
+
+RESULTS_FILENAME = 'results.json'
+OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi')
+_SCORE_KEYS = ('accuracy', 'nll', 'brier', 'ece', 'temperature')
+
+
+def build_results(*,
+                  method: str,
+                  val_logits: jax.typing.ArrayLike,
+                  val_labels: jax.typing.ArrayLike,
+                  test_logits: jax.typing.ArrayLike,
+                  test_labels: jax.typing.ArrayLike,
+                  backbone_params: int,
+                  trainable_per_member: int,
+                  ood_logits: jax.typing.ArrayLike | None = None,
+                  ood_dataset: str | None = None,
+                  mode: str = 'probs') -> dict[str, Any]:
+  """Evaluates member logits and assembles the results dict (see the module docstring).
+
+  * ``test``: the ensemble on the test split at T = 1.
+  * ``test_temperature_scaled``: at the T fitted on the validation split
+    (:func:`sve_jax.metrics.fit_temperature`).
+  * ``members``, ``diversity``: raw (T = 1) test logits.
+  * ``ood``: the test split as in-distribution against ``ood_logits``, raw (T = 1).
+  * ``params``: ``trainable_total = num_members · trainable_per_member`` and
+    ``overhead = trainable_total / backbone_params`` (what the whole ensemble trains, as a
+    fraction of the frozen backbone).
+
+  Args:
+    method: name of the method, e.g. ``'sve'``.
+    val_logits: ``(M, N_val, C)`` member logits on the validation split.
+    val_labels: ``(N_val,)``.
+    test_logits: ``(M, N_test, C)`` member logits on the test split.
+    test_labels: ``(N_test,)``.
+    backbone_params: number of parameters of the pretrained backbone.
+    trainable_per_member: trainable parameters of one member (singular values, biases, head).
+    ood_logits: optional ``(M, N_ood, C)`` member logits on an OOD dataset.
+    ood_dataset: name of the OOD dataset; required with ``ood_logits``.
+    mode: ensemble averaging mode, see :func:`sve_jax.metrics.ensemble_probs`.
+
+  Returns:
+    A dict of Python scalars, strings, lists and dicts.
+  """
+  num_members = int(np.shape(test_logits)[0])
+  trainable_total = num_members * int(trainable_per_member)
+  temperature = metrics.fit_temperature(val_logits, val_labels, mode=mode)
+  results = {
+      'method': method,
+      'num_members': num_members,
+      'params': {
+          'backbone': int(backbone_params),
+          'trainable_per_member': int(trainable_per_member),
+          'trainable_total': trainable_total,
+          'overhead': trainable_total / int(backbone_params),
+      },
+      'test': metrics.evaluate(test_logits, test_labels, mode=mode),
+      'test_temperature_scaled': metrics.evaluate(
+          test_logits, test_labels, temperature=temperature, mode=mode),
+      'members': metrics.member_metrics(test_logits, test_labels),
+      'diversity': metrics.diversity(test_logits),
+  }
+  if ood_logits is not None:
+    if ood_dataset is None:
+      raise ValueError('ood_dataset must name the OOD dataset when ood_logits are given')
+    ood = metrics.ood_metrics(test_logits, ood_logits, mode=mode)
+    results['ood'] = {'dataset': ood_dataset, **{key: ood[key] for key in OOD_KEYS}}
+  return results
+
+
+def to_jsonable(value: Any) -> Any:
+  """Converts a nest of NumPy/JAX scalars and arrays into JSON-ready Python values.
+
+  Mappings become dicts with string keys, tuples and arrays become lists, and non-finite
+  floats (NaN, ±inf) become ``None`` (JSON ``null``).
+  """
+  if isinstance(value, Mapping):
+    return {str(key): to_jsonable(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(item) for item in value]
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    return to_jsonable(np.asarray(value).tolist())
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def write_results(workdir: str | os.PathLike, results: Mapping[str, Any]) -> str:
+  """Writes ``results`` to ``workdir/results.json`` (indented; NaN as null); returns the path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RESULTS_FILENAME)
+  with open(path, 'w') as f:
+    # allow_nan=False makes any non-finite value that slipped through an error, not bad JSON.
+    json.dump(to_jsonable(results), f, indent=2, allow_nan=False)
+    f.write('\n')
+  return path
+
+
+def _format_number(value: Any) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return 'nan'
+  if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    return f'{int(value):,}'
+  return f'{float(value):.4f}'
+
+
+def _table(header: list[str], rows: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+  """Left-aligned row labels, right-aligned columns; missing entries print as '-'."""
+  label_width = max(len(label) for label, _ in rows)
+  cells = [[_format_number(row[key]) if key in row else '-' for key in header]
+           for _, row in rows]
+  widths = [max([len(key)] + [len(cell[i]) for cell in cells]) for i, key in enumerate(header)]
+  lines = [' ' * label_width + ''.join(f'  {key:>{w}}' for key, w in zip(header, widths))]
+  for (label, _), row_cells in zip(rows, cells):
+    lines.append(f'{label:<{label_width}}' +
+                 ''.join(f'  {cell:>{w}}' for cell, w in zip(row_cells, widths)))
+  return lines
+
+
+def summary_table(results: Mapping[str, Any]) -> str:
+  """Renders a results dict as a plain-text report; absent sections are left out.
+
+  Floats are printed with 4 decimals, integers with thousands separators.
+  """
+  lines = [f"method: {results.get('method', '?')}    members: {results.get('num_members', '?')}"]
+  if 'params' in results:
+    params = results['params']
+    lines.append('params:  ' + '  '.join(
+        f'{key} {_format_number(params[key])}' for key in
+        ('backbone', 'trainable_per_member', 'trainable_total', 'overhead') if key in params))
+  splits = [(label, results[key]) for key, label in
+            (('test', 'test (raw)'), ('test_temperature_scaled', 'test (T-scaled)'))
+            if key in results]
+  if splits:
+    lines += ['', *_table(list(_SCORE_KEYS), splits)]
+  if results.get('members'):
+    lines += ['', *_table(['accuracy', 'nll', 'ece'],
+                          [(f'member {i}', member) for i, member in enumerate(results['members'])])]
+  for section in ('diversity', 'ood'):
+    if section in results:
+      entries = results[section]
+      title = section if 'dataset' not in entries else f"{section} ({entries['dataset']})"
+      numbers = [(key, value) for key, value in entries.items() if key != 'dataset']
+      lines += ['', *_table([key for key, _ in numbers], [(title, dict(numbers))])]
+  return '\n'.join(lines) + '\n'
+
+
+def reliability_diagram(path: str | os.PathLike,
+                        member_logits: jax.typing.ArrayLike,
+                        labels: jax.typing.ArrayLike,
+                        *,
+                        member_index: int = 0,
+                        mode: str = 'probs',
+                        temperature: float = 1.) -> str:
+  """Writes a reliability diagram PNG for the ensemble and one member; returns ``path``.
+
+  Top panel: per-bin accuracy against confidence (the 15 bins of
+  :func:`sve_jax.metrics.calibration_bins`) for the ensemble and for member ``member_index``
+  side by side, with the diagonal of perfect calibration and each ECE in the legend. Bottom
+  panel: the fraction of examples per confidence bin. Empty bins draw no accuracy bar.
+
+  Args:
+    path: output file (PNG).
+    member_logits: ``(M, N, C)``.
+    labels: ``(N,)``.
+    member_index: which member to draw beside the ensemble.
+    mode: ensemble averaging mode, see :func:`sve_jax.metrics.ensemble_probs`.
+    temperature: T applied to the ensemble and to the member.
+  """
+  curves = {
+      'ensemble': metrics.ensemble_probs(member_logits, mode, temperature),
+      f'member {member_index}':
+          metrics.member_probs(np.asarray(member_logits)[member_index], temperature),
+  }
+  figure = Figure(figsize=(6, 7), layout='constrained')
+  FigureCanvasAgg(figure)
+  top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={'height_ratios': (3, 1)})
+  colors = ('tab:blue', 'tab:orange')
+  for offset, ((name, probs), color) in enumerate(zip(curves.items(), colors)):
+    bins = metrics.CalibrationBins(*map(np.asarray, metrics.calibration_bins(probs, labels)))
+    ece = float(metrics.ece(probs, labels))
+    half_width = np.diff(bins.edges) / 2.
+    lefts = bins.edges[:-1] + offset * half_width
+    filled = bins.counts > 0
+    top.bar(lefts[filled], bins.accuracy[filled], width=half_width[filled], align='edge',
+            color=color, edgecolor='black', linewidth=0.5, label=f'{name} (ECE {ece:.3f})')
+    bottom.bar(lefts, bins.counts / bins.counts.sum(), width=half_width, align='edge',
+               color=color, edgecolor='black', linewidth=0.5, label=name)
+  top.plot([0., 1.], [0., 1.], linestyle='--', color='gray', label='perfect calibration')
+  title = f'Reliability ({mode} averaging'
+  title += ')' if temperature == 1. else f', T = {temperature:.3g})'
+  top.set(title=title, ylabel='accuracy', xlim=(0., 1.), ylim=(0., 1.))
+  top.legend(loc='upper left')
+  bottom.set(xlabel='confidence (max probability)', ylabel='fraction of examples')
+  figure.savefig(path, dpi=120)
+  return os.fspath(path)

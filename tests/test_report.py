@@ -1,0 +1,133 @@
+"""Tests for sve_jax.report: the promised results.json schema, the table, the PNG."""
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from sve_jax import report
+
+PROMISED_KEYS = {
+    'method', 'num_members', 'params', 'test', 'test_temperature_scaled', 'members',
+    'diversity', 'ood'
+}
+PARAMS_KEYS = {'backbone', 'trainable_per_member', 'trainable_total', 'overhead'}
+SCORE_KEYS = {'accuracy', 'nll', 'brier', 'ece', 'temperature'}
+MEMBER_KEYS = {'accuracy', 'nll', 'ece'}
+DIVERSITY_KEYS = {'disagreement', 'mutual_information'}
+OOD_KEYS = {'dataset', 'auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi'}
+
+
+def _np_softmax(logits):
+  exp = np.exp(logits - logits.max(-1, keepdims=True))
+  return exp / exp.sum(-1, keepdims=True)
+
+
+def _split(rng, num_examples, num_members=3, num_classes=4, overconfidence=3.):
+  """Members that are right ~70% of the time and over-confident (so T > 1 helps)."""
+  labels = rng.integers(0, num_classes, size=num_examples)
+  signal = np.eye(num_classes)[labels] * 1.5 + rng.normal(size=(num_examples, num_classes))
+  noise = rng.normal(size=(num_members, num_examples, num_classes)) * 0.5
+  return ((signal + noise) * overconfidence).astype(np.float32), labels
+
+
+@pytest.fixture(scope='module')
+def results():
+  rng = np.random.default_rng(0)
+  val_logits, val_labels = _split(rng, 300)
+  test_logits, test_labels = _split(rng, 400)
+  ood_logits = (rng.normal(size=(3, 200, 4)) * 2.).astype(np.float32)
+  built = report.build_results(
+      method='sve', val_logits=val_logits, val_labels=val_labels, test_logits=test_logits,
+      test_labels=test_labels, backbone_params=22_713_216, trainable_per_member=55_000,
+      ood_logits=ood_logits, ood_dataset='digits')
+  return built, test_logits, test_labels
+
+
+def test_results_round_trip_with_exactly_the_promised_keys(results, tmp_path):
+  built, test_logits, test_labels = results
+  path = report.write_results(tmp_path / 'run', built)
+  assert path == str(tmp_path / 'run' / 'results.json')
+  with open(path) as f:
+    loaded = json.load(f)
+
+  assert set(loaded) == PROMISED_KEYS
+  assert set(loaded['params']) == PARAMS_KEYS
+  assert set(loaded['test']) == SCORE_KEYS
+  assert set(loaded['test_temperature_scaled']) == SCORE_KEYS
+  assert len(loaded['members']) == 3
+  assert all(set(member) == MEMBER_KEYS for member in loaded['members'])
+  assert set(loaded['diversity']) == DIVERSITY_KEYS
+  assert set(loaded['ood']) == OOD_KEYS
+  assert loaded == built  # Nothing lost or altered on the way through JSON.
+
+  assert loaded['method'] == 'sve' and loaded['num_members'] == 3
+  assert loaded['params']['trainable_total'] == 3 * 55_000
+  assert loaded['params']['overhead'] == pytest.approx(3 * 55_000 / 22_713_216)
+  assert loaded['test']['temperature'] == 1.
+  # These over-confident members need softening: the fitted temperature is above 1.
+  assert loaded['test_temperature_scaled']['temperature'] > 1.
+  # Independent check of one number: accuracy of the probability-averaged ensemble.
+  ensemble = _np_softmax(test_logits.astype(np.float64)).mean(0)
+  assert loaded['test']['accuracy'] == pytest.approx(
+      skm.accuracy_score(test_labels, ensemble.argmax(-1)))
+  assert loaded['members'][1]['accuracy'] == pytest.approx(
+      skm.accuracy_score(test_labels, test_logits[1].argmax(-1)))
+
+
+def test_write_results_converts_arrays_and_writes_nan_as_null(tmp_path):
+  path = report.write_results(tmp_path, {
+      'scalar': np.float32(0.5), 'count': np.int64(7), 'vector': np.array([1., np.nan]),
+      'nested': {'missing': float('nan'), 'infinite': np.inf}, 'pair': (1, 2)})
+  with open(path) as f:
+    text = f.read()
+  assert 'NaN' not in text and 'Infinity' not in text
+  assert json.loads(text) == {
+      'scalar': 0.5, 'count': 7, 'vector': [1., None],
+      'nested': {'missing': None, 'infinite': None}, 'pair': [1, 2]}
+
+
+def test_summary_table_contains_the_numbers(results):
+  built, _, _ = results
+  table = report.summary_table(built)
+  for section in ('test', 'test_temperature_scaled'):
+    for key in SCORE_KEYS:
+      assert f'{built[section][key]:.4f}' in table
+  for member in built['members']:
+    for key in MEMBER_KEYS:
+      assert f'{member[key]:.4f}' in table
+  for key in DIVERSITY_KEYS:
+    assert f"{built['diversity'][key]:.4f}" in table
+  for key in OOD_KEYS - {'dataset'}:
+    assert f"{built['ood'][key]:.4f}" in table
+  assert 'digits' in table and '22,713,216' in table and '165,000' in table
+
+
+def test_summary_table_tolerates_missing_sections(results):
+  built, _, _ = results
+  partial = {key: built[key] for key in ('method', 'num_members', 'test')}
+  table = report.summary_table(partial)
+  assert f"{built['test']['nll']:.4f}" in table
+  assert 'ood' not in table and 'member 0' not in table
+
+
+def test_build_results_without_ood_has_no_ood_section():
+  rng = np.random.default_rng(1)
+  logits, labels = _split(rng, 300)  # The fixture's validation shape: no recompilation.
+  built = report.build_results(
+      method='sve', val_logits=logits, val_labels=labels, test_logits=logits,
+      test_labels=labels, backbone_params=1000, trainable_per_member=10)
+  assert set(built) == PROMISED_KEYS - {'ood'}
+  assert all(math.isfinite(value) for value in built['test'].values())
+
+
+def test_reliability_diagram_writes_a_png(tmp_path):
+  rng = np.random.default_rng(2)
+  test_logits, test_labels = _split(rng, 400)
+  path = report.reliability_diagram(
+      tmp_path / 'reliability.png', test_logits, test_labels, member_index=1, temperature=1.5)
+  with open(path, 'rb') as f:
+    data = f.read()
+  assert data[:8] == b'\x89PNG\r\n\x1a\n'
+  assert len(data) > 20_000  # Two panels with bars, text and a legend; a blank figure is ~4 kB.

@@ -1,0 +1,389 @@
+r"""Trains and evaluates a Singular Value Ensemble (or a baseline) from an ml_collections config.
+
+  python train.py --config=configs/default.py --workdir=workdir/default
+  python train.py --config=configs/default.py --workdir=workdir/default --mode=eval
+  python train.py --config=configs/default.py --workdir=w --config.num_members=8
+
+Rerunning the same command on an interrupted workdir resumes from its latest checkpoint.
+Stages: validate config → mesh → data → backbone → decompose → shard + jit → train loop
+(validation each epoch, best + latest checkpoints) → evaluate the best checkpoint → report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+from jax.experimental import multihost_utils
+from ml_collections import config_flags
+import numpy as np
+from tqdm import tqdm
+
+from sve_jax import checkpoint as ckpt
+from sve_jax import factored
+from sve_jax import input_pipeline
+from sve_jax import methods
+from sve_jax import models
+from sve_jax import report
+from sve_jax import sharding
+from sve_jax import steps
+from sve_jax import train_state
+from sve_jax.data import builders
+from sve_jax.data import datasets
+from sve_jax.data import pipeline
+import tensorflow_datasets as tfds
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train (then evaluate the best checkpoint) or eval only.')
+
+
+class TrainingInterrupted(RuntimeError):
+  """SIGTERM/SIGINT arrived; a checkpoint was written and the run can be resumed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Config validation: cheap, before any heavy work.
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_config(config) -> None:
+  """Raises ValueError naming the config key for values that cannot work."""
+  if config.method not in methods.METHODS:
+    raise ValueError(f'config.method={config.method!r} is not a known method; expected one '
+                     f'of {methods.METHODS}')
+  checks = [
+      (config.num_members >= 1, f'config.num_members={config.num_members} must be >= 1'),
+      (config.noise_std >= 0, f'config.noise_std={config.noise_std} must be >= 0'),
+      (config.optim.learning_rate > 0,
+       f'config.optim.learning_rate={config.optim.learning_rate} must be > 0'),
+      (0 <= config.optim.warmup_fraction < 1,
+       f'config.optim.warmup_fraction={config.optim.warmup_fraction} must be in [0, 1)'),
+      (config.num_epochs >= 1, f'config.num_epochs={config.num_epochs} must be >= 1'),
+      (config.batch_size >= 1, f'config.batch_size={config.batch_size} must be >= 1'),
+      (config.eval_batch_size >= 1,
+       f'config.eval_batch_size={config.eval_batch_size} must be >= 1'),
+      (config.execution in factored.EXECUTIONS,
+       f'config.execution={config.execution!r} must be one of {factored.EXECUTIONS}'),
+      (config.ensemble_mode in ('probs', 'logits'),
+       f"config.ensemble_mode={config.ensemble_mode!r} must be 'probs' or 'logits'"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ValueError(message)
+  models.validate_model_config(config.model)
+  check_dataset_name(config.data.name, 'config.data.name')
+  if config.ood.name:
+    check_dataset_name(config.ood.name, 'config.ood.name')
+
+
+def check_dataset_name(name: str, key: str) -> None:
+  """Raises unless ``name`` is a local builder or a registered tfds catalog data set."""
+  if name in builders.LOCAL_BUILDERS:
+    return
+  datasets._register_catalog()  # pylint: disable=protected-access
+  if name.split('/')[0].split(':')[0] not in tfds.list_builders(with_community_datasets=False):
+    raise ValueError(f'{key}={name!r} is neither a local data set '
+                     f'{sorted(builders.LOCAL_BUILDERS)} nor a tfds catalog name')
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+# ---------------------------------------------------------------------------------------------
+
+
+def data_dir_for(config, workdir: str) -> str:
+  return config.data.data_dir or os.path.join(os.path.dirname(os.path.abspath(workdir)),
+                                              'tfds_data')
+
+
+def _cap(source, max_examples: int, seed: int):
+  return pipeline.subsample(source, None if max_examples < 0 else max_examples, seed)
+
+
+def _data_options(section, seed: int) -> dict[str, Any]:
+  """A config's data/ood section as :func:`datasets.get_dataset` options."""
+  options = {'name': section.name, **section.options.to_dict()}
+  if section.get('splits') is not None:
+    options['splits'] = section.splits.to_dict()
+  if section.get('mock_examples'):
+    options['mock_examples'] = section.mock_examples
+  if section.get('download'):
+    options['download'] = True
+  if section.get('max_train_examples', -1) >= 0:
+    options['max_train_examples'] = section.max_train_examples
+    options['subsample_seed'] = seed
+  return options
+
+
+def load_data(config, workdir: str):
+  """``(dataset, {role: source}, (ood_dataset, ood_source) or None)`` with caps applied."""
+  data_dir = data_dir_for(config, workdir)
+  d = config.data
+  dataset = datasets.get_dataset(_data_options(d, config.seed), data_dir)
+  roles = {'train': 'train', 'validation': 'validation', 'test': 'test'}
+  missing = [r for r in roles if r not in dataset.splits]
+  if missing:
+    raise ValueError(f'config.data.name={d.name!r} has splits {sorted(dataset.splits)}; '
+                     f'need {missing} too (set config.data.splits)')
+  sources = {r: dataset.splits[r] for r in roles}
+  for role in ('validation', 'test'):
+    sources[role] = _cap(sources[role], d.max_eval_examples, config.seed)
+  ood = None
+  if config.ood.name:
+    ood_dataset = datasets.get_dataset(_data_options(config.ood, config.seed), data_dir)
+    ood_source = _cap(ood_dataset.splits[config.ood.split], d.max_eval_examples, config.seed)
+    ood = (ood_dataset, ood_source)
+  return dataset, sources, ood
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+# ---------------------------------------------------------------------------------------------
+
+
+def predict(eval_fn, state_trainables, frozen, source, transform, mesh, batch_size: int):
+  """Member logits ``(M, N, C)`` and labels ``(N,)`` over every example of ``source``."""
+  logits, labels = [], []
+  for raw in pipeline.eval_batches(source, global_batch_size=batch_size,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count()):
+    batch = transform(raw)
+    inputs = sharding.shard_batch(batch['inputs'], mesh)
+    out = eval_fn(state_trainables, frozen, inputs, jax.random.key(0))
+    out = np.asarray(jax.device_get(multihost_utils.process_allgather(
+        out, tiled=True)) if jax.process_count() > 1 else jax.device_get(out))
+    mask = np.asarray(raw['mask'])
+    logits.append(out[:, mask])
+    labels.append(np.asarray(batch['label'])[mask])
+  return np.concatenate(logits, axis=1), np.concatenate(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main.
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_jsonl(path: str, record: dict) -> None:
+  with open(path, 'a') as f:
+    f.write(json.dumps(report.to_jsonable(record)) + '\n')
+
+
+def _dir_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, f))
+             for root, _, files in os.walk(path) for f in files)
+
+
+def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
+  """Trains (``mode='train'``) and/or evaluates; returns the results dict."""
+  # --- Config and devices -------------------------------------------------------------------
+  validate_config(config)
+  sharding.maybe_initialize_distributed(config.distributed.coordinator_address or None,
+                                        config.distributed.num_processes,
+                                        config.distributed.process_id)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.member)
+  sharding.check_batch_divisible(config.batch_size, mesh)
+  sharding.check_batch_divisible(config.eval_batch_size, mesh)
+  members = methods.num_members_for(config.method, config.num_members)
+  sharding.check_members_divisible(members, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
+  if mode == 'eval' and not checkpointer.best.all_steps():
+    raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
+
+  # --- Data and backbone --------------------------------------------------------------------
+  dataset, sources, ood = load_data(config, workdir)
+  backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
+  train_transform = input_pipeline.make_transform(
+      backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
+  eval_transform = input_pipeline.make_transform(backbone, dataset.input_key, dataset.label_key)
+
+  # --- Method: decompose and initialise members ---------------------------------------------
+  rng = jax.random.key(config.seed)
+  init_rng, state_rng = jax.random.split(rng)
+  t0 = time.time()
+  setup = methods.build(config.method, backbone, config, init_rng)
+  logging.info('%s: built in %.1fs; backbone %d params, %d trainable per member',
+               config.method, time.time() - t0, setup.backbone_params,
+               setup.trainable_per_member)
+  fingerprint = ckpt.factors_fingerprint(setup.frozen)
+
+  steps_per_epoch = pipeline.steps_per_epoch(len(sources['train']), config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  if config.max_steps > 0:
+    total_steps = min(total_steps, config.max_steps)
+  optimizer = train_state.make_optimizer(
+      config.optim.learning_rate, total_steps=total_steps,
+      warmup_steps=int(config.optim.warmup_fraction * total_steps),
+      weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
+  state = train_state.create_train_state(setup.trainables, optimizer, state_rng)
+  frozen = jax.device_put(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
+  state = sharding.place(state, sharding.state_shardings(mesh, state))
+  abstract_state = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+  train_step = sharding.jit_train_step(steps.make_train_step(setup.forward, optimizer), mesh,
+                                       state, setup.frozen)
+  eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh,
+                                   state.trainables, setup.frozen)
+  def evaluate(trainables, source, transform=eval_transform):
+    return predict(eval_fn, trainables, frozen, source, transform, mesh,
+                   config.eval_batch_size)
+
+  # --- Train --------------------------------------------------------------------------------
+  if mode == 'train':
+    state = _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
+                   evaluate, sources, train_transform, total_steps, steps_per_epoch,
+                   fingerprint, mesh)
+
+  # --- Evaluate the best checkpoint and report ----------------------------------------------
+  best_state, best_meta = checkpointer.restore_best(abstract_state)
+  ckpt.check_fingerprint(best_meta, setup.frozen, f'{workdir}/checkpoints/best')
+  val_logits, val_labels = evaluate(best_state.trainables, source=sources['validation'])
+  test_logits, test_labels = evaluate(best_state.trainables, source=sources['test'])
+  ood_logits = None
+  if ood is not None:
+    ood_dataset, ood_source = ood
+    ood_logits, _ = evaluate(best_state.trainables, source=ood_source,
+                             transform=input_pipeline.make_transform(
+                                 backbone, ood_dataset.input_key, None))
+  results = report.build_results(
+      method=config.method, val_logits=val_logits, val_labels=val_labels,
+      test_logits=test_logits, test_labels=test_labels,
+      backbone_params=setup.backbone_params,
+      trainable_per_member=setup.trainable_per_member, ood_logits=ood_logits,
+      ood_dataset=config.ood.name or None, mode=config.ensemble_mode)
+  trainables_path = ckpt.save_trainables(
+      os.path.join(workdir, 'trainables.safetensors'), best_state.trainables,
+      metadata={'method': config.method, 'backbone': config.model.name,
+                'model_path': config.model.path, 'num_members': members,
+                'step': int(best_meta.get('step', 0))},
+      frozen=setup.frozen)
+  backbone_bytes = sum(int(np.asarray(x).nbytes)
+                       for x in jax.tree_util.tree_leaves(backbone.params))
+  results['checkpoint'] = {
+      'best_step': int(jax.device_get(best_state.step)),
+      'best_val_accuracy': best_meta.get('best_val_accuracy'),
+      'checkpoint_bytes': _dir_bytes(os.path.join(workdir, 'checkpoints', 'best')),
+      'trainables_file_bytes': os.path.getsize(trainables_path),
+      'backbone_bytes': backbone_bytes,
+  }
+  results['config'] = json.loads(config.to_json_best_effort())
+  if jax.process_index() == 0:
+    report.write_results(workdir, results)
+    report.reliability_diagram(os.path.join(workdir, 'reliability.png'), test_logits,
+                               test_labels, mode=config.ensemble_mode)
+    print(report.summary_table(results))
+  checkpointer.close()
+  return results
+
+
+def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step, evaluate,
+           sources, transform, total_steps, steps_per_epoch, fingerprint, mesh):
+  """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals."""
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  position = pipeline.Position()
+  best_val = -1.
+  restored = checkpointer.restore_latest(abstract_state)
+  if restored is not None:
+    state, meta = restored
+    ckpt.check_fingerprint(meta, frozen, f'{workdir}/checkpoints/latest')
+    position = pipeline.Position.from_dict(meta['position'])
+    best_val = float(meta.get('best_val_accuracy', -1.))
+    logging.info('resumed at step %d (epoch %d, batch %d)', int(state.step), position.epoch,
+                 position.step)
+  step = int(jax.device_get(state.step))
+  if step >= total_steps:
+    return state
+
+  stop = {'signal': None}
+
+  def request_stop(signum, _):
+    stop['signal'] = signal.Signals(signum).name
+
+  previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+
+  def meta_for(pos, best):
+    return {'position': pos.as_dict(), 'best_val_accuracy': best, 'step': int(state.step),
+            'factors_fingerprint': fingerprint}
+
+  batches = pipeline.train_batches(
+      sources['train'], global_batch_size=config.batch_size, seed=config.seed, start=position,
+      num_epochs=config.num_epochs, process_index=jax.process_index(),
+      process_count=jax.process_count(), transform=transform)
+  bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
+             disable=jax.process_index() != 0)
+  t_last, n_last = time.time(), 0
+  try:
+    for raw_batch, next_position in batches:
+      batch = sharding.shard_batch(raw_batch, mesh)
+      state, metrics = train_step(state, frozen, batch)
+      step += 1
+      loss = float(metrics['loss'])
+      if not np.isfinite(loss):
+        raise FloatingPointError(
+            f'loss is {loss} at step {step} (epoch {position.epoch}); stopping. The last good '
+            f'checkpoint under {workdir}/checkpoints/latest is intact: lower '
+            'config.optim.learning_rate or check the data, then rerun to resume.')
+      position = next_position
+      n_last += config.batch_size
+      if step % config.log_every_steps == 0 or step == total_steps:
+        rate = n_last / max(time.time() - t_last, 1e-9)
+        t_last, n_last = time.time(), 0
+        record = {'step': step, 'epoch': position.epoch, 'loss': loss,
+                  'grad_norm': float(metrics['grad_norm']), 'examples_per_sec': rate}
+        _write_jsonl(metrics_path, record)
+        bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
+      bar.update(1)
+      end_of_epoch = position.step == 0
+      periodic = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
+      last = step >= total_steps
+      if end_of_epoch or last:
+        logits, labels = evaluate(state.trainables, source=sources['validation'])
+        from sve_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+        val = metrics_lib.evaluate(logits, labels, mode=config.ensemble_mode)
+        _write_jsonl(metrics_path, {'step': step, 'epoch': position.epoch,
+                                    **{f'val_{k}': v for k, v in val.items()}})
+        improved = val['accuracy'] > best_val
+        best_val = max(best_val, val['accuracy'])
+        checkpointer.save(state, meta_for(position, best_val), best=improved)
+        tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
+                   f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
+      elif periodic:
+        checkpointer.save(state, meta_for(position, best_val))
+      if last:
+        break
+      if stop['signal']:
+        checkpointer.save(state, meta_for(position, best_val))
+        raise TrainingInterrupted(
+            f'{stop["signal"]} at step {step}: checkpoint written to {workdir}/checkpoints/'
+            'latest; rerun the same command to resume')
+  finally:
+    bar.close()
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  return state
+
+
+def main(argv):
+  del argv
+  logging.getLogger().setLevel(logging.INFO)
+  if _WORKDIR.value is None:
+    raise app.UsageError('--workdir is required')
+  try:
+    run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+  except TrainingInterrupted as e:
+    print(e)
+    raise SystemExit(130)
+
+
+if __name__ == '__main__':
+  jax.config.config_with_absl()
+  app.run(main)
