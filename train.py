@@ -34,7 +34,6 @@ from sve_jax import report
 from sve_jax import sharding
 from sve_jax import steps
 from sve_jax import train_state
-from sve_jax.data import builders
 from sve_jax.data import datasets
 from sve_jax.data import pipeline
 import tensorflow_datasets as tfds
@@ -86,12 +85,9 @@ def validate_config(config) -> None:
 
 def check_dataset_name(name: str, key: str) -> None:
   """Raises unless ``name`` is a local builder or a registered tfds catalog data set."""
-  if name in builders.LOCAL_BUILDERS:
-    return
-  datasets._register_catalog()  # pylint: disable=protected-access
-  if name.split('/')[0].split(':')[0] not in tfds.list_builders(with_community_datasets=False):
+  if not datasets.is_known_dataset(name):
     raise ValueError(f'{key}={name!r} is neither a local data set '
-                     f'{sorted(builders.LOCAL_BUILDERS)} nor a tfds catalog name')
+                     f'{sorted(datasets.builders.LOCAL_BUILDERS)} nor a tfds catalog name')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +181,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   """Trains (``mode='train'``) and/or evaluates; returns the results dict."""
   # --- Config and devices -------------------------------------------------------------------
   validate_config(config)
+  tfds.disable_progress_bar()
   sharding.maybe_initialize_distributed(config.distributed.coordinator_address or None,
                                         config.distributed.num_processes,
                                         config.distributed.process_id)

@@ -29,13 +29,13 @@ class CheckpointError(RuntimeError):
 
 
 def factors_fingerprint(frozen: PyTree) -> float:
-  """A float summarising the frozen factors, to detect a different backbone on resume."""
-  total = 0.
-  for node in jax.tree_util.tree_leaves(frozen, is_leaf=factorize.is_sve_node):
-    if isinstance(node, factorize.Factored):
-      total += float(np.abs(np.asarray(node.u, np.float64)).sum())
-      total += float(np.abs(np.asarray(node.vh, np.float64)).sum())
-  return total
+  """A float summarising the frozen tree (U, Vᵀ and shared leaves), to detect another backbone.
+
+  U and Vᵀ alone are blind to rescaled weights, so the shared leaves (embeddings, norms) count
+  too.
+  """
+  leaves = jax.tree_util.tree_leaves(frozen)  # arrays only: U, Vᵀ and shared leaves
+  return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in leaves))
 
 
 class Checkpointer:
@@ -158,6 +158,12 @@ def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict
     factorize.nested_set(trainables, tuple(key.split("/")), value)
   if frozen is not None:
     check_fingerprint(meta, frozen, path)
-    factorize.map_frozen(lambda n, v: None, frozen,
-                         jax.tree_util.tree_map(lambda x: x[0], trainables))
+    expected = factorize.member_shapes(frozen)
+    got = {'/'.join(p): tuple(v.shape[1:])
+           for p, v in factorize.flatten_paths(trainables).items()}
+    if expected != got:
+      bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+      raise CheckpointError(
+          f'{path}: trainables do not fit this backbone at {bad[:5]}: expected per-member '
+          f'shapes {[expected.get(k) for k in bad[:5]]}, file has {[got.get(k) for k in bad[:5]]}')
   return trainables, meta

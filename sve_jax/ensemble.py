@@ -5,11 +5,13 @@ on every leaf: member ``m``'s singular values and per-member leaves are ``traina
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sve_jax import factored
 from sve_jax import factorize
@@ -39,20 +41,27 @@ def init_members(key: jax.Array, frozen: PyTree, s: Mapping, num_members: int,
     raise ValueError(f'num_members must be >= 1, got {num_members}')
   if noise_std < 0:
     raise ValueError(f'noise_std must be >= 0, got {noise_std}')
-  paths = sorted(factorize.flatten_paths(s))
-  leaf_keys = {p: k for p, k in zip(paths, jax.random.split(key, max(1, len(paths))))}
+  return _init_members(key, frozen, s, int(num_members), noise_std)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _init_members(key, frozen, s, num_members, noise_std):
+  flat, treedef = jax.tree_util.tree_flatten_with_path(s)
   nodes = {factorize.keypath_to_path(kp): n for kp, n in
            jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]}
-
-  def init_leaf(keypath, value):
-    path = factorize.keypath_to_path(keypath)
+  sizes = [int(np.size(value)) for _, value in flat]
+  # One draw for every leaf: a single threefry call compiles far faster than one per shape.
+  eps_all = jax.random.normal(key, (num_members, max(1, sum(sizes))), jnp.float32)
+  offsets = np.cumsum([0] + sizes)
+  leaves = []
+  for (keypath, value), start, size in zip(flat, offsets, sizes):
     value = jnp.asarray(value)
-    eps = jax.random.normal(leaf_keys[path], (num_members,) + value.shape, jnp.float32)
-    if isinstance(nodes.get(path), factorize.Factored):
-      return jnp.maximum(value * (1. + noise_std * eps), 0.)
-    return (value.astype(jnp.float32) + noise_std * eps).astype(value.dtype)
-
-  return jax.tree_util.tree_map_with_path(init_leaf, s)
+    eps = eps_all[:, start:start + size].reshape((num_members,) + value.shape)
+    if isinstance(nodes.get(factorize.keypath_to_path(keypath)), factorize.Factored):
+      leaves.append(jnp.maximum(value * (1. + noise_std * eps), 0.))
+    else:
+      leaves.append((value.astype(jnp.float32) + noise_std * eps).astype(value.dtype))
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:

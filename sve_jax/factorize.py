@@ -438,3 +438,14 @@ def layouts(frozen: PyTree) -> dict[str, KernelLayout]:
   """``{path: layout}`` of every decomposed kernel in ``frozen``."""
   nodes = jax.tree_util.tree_leaves(frozen, is_leaf=is_sve_node)
   return {n.layout.path: n.layout for n in nodes if isinstance(n, Factored)}
+
+
+def member_shapes(frozen: PyTree) -> dict[str, tuple[int, ...]]:
+  """``{path: shape}`` of one member's values: ``(*stack, r)`` or the per-member leaf's shape."""
+  shapes = {}
+  for node in jax.tree_util.tree_leaves(frozen, is_leaf=is_sve_node):
+    if isinstance(node, Factored):
+      shapes[node.layout.path] = node.layout.stack_shape + (node.layout.rank,)
+    elif isinstance(node, MemberSlot):
+      shapes[node.path] = tuple(node.shape)
+  return shapes

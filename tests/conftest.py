@@ -32,3 +32,54 @@ def tiny():
   images = jax.random.normal(jax.random.key(0), (4, 6, 6, 3))
   params = model.init(jax.random.key(1), images)['params']
   return model, params, images
+
+
+@pytest.fixture(scope='session')
+def tiny_bert_folder(tmp_path_factory):
+  """A 2-layer random BERT in HF format, saved by transformers, with MiniLM's tokenizer."""
+  import shutil
+  import torch
+  import transformers
+  from sve_jax.models import bert
+
+  folder = tmp_path_factory.mktemp('tiny_bert')
+  minilm = bert.offline_minilm_path()
+  for name in ('vocab.txt', 'tokenizer.json', 'tokenizer_config.json',
+               'special_tokens_map.json'):
+    if os.path.exists(os.path.join(minilm, name)):
+      shutil.copy(os.path.join(minilm, name), folder / name)
+  torch.manual_seed(0)
+  config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64,
+                                   max_position_embeddings=64)
+  transformers.BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+  return str(folder)
+
+
+@pytest.fixture(scope='session')
+def shared_data_dir(tmp_path_factory):
+  """One tfds data_dir per test session, so each corpus is prepared once."""
+  return str(tmp_path_factory.mktemp('tfds_data'))
+
+
+def tiny_train_config(model_path: str, data_dir: str, **overrides):
+  """The default config shrunk to seconds: tiny BERT, 48 tweets, M = 2."""
+  from configs import default
+  config = default.get_config()
+  config.model.path = model_path
+  config.model.max_length = 16
+  config.data.data_dir = data_dir
+  config.data.max_train_examples = 48
+  config.data.max_eval_examples = 24
+  config.num_members = 2
+  config.num_epochs = 2
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.log_every_steps = 1
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

@@ -39,9 +39,9 @@ def _reference(image_size=224):
 
 
 def _reference_logits(model, images_nhwc):
+  images_nchw = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
   with torch.no_grad():
-    return model(torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2))))\
-        .numpy()
+    return model(images_nchw).numpy()
 
 
 def _center_crop(image, size):

@@ -1,6 +1,7 @@
 """init_members / sve_apply / the two execution paths / parameter accounting."""
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def _intermediate_shapes(fn, *args):
     for eqn in jaxpr.eqns:
       for var in eqn.outvars:
         shapes.add(tuple(var.aval.shape))
-      for sub in jax.core.jaxprs_in_params(eqn.params):
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         visit(sub)
 
   visit(jax.make_jaxpr(fn)(*args).jaxpr)

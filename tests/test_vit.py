@@ -135,6 +135,24 @@ def test_resampled_position_table_matches_timm_loading(checkpoints, name, img_si
   _assert_close(_our_outputs(model, params, images), _timm_outputs(reference, images))
 
 
+@pytest.mark.parametrize('name', sorted(vit.PRESETS))
+def test_presets_match_timm_pretrained_configs(name):
+  config, timm_cfg = vit.PRESETS[name], timm.models.get_pretrained_cfg(name)
+  assert config.img_size == tuple(timm_cfg.input_size[1:])
+  assert config.num_classes == timm_cfg.num_classes
+  assert config.image_mean == tuple(timm_cfg.mean)
+  assert config.image_std == tuple(timm_cfg.std)
+  images = np.random.default_rng(0).uniform(size=(1, 2, 2, 3)).astype(np.float32)
+  expected = (images - np.array(timm_cfg.mean)) / np.array(timm_cfg.std)
+  np.testing.assert_allclose(vit.normalize_images(images, config), expected, rtol=1e-6)
+
+
+def test_aliases_name_presets():
+  assert set(vit.PRESET_ALIASES.values()) == set(vit.PRESETS)
+  for alias, name in vit.PRESET_ALIASES.items():
+    assert vit.get_config(alias) is vit.PRESETS[name]
+
+
 @pytest.mark.parametrize('old, new, prefix', [(7, (10, 10), 1), (8, (5, 5), 1),
                                               (8, (4, 7), 0), (6, (6, 6), 5)])
 def test_resample_pos_embed_matches_timm(old, new, prefix):

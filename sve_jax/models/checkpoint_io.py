@@ -100,7 +100,7 @@ def take(state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],
   if tuple(value.shape) != tuple(shape):
     raise CheckpointError(
         f'{path}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)} '
-        '(does config.json match the weights?)')
+        '(does the model config match the weights?)')
   return value
 
 

@@ -192,6 +192,9 @@ class EfficientNetLite0(nn.Module):
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'EfficientNetLite0 expects NHWC RGB images (batch, height, width, 3);'
                        f' got shape {images.shape}')
+    if self.num_classes is not None and self.num_classes < 0:
+      raise ValueError(f'num_classes must be None (ImageNet classifier), 0 (features) or '
+                       f'positive; got {self.num_classes}')
     x = _conv(STEM_FEATURES, 3, 'stem_conv', stride=2)(images)
     x = nn.relu6(FrozenBatchNorm(name='stem_bn')(x))
     for i, spec in enumerate(lite0_blocks()):

@@ -175,14 +175,24 @@ PRESETS: dict[str, ViTConfig] = {
 }
 
 
+#: Short names for configs (``config.model.preset``).
+PRESET_ALIASES: dict[str, str] = {
+    'dino_vits16': 'vit_small_patch16_224.dino',
+    'dinov2_vits14': 'vit_small_patch14_dinov2.lvd142m',
+    'dinov2_vits14_reg4': 'vit_small_patch14_reg4_dinov2.lvd142m',
+    'augreg_vitb16': 'vit_base_patch16_224.augreg_in21k_ft_in1k',
+}
+
+
 def get_config(preset: str | ViTConfig) -> ViTConfig:
-  """The :class:`ViTConfig` of a preset name (a config passes through)."""
+  """The :class:`ViTConfig` of a preset name or alias (a config passes through)."""
   if isinstance(preset, ViTConfig):
     return preset
-  if preset not in PRESETS:
-    raise ValueError(f'unknown ViT preset {preset!r}; expected one of {sorted(PRESETS)} or a '
-                     'ViTConfig')
-  return PRESETS[preset]
+  name = PRESET_ALIASES.get(preset, preset)
+  if name not in PRESETS:
+    raise ValueError(f'unknown ViT preset {preset!r}; expected one of {sorted(PRESETS)}, an '
+                     f'alias in {sorted(PRESET_ALIASES)}, or a ViTConfig')
+  return PRESETS[name]
 
 
 def normalize_images(images: jax.Array, config: ViTConfig) -> jax.Array:
@@ -289,7 +299,6 @@ class ViT(nn.Module):
                                   (1, c.num_registers, c.width))
     num_pos = c.num_pos_embed_prefix + math.prod(c.grid_size)
     self.pos_embed = self.param('pos_embed', nn.initializers.normal(0.02), (1, num_pos, c.width))
-    self.pos_dropout = nn.Dropout(c.dropout_rate)
     self.blocks = [Block(c) for _ in range(c.depth)]
     if c.pooling == 'cls':
       self.norm = nn.LayerNorm(c.eps)
@@ -316,7 +325,6 @@ class ViT(nn.Module):
       x = jnp.concatenate(prefix + [x], axis=1) + self.pos_embed
     else:
       x = jnp.concatenate(prefix + [x + self.pos_embed], axis=1)
-    x = self.pos_dropout(x, deterministic=not train)
     for block in self.blocks:
       x = block(x, train)
     return self.norm(x) if c.pooling == 'cls' else x
@@ -421,12 +429,12 @@ def _check_architecture(state: Mapping[str, np.ndarray], config: ViTConfig, name
       raise CheckpointError(
           f'{path}: key {key!r} has shape {shape} (width, channels, patch, patch); {name} '
           f'expects width {config.width} and patch size {p}x{p}')
-  blocks = sorted({int(m[1]) for k in state if (m := re.match(r'blocks\.(\d+)\.', k))})
+  block_of_key = {k: int(m[1]) for k in state if (m := re.match(r'blocks\.(\d+)\.', k))}
+  blocks = sorted(set(block_of_key.values()))
   if blocks != list(range(config.depth)):
-    extra = sorted(k for k in state if re.match(r'blocks\.(\d+)\.', k)
-                   and int(k.split('.')[1]) >= config.depth)
-    culprit = (f'unexpected key {extra[0]!r}' if extra else
-               f"no keys 'blocks.{len(blocks)}.*'")
+    extra = sorted(k for k, block in block_of_key.items() if block >= config.depth)
+    absent = sorted(set(range(config.depth)) - set(blocks))
+    culprit = f'unexpected key {extra[0]!r}' if extra else f"no keys 'blocks.{absent[0]}.*'"
     raise CheckpointError(
         f'{path}: holds {len(blocks)} transformer blocks, {name} expects depth '
         f'{config.depth} ({culprit})')
@@ -457,14 +465,16 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
 
   Args:
     path: ``.safetensors``, ``.npz`` or torch pickle with timm's key names.
-    preset: a :data:`PRESETS` name or a :class:`ViTConfig` (e.g. a preset with another
-      ``depth`` or ``dropout_rate`` via ``dataclasses.replace``).
+    preset: a :data:`PRESETS` name, a :data:`PRESET_ALIASES` short name, or a
+      :class:`ViTConfig` (e.g. a preset with another ``depth`` or ``dropout_rate`` via
+      ``dataclasses.replace``).
     num_classes: ``None`` loads the checkpoint's head, which must match the preset's
       ``num_classes`` (0: no head). Any other value that differs from the checkpoint's head
       size drops that head (logged) and adds a fresh zero-initialised ``head`` with
       ``num_classes`` outputs (0: no head, the model returns features).
     img_size: size the model will run at; ``None`` keeps the preset's. The position table is
-      resampled to it once here (:func:`resample_pos_embed`) if the checkpoint's grid differs.
+      resampled to it once here (:func:`resample_pos_embed`) if the checkpoint's grid differs
+      (e.g. DINOv2's 37×37 grid at 518 becomes 16×16 with ``img_size=224``).
 
   Returns:
     ``(model, params)``: call ``model.apply({'params': params}, images)``; ``model.config``

@@ -1,0 +1,196 @@
+"""train.py end to end: report, resume after SIGTERM, NaN loss, corrupt checkpoints, bad config."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train
+from conftest import tiny_train_config
+from sve_jax import checkpoint as ckpt
+from sve_jax import sharding
+from sve_jax import train_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _trainables(workdir):
+  trainables, _ = ckpt.load_trainables(os.path.join(workdir, 'trainables.safetensors'))
+  return trainables
+
+
+def test_end_to_end_writes_the_promised_report_and_eval_mode_reproduces_it(
+    tiny_bert_folder, shared_data_dir, tmp_path):
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir)
+  workdir = str(tmp_path / 'run')
+  results = train.run(config, workdir, 'train')
+  with open(os.path.join(workdir, 'results.json')) as f:
+    saved = json.load(f)
+  assert saved['method'] == 'sve' and saved['num_members'] == 2
+  for section in ('test', 'test_temperature_scaled'):
+    assert set(saved[section]) == {'accuracy', 'nll', 'brier', 'ece', 'temperature'}
+  assert set(saved['params']) == {'backbone', 'trainable_per_member', 'trainable_total',
+                                  'overhead'}
+  assert len(saved['members']) == 2 and set(saved['diversity']) == {'disagreement',
+                                                                     'mutual_information'}
+  assert saved['ood']['dataset'] == 'ood_text'
+  assert {'auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi'} <= set(saved['ood'])
+  assert saved['checkpoint']['trainables_file_bytes'] < saved['checkpoint']['backbone_bytes']
+  assert os.path.getsize(os.path.join(workdir, 'reliability.png')) > 10_000
+  records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert any('loss' in r for r in records) and any('val_accuracy' in r for r in records)
+  # 48 examples / batch 8 = 6 steps per epoch, 2 epochs.
+  assert max(r['step'] for r in records) == 12
+  again = train.run(config, workdir, 'eval')
+  assert again['test'] == pytest.approx(results['test'])
+
+
+def test_resume_after_sigterm_equals_an_uninterrupted_run(tiny_bert_folder, shared_data_dir,
+                                                           tmp_path, monkeypatch):
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{'ood.name': ''})
+  straight = str(tmp_path / 'straight')
+  train.run(config, straight, 'train')
+
+  original = sharding.jit_train_step
+  calls = {'n': 0}
+
+  def interrupting_jit(*args, **kwargs):
+    step = original(*args, **kwargs)
+
+    def wrapped(*a):
+      calls['n'] += 1
+      if calls['n'] == 5:  # mid-epoch: the data position matters on resume
+        signal.raise_signal(signal.SIGTERM)
+      return step(*a)
+
+    return wrapped
+
+  monkeypatch.setattr(sharding, 'jit_train_step', interrupting_jit)
+  resumed = str(tmp_path / 'resumed')
+  with pytest.raises(train.TrainingInterrupted, match='SIGTERM at step 5'):
+    train.run(config, resumed, 'train')
+  assert os.listdir(os.path.join(resumed, 'checkpoints', 'latest'))
+  monkeypatch.setattr(sharding, 'jit_train_step', original)
+  train.run(config, resumed, 'train')
+  a, b = _trainables(straight), _trainables(resumed)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+                         a, b)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir,
+                             **{'ood.name': '', 'checkpoint.every_steps': 1})
+  original = sharding.jit_train_step
+
+  def poisoning_jit(*args, **kwargs):
+    step = original(*args, **kwargs)
+
+    def wrapped(state, frozen, batch):
+      new_state, metrics = step(state, frozen, batch)
+      if int(new_state.step) == 3:
+        metrics = dict(metrics, loss=jnp.float32(np.nan))
+      return new_state, metrics
+
+    return wrapped
+
+  monkeypatch.setattr(sharding, 'jit_train_step', poisoning_jit)
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(FloatingPointError, match='at step 3'):
+    train.run(config, workdir, 'train')
+  checkpointer = ckpt.Checkpointer(workdir)
+  assert max(checkpointer.latest.all_steps()) == 2  # step 3 was never saved
+
+
+def _toy_state(value):
+  trainables = {'d': {'kernel': jnp.full((2, 3), value, jnp.float32)}}
+  optimizer = train_state.make_optimizer(1e-3, total_steps=4)
+  return train_state.create_train_state(trainables, optimizer, jax.random.key(0))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+  checkpointer = ckpt.Checkpointer(str(tmp_path), keep=3)
+  for step, value in ((1, 1.), (2, 2.)):
+    state = _toy_state(value).replace(step=jnp.int32(step))
+    checkpointer.save(state, {'position': {'epoch': 0, 'step': step}})
+  # Damage every data file of step 2.
+  step_dir = os.path.join(str(tmp_path), 'checkpoints', 'latest', '2')
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'\0garbage')
+  abstract = jax.eval_shape(lambda: _toy_state(0.))
+  restored, meta = checkpointer.restore_latest(abstract)
+  assert int(restored.step) == 1 and meta['position']['step'] == 1
+  np.testing.assert_array_equal(restored.trainables['d']['kernel'], 1.)
+  assert 'unreadable' in caplog.text
+
+
+def test_trainables_file_round_trips_and_rejects_another_backbone(tmp_path, tiny):
+  import sve_jax
+  _, params, _ = tiny
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(0), frozen, s, 3)
+  path = ckpt.save_trainables(str(tmp_path / 't.safetensors'), trainables, {'M': 3}, frozen)
+  loaded, meta = ckpt.load_trainables(path, frozen)
+  assert meta['M'] == 3
+  jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, jax.device_get(trainables))
+  other = jax.tree_util.tree_map(lambda x: x * 2 if hasattr(x, 'shape') else x, params)
+  other_frozen, _ = sve_jax.decompose(other)
+  with pytest.raises(ckpt.CheckpointError, match='different frozen factors'):
+    ckpt.load_trainables(path, other_frozen)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('num_members', 0, 'config.num_members=0 must be >= 1'),
+    ('optim.learning_rate', 0., 'config.optim.learning_rate=0.0 must be > 0'),
+    ('data.name', 'no_such_data', "config.data.name='no_such_data'"),
+    ('model.name', 'resnet', "config.model.name='resnet'"),
+    ('model.path', '/no/such/checkpoint', "config.model.path='/no/such/checkpoint' does not exist"),
+    ('execution', 'fast', "config.execution='fast'"),
+    ('method', 'dropout', "config.method='dropout'"),
+])
+def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
+  config = tiny_train_config('', str(tmp_path / 'data'), **{key: value})
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    train.run(config, str(tmp_path / 'w'), 'train')
+  assert not os.path.exists(tmp_path / 'data')  # nothing was prepared
+
+
+EIGHT_DEVICES = textwrap.dedent('''
+    import json, sys
+    sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']
+    import jax, train
+    from conftest import tiny_train_config
+    from sve_jax import sharding
+    mesh = sharding.make_mesh(-1, 1)
+    try:
+      sharding.check_batch_divisible(12, mesh)
+      divisible_error = ''
+    except ValueError as e:
+      divisible_error = str(e)
+    config = tiny_train_config(sys.argv[2], sys.argv[3], **{'ood.name': '', 'num_epochs': 1})
+    results = train.run(config, sys.argv[4], 'train')
+    print('RESULT' + json.dumps({'devices': jax.device_count(), 'acc': results['test']['accuracy'],
+                                 'divisible_error': divisible_error}))
+''')
+
+
+def test_end_to_end_on_eight_simulated_devices(tiny_bert_folder, shared_data_dir, tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', EIGHT_DEVICES, ROOT, tiny_bert_folder,
+                         shared_data_dir, str(tmp_path / 'w8')], env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.loads([l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1][6:])
+  assert res['devices'] == 8 and 0. <= res['acc'] <= 1.
+  assert 'config.batch_size=12 is not divisible by the 8 data-parallel devices' in res[
+      'divisible_error']
+  assert os.path.exists(tmp_path / 'w8' / 'results.json')
