@@ -134,7 +134,9 @@ def load_data(config, workdir: str):
     sources[role] = _cap(sources[role], d.max_eval_examples, config.seed)
   ood = None
   if config.ood.name:
-    ood_dataset = datasets.get_dataset(_data_options(config.ood, config.seed), data_dir)
+    ood_options = _data_options(config.ood, config.seed)
+    ood_options['splits'] = {config.ood.split: config.ood.split}
+    ood_dataset = datasets.get_dataset(ood_options, data_dir)
     ood_source = _cap(ood_dataset.splits[config.ood.split], d.max_eval_examples, config.seed)
     ood = (ood_dataset, ood_source)
   return dataset, sources, ood

