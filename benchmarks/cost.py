@@ -1,0 +1,244 @@
+r"""Cost of SVE against its baselines, measured side by side in one process.
+
+  python -m benchmarks.cost                      # CPU sizes (2 cores: ~10 min)
+  python -m benchmarks.cost --preset=gpu         # one accelerator, under 5 minutes on an H100
+
+For each backbone (MiniLM-L6 with its real weights, a BERT-base-shaped and a ViT-S/16-shaped
+random model) and one fixed batch it measures:
+
+* train-step time of SVE (M = 1, 4, 8; compose and factored), deep ensemble (M = 4, 8) and
+  single fine-tuning, and the ratios SVE(M) / (M x single) and SVE(M) / deep ensemble(M);
+* peak memory: device ``peak_bytes_in_use`` where the backend reports it, otherwise the peak
+  RSS of a fresh subprocess per configuration;
+* trainable parameters and optimiser-state bytes per method;
+* the one-off decomposition time;
+* inference time of ``sve_apply`` against the deep ensemble and M x single-model inference.
+
+Times are medians over ``--repeats`` timed runs of ``--steps`` steps each, after compilation
+and a warm-up step. Results go to ``benchmarks/results/cost_<preset>.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sve_jax import methods
+from sve_jax import models
+from sve_jax import steps
+from sve_jax import train_state
+
+_PRESET = flags.DEFINE_enum('preset', 'cpu', ['cpu', 'gpu'], 'Problem sizes.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median).')
+_STEPS = flags.DEFINE_integer('steps', 3, 'Steps per timed run.')
+_BACKBONES = flags.DEFINE_list('backbones', None, 'Subset of backbones to run.')
+_MEMORY = flags.DEFINE_bool('memory', True, 'Also measure peak host RSS and device bytes '
+                              'of each configuration in a fresh subprocess.')
+_ONE = flags.DEFINE_string('one', None, 'Internal: run one configuration, print its peak.')
+_OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
+
+PRESETS = {
+    # backbone -> (batch, sequence length or image size)
+    'cpu': {'minilm_l6': (8, 32), 'bert_base': (4, 32), 'vit_s16': (4, 64)},
+    'gpu': {'minilm_l6': (32, 128), 'bert_base': (32, 128), 'vit_s16': (32, 224)},
+}
+# (method, M, execution)
+CONFIGS = [
+    ('single_ft', 1, 'compose'),
+    ('sve', 1, 'compose'), ('sve', 1, 'factored'),
+    ('sve', 4, 'compose'), ('sve', 4, 'factored'),
+    ('sve', 8, 'compose'), ('sve', 8, 'factored'),
+    ('deep_ensemble', 4, 'compose'), ('deep_ensemble', 8, 'compose'),
+]
+
+
+def make_backbone(name: str, size: int) -> models.Backbone:
+  """The real MiniLM-L6, or a randomly initialised BERT-base / ViT-S/16 of the real shape."""
+  from sve_jax.models import bert, vit  # pylint: disable=g-import-not-at-top
+  if name == 'minilm_l6':
+    return models.load_backbone({'name': 'bert', 'path': '', 'pooling': '', 'max_length': size,
+                                 'preset': '', 'image_size': 0, 'dtype': 'float32',
+                                 'dropout_rate': -1}, num_classes=3)
+  if name == 'bert_base':
+    config = bert.BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                             num_attention_heads=12, intermediate_size=3072)
+    module = bert.BertClassifier(config, num_classes=2, pooling='cls')
+    ids = jnp.ones((1, size), jnp.int32)
+    params = module.init(jax.random.key(0), {'input_ids': ids, 'attention_mask': ids})['params']
+    return models.Backbone('bert', module, params, tuple(bert.SVE_RULES), 'text')
+  config = dataclasses.replace(vit.get_config('dino_vits16'), num_classes=10, img_size=size)
+  module = vit.ViT(config)
+  params = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))['params']
+  return models.Backbone('vit', module, params, tuple(vit.SVE_RULES), 'image',
+                         image_size=(size, size))
+
+
+def make_batch(backbone: models.Backbone, batch: int, size: int, members: int,
+               per_member: bool) -> dict[str, Any]:
+  rng = np.random.default_rng(0)
+  lead = (members,) if per_member else ()
+  if backbone.modality == 'text':
+    ids = rng.integers(1000, 20000, size=lead + (batch, size)).astype(np.int32)
+    inputs = {'input_ids': ids, 'attention_mask': np.ones_like(ids),
+              'token_type_ids': np.zeros_like(ids)}
+  else:
+    inputs = rng.normal(size=lead + (batch, size, size, 3)).astype(np.float32)
+  labels = rng.integers(0, 2, size=lead + (batch,)).astype(np.int32)
+  return {'inputs': inputs, 'label': labels}
+
+
+def _config(method: str, members: int, execution: str) -> dict[str, Any]:
+  return {'num_members': members, 'noise_std': 0.01, 'execution': execution,
+          'lora_rank': 8, 'model': {'dropout_rate': -1}, 'seed': 0}
+
+
+def _median_time(fn, repeats: int, steps_per_run: int) -> float:
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps_per_run):
+      out = fn()
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - t0) / steps_per_run)
+  return float(np.median(times))
+
+
+def measure(backbone: models.Backbone, method: str, members: int, execution: str, batch: int,
+            size: int, repeats: int, steps_per_run: int) -> dict[str, Any]:
+  """Times one train step and one inference pass of one configuration."""
+  t0 = time.perf_counter()
+  setup = methods.build(method, backbone, _config(method, members, execution),
+                        jax.random.key(0))
+  jax.block_until_ready(setup.trainables)
+  build_s = time.perf_counter() - t0
+  optimizer = train_state.make_optimizer(1e-3, total_steps=1000, warmup_steps=10)
+  state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
+  data = make_batch(backbone, batch, size, members,
+                    getattr(setup, 'per_member_data', False))
+  step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,))
+  compiled_bytes = _compiled_bytes(step, state, setup.frozen, data)
+  holder = {'state': state}
+
+  def one_step():
+    holder['state'], metrics = step(holder['state'], setup.frozen, data)
+    return metrics['loss']
+
+  jax.block_until_ready(one_step())  # compile + warm-up
+  train_s = _median_time(one_step, repeats, steps_per_run)
+  infer = jax.jit(steps.make_eval_step(setup.forward))
+  eval_inputs = make_batch(backbone, batch, size, members, False)['inputs']
+  run_infer = lambda: infer(holder['state'].trainables, setup.frozen, eval_inputs,
+                            jax.random.key(2))
+  jax.block_until_ready(run_infer())
+  infer_s = _median_time(run_infer, repeats, steps_per_run)
+  opt_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(holder['state'].opt_state))
+  return {'method': method, 'members': members, 'execution': execution,
+          'build_s': build_s, 'train_step_s': train_s, 'inference_s': infer_s,
+          'trainable_per_member': setup.trainable_per_member,
+          'trainable_total': setup.trainable_per_member * members,
+          'backbone_params': setup.backbone_params, 'optimizer_state_bytes': int(opt_bytes),
+          'compiled_step_bytes': compiled_bytes}
+
+
+def _compiled_bytes(jitted, *args) -> int | None:
+  """XLA's own account of a compiled step: arguments + outputs + temporaries - aliased."""
+  stats = jitted.lower(*args).compile().memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def _subprocess_peak(backbone_name: str, method: str, members: int,
+                     execution: str) -> dict[str, int]:
+  """Peak host RSS and device bytes of a fresh process that builds and steps one config."""
+  spec = f'{backbone_name},{method},{members},{execution}'
+  cmd = [sys.executable, '-m', 'benchmarks.cost', f'--preset={_PRESET.value}', f'--one={spec}',
+         '--repeats=1', '--steps=1']
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  found = {}
+  for line in proc.stdout.splitlines():
+    if line.startswith(('PEAK_RSS ', 'PEAK_DEVICE ')):
+      key, value = line.split()
+      found['peak_rss_bytes' if key == 'PEAK_RSS' else 'device_peak_bytes'] = int(value)
+  return found
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+  """SVE(M) / (M x single fine-tune) and SVE(M) / deep ensemble(M), for time and memory."""
+  single = next(r for r in rows if r['method'] == 'single_ft')
+  deep = {r['members']: r for r in rows if r['method'] == 'deep_ensemble'}
+  for r in rows:
+    if r['method'] != 'sve':
+      continue
+    m = r['members']
+    r['train_vs_m_single'] = r['train_step_s'] / (m * single['train_step_s'])
+    r['inference_vs_m_single'] = r['inference_s'] / (m * single['inference_s'])
+    if m in deep:
+      r['train_vs_deep_ensemble'] = r['train_step_s'] / deep[m]['train_step_s']
+      r['inference_vs_deep_ensemble'] = r['inference_s'] / deep[m]['inference_s']
+      for key in ('compiled_step_bytes', 'device_peak_bytes', 'peak_rss_bytes'):
+        if r.get(key) and deep[m].get(key):
+          r[key.replace('_bytes', '_vs_deep_ensemble')] = r[key] / deep[m][key]
+
+
+def decomposition_time(backbone: models.Backbone, repeats: int) -> float:
+  """Median wall time of ``decompose`` (compiled once beforehand)."""
+  import sve_jax  # pylint: disable=g-import-not-at-top
+  run = lambda: sve_jax.decompose(backbone.params, rules=backbone.rules)[1]
+  jax.block_until_ready(run())
+  return _median_time(run, repeats, 1)
+
+
+def main(argv):
+  del argv
+  preset = PRESETS[_PRESET.value]
+  if _ONE.value:
+    name, method, members, execution = _ONE.value.split(',')
+    batch, size = preset[name]
+    measure(make_backbone(name, size), method, int(members), execution, batch, size, 1, 1)
+    stats = jax.devices()[0].memory_stats() or {}
+    print('PEAK_RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print('PEAK_DEVICE', stats.get('peak_bytes_in_use', 0))
+    return
+  names = _BACKBONES.value or list(preset)
+  results = {'preset': _PRESET.value, 'device': jax.devices()[0].device_kind,
+             'platform': jax.devices()[0].platform, 'repeats': _REPEATS.value,
+             'steps_per_run': _STEPS.value, 'backbones': {}}
+  for name in names:
+    batch, size = preset[name]
+    backbone = make_backbone(name, size)
+    rows = []
+    for method, members, execution in CONFIGS:
+      row = measure(backbone, method, members, execution, batch, size, _REPEATS.value,
+                    _STEPS.value)
+      if _MEMORY.value:
+        row.update(_subprocess_peak(name, method, members, execution))
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+    add_ratios(rows)
+    results['backbones'][name] = {'batch': batch, 'size': size,
+                                  'decompose_s': decomposition_time(backbone, _REPEATS.value),
+                                  'rows': rows}
+  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+                                   f'cost_{_PRESET.value}.json')
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+  app.run(main)
