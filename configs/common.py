@@ -6,11 +6,13 @@ def base_config() -> ml_collections.ConfigDict:
   """The reference protocol of the paper (DESIGN.md §1), on no particular data."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.method = 'sve'            # sve | single_svf (more in sve_jax/methods)
-  c.num_members = 4           # M
+  # sve | single_svf | single_ft | deep_ensemble | mc_dropout | lora_ensemble | batch_ensemble
+  c.method = 'sve'
+  c.num_members = 4           # M (mc_dropout: test-time dropout samples of its one model)
   c.noise_std = 0.01          # σ_init of the singular values (and per-member copies)
   c.execution = 'auto'        # compose | factored | auto (per-layer cost model)
   c.ensemble_mode = 'probs'   # average probabilities (default) or 'logits'
+  c.lora_rank = 8             # lora_ensemble: rank r of every adapter (alpha = r, scale 1)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'bert'       # bert | vit | efficientnet_lite0
@@ -19,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pooling = ''        # BERT: cls | mean; '' = as the checkpoint folder says
   c.model.max_length = 64     # BERT: tokens per example
   c.model.image_size = 224    # vision input size
+  c.model.dropout_rate = -1.  # every dropout rate of the backbone; -1 = its own (mc_dropout)
   c.model.dtype = 'float32'
 
   c.data = ml_collections.ConfigDict()

@@ -40,6 +40,7 @@ def build_results(*,
                   test_labels: jax.typing.ArrayLike,
                   backbone_params: int,
                   trainable_per_member: int,
+                  trainable_total: int | None = None,
                   ood_logits: jax.typing.ArrayLike | None = None,
                   ood_dataset: str | None = None,
                   mode: str = 'probs') -> dict[str, Any]:
@@ -50,7 +51,7 @@ def build_results(*,
     (:func:`sve_jax.metrics.fit_temperature`).
   * ``members``, ``diversity``: raw (T = 1) test logits.
   * ``ood``: the test split as in-distribution against ``ood_logits``, raw (T = 1).
-  * ``params``: ``trainable_total = num_members · trainable_per_member`` and
+  * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
     ``overhead = trainable_total / backbone_params`` (what the whole ensemble trains, as a
     fraction of the frozen backbone).
 
@@ -62,6 +63,8 @@ def build_results(*,
     test_labels: ``(N_test,)``.
     backbone_params: number of parameters of the pretrained backbone.
     trainable_per_member: trainable parameters of one member (singular values, biases, head).
+    trainable_total: trainable parameters of the whole ensemble, when they are not
+      ``num_members · trainable_per_member`` (MC dropout: M samples of one trained model).
     ood_logits: optional ``(M, N_ood, C)`` member logits on an OOD dataset.
     ood_dataset: name of the OOD dataset; required with ``ood_logits``.
     mode: ensemble averaging mode, see :func:`sve_jax.metrics.ensemble_probs`.
@@ -70,7 +73,8 @@ def build_results(*,
     A dict of Python scalars, strings, lists and dicts.
   """
   num_members = int(np.shape(test_logits)[0])
-  trainable_total = num_members * int(trainable_per_member)
+  if trainable_total is None:
+    trainable_total = num_members * int(trainable_per_member)
   temperature = metrics.fit_temperature(val_logits, val_labels, mode=mode)
   results = {
       'method': method,
@@ -78,7 +82,7 @@ def build_results(*,
       'params': {
           'backbone': int(backbone_params),
           'trainable_per_member': int(trainable_per_member),
-          'trainable_total': trainable_total,
+          'trainable_total': int(trainable_total),
           'overhead': trainable_total / int(backbone_params),
       },
       'test': metrics.evaluate(test_logits, test_labels, mode=mode),

@@ -61,9 +61,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over ``data``."""
-  return NamedSharding(mesh, P(DATA))
+def batch_sharding(mesh: Mesh, per_member: bool = False) -> NamedSharding:
+  """A batch's examples split over ``data``.
+
+  Args:
+    mesh: the mesh.
+    per_member: the batch is member-stacked, ``(M, B, ...)`` (each member its own batch):
+      the example axis is then the second one, and the member axis is kept whole.
+  """
+  return NamedSharding(mesh, P(None, DATA) if per_member else P(DATA))
 
 
 def member_sharding(mesh: Mesh) -> NamedSharding:
@@ -119,9 +125,12 @@ def process_batch_slice(global_batch_size: int) -> slice:
   return slice(start, start + per_process)
 
 
-def shard_batch(local_batch: PyTree, mesh: Mesh) -> PyTree:
-  """Assembles per-process numpy batches into global arrays split over ``data``."""
-  sharding = batch_sharding(mesh)
+def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False) -> PyTree:
+  """Assembles per-process numpy batches into global arrays split over ``data``.
+
+  ``per_member``: see :func:`batch_sharding`.
+  """
+  sharding = batch_sharding(mesh, per_member)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
@@ -131,16 +140,19 @@ def place(tree: PyTree, shardings: PyTree) -> PyTree:
   return jax.device_put(tree, shardings)
 
 
-def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree):
+def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
+                   per_member_data: bool = False):
   """``jax.jit`` of ``train_step(state, frozen, batch)`` with this mesh's shardings.
 
   The state is donated (updated in place); frozen factors are replicated and never donated;
-  the batch is split over ``data``; metrics come back replicated.
+  the batch is split over ``data`` (``per_member_data``: a member-stacked batch, see
+  :func:`batch_sharding`); metrics come back replicated.
   """
   state_sh = state_shardings(mesh, state)
   return jax.jit(
       train_step,
-      in_shardings=(state_sh, replicated_shardings(mesh, frozen), batch_sharding(mesh)),
+      in_shardings=(state_sh, replicated_shardings(mesh, frozen),
+                    batch_sharding(mesh, per_member_data)),
       out_shardings=(state_sh, replicated(mesh)),
       donate_argnums=(0,))
 

@@ -3,54 +3,82 @@
 A method turns a :class:`~sve_jax.models.Backbone` into a :class:`Setup`: the frozen tree, the
 initial per-member trainables and a forward ``(frozen, trainables, inputs, rng, train) ->
 member_logits (M, B, C)``. The train step, checkpoints and report are shared by all methods.
+
+What each method trains per member (everything else is frozen and shared) and the M it
+reports (the leading axis of its evaluation logits):
+
+* ``sve`` (M): singular values of the kernels the backbone's SVE rules decompose, the biases
+  of those layers, a head. ``single_svf`` (1): the same with one member.
+* ``single_ft`` (1): every backbone param, fresh head, dropout in training.
+* ``deep_ensemble`` (M): M such full models, each with its own head, dropout masks and data
+  order (:attr:`Setup.per_member_data`).
+* ``mc_dropout`` (M): one ``single_ft`` model; M dropout samples at evaluation.
+* ``lora_ensemble`` (M): rank-``config.lora_rank`` LoRA on the attention q, k, v, o kernels
+  (A Xavier-uniform with gain 10, B = 0), a head.
+* ``batch_ensemble`` (M): rank-1 fast weights ``W ⊙ r sᵀ`` on the SVE kernels, the biases of
+  those layers, a head.
+
+Each method lives in its own module; all but SVE describe one member's params by
+``member_params(frozen, t_m)`` and run members with :func:`base.vmap_forward`.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
 
-import sve_jax
-from sve_jax import steps
+from sve_jax.methods import base
+from sve_jax.methods import batch_ensemble
+from sve_jax.methods import deep_ensemble
+from sve_jax.methods import lora_ensemble
+from sve_jax.methods import mc_dropout
+from sve_jax.methods import single_ft
+from sve_jax.methods import sve
+from sve_jax.methods.base import Setup
 
-PyTree = Any
-METHODS = ('sve', 'single_svf')
+_BUILDERS: dict[str, Callable[..., Setup]] = {
+    'sve': lambda backbone, config, key: sve.build(
+        'sve', backbone, config, key, int(config['num_members'])),
+    'single_svf': lambda backbone, config, key: sve.build(
+        'single_svf', backbone, config, key, 1),
+    'single_ft': single_ft.build,
+    'deep_ensemble': deep_ensemble.build,
+    'mc_dropout': mc_dropout.build,
+    'lora_ensemble': lora_ensemble.build,
+    'batch_ensemble': batch_ensemble.build,
+}
+METHODS = tuple(_BUILDERS)
 
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """What a method trains and how it runs.
-
-  Attributes:
-    name: the method.
-    frozen: shared, never-updated leaves (for SVE: U, Vᵀ, embeddings, norms).
-    trainables: per-member leaves with a leading member axis.
-    forward: ``(frozen, trainables, inputs, rng, train) -> (M, B, C)`` logits.
-    backbone_params: parameters of the pretrained backbone (for the overhead ratio).
-    trainable_per_member: trainable parameters of one member.
-  """
-  name: str
-  frozen: PyTree
-  trainables: PyTree
-  forward: steps.Forward
-  backbone_params: int
-  trainable_per_member: int
+#: Methods that train and report one model.
+SINGLE_MODELS = ('single_svf', 'single_ft')
+#: Methods that train one model and sample ``config.num_members`` predictions from it.
+SAMPLED = ('mc_dropout',)
 
 
 def num_members_for(method: str, config_members: int) -> int:
-  """M as the method runs it (single models report M = 1)."""
-  return 1 if method == 'single_svf' else int(config_members)
+  """M as the method reports it: the leading axis of its evaluation logits.
+
+  Single models report M = 1; MC dropout reports its ``config.num_members`` samples.
+  """
+  return 1 if method in SINGLE_MODELS else int(config_members)
+
+
+def trained_members_for(method: str, config_members: int) -> int:
+  """The leading (member) axis of the method's trainables: the copies it trains."""
+  return 1 if method in SINGLE_MODELS + SAMPLED else int(config_members)
 
 
 def build(method: str, backbone, config: Mapping[str, Any], key: jax.Array) -> Setup:
-  """Builds ``method`` on ``backbone`` (``config``: the run's top-level ConfigDict)."""
-  if method in ('sve', 'single_svf'):
-    frozen, s = sve_jax.decompose(backbone.params, rules=backbone.rules)
-    members = num_members_for(method, config['num_members'])
-    trainables = sve_jax.init_members(key, frozen, s, members, config['noise_std'])
-    sve_apply = sve_jax.make_sve_apply(backbone.apply, execution=config['execution'])
-    counts = sve_jax.count_params(frozen, trainables)
-    return Setup(method, frozen, trainables, steps.sve_forward(sve_apply),
-                 counts['backbone'], counts['trainable_per_member'])
-  raise ValueError(f'config.method={method!r} is not a known method; expected one of {METHODS}')
+  """Builds ``method`` on ``backbone`` (``config``: the run's top-level ConfigDict).
+
+  Raises:
+    ValueError: an unknown method, or one the backbone cannot run (names the config key).
+  """
+  if method not in _BUILDERS:
+    raise ValueError(f'config.method={method!r} is not a known method; expected one of '
+                     f'{METHODS}')
+  return _BUILDERS[method](backbone, config, key)
+
+
+__all__ = ['build', 'METHODS', 'num_members_for', 'SAMPLED', 'Setup', 'SINGLE_MODELS',
+           'trained_members_for']

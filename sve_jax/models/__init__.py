@@ -32,6 +32,9 @@ class Backbone:
     tokenize: text backbones: ``list[str] -> {input_ids, attention_mask, token_type_ids}``.
     image_size: image backbones: input ``(height, width)``.
     image_mean, image_std: image backbones: per-channel statistics on the [0, 1] scale.
+    attention_rules: the backbone's ``ATTENTION_RULES`` (SVE rules restricted to the attention
+      q, k, v, o kernels), or ``None`` for a backbone without attention.
+    dropout_rate: the largest dropout rate :meth:`apply` uses with ``train=True``.
   """
   name: str
   module: Any
@@ -42,6 +45,8 @@ class Backbone:
   image_size: tuple[int, int] | None = None
   image_mean: tuple[float, ...] | None = None
   image_std: tuple[float, ...] | None = None
+  attention_rules: tuple | None = None
+  dropout_rate: float = 0.
 
   def apply(self, params: PyTree, inputs: Any, *, train: bool = False,
             rngs: Mapping[str, jax.Array] | None = None) -> jax.Array:
@@ -53,8 +58,10 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """Loads the backbone a config's ``model`` section names.
 
   Args:
-    model: ``name``, ``path`` ('' = the offline default where one exists), and per backbone
-      ``pooling``/``max_length`` (bert), ``preset`` (vit), ``image_size`` (vision).
+    model: ``name``, ``path`` ('' = the offline default where one exists), optional
+      ``dropout_rate`` (every dropout rate of the backbone; -1 or absent keeps the
+      checkpoint's/preset's own), and per backbone ``pooling``/``max_length`` (bert),
+      ``preset`` (vit), ``image_size`` (vision).
     num_classes: outputs of the fresh head.
 
   Raises:
@@ -62,28 +69,43 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """
   validate_model_config(model)
   name = model['name']
+  rate = float(model.get('dropout_rate', -1.))
   if name == 'bert':
     from sve_jax.models import bert, tokenizer as tok  # pylint: disable=g-import-not-at-top
     folder = model['path'] or bert.offline_minilm_path()
     module, params, tokenizer = bert.load_bert(folder, num_classes=num_classes,
                                                pooling=model['pooling'] or None)
+    if rate >= 0:
+      module = module.clone(dropout_rate=rate, attention_dropout_rate=rate)
+    c = module.config
     max_length = int(model['max_length'])
     return Backbone(name, module, params, tuple(bert.SVE_RULES), 'text',
-                    tokenize=lambda texts: tok.tokenize(tokenizer, texts, max_length))
+                    tokenize=lambda texts: tok.tokenize(tokenizer, texts, max_length),
+                    attention_rules=tuple(bert.ATTENTION_RULES),
+                    dropout_rate=rate if rate >= 0 else max(c.hidden_dropout_prob,
+                                                            c.attention_probs_dropout_prob))
   size = (int(model['image_size']),) * 2
   if name == 'vit':
     from sve_jax.models import vit  # pylint: disable=g-import-not-at-top
-    module, params = vit.load_vit(model['path'], model['preset'], num_classes=num_classes,
+    preset = model['preset']
+    if rate >= 0:
+      preset = dataclasses.replace(vit.get_config(preset), dropout_rate=rate)
+    module, params = vit.load_vit(model['path'], preset, num_classes=num_classes,
                                   img_size=size)
     return Backbone(name, module, params, tuple(vit.SVE_RULES), 'image', image_size=size,
                     image_mean=tuple(module.config.image_mean),
-                    image_std=tuple(module.config.image_std))
+                    image_std=tuple(module.config.image_std),
+                    attention_rules=tuple(vit.ATTENTION_RULES),
+                    dropout_rate=module.config.dropout_rate)
   from sve_jax.models import efficientnet_lite as eff  # pylint: disable=g-import-not-at-top
-  module, params = eff.load_efficientnet_lite0(model['path'] or None, num_classes=num_classes)
+  module, params = eff.load_efficientnet_lite0(
+      model['path'] or None, num_classes=num_classes,
+      dropout_rate=rate if rate >= 0 else eff.DROPOUT_RATE)
   # The reference feeds (x - 127) / 128 on the 0..255 scale.
   return Backbone(name, module, params, tuple(eff.SVE_RULES), 'image', image_size=size,
                   image_mean=tuple(m / 255. for m in eff.INPUT_MEAN_RGB),
-                  image_std=tuple(s / 255. for s in eff.INPUT_STD_RGB))
+                  image_std=tuple(s / 255. for s in eff.INPUT_STD_RGB),
+                  dropout_rate=module.dropout_rate)
 
 
 def validate_model_config(model: Mapping[str, Any]) -> None:
@@ -91,6 +113,10 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
   if model['name'] not in BACKBONES:
     raise ValueError(f'config.model.name={model["name"]!r} is not a known backbone; '
                      f'expected one of {BACKBONES}')
+  rate = model.get('dropout_rate', -1.)
+  if rate != -1 and not 0 <= rate < 1:
+    raise ValueError(f'config.model.dropout_rate={rate} must be -1 (the backbone\'s own) or '
+                     'in [0, 1)')
   if model['path'] and not os.path.exists(model['path']):
     raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist')
   if model['name'] == 'vit' and not model['path']:

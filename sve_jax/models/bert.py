@@ -66,6 +66,18 @@ SVE_RULES: tuple[tuple[str, str], ...] = (
     (r'', 'frozen'),  # embeddings, LayerNorms, pooler.
 )
 
+_ATTENTION_DENSE = r'(^|/)encoder/layer_\d+/attention/(query|key|value|output)/'
+
+#: SVE rules restricted to attention (the paper's attention-only ablation): the query, key,
+#: value and attention-output kernels of every layer, their biases per member, the head per
+#: member. LoRA-Ensemble adapts exactly these ``'decompose'`` kernels.
+ATTENTION_RULES: tuple[tuple[str, str], ...] = (
+    (_ATTENTION_DENSE + r'kernel$', 'decompose'),
+    (_ATTENTION_DENSE + r'bias$', 'member'),
+    (r'(^|/)head/(kernel|bias)$', 'member'),
+    (r'', 'frozen'),
+)
+
 _INIT = nn.initializers.normal(stddev=0.02)  # HF's initializer_range, for fresh models.
 
 

@@ -75,6 +75,15 @@ SVE_RULES: tuple[tuple[str, str], ...] = (
     (r'(^|/)head/(kernel|bias)$', 'member'),
 )
 
+#: SVE rules restricted to attention (the paper's attention-only ablation): the fused ``qkv``
+#: and the output ``proj`` kernels of every block, their biases per member, the head per
+#: member. LoRA-Ensemble adapts exactly these ``'decompose'`` kernels.
+ATTENTION_RULES: tuple[tuple[str, str], ...] = (
+    (r'(^|/)blocks_\d+/attn/(qkv|proj)/kernel$', 'decompose'),
+    (r'(^|/)blocks_\d+/attn/(qkv|proj)/bias$', 'member'),
+    (r'(^|/)head/(kernel|bias)$', 'member'),
+)
+
 # A fresh head starts at zero; SVE's per-member noise then gives each member N(0, σ²) weights.
 _HEAD_INIT = nn.initializers.zeros
 

@@ -1,0 +1,114 @@
+r"""Every method on one config, several seeds, through train.py's own code path.
+
+  python -m benchmarks.quality --config=configs/default.py --seeds=3 --workdir=workdir/quality
+  python -m benchmarks.quality --config=configs/default.py --seeds=1 \
+      --methods=sve,single_svf --config.data.max_train_examples=800
+
+Each (method, seed) is one ``train.run`` in ``--workdir/<method>/seed_<k>`` (default
+``workdir/quality``) (an interrupted
+benchmark resumes: finished runs are read back, unfinished ones resume from their
+checkpoints). Writes ``benchmarks/results/quality.json`` and prints the Markdown table that
+BENCHMARKS.md records: mean ± std over seeds per method.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+import train
+from sve_jax import methods
+
+# --config and --workdir are train.py's flags (the base config, and the root of the runs).
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
+_METHODS = flags.DEFINE_list('methods', list(methods.METHODS), 'Methods to compare.')
+_SUMMARY = flags.DEFINE_string('summary', 'benchmarks/results/quality.json', 'Summary JSON.')
+
+COLUMNS = (
+    ('accuracy', ('test', 'accuracy')), ('nll', ('test', 'nll')),
+    ('brier', ('test', 'brier')), ('ece', ('test', 'ece')),
+    ('nll_ts', ('test_temperature_scaled', 'nll')), ('ece_ts', ('test_temperature_scaled', 'ece')),
+    ('auroc_mi', ('ood', 'auroc_mi')), ('auroc_msp', ('ood', 'auroc_msp')),
+)
+
+
+def _get(results, keys):
+  for key in keys:
+    results = results.get(key) if isinstance(results, dict) else None
+  return results
+
+
+def run_one(config, method: str, seed: int, workdir: str) -> dict:
+  """Trains and evaluates one (method, seed); reuses a finished run's results.json."""
+  path = os.path.join(workdir, 'results.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  config = config.copy_and_resolve_references()
+  config.method = method
+  config.seed = seed
+  # One prepared copy of the data for every run.
+  config.data.data_dir = config.data.data_dir or os.path.join(_root(), 'tfds_data')
+  t0 = time.time()
+  results = train.run(config, workdir, 'train')
+  results['train_time_s'] = time.time() - t0
+  with open(path, 'w') as f:  # add the wall time to the run's own report
+    json.dump(results, f, indent=2)
+  return results
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+  """Mean and std over seeds of each column, per method."""
+  summary = {}
+  for method, results in runs.items():
+    row = {'num_members': results[0]['num_members'],
+           'trainable_total': results[0]['params']['trainable_total'],
+           'overhead': results[0]['params']['overhead'], 'seeds': len(results)}
+    for name, keys in COLUMNS + (('train_time_s', ('train_time_s',)),):
+      values = [v for v in (_get(r, keys) for r in results) if v is not None]
+      if values:
+        row[name] = {'mean': float(np.mean(values)), 'std': float(np.std(values))}
+    summary[method] = row
+  return summary
+
+
+def markdown_table(summary: dict[str, dict]) -> str:
+  header = ['method', 'M', 'trainable', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)', 'ECE (TS)',
+            'AUROC MI', 'AUROC MSP', 'train s']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for method, row in summary.items():
+    cells = [method, str(row['num_members']), f"{row['trainable_total']:,}"]
+    for name in ('accuracy', 'nll', 'brier', 'ece', 'nll_ts', 'ece_ts', 'auroc_mi',
+                 'auroc_msp', 'train_time_s'):
+      stat = row.get(name)
+      fmt = '{:.0f} ± {:.0f}' if name == 'train_time_s' else '{:.4f} ± {:.4f}'
+      cells.append(fmt.format(stat['mean'], stat['std']) if stat else '–')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _root() -> str:
+  return flags.FLAGS.workdir or 'workdir/quality'
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  runs = {}
+  for method in _METHODS.value:
+    runs[method] = [run_one(config, method, seed, os.path.join(_root(), method, f'seed_{seed}'))
+                    for seed in range(_SEEDS.value)]
+  summary = summarise(runs)
+  os.makedirs(os.path.dirname(os.path.abspath(_SUMMARY.value)), exist_ok=True)
+  with open(_SUMMARY.value, 'w') as f:
+    json.dump({'config': json.loads(config.to_json_best_effort()),
+               'seeds': _SEEDS.value, 'methods': summary}, f, indent=2)
+  print(markdown_table(summary))
+
+
+if __name__ == '__main__':
+  app.run(main)

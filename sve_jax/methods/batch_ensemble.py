@@ -1,0 +1,89 @@
+"""BatchEnsemble (``batch_ensemble``): rank-1 multiplicative fast weights per member.
+
+On every kernel the backbone's SVE rules mark ``'decompose'`` (the same matrices SVE
+targets), member ``m`` uses, in the kernel's ``(d_in, d_out)`` matrix view (conv and
+DenseGeneral kernels included),
+
+  W_m = W ⊙ (r_m s_mᵀ),   i.e.   x W_m = ((x ⊙ r_m) W) ⊙ s_m,
+
+with its own ``r_m: (d_in,)`` and ``s_m: (d_out,)``. It also trains its own copy of every leaf
+the rules mark ``'member'`` (the biases of those layers, copied from the backbone) and its
+own fresh head (``N(0, 0.01²)``, bias 0). The shared ``W`` and everything else stay frozen.
+
+Initialisation: ``r_m, s_m ~ N(1, σ²)`` elementwise with ``σ = config.noise_std`` (0.01 by
+default, SVE's σ_init), from member ``m``'s own key. The BatchEnsemble paper's random ±1
+signs (or ``N(1, 0.5²)``) are made for training from scratch; on a pretrained backbone they
+would scramble every adapted matrix, so members start near the backbone as SVE's do.
+Training uses the backbone's dropout.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from sve_jax import factorize
+from sve_jax.methods import base
+
+
+def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, factorize.KernelLayout],
+                      num_members: int, noise_std: float) -> tuple[dict, dict]:
+  """Per-member ``r ~ N(1, noise_std²)`` and ``s ~ N(1, noise_std²)`` of every kernel.
+
+  Returns:
+    ``(r, s)``: ``{path: (M, *stack, d_in)}`` and ``{path: (M, *stack, d_out)}``.
+  """
+  keys = base.member_keys(key, num_members)
+  r, s = {}, {}
+  for i, (path, layout) in enumerate(kernels.items()):
+    for j, (out, size) in enumerate(((r, layout.d_in), (s, layout.d_out))):
+      shape = layout.stack_shape + (size,)
+      draw = lambda k, shape=shape, f=2 * i + j: 1. + noise_std * jax.random.normal(
+          jax.random.fold_in(k, f), shape, jnp.float32)
+      out[path] = jax.vmap(draw)(keys)
+  return r, s
+
+
+def scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
+  """``W ⊙ (r sᵀ) = diag(r) W diag(s)``, so that ``x (W ⊙ r sᵀ) = ((x ⊙ r) W) ⊙ s``.
+
+  Args:
+    w: ``(*stack, d_in, d_out)`` matrices.
+    r: ``(*stack, d_in)`` input-side factors.
+    s: ``(*stack, d_out)`` output-side factors.
+  """
+  return w * r[..., :, None] * s[..., None, :]
+
+
+def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+  """``config.num_members`` BatchEnsemble members on the backbone's SVE-targeted kernels.
+
+  Raises:
+    ValueError: the SVE rules select no kernel.
+  """
+  num_members = int(config['num_members'])
+  kernels, member_paths = base.select(backbone.params, backbone.rules)
+  if not kernels:
+    raise ValueError(f'batch_ensemble: the {backbone.name} SVE rules select no kernel')
+  fast_key, head_key = jax.random.split(key)
+  noise_std = float(config['noise_std'])
+  r, s = jax.jit(lambda k: init_fast_weights(k, kernels, num_members, noise_std))(fast_key)
+  weights = factorize.flatten_paths(backbone.params)
+  per_member = base.stack_members(base.nest({p: weights[p] for p in member_paths}),
+                                  num_members)
+  per_member['head'] = base.init_heads(
+      head_key, base.head_of(backbone.params, 'batch_ensemble'), num_members)
+  trainables = {'fast_r': base.nest(r), 'fast_s': base.nest(s), 'params': per_member}
+
+  def member_params(frozen, t_m):
+    weights = factorize.flatten_paths(frozen)
+    r_m = factorize.flatten_paths(t_m['fast_r'])
+    s_m = factorize.flatten_paths(t_m['fast_s'])
+    scaled = {p: base.map_matrices(weights[p], layout,
+                                   lambda w, p=p: scale_matrix(w, r_m[p], s_m[p]))
+              for p, layout in kernels.items()}
+    return base.replace_leaves(frozen, {**factorize.flatten_paths(t_m['params']), **scaled})
+
+  forward = base.vmap_forward(backbone.apply, member_params)
+  return base.make_setup('batch_ensemble', backbone, backbone.params, trainables, forward)

@@ -1,0 +1,95 @@
+"""LoRA-Ensemble (``lora_ensemble``): per-member low-rank adapters on the attention matrices.
+
+The backbone is frozen. On every kernel its ``ATTENTION_RULES`` mark ``'decompose'`` (the
+attention q, k, v and output projections of every block: BERT's query/key/value/attention
+output, ViT's fused qkv and proj) member ``m`` adds a rank-``r`` update in the kernel's
+``(d_in, d_out)`` matrix view::
+
+  W_m = W + (alpha / r) · A_m B_m,   A_m: (d_in, r),  B_m: (r, d_out),   alpha = r (scale 1)
+
+with ``r = config.lora_rank`` (default 8). ``A_m`` is Xavier-uniform with gain 10 (variance
+``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
+as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0). Biases
+and everything else stay shared and frozen. Training uses the backbone's dropout.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from sve_jax import factorize
+from sve_jax.methods import base
+
+#: Gain of the Xavier-uniform initialisation of ``A`` (the LoRA-Ensemble reference).
+A_GAIN = 10.
+
+
+def xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN) -> jax.Array:
+  """Uniform ``(..., fan_in, fan_out)`` draws with variance ``gain² · 2 / (fan_in + fan_out)``.
+
+  Leading axes (stack axes) are batch axes, as in ``torch.nn.init.xavier_uniform_`` applied
+  per matrix.
+  """
+  batch = tuple(range(len(shape) - 2))
+  init = jax.nn.initializers.variance_scaling(gain ** 2, 'fan_avg', 'uniform', in_axis=-2,
+                                              out_axis=-1, batch_axis=batch)
+  return init(key, shape, jnp.float32)
+
+
+def init_adapters(key: jax.Array, kernels: Mapping[base.Path, factorize.KernelLayout],
+                  num_members: int, rank: int) -> tuple[dict, dict]:
+  """Per-member ``A`` (Xavier-uniform, gain 10) and ``B`` (zeros) of every kernel.
+
+  Member ``m`` draws from its own key (:func:`base.member_keys`).
+
+  Returns:
+    ``(a, b)``: ``{path: (M, *stack, d_in, rank)}`` and ``{path: (M, *stack, rank, d_out)}``.
+  """
+  keys = base.member_keys(key, num_members)
+  a, b = {}, {}
+  for i, (path, layout) in enumerate(kernels.items()):
+    shape = layout.stack_shape + (layout.d_in, rank)
+    a[path] = jax.vmap(lambda k, shape=shape, i=i: xavier_uniform(
+        jax.random.fold_in(k, i), shape))(keys)
+    b[path] = jnp.zeros((num_members,) + layout.stack_shape + (rank, layout.d_out),
+                        jnp.float32)
+  return a, b
+
+
+def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+  """``config.num_members`` LoRA members of rank ``config.lora_rank`` (alpha = rank).
+
+  Raises:
+    ValueError: the backbone has no attention (no ``attention_rules``, e.g. EfficientNet),
+      or its rules select no kernel.
+  """
+  if backbone.attention_rules is None:
+    raise ValueError(f'lora_ensemble adapts attention matrices, and the {backbone.name} '
+                     'backbone has no attention; choose another config.method')
+  num_members, rank = int(config['num_members']), int(config['lora_rank'])
+  if rank < 1:
+    raise ValueError(f'config.lora_rank={rank} must be >= 1')
+  kernels, _ = base.select(backbone.params, backbone.attention_rules)
+  if not kernels:
+    raise ValueError(f'lora_ensemble: the {backbone.name} attention rules select no kernel')
+  adapter_key, head_key = jax.random.split(key)
+  a, b = jax.jit(lambda k: init_adapters(k, kernels, num_members, rank))(adapter_key)
+  heads = base.init_heads(head_key, base.head_of(backbone.params, 'lora_ensemble'),
+                          num_members)
+  trainables = {'lora_a': base.nest(a), 'lora_b': base.nest(b), 'head': heads}
+  scale = 1.  # alpha / rank with alpha = rank
+
+  def member_params(frozen, t_m):
+    weights = factorize.flatten_paths(frozen)
+    a_m = factorize.flatten_paths(t_m['lora_a'])
+    b_m = factorize.flatten_paths(t_m['lora_b'])
+    adapted = {p: base.map_matrices(weights[p], layout,
+                                    lambda w, p=p: w + scale * (a_m[p] @ b_m[p]))
+               for p, layout in kernels.items()}
+    heads = {('head',) + p: v for p, v in factorize.flatten_paths(t_m['head']).items()}
+    return base.replace_leaves(frozen, {**adapted, **heads})
+
+  forward = base.vmap_forward(backbone.apply, member_params)
+  return base.make_setup('lora_ensemble', backbone, backbone.params, trainables, forward)

@@ -1,0 +1,39 @@
+"""MC dropout (``mc_dropout``): one fully fine-tuned model, M dropout samples at test time.
+
+Training is :mod:`single_ft` (dropout on, one model: ``forward(train=True)`` is ``(1, B, C)``).
+Evaluation keeps dropout on and draws ``config.num_members`` samples, one per key of
+``jax.random.split(rng, M)``, so a fixed ``rng`` gives reproducible samples
+(``forward(train=False)`` is ``(M, B, C)``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+
+from sve_jax.methods import base
+from sve_jax.methods import single_ft
+
+
+def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+  """One trainable model whose evaluation forward samples ``config.num_members`` masks.
+
+  Raises:
+    ValueError: the backbone's dropout rate is 0, so every sample would be the same.
+  """
+  if not backbone.dropout_rate > 0:
+    raise ValueError(
+        f'mc_dropout needs dropout, but the {backbone.name} backbone has dropout rate '
+        f'{backbone.dropout_rate}; set config.model.dropout_rate to a rate in (0, 1), e.g. 0.1')
+  num_samples = int(config['num_members'])
+  setup = single_ft.full_copies('mc_dropout', backbone, key, 1)
+  train_forward = setup.forward
+
+  def forward(frozen, trainables, inputs, rng, train):
+    if train:
+      return train_forward(frozen, trainables, inputs, rng, True)
+    params = single_ft.member_params(frozen, base.unstack_first(trainables))
+    sample = lambda r: backbone.apply(params, inputs, train=True, rngs={'dropout': r})
+    return jax.vmap(sample)(jax.random.split(rng, num_samples))
+
+  return base.make_setup('mc_dropout', backbone, setup.frozen, setup.trainables, forward)
