@@ -501,7 +501,7 @@ def load_bert_params(weights_path: str | os.PathLike, config: BertConfig,
                            ignore=_ignored_keys(state, prefix, with_pooler))
   params: dict = {}
   for flax_path, (key, shape, transpose) in entries.items():
-    value = checkpoint_io.take(state, prefix + key, shape, path).astype(np.float32)
+    value = checkpoint_io.take(state, prefix + key, shape, path, 'config.json').astype(np.float32)
     node = params
     for name in flax_path[:-1]:
       node = node.setdefault(name, {})

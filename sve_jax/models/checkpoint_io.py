@@ -92,15 +92,18 @@ def check_keys(state: Mapping[str, np.ndarray], expected: Iterable[str], path: s
 
 
 def take(state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],
-         path: str) -> np.ndarray:
-  """Returns ``state[key]`` after checking it exists and has ``shape``."""
+         path: str, config_name: str = 'the model config') -> np.ndarray:
+  """Returns ``state[key]`` after checking it exists and has ``shape``.
+
+  ``config_name`` names what the expected shape came from (e.g. ``config.json``).
+  """
   if key not in state:
     raise CheckpointError(f'{path}: missing key {key!r}')
   value = np.asarray(state[key])
   if tuple(value.shape) != tuple(shape):
     raise CheckpointError(
         f'{path}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)} '
-        '(does the model config match the weights?)')
+        f'(does {config_name} match the weights?)')
   return value
 
 
