@@ -53,11 +53,11 @@ PRESETS = {
     'cpu': {'minilm_l6': (8, 32), 'bert_base': (4, 32), 'vit_s16': (4, 64)},
     'gpu': {'minilm_l6': (32, 128), 'bert_base': (32, 128), 'vit_s16': (32, 224)},
 }
-# (method, M, execution)
+# (method, M, execution); 'auto' shows which path the cost model picks at this size.
 CONFIGS = [
     ('single_ft', 1, 'compose'),
     ('sve', 1, 'compose'), ('sve', 1, 'factored'),
-    ('sve', 4, 'compose'), ('sve', 4, 'factored'),
+    ('sve', 4, 'compose'), ('sve', 4, 'factored'), ('sve', 4, 'auto'),
     ('sve', 8, 'compose'), ('sve', 8, 'factored'),
     ('deep_ensemble', 4, 'compose'), ('deep_ensemble', 8, 'compose'),
 ]
@@ -227,6 +227,9 @@ def main(argv):
     print('PEAK_DEVICE', stats.get('peak_bytes_in_use', 0))
     return
   names = _BACKBONES.value or list(preset)
+  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+                                   f'cost_{_PRESET.value}.json')
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   results = {'preset': _PRESET.value, 'device': jax.devices()[0].device_kind,
              'platform': jax.devices()[0].platform, 'repeats': _REPEATS.value,
              'steps_per_run': _STEPS.value, 'backbones': {}}
@@ -234,6 +237,8 @@ def main(argv):
     batch, size = preset[name]
     backbone, weights = make_backbone(name, size)
     rows = []
+    entry = results['backbones'][name] = {'batch': batch, 'size': size, 'weights': weights,
+                                          'rows': rows}
     for method, members, execution in CONFIGS:
       row = measure(backbone, method, members, execution, batch, size, _REPEATS.value,
                     _STEPS.value)
@@ -241,16 +246,16 @@ def main(argv):
         row.update(_subprocess_peak(name, method, members, execution))
       rows.append(row)
       print(json.dumps(row), flush=True)
+      _write(out, results)  # partial results survive a time limit
     add_ratios(rows)
-    results['backbones'][name] = {'batch': batch, 'size': size, 'weights': weights,
-                                  'decompose_s': decomposition_time(backbone, _REPEATS.value),
-                                  'rows': rows}
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
-                                   f'cost_{_PRESET.value}.json')
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, 'w') as f:
-    json.dump(results, f, indent=2)
+    entry['decompose_s'] = decomposition_time(backbone, _REPEATS.value)
+    _write(out, results)
   print(f'wrote {out}')
+
+
+def _write(path: str, results: dict[str, Any]) -> None:
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=2)
 
 
 if __name__ == '__main__':
