@@ -46,6 +46,7 @@ _BACKBONES = flags.DEFINE_list('backbones', None, 'Subset of backbones to run.')
 _MEMORY = flags.DEFINE_bool('memory', True, 'Also measure peak host RSS and device bytes '
                               'of each configuration in a fresh subprocess.')
 _ONE = flags.DEFINE_string('one', None, 'Internal: run one configuration, print its peak.')
+_ONLY = flags.DEFINE_list('only', None, 'Subset of configurations, as method:M:execution.')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
 
 PRESETS = {
@@ -191,14 +192,15 @@ def _subprocess_peak(backbone_name: str, method: str, members: int,
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
   """SVE(M) / (M x single fine-tune) and SVE(M) / deep ensemble(M), for time and memory."""
-  single = next(r for r in rows if r['method'] == 'single_ft')
+  single = next((r for r in rows if r['method'] == 'single_ft'), None)
   deep = {r['members']: r for r in rows if r['method'] == 'deep_ensemble'}
   for r in rows:
     if r['method'] != 'sve':
       continue
     m = r['members']
-    r['train_vs_m_single'] = r['train_step_s'] / (m * single['train_step_s'])
-    r['inference_vs_m_single'] = r['inference_s'] / (m * single['inference_s'])
+    if single is not None:
+      r['train_vs_m_single'] = r['train_step_s'] / (m * single['train_step_s'])
+      r['inference_vs_m_single'] = r['inference_s'] / (m * single['inference_s'])
     if m in deep:
       r['train_vs_deep_ensemble'] = r['train_step_s'] / deep[m]['train_step_s']
       r['inference_vs_deep_ensemble'] = r['inference_s'] / deep[m]['inference_s']
@@ -240,6 +242,8 @@ def main(argv):
     entry = results['backbones'][name] = {'batch': batch, 'size': size, 'weights': weights,
                                           'rows': rows}
     for method, members, execution in CONFIGS:
+      if _ONLY.value and f'{method}:{members}:{execution}' not in _ONLY.value:
+        continue
       row = measure(backbone, method, members, execution, batch, size, _REPEATS.value,
                     _STEPS.value)
       if _MEMORY.value:
