@@ -13,10 +13,13 @@ from typing import Any, Callable, Mapping
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 PyTree = Any
 BACKBONES = ('bert', 'vit', 'efficientnet_lite0')
+#: Computation dtypes (params stay float32; SVD factors are float32 in any case).
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +77,8 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
     from sve_jax.models import bert, tokenizer as tok  # pylint: disable=g-import-not-at-top
     folder = model['path'] or bert.offline_minilm_path()
     module, params, tokenizer = bert.load_bert(folder, num_classes=num_classes,
-                                               pooling=model['pooling'] or None)
+                                               pooling=model['pooling'] or None,
+                                               dtype=jnp.dtype(model.get('dtype', 'float32')))
     if rate >= 0:
       module = module.clone(dropout_rate=rate, attention_dropout_rate=rate)
     c = module.config
@@ -117,6 +121,12 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
   if rate != -1 and not 0 <= rate < 1:
     raise ValueError(f'config.model.dropout_rate={rate} must be -1 (the backbone\'s own) or '
                      'in [0, 1)')
+  dtype = model.get('dtype', 'float32')
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'config.model.dtype={dtype!r} must be one of {COMPUTE_DTYPES}')
+  if dtype != 'float32' and model['name'] != 'bert':
+    raise ValueError(f'config.model.dtype={dtype!r}: only the bert backbone computes in a '
+                     f'lower precision so far; use float32 for {model["name"]}')
   if model['path'] and not os.path.exists(model['path']):
     raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist')
   if model['name'] == 'vit' and not model['path']:
