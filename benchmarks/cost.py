@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -174,14 +173,29 @@ def _compiled_bytes(jitted, *args) -> int | None:
              + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
+def _peak_rss_bytes() -> int:
+  """This process's peak RSS (VmHWM).
+
+  Not ``getrusage``'s ``ru_maxrss``: Linux carries it across ``exec``, so a subprocess
+  reports at least the parent's RSS at the fork.
+  """
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) * 1024
+  raise RuntimeError('no VmHWM in /proc/self/status')
+
+
 def _subprocess_peak(backbone_name: str, method: str, members: int,
                      execution: str) -> dict[str, int]:
   """Peak host RSS and device bytes of a fresh process that builds and steps one config."""
   spec = f'{backbone_name},{method},{members},{execution}'
   cmd = [sys.executable, '-m', 'benchmarks.cost', f'--preset={_PRESET.value}', f'--one={spec}',
          '--repeats=1', '--steps=1']
-  proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
+  proc = subprocess.run(cmd, capture_output=True, text=True,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if proc.returncode:  # e.g. killed for memory: record it, keep measuring the rest
+    return {'memory_error': f'subprocess exited with {proc.returncode}'}
   found = {}
   for line in proc.stdout.splitlines():
     if line.startswith(('PEAK_RSS ', 'PEAK_DEVICE ')):
@@ -225,7 +239,7 @@ def main(argv):
     batch, size = preset[name]
     measure(make_backbone(name, size)[0], method, int(members), execution, batch, size, 1, 1)
     stats = jax.devices()[0].memory_stats() or {}
-    print('PEAK_RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print('PEAK_RSS', _peak_rss_bytes())
     print('PEAK_DEVICE', stats.get('peak_bytes_in_use', 0))
     return
   names = _BACKBONES.value or list(preset)
