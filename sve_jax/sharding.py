@@ -118,13 +118,6 @@ def check_members_divisible(num_members: int, mesh: Mesh) -> None:
                      f'config.mesh.member={mesh.shape[MEMBER]}')
 
 
-def process_batch_slice(global_batch_size: int) -> slice:
-  """This process's rows of a global batch (each process loads only its slice)."""
-  per_process = global_batch_size // jax.process_count()
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)
-
-
 def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False) -> PyTree:
   """Assembles per-process numpy batches into global arrays split over ``data``.
 
