@@ -95,18 +95,29 @@ def _root() -> str:
   return flags.FLAGS.workdir or 'workdir/quality'
 
 
-def main(argv):
-  del argv
-  config = flags.FLAGS.config
-  runs = {}
-  for method in _METHODS.value:
-    runs[method] = [run_one(config, method, seed, os.path.join(_root(), method, f'seed_{seed}'))
-                    for seed in range(_SEEDS.value)]
-  summary = summarise(runs)
+def write_summary(config, runs: dict[str, list[dict]]) -> dict[str, dict]:
+  """Writes --summary from the runs finished so far and returns the per-method summary."""
+  summary = summarise({m: r for m, r in runs.items() if r})
+  total = sum(r.get('train_time_s', 0.0) for results in runs.values() for r in results)
   os.makedirs(os.path.dirname(os.path.abspath(_SUMMARY.value)), exist_ok=True)
   with open(_SUMMARY.value, 'w') as f:
     json.dump({'config': json.loads(config.to_json_best_effort()),
-               'seeds': _SEEDS.value, 'methods': summary}, f, indent=2)
+               'seeds': _SEEDS.value, 'total_run_time_s': total, 'methods': summary},
+              f, indent=2)
+  return summary
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  runs = {method: [] for method in _METHODS.value}
+  # Seed-major, so a stopped benchmark already has every method at the first seeds; the
+  # summary is rewritten after each run.
+  for seed in range(_SEEDS.value):
+    for method in _METHODS.value:
+      workdir = os.path.join(_root(), method, f'seed_{seed}')
+      runs[method].append(run_one(config, method, seed, workdir))
+      summary = write_summary(config, runs)
   print(markdown_table(summary))
 
 
