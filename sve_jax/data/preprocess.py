@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from sve_jax.data import pipeline
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The backbones own their input statistics; ImageNet's is the default for a bare transform.
+from sve_jax.models.vit import IMAGENET_MEAN
+from sve_jax.models.vit import IMAGENET_STD
 # Defaults of torchvision's RandomResizedCrop, used by the paper's vision runs.
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
