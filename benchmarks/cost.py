@@ -12,7 +12,9 @@ random model) and one fixed batch it measures:
   RSS of a fresh subprocess per configuration;
 * trainable parameters and optimiser-state bytes per method;
 * the one-off decomposition time;
-* inference time of ``sve_apply`` against the deep ensemble and M x single-model inference.
+* inference time of ``sve_apply`` against the deep ensemble and M x single-model inference,
+  and of the plain backbone on ``sve_jax.materialize_members``' stacked params (composed
+  once, as for serving).
 
 Times are medians over ``--repeats`` timed runs of ``--steps`` steps each, after compilation
 and a warm-up step. Results go to ``benchmarks/results/cost_<preset>.json``.
@@ -156,12 +158,39 @@ def measure(backbone: models.Backbone, method: str, members: int, execution: str
   jax.block_until_ready(run_infer())
   infer_s = _median_time(run_infer, repeats, steps_per_run)
   opt_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(holder['state'].opt_state))
-  return {'method': method, 'members': members, 'execution': execution,
-          'build_s': build_s, 'train_step_s': train_s, 'inference_s': infer_s,
-          'trainable_per_member': setup.trainable_per_member,
-          'trainable_total': setup.trainable_per_member * members,
-          'backbone_params': setup.backbone_params, 'optimizer_state_bytes': int(opt_bytes),
-          'compiled_step_bytes': compiled_bytes}
+  row = {'method': method, 'members': members, 'execution': execution,
+         'build_s': build_s, 'train_step_s': train_s, 'inference_s': infer_s,
+         'trainable_per_member': setup.trainable_per_member,
+         'trainable_total': setup.trainable_per_member * members,
+         'backbone_params': setup.backbone_params, 'optimizer_state_bytes': int(opt_bytes),
+         'compiled_step_bytes': compiled_bytes}
+  if method == 'sve':
+    row.update(materialized_inference(backbone, setup.frozen, holder['state'].trainables,
+                                      eval_inputs, repeats, steps_per_run))
+  return row
+
+
+def materialized_inference(backbone: models.Backbone, frozen, trainables, inputs,
+                           repeats: int, steps_per_run: int) -> dict[str, float]:
+  """Inference after composing every member once (``sve_jax.materialize_members``).
+
+  Returns the one-off composition time and the time per call of the plain vmapped backbone
+  on the stacked params, which is what serving a trained SVE model costs.
+  """
+  import sve_jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(sve_jax.materialize_members(frozen, trainables))  # compile
+  holder = {}
+
+  def materialize():
+    holder['stacked'] = sve_jax.materialize_members(frozen, trainables)
+    return holder['stacked']
+
+  materialize_s = _median_time(materialize, repeats, 1)
+  infer = jax.jit(jax.vmap(lambda p, x: backbone.apply(p, x), in_axes=(0, None)))
+  run = lambda: infer(holder['stacked'], inputs)
+  jax.block_until_ready(run())
+  return {'materialize_s': materialize_s,
+          'inference_materialized_s': _median_time(run, repeats, steps_per_run)}
 
 
 def _compiled_bytes(jitted, *args) -> int | None:
@@ -218,6 +247,9 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     if m in deep:
       r['train_vs_deep_ensemble'] = r['train_step_s'] / deep[m]['train_step_s']
       r['inference_vs_deep_ensemble'] = r['inference_s'] / deep[m]['inference_s']
+      if 'inference_materialized_s' in r:
+        r['inference_materialized_vs_deep_ensemble'] = (r['inference_materialized_s']
+                                                        / deep[m]['inference_s'])
       for key in ('compiled_step_bytes', 'device_peak_bytes', 'peak_rss_bytes'):
         if r.get(key) and deep[m].get(key):
           r[key.replace('_bytes', '_vs_deep_ensemble')] = r[key] / deep[m][key]

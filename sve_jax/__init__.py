@@ -8,11 +8,13 @@ The public API::
   member_logits = sve_apply({'frozen': frozen, 'trainables': trainables}, x)
   probs = sve_jax.ensemble_probs(member_logits)      # mean of member probabilities
   params_m = sve_jax.compose(frozen, s_m)
+  stacked = sve_jax.materialize_members(frozen, trainables)   # (M, ...) params, inference
   sve_jax.count_params(frozen, trainables)
 """
 from sve_jax.ensemble import count_params
 from sve_jax.ensemble import init_members
 from sve_jax.ensemble import make_sve_apply
+from sve_jax.ensemble import materialize_members
 from sve_jax.ensemble import member_params
 from sve_jax.ensemble import num_members
 from sve_jax.factored import prefer_factored
@@ -28,6 +30,6 @@ from sve_jax.factorize import MemberSlot
 __all__ = [
     'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'ensemble_probs',
     'Factored',
-    'init_members', 'LayoutError', 'make_sve_apply', 'member_params', 'MemberSlot',
+    'init_members', 'LayoutError', 'make_sve_apply', 'materialize_members', 'member_params', 'MemberSlot',
     'num_members', 'prefer_factored',
 ]

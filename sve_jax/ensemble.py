@@ -111,6 +111,31 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
   return sve_apply
 
 
+@jax.jit
+def materialize_members(frozen: PyTree, trainables: PyTree) -> PyTree:
+  """Every member's ordinary params, stacked on a leading member axis ``M``.
+
+  ``sve_apply`` rebuilds (compose) or factors every kernel on each call, which is what
+  training needs. For repeated inference, composing each ``W_m = U diag(s_m) Vᵀ`` once and
+  running the plain backbone is cheaper per call::
+
+    stacked = sve_jax.materialize_members(frozen, trainables)
+    member_logits = jax.vmap(apply_fn, in_axes=(0, None))(stacked, x)   # == sve_apply
+
+  The price is a deep ensemble's memory: every leaf, shared ones included, has ``M`` copies.
+
+  Args:
+    frozen: first output of :func:`sve_jax.decompose`.
+    trainables: the members (leading axis ``M`` on every leaf).
+
+  Returns:
+    The original params' tree with a leading axis ``M`` on every leaf; slice ``m`` equals
+    ``sve_jax.compose(frozen, trainables[m])``.
+  """
+  # vmap gives every output the member axis, broadcasting the leaves no member changes.
+  return jax.vmap(lambda s_m: factorize.compose(frozen, s_m))(trainables)
+
+
 def num_members(trainables: PyTree) -> int:
   """M, the size of the trainables' leading axis (checked to be the same on every leaf)."""
   sizes = {int(x.shape[0]) for x in jax.tree_util.tree_leaves(trainables)}

@@ -12,7 +12,7 @@ def test_cost_ratios_compare_sve_with_m_single_models_and_the_deep_ensemble():
       {'method': 'deep_ensemble', 'members': 4, 'train_step_s': 8.0, 'inference_s': 4.0,
        'compiled_step_bytes': 400},
       {'method': 'sve', 'members': 4, 'train_step_s': 4.0, 'inference_s': 3.0,
-       'compiled_step_bytes': 100},
+       'inference_materialized_s': 2.0, 'compiled_step_bytes': 100},
       {'method': 'sve', 'members': 1, 'train_step_s': 1.0, 'inference_s': 0.5},
   ]
   cost.add_ratios(rows)
@@ -21,6 +21,7 @@ def test_cost_ratios_compare_sve_with_m_single_models_and_the_deep_ensemble():
   assert sve4['inference_vs_m_single'] == pytest.approx(3.0 / 4.0)
   assert sve4['train_vs_deep_ensemble'] == pytest.approx(0.5)
   assert sve4['compiled_step_vs_deep_ensemble'] == pytest.approx(0.25)
+  assert sve4['inference_materialized_vs_deep_ensemble'] == pytest.approx(0.5)
   assert 'train_vs_deep_ensemble' not in sve1  # no deep ensemble of one member
 
 

@@ -131,3 +131,21 @@ def test_count_params_bert_base_overhead_under_one_percent():
   assert counts['backbone'] == backbone
   assert counts['overhead'] == pytest.approx(4 * per_member / backbone)
   assert counts['overhead'] < 0.01
+
+
+def test_materialized_members_run_as_plain_models_equal_sve_apply(tiny):
+  model, params, images = tiny
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(3), frozen, s, 3, noise_std=0.2)
+  stacked = sve_jax.materialize_members(frozen, trainables)
+  chex.assert_trees_all_equal_structs(stacked, params)
+  for leaf, original in zip(jax.tree_util.tree_leaves(stacked), jax.tree_util.tree_leaves(params)):
+    assert leaf.shape == (3,) + original.shape
+  for m in range(3):
+    s_m = jax.tree_util.tree_map(lambda x: x[m], trainables)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[m], stacked),
+                                sve_jax.compose(frozen, s_m), atol=1e-6)
+  plain = jax.vmap(_apply(model), in_axes=(0, None))(stacked, images)
+  via_sve = sve_jax.make_sve_apply(_apply(model))({'frozen': frozen, 'trainables': trainables},
+                                                   images)
+  np.testing.assert_allclose(plain, via_sve, atol=1e-5)
