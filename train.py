@@ -64,6 +64,10 @@ def validate_config(config) -> None:
       (config.noise_std >= 0, f'config.noise_std={config.noise_std} must be >= 0'),
       (config.optim.learning_rate > 0,
        f'config.optim.learning_rate={config.optim.learning_rate} must be > 0'),
+      (config.optim.full_finetune_learning_rate > 0
+       or config.optim.full_finetune_learning_rate == -1,
+       f'config.optim.full_finetune_learning_rate={config.optim.full_finetune_learning_rate} '
+       f'must be > 0, or -1 for config.optim.learning_rate'),
       (0 <= config.optim.warmup_fraction < 1,
        f'config.optim.warmup_fraction={config.optim.warmup_fraction} must be in [0, 1)'),
       (config.num_epochs >= 1, f'config.num_epochs={config.num_epochs} must be >= 1'),
@@ -228,8 +232,10 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   total_steps = steps_per_epoch * config.num_epochs
   if config.max_steps > 0:
     total_steps = min(total_steps, config.max_steps)
+  learning_rate = methods.learning_rate_for(config.method, config.optim)
+  logging.info('%s: peak learning rate %g', config.method, learning_rate)
   optimizer = train_state.make_optimizer(
-      config.optim.learning_rate, total_steps=total_steps,
+      learning_rate, total_steps=total_steps,
       warmup_steps=int(config.optim.warmup_fraction * total_steps),
       weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
   state = train_state.create_train_state(setup.trainables, optimizer, state_rng)
@@ -286,6 +292,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
       'trainables_file_bytes': os.path.getsize(trainables_path),
       'backbone_bytes': backbone_bytes,
   }
+  results['learning_rate'] = learning_rate
   results['config'] = json.loads(config.to_json_best_effort())
   if jax.process_index() == 0:
     report.write_results(workdir, results)

@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
+  # single_ft, deep_ensemble, mc_dropout update every pretrained weight: 1e-3 destroys them.
+  # -1 = learning_rate.
+  c.optim.full_finetune_learning_rate = 5e-5
   c.optim.weight_decay = 0.05
   c.optim.warmup_fraction = 0.1
   c.optim.clip_norm = 1.0

@@ -400,10 +400,22 @@ def test_train_run_reports_members_and_trainable_counts(method, tiny_bert_folder
   copies = 2 if method == 'deep_ensemble' else 1
   assert saved['params']['trainable_total'] == copies * full
   assert saved['params']['overhead'] == pytest.approx(copies)
+  assert saved['learning_rate'] == config.optim.full_finetune_learning_rate
   assert 0. <= results['test']['accuracy'] <= 1.
 
 
+def test_full_finetuning_methods_take_their_own_learning_rate():
+  optim = {'learning_rate': 1e-3, 'full_finetune_learning_rate': 5e-5}
+  for method in methods.METHODS:
+    expected = 5e-5 if method in ('single_ft', 'deep_ensemble', 'mc_dropout') else 1e-3
+    assert methods.learning_rate_for(method, optim) == expected, method
+  same = {'learning_rate': 1e-3, 'full_finetune_learning_rate': -1}
+  assert methods.learning_rate_for('single_ft', same) == 1e-3
+
+
 @pytest.mark.parametrize('key,value,message', [
+    ('optim.full_finetune_learning_rate', 0.,
+     'config.optim.full_finetune_learning_rate=0.0 must be > 0, or -1'),
     ('lora_rank', 0, 'config.lora_rank=0 must be >= 1'),
     ('model.dropout_rate', 1.5, 'config.model.dropout_rate=1.5 must be'),
 ])

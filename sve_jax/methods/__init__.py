@@ -49,6 +49,8 @@ _BUILDERS: dict[str, Callable[..., Setup]] = {
 }
 METHODS = tuple(_BUILDERS)
 
+#: Methods that update every backbone weight, and train at ``full_finetune_learning_rate``.
+FULL_FINETUNE = ('single_ft', 'deep_ensemble', 'mc_dropout')
 #: Methods that train and report one model.
 SINGLE_MODELS = ('single_svf', 'single_ft')
 #: Methods that train one model and sample ``config.num_members`` predictions from it.
@@ -61,6 +63,21 @@ def num_members_for(method: str, config_members: int) -> int:
   Single models report M = 1; MC dropout reports its ``config.num_members`` samples.
   """
   return 1 if method in SINGLE_MODELS else int(config_members)
+
+
+def learning_rate_for(method: str, optim: Mapping[str, Any]) -> float:
+  """The peak learning rate ``method`` trains at, from a config's ``optim`` section.
+
+  Full fine-tuning moves every pretrained weight, and the SVE rate (1e-3) makes it diverge
+  (a MiniLM-L6 fine-tune at 1e-3 ends at chance accuracy), so the methods of
+  :data:`FULL_FINETUNE` take ``optim.full_finetune_learning_rate`` (BERT's usual range,
+  2e-5 to 5e-5). Every other method, and full fine-tuning when that field is ``-1``, takes
+  ``optim.learning_rate``.
+  """
+  full = float(optim.get('full_finetune_learning_rate', -1))
+  if method in FULL_FINETUNE and full != -1:
+    return full
+  return float(optim['learning_rate'])
 
 
 def trained_members_for(method: str, config_members: int) -> int:
