@@ -8,8 +8,10 @@ random model) and one fixed batch it measures:
 
 * train-step time of SVE (M = 1, 4, 8; compose and factored), deep ensemble (M = 4, 8) and
   single fine-tuning, and the ratios SVE(M) / (M x single) and SVE(M) / deep ensemble(M);
-* peak memory: device ``peak_bytes_in_use`` where the backend reports it, otherwise the peak
-  RSS of a fresh subprocess per configuration;
+* memory: XLA's own account of each compiled train step (arguments + outputs + temporaries
+  - aliased; on an accelerator, the device memory the step needs), and with ``--memory``
+  (the cpu preset's default) the peak RSS and device ``peak_bytes_in_use`` of a fresh
+  subprocess per configuration;
 * trainable parameters and optimiser-state bytes per method;
 * the one-off decomposition time;
 * inference time of ``sve_apply`` against the deep ensemble and M x single-model inference,
@@ -44,8 +46,9 @@ _PRESET = flags.DEFINE_enum('preset', 'cpu', ['cpu', 'gpu'], 'Problem sizes.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median).')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Steps per timed run.')
 _BACKBONES = flags.DEFINE_list('backbones', None, 'Subset of backbones to run.')
-_MEMORY = flags.DEFINE_bool('memory', True, 'Also measure peak host RSS and device bytes '
-                              'of each configuration in a fresh subprocess.')
+_MEMORY = flags.DEFINE_bool('memory', None, 'Also measure peak host RSS and device bytes '
+                              'of each configuration in a fresh subprocess (default: on for '
+                              'the cpu preset, off for gpu, where it would double the run).')
 _ONE = flags.DEFINE_string('one', None, 'Internal: run one configuration, print its peak.')
 _ONLY = flags.DEFINE_list('only', None, 'Subset of configurations, as method:M:execution.')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
@@ -141,8 +144,10 @@ def measure(backbone: models.Backbone, method: str, members: int, execution: str
   state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
   data = make_batch(backbone, batch, size, members,
                     getattr(setup, 'per_member_data', False))
-  step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,))
-  compiled_bytes = _compiled_bytes(step, state, setup.frozen, data)
+  # Compiled once: the same executable gives XLA's memory account and runs the timed steps.
+  step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,)).lower(
+      state, setup.frozen, data).compile()
+  compiled_bytes = _compiled_bytes(step)
   holder = {'state': state}
 
   def one_step():
@@ -151,10 +156,10 @@ def measure(backbone: models.Backbone, method: str, members: int, execution: str
 
   jax.block_until_ready(one_step())  # compile + warm-up
   train_s = _median_time(one_step, repeats, steps_per_run)
-  infer = jax.jit(steps.make_eval_step(setup.forward))
   eval_inputs = make_batch(backbone, batch, size, members, False)['inputs']
-  run_infer = lambda: infer(holder['state'].trainables, setup.frozen, eval_inputs,
-                            jax.random.key(2))
+  eval_args = (holder['state'].trainables, setup.frozen, eval_inputs, jax.random.key(2))
+  infer = jax.jit(steps.make_eval_step(setup.forward)).lower(*eval_args).compile()
+  run_infer = lambda: infer(*eval_args)
   jax.block_until_ready(run_infer())
   infer_s = _median_time(run_infer, repeats, steps_per_run)
   opt_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(holder['state'].opt_state))
@@ -164,7 +169,7 @@ def measure(backbone: models.Backbone, method: str, members: int, execution: str
          'trainable_total': setup.trainable_per_member * members,
          'backbone_params': setup.backbone_params, 'optimizer_state_bytes': int(opt_bytes),
          'compiled_step_bytes': compiled_bytes}
-  if method == 'sve':
+  if method == 'sve' and execution == 'compose':  # the path does not matter once composed
     row.update(materialized_inference(backbone, setup.frozen, holder['state'].trainables,
                                       eval_inputs, repeats, steps_per_run))
   return row
@@ -193,9 +198,9 @@ def materialized_inference(backbone: models.Backbone, frozen, trainables, inputs
           'inference_materialized_s': _median_time(run, repeats, steps_per_run)}
 
 
-def _compiled_bytes(jitted, *args) -> int | None:
+def _compiled_bytes(compiled) -> int | None:
   """XLA's own account of a compiled step: arguments + outputs + temporaries - aliased."""
-  stats = jitted.lower(*args).compile().memory_analysis()
+  stats = compiled.memory_analysis()
   if stats is None:
     return None
   return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
@@ -292,7 +297,7 @@ def main(argv):
         continue
       row = measure(backbone, method, members, execution, batch, size, _REPEATS.value,
                     _STEPS.value)
-      if _MEMORY.value:
+      if _MEMORY.value or (_MEMORY.value is None and _PRESET.value == 'cpu'):
         row.update(_subprocess_peak(name, method, members, execution))
       rows.append(row)
       print(json.dumps(row), flush=True)
