@@ -61,13 +61,21 @@ def run_one(config, method: str, seed: int, workdir: str) -> dict:
   return results
 
 
+def _learning_rate(results: dict) -> float | None:
+  """The peak learning rate of a run (recorded by train.run; older runs: the config's)."""
+  if 'learning_rate' in results:
+    return results['learning_rate']
+  return _get(results, ('config', 'optim', 'learning_rate'))
+
+
 def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
   """Mean and std over seeds of each column, per method."""
   summary = {}
   for method, results in runs.items():
     row = {'num_members': results[0]['num_members'],
            'trainable_total': results[0]['params']['trainable_total'],
-           'overhead': results[0]['params']['overhead'], 'seeds': len(results)}
+           'overhead': results[0]['params']['overhead'], 'seeds': len(results),
+           'learning_rate': _learning_rate(results[0])}
     for name, keys in COLUMNS + (('train_time_s', ('train_time_s',)),):
       values = [v for v in (_get(r, keys) for r in results) if v is not None]
       if values:
@@ -77,11 +85,13 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def markdown_table(summary: dict[str, dict]) -> str:
-  header = ['method', 'M', 'trainable', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)', 'ECE (TS)',
+  header = ['method', 'M', 'trainable', 'lr', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)', 'ECE (TS)',
             'AUROC MI', 'AUROC MSP', 'train s']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for method, row in summary.items():
-    cells = [method, str(row['num_members']), f"{row['trainable_total']:,}"]
+    lr = row.get('learning_rate')
+    cells = [method, str(row['num_members']), f"{row['trainable_total']:,}",
+             f'{lr:g}' if lr is not None else '–']
     for name in ('accuracy', 'nll', 'brier', 'ece', 'nll_ts', 'ece_ts', 'auroc_mi',
                  'auroc_msp', 'train_time_s'):
       stat = row.get(name)
