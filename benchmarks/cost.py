@@ -260,6 +260,45 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
           r[key.replace('_bytes', '_vs_deep_ensemble')] = r[key] / deep[m][key]
 
 
+_NAMES = {'single_ft': 'single fine-tune', 'sve': 'SVE', 'deep_ensemble': 'deep ensemble'}
+_GIB, _MIB = 2.**30, 2.**20
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+  """The rows of one backbone (after :func:`add_ratios`) as the table BENCHMARKS.md shows.
+
+  Times in ms; memory in GiB (XLA's compiled step, and peak RSS where measured); optimiser
+  state in MiB; empty cells where a figure or its reference row is missing.
+  """
+  def cell(row, key, scale=1., fmt='{:.2f}'):
+    value = row.get(key)
+    return fmt.format(value * scale) if isinstance(value, (int, float)) else ''
+
+  columns = [  # header, key, scale, format
+      ('step ms', 'train_step_s', 1e3, '{:.1f}'), ('÷ M·single', 'train_vs_m_single', 1, None),
+      ('÷ deep', 'train_vs_deep_ensemble', 1, None),
+      ('compiled GiB', 'compiled_step_bytes', 1 / _GIB, None),
+      ('÷ deep', 'compiled_step_vs_deep_ensemble', 1, None),
+      ('peak RSS GiB', 'peak_rss_bytes', 1 / _GIB, None),
+      ('÷ deep', 'peak_rss_vs_deep_ensemble', 1, None),
+      ('opt state MiB', 'optimizer_state_bytes', 1 / _MIB, '{:.1f}'),
+      ('inference ms', 'inference_s', 1e3, '{:.1f}'),
+      ('÷ deep', 'inference_vs_deep_ensemble', 1, None),
+      ('materialised inference ms', 'inference_materialized_s', 1e3, '{:.1f}'),
+      ('÷ deep', 'inference_materialized_vs_deep_ensemble', 1, None),
+  ]
+  header = ['method', 'M', 'path'] + [c[0] for c in columns]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in rows:
+    path = row['execution'] if row['method'] == 'sve' else ''
+    cells = [_NAMES.get(row['method'], row['method']), str(row['members']), path]
+    cells += [cell(row, key, scale, fmt or '{:.2f}') for _, key, scale, fmt in columns]
+    if row.get('memory_error'):
+      cells[header.index('peak RSS GiB')] = row['memory_error']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def decomposition_time(backbone: models.Backbone, repeats: int) -> float:
   """Median wall time of ``decompose`` (compiled once beforehand)."""
   import sve_jax  # pylint: disable=g-import-not-at-top
@@ -305,6 +344,8 @@ def main(argv):
     add_ratios(rows)
     entry['decompose_s'] = decomposition_time(backbone, _REPEATS.value)
     _write(out, results)
+    print(f'\n{name}, batch {batch} x {size}, decomposition {entry["decompose_s"]:.2f} s\n'
+          + markdown_table(rows), flush=True)
   print(f'wrote {out}')
 
 

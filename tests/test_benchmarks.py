@@ -8,12 +8,16 @@ from benchmarks import quality
 
 def test_cost_ratios_compare_sve_with_m_single_models_and_the_deep_ensemble():
   rows = [
-      {'method': 'single_ft', 'members': 1, 'train_step_s': 2.0, 'inference_s': 1.0},
-      {'method': 'deep_ensemble', 'members': 4, 'train_step_s': 8.0, 'inference_s': 4.0,
+      {'method': 'single_ft', 'members': 1, 'execution': 'compose', 'train_step_s': 2.0,
+       'inference_s': 1.0},
+      {'method': 'deep_ensemble', 'members': 4, 'execution': 'compose', 'train_step_s': 8.0,
+       'inference_s': 4.0,
        'compiled_step_bytes': 400},
-      {'method': 'sve', 'members': 4, 'train_step_s': 4.0, 'inference_s': 3.0,
+      {'method': 'sve', 'members': 4, 'execution': 'compose', 'train_step_s': 4.0,
+       'inference_s': 3.0,
        'inference_materialized_s': 2.0, 'compiled_step_bytes': 100},
-      {'method': 'sve', 'members': 1, 'train_step_s': 1.0, 'inference_s': 0.5},
+      {'method': 'sve', 'members': 1, 'execution': 'factored', 'train_step_s': 1.0,
+       'inference_s': 0.5},
   ]
   cost.add_ratios(rows)
   sve4, sve1 = rows[2], rows[3]
@@ -23,6 +27,10 @@ def test_cost_ratios_compare_sve_with_m_single_models_and_the_deep_ensemble():
   assert sve4['compiled_step_vs_deep_ensemble'] == pytest.approx(0.25)
   assert sve4['inference_materialized_vs_deep_ensemble'] == pytest.approx(0.5)
   assert 'train_vs_deep_ensemble' not in sve1  # no deep ensemble of one member
+  table = cost.markdown_table(rows).splitlines()
+  assert len(table) == 2 + len(rows)
+  assert table[4].startswith('| SVE | 4 | compose | 4000.0 | 0.50 | 0.50 |')
+  assert '| 3000.0 | 0.75 | 2000.0 | 0.50 |' in table[4]  # inference, then materialised
 
 
 def test_quality_summary_is_mean_and_std_over_seeds():
