@@ -52,6 +52,8 @@ _MEMORY = flags.DEFINE_bool('memory', None, 'Also measure peak host RSS and devi
 _ONE = flags.DEFINE_string('one', None, 'Internal: run one configuration, print its peak.')
 _ONLY = flags.DEFINE_list('only', None, 'Subset of configurations, as method:M:execution.')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
+_TABLES = flags.DEFINE_string('tables', None, 'Print the Markdown tables of an earlier '
+                              'results JSON and exit.')
 
 PRESETS = {
     # backbone -> (batch, sequence length or image size)
@@ -309,6 +311,12 @@ def decomposition_time(backbone: models.Backbone, repeats: int) -> float:
 
 def main(argv):
   del argv
+  if _TABLES.value:
+    with open(_TABLES.value) as f:
+      for name, entry in json.load(f)['backbones'].items():
+        print(f'\n{name}, batch {entry["batch"]} x {entry["size"]}\n'
+              + markdown_table(entry['rows']))
+    return
   preset = PRESETS[_PRESET.value]
   if _ONE.value:
     name, method, members, execution = _ONE.value.split(',')
