@@ -1,7 +1,7 @@
 r"""Cost of SVE against its baselines, measured side by side in one process.
 
   python -m benchmarks.cost                      # CPU sizes (2 cores: ~10 min)
-  python -m benchmarks.cost --preset=gpu         # one accelerator, under 5 minutes on an H100
+  python -m benchmarks.cost --preset=gpu         # one accelerator; sized for ~5 min on an H100
 
 For each backbone (MiniLM-L6 with its real weights, a BERT-base-shaped and a ViT-S/16-shaped
 random model) and one fixed batch it measures:
