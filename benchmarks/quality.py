@@ -85,8 +85,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def markdown_table(summary: dict[str, dict]) -> str:
-  header = ['method', 'M', 'trainable', 'lr', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)', 'ECE (TS)',
-            'AUROC MI', 'AUROC MSP', 'train s']
+  header = ['method', 'M', 'trainable', 'lr', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)',
+            'ECE (TS)', 'AUROC MI', 'AUROC MSP', 'train s']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for method, row in summary.items():
     lr = row.get('learning_rate')

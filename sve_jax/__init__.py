@@ -29,7 +29,6 @@ from sve_jax.factorize import MemberSlot
 
 __all__ = [
     'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'ensemble_probs',
-    'Factored',
-    'init_members', 'LayoutError', 'make_sve_apply', 'materialize_members', 'member_params', 'MemberSlot',
-    'num_members', 'prefer_factored',
+    'Factored', 'init_members', 'LayoutError', 'make_sve_apply', 'materialize_members',
+    'member_params', 'MemberSlot', 'num_members', 'prefer_factored',
 ]
