@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import app
 from absl import flags
@@ -27,14 +27,17 @@ import numpy as np
 from tqdm import tqdm
 
 from sve_jax import checkpoint as ckpt
+from sve_jax import ensemble
 from sve_jax import factored
 from sve_jax import input_pipeline
 from sve_jax import methods
+from sve_jax import metrics as metrics_lib
 from sve_jax import models
 from sve_jax import report
 from sve_jax import sharding
 from sve_jax import steps
 from sve_jax import train_state
+from sve_jax.data import builders
 from sve_jax.data import datasets
 from sve_jax.data import pipeline
 import tensorflow_datasets as tfds
@@ -79,14 +82,53 @@ def validate_config(config) -> None:
        f'config.execution={config.execution!r} must be one of {factored.EXECUTIONS}'),
       (config.ensemble_mode in ('probs', 'logits'),
        f"config.ensemble_mode={config.ensemble_mode!r} must be 'probs' or 'logits'"),
+      (config.head_init_std >= 0 or config.head_init_std == -1,
+       f'config.head_init_std={config.head_init_std} must be >= 0, or -1 for noise_std'),
+      (isinstance(config.member_data_order, bool),
+       f'config.member_data_order={config.member_data_order!r} must be True or False'),
+      (config.optim.schedule in train_state.SCHEDULES,
+       f'config.optim.schedule={config.optim.schedule!r} must be one of '
+       f'{train_state.SCHEDULES}'),
+      (config.eval_every_steps >= 0,
+       f'config.eval_every_steps={config.eval_every_steps} must be >= 0 (0: epoch ends only)'),
+      (config.checkpoint.every_steps >= 0,
+       f'config.checkpoint.every_steps={config.checkpoint.every_steps} must be >= 0'),
+      (config.checkpoint.every_minutes >= 0,
+       f'config.checkpoint.every_minutes={config.checkpoint.every_minutes} must be >= 0'),
   ]
   for ok, message in checks:
     if not ok:
       raise ValueError(message)
   models.validate_model_config(config.model)
   check_dataset_name(config.data.name, 'config.data.name')
+  datasets.check_options(config.data.name, config.data.options, 'config.data.options')
   if config.ood.name:
     check_dataset_name(config.ood.name, 'config.ood.name')
+    datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
+
+
+def check_workdir_writable(workdir: str) -> None:
+  """Creates ``workdir`` and writes a probe file there; raises a clear error if it cannot.
+
+  Raises:
+    PermissionError or OSError: naming ``--workdir`` and the reason, before any heavy work.
+  """
+  probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise type(e)(e.errno, f'--workdir={workdir} is not writable ({e.strerror}); choose a '
+                  'folder this user can create files in', e.filename) from e
+
+
+def run_identity(config, num_members: int) -> dict[str, Any]:
+  """What a workdir's checkpoints must match to be resumed: backbone, method, members."""
+  return {'method': config.method, 'backbone': config.model.name,
+          'model_path': config.model.path, 'model_preset': config.model.preset,
+          'num_members': num_members}
 
 
 def check_dataset_name(name: str, key: str) -> None:
@@ -153,25 +195,39 @@ def load_data(config, workdir: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def predict(eval_fn, state_trainables, frozen, source, transform, mesh, batch_size: int):
-  """Member logits ``(M, N, C)`` and labels ``(N,)`` over every example of ``source``.
+class Predictions(NamedTuple):
+  """Member logits ``(M, N, C)``, labels ``(N,)`` and, where the data set records it, the
+  annotators' agreement ``(N,)`` (feature ``builders.AGREEMENT_FEATURE``; NaN = unknown)."""
+  logits: np.ndarray
+  labels: np.ndarray
+  agreement: np.ndarray | None
+
+
+def predict(eval_fn, state_trainables, frozen, source, transform, mesh,
+            batch_size: int) -> Predictions:
+  """:class:`Predictions` over every example of ``source``.
 
   Eval batch ``i`` gets the rng ``fold_in(key(0), i)``: stochastic forwards (MC dropout) are
   reproducible, with independent masks from batch to batch.
   """
-  logits, labels = [], []
+  logits, labels, agreement = [], [], []
   for i, raw in enumerate(pipeline.eval_batches(source, global_batch_size=batch_size,
                                                 process_index=jax.process_index(),
                                                 process_count=jax.process_count())):
     batch = transform(raw)
     inputs = sharding.shard_batch(batch['inputs'], mesh)
     out = eval_fn(state_trainables, frozen, inputs, jax.random.fold_in(jax.random.key(0), i))
-    out = np.asarray(jax.device_get(multihost_utils.process_allgather(
-        out, tiled=True)) if jax.process_count() > 1 else jax.device_get(out))
-    mask = np.asarray(raw['mask'])
+    out = sharding.to_host(out)
+    # Each process read its own slice of the batch: gather them in process order.
+    mask, label = (sharding.gather_process_slices(np.asarray(v))
+                   for v in (raw['mask'], batch['label']))
     logits.append(out[:, mask])
-    labels.append(np.asarray(batch['label'])[mask])
-  return np.concatenate(logits, axis=1), np.concatenate(labels)
+    labels.append(label[mask])
+    if builders.AGREEMENT_FEATURE in raw:
+      agreement.append(sharding.gather_process_slices(
+          np.asarray(raw[builders.AGREEMENT_FEATURE], np.float32))[mask])
+  return Predictions(np.concatenate(logits, axis=1), np.concatenate(labels),
+                     np.concatenate(agreement) if agreement else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +262,11 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   if trained % mesh.shape[sharding.MEMBER]:
     raise ValueError(f'config.method={config.method!r} trains {trained} model(s), which do not '
                      f'split over config.mesh.member={mesh.shape[sharding.MEMBER]}; set it to 1')
-  os.makedirs(workdir, exist_ok=True)
-  checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep)
+  check_workdir_writable(workdir)
+  identity = run_identity(config, members)
+  checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep,
+                                   asynchronous=config.checkpoint.asynchronous)
+  checkpointer.check_identity(identity)
   if mode == 'eval' and not checkpointer.best.all_steps():
     raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
 
@@ -236,7 +295,8 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   logging.info('%s: peak learning rate %g', config.method, learning_rate)
   optimizer = train_state.make_optimizer(
       learning_rate, total_steps=total_steps,
-      warmup_steps=int(config.optim.warmup_fraction * total_steps),
+      schedule=train_state.schedule_for(config.optim.schedule, learning_rate, total_steps,
+                                        config.optim.warmup_fraction),
       weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
   state = train_state.create_train_state(setup.trainables, optimizer, state_rng)
   frozen = jax.device_put(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
@@ -252,22 +312,37 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
     return predict(eval_fn, trainables, frozen, source, transform, mesh,
                    config.eval_batch_size)
 
+  def singular_value_change(trainables) -> dict[str, float]:
+    """SVE family: how far the members' s moved from the pretrained s (else nothing)."""
+    if setup.pretrained_s is None:
+      return {}
+    return {'singular_value_change': ensemble.singular_value_change(
+        setup.frozen, setup.pretrained_s, trainables)}
+
+  def validate(trainables) -> dict[str, float]:
+    """Ensemble, members' mean and diversity on the validation split, and the s movement."""
+    val = evaluate(trainables, source=sources['validation'])
+    return {**metrics_lib.ensemble_and_members(val.logits, val.labels,
+                                               mode=config.ensemble_mode),
+            **singular_value_change(trainables)}
+
   # --- Train --------------------------------------------------------------------------------
   if mode == 'train':
     state = _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
-                   evaluate, sources, train_transform, total_steps, steps_per_epoch,
-                   fingerprint, mesh,
+                   validate, sources, train_transform, total_steps, steps_per_epoch,
+                   fingerprint, mesh, identity,
                    member_streams=members if setup.per_member_data else 0)
 
   # --- Evaluate the best checkpoint and report ----------------------------------------------
   best_state, best_meta = checkpointer.restore_best(abstract_state)
   ckpt.check_fingerprint(best_meta, setup.frozen, f'{workdir}/checkpoints/best')
-  val_logits, val_labels = evaluate(best_state.trainables, source=sources['validation'])
-  test_logits, test_labels = evaluate(best_state.trainables, source=sources['test'])
+  val_logits, val_labels, _ = evaluate(best_state.trainables, source=sources['validation'])
+  test_logits, test_labels, test_agreement = evaluate(best_state.trainables,
+                                                      source=sources['test'])
   ood_logits = None
   if ood is not None:
     ood_dataset, ood_source = ood
-    ood_logits, _ = evaluate(best_state.trainables, source=ood_source,
+    ood_logits, _, _ = evaluate(best_state.trainables, source=ood_source,
                              transform=input_pipeline.make_transform(
                                  backbone, ood_dataset.input_key, None))
   results = report.build_results(
@@ -276,13 +351,20 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
       backbone_params=setup.backbone_params,
       trainable_per_member=setup.trainable_per_member,
       trainable_total=setup.trainable_total, ood_logits=ood_logits,
-      ood_dataset=config.ood.name or None, mode=config.ensemble_mode)
-  trainables_path = ckpt.save_trainables(
-      os.path.join(workdir, 'trainables.safetensors'), best_state.trainables,
-      metadata={'method': config.method, 'backbone': config.model.name,
-                'model_path': config.model.path, 'num_members': members,
-                'step': int(best_meta.get('step', 0))},
-      frozen=setup.frozen)
+      ood_dataset=config.ood.name or None, mode=config.ensemble_mode,
+      test_agreement=test_agreement)
+  results.update(singular_value_change(best_state.trainables))
+  trainables_path = os.path.join(workdir, 'trainables.safetensors')
+  best_trainables = sharding.to_host(best_state.trainables)  # collective: every process
+  if jax.process_index() == 0:
+    ckpt.save_trainables(
+        trainables_path, best_trainables,
+        metadata={'method': config.method, 'backbone': config.model.name,
+                  'model_path': config.model.path, 'num_members': members,
+                  'step': int(best_meta.get('step', 0))},
+        frozen=setup.frozen)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('trainables written')
   backbone_bytes = sum(int(np.asarray(x).nbytes)
                        for x in jax.tree_util.tree_leaves(backbone.params))
   results['checkpoint'] = {
@@ -337,12 +419,18 @@ def stack_streams(streams):
     yield jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[b for b, _ in items]), items[0][1]
 
 
-def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step, evaluate,
-           sources, transform, total_steps, steps_per_epoch, fingerprint, mesh,
+def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step, validate,
+           sources, transform, total_steps, steps_per_epoch, fingerprint, mesh, identity,
            member_streams: int = 0):
   """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.
 
-  ``member_streams``: see :func:`train_batches`.
+  Validation (``validate(trainables) -> {accuracy, nll, ...}``, written to metrics.jsonl as
+  ``val_*``) runs at each epoch end, at the last step and every ``config.eval_every_steps``
+  steps (learning curves); each one saves a checkpoint, the best by validation accuracy.
+  Checkpoints: at the end of each epoch, every ``config.checkpoint.every_steps`` steps, and
+  once ``config.checkpoint.every_minutes`` have passed since the last save (bounds the work a
+  SIGKILL loses). ``identity``: see :func:`run_identity`. ``member_streams``: see
+  :func:`train_batches`.
   """
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   position = pipeline.Position()
@@ -368,12 +456,13 @@ def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_s
 
   def meta_for(pos, best):
     return {'position': pos.as_dict(), 'best_val_accuracy': best, 'step': int(state.step),
-            'factors_fingerprint': fingerprint}
+            'factors_fingerprint': fingerprint, 'identity': identity}
 
   batches = train_batches(config, sources['train'], transform, position, member_streams)
   bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
              disable=jax.process_index() != 0)
   t_last, n_last = time.time(), 0
+  last_save = time.monotonic()
   try:
     for raw_batch, next_position in batches:
       batch = sharding.shard_batch(raw_batch, mesh, per_member=member_streams > 0)
@@ -392,25 +481,28 @@ def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_s
         t_last, n_last = time.time(), 0
         record = {'step': step, 'epoch': position.epoch, 'loss': loss,
                   'grad_norm': float(metrics['grad_norm']), 'examples_per_sec': rate}
-        _write_jsonl(metrics_path, record)
+        if jax.process_index() == 0:
+          _write_jsonl(metrics_path, record)
         bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
       bar.update(1)
       end_of_epoch = position.step == 0
       periodic = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
       last = step >= total_steps
-      if end_of_epoch or last:
-        logits, labels = evaluate(state.trainables, source=sources['validation'])
-        from sve_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-        val = metrics_lib.evaluate(logits, labels, mode=config.ensemble_mode)
-        _write_jsonl(metrics_path, {'step': step, 'epoch': position.epoch,
-                                    **{f'val_{k}': v for k, v in val.items()}})
+      scheduled_eval = config.eval_every_steps and step % config.eval_every_steps == 0
+      if end_of_epoch or last or scheduled_eval:
+        val = validate(state.trainables)
+        if jax.process_index() == 0:
+          _write_jsonl(metrics_path, {'step': step, 'epoch': position.epoch,
+                                      **{f'val_{k}': v for k, v in val.items()}})
         improved = val['accuracy'] > best_val
         best_val = max(best_val, val['accuracy'])
         checkpointer.save(state, meta_for(position, best_val), best=improved)
+        last_save = time.monotonic()
         tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
                    f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
-      elif periodic:
+      elif periodic or ckpt.wall_time_due(last_save, config.checkpoint.every_minutes):
         checkpointer.save(state, meta_for(position, best_val))
+        last_save = time.monotonic()
       if last:
         break
       if stop['signal']:
@@ -422,6 +514,7 @@ def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_s
     bar.close()
     for s, handler in previous.items():
       signal.signal(s, handler)
+    checkpointer.wait()  # asynchronous saves: on disk before resuming, evaluating or failing
   return state
 
 

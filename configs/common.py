@@ -1,6 +1,33 @@
 """Fields every config shares; each config file overrides what its setting needs."""
 import ml_collections
 
+from sve_jax.data import builders
+from sve_jax.data import datasets
+
+
+class BuilderOptions(ml_collections.ConfigDict):
+  """A data section's builder options: one typed, unset (None) field per option.
+
+  Every option any local builder declares (`datasets.all_option_types`) has a field, so
+  `--config.data.options.<key>=...` works on the locked config; an unset option keeps the
+  builder's default. A key no builder accepts fails at flag parsing, with the accepted
+  options of every builder listed; one the chosen builder does not accept fails in
+  `train.validate_config`, before any data is read.
+  """
+
+  def __init__(self):
+    super().__init__({option: ml_collections.FieldReference(None, field_type=kind)
+                      for option, kind in datasets.all_option_types().items()})
+
+  def __getitem__(self, key):
+    try:
+      return super().__getitem__(key)
+    except KeyError:
+      accepted = '; '.join(f'{name}: {sorted(datasets.option_types(name)) or "none"}'
+                           for name in builders.LOCAL_BUILDERS)
+      raise KeyError(f'{key!r} is not an option of any data builder. Options by builder: '
+                     f'{accepted}; tfds catalog data sets take none.') from None
+
 
 def base_config() -> ml_collections.ConfigDict:
   """The reference protocol of the paper (DESIGN.md §1), on no particular data."""
@@ -10,6 +37,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = 'sve'
   c.num_members = 4           # M (mc_dropout: test-time dropout samples of its one model)
   c.noise_std = 0.01          # σ_init of the singular values (and per-member copies)
+  # SVE family: >= 0 draws each member's head N(0, head_init_std²), bias 0, apart from
+  # noise_std (the authors' code keeps a separate head init); -1 = tied to noise_std.
+  c.head_init_std = -1.
+  # SVE: each member trains on its own data order (seed + m), as the deep ensemble always
+  # does; False = all members see the same batches (the paper).
+  c.member_data_order = False
   c.execution = 'auto'        # compose | factored | auto (per-layer cost model)
   c.ensemble_mode = 'probs'   # average probabilities (default) or 'logits'
   c.lora_rank = 8             # lora_ensemble: rank r of every adapter (alpha = r, scale 1)
@@ -29,9 +62,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''              # '' = <workdir>/../tfds_data, shared by runs
   c.data.splits = ml_collections.ConfigDict(  # role -> tfds split spec
       {'train': 'train', 'validation': 'validation', 'test': 'test'})
-  # Builder options, e.g. csv_text: file, text_column, label_column, split_fractions,
-  # split_seed; image_folder: folder, image_size. Empty for catalog data sets.
-  c.data.options = ml_collections.ConfigDict()
+  # Builder options, unset (None) until given, e.g. csv_text: file, text_column,
+  # label_column, split_fractions, split_seed; image_folder: folder, image_size.
+  # Catalog data sets take none.
+  c.data.options = BuilderOptions()
   c.data.max_train_examples = -1    # -1: all; else a seeded random subset
   c.data.max_eval_examples = -1     # cap on validation/test/OOD examples; -1: all
   c.data.augment = False            # vision: random resized crop + flip
@@ -41,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.ood = ml_collections.ConfigDict()
   c.ood.name = ''                   # '' = no OOD evaluation
   c.ood.split = 'test'
-  c.ood.options = ml_collections.ConfigDict()
+  c.ood.options = BuilderOptions()
   c.ood.mock_examples = 0
 
   c.optim = ml_collections.ConfigDict()
@@ -51,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.full_finetune_learning_rate = 5e-5
   c.optim.weight_decay = 0.05
   c.optim.warmup_fraction = 0.1
+  # warmup_cosine: warm-up from 0 over warmup_fraction, cosine to 0 (the paper's text);
+  # official: the authors' code, warm-up from lr/5 over half the steps, cosine to 0.1·lr.
+  c.optim.schedule = 'warmup_cosine'
   c.optim.clip_norm = 1.0
 
   c.batch_size = 16
@@ -68,8 +105,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 2             # latest N kept for resuming (plus the best)
-  c.checkpoint.every_steps = 0      # 0 = at the end of each epoch only
+  c.checkpoint.every_steps = 0      # also every N steps; 0 = at the end of each epoch only
+  c.checkpoint.every_minutes = 10.  # also once this much wall time passed since the last save
+  c.checkpoint.asynchronous = True  # write in a background thread; the step does not wait
 
   c.log_every_steps = 10
+  c.eval_every_steps = 0            # also validate every N steps (learning curves); 0 = epochs
   c.max_steps = -1                  # stop after this many steps in total (tests, smoke runs)
   return c

@@ -7,15 +7,24 @@ from the backbone at start-up, and the fingerprint checks that they are the same
 
 Layout under ``<workdir>/checkpoints``: ``latest/<step>`` (the last ``keep`` saves) and
 ``best/<step>`` (the one with the best validation accuracy).
+
+Saves are atomic: orbax writes ``<step>.orbax-checkpoint-tmp-*`` and renames it when complete,
+so a process killed mid-save leaves the previous checkpoints intact; the partial directory is
+ignored and removed when the next run opens the workdir. With ``asynchronous=True`` a save
+copies the state to host memory and returns; the files are written in a background thread.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import time
 from typing import Any, Mapping
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -39,26 +48,75 @@ def factors_fingerprint(frozen: PyTree) -> float:
 
 
 class Checkpointer:
-  """Latest-N and best-by-metric orbax managers over one workdir."""
+  """Latest-N and best-by-metric orbax managers over one workdir.
 
-  def __init__(self, workdir: str, keep: int = 2):
+  Args:
+    workdir: the run's folder; checkpoints go to ``<workdir>/checkpoints``.
+    keep: how many of the latest checkpoints to keep.
+    asynchronous: write in a background thread (see the module docstring); call
+      :meth:`wait` before relying on the files.
+  """
+
+  def __init__(self, workdir: str, keep: int = 2, *, asynchronous: bool = False):
     root = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    opts = lambda n: ocp.CheckpointManagerOptions(max_to_keep=n, create=True,
-                                                  enable_async_checkpointing=False)
+    opts = lambda n: ocp.CheckpointManagerOptions(
+        max_to_keep=n, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=asynchronous)
     self.latest = ocp.CheckpointManager(os.path.join(root, 'latest'), options=opts(keep))
     self.best = ocp.CheckpointManager(os.path.join(root, 'best'), options=opts(1))
+    self.asynchronous = asynchronous
 
   def save(self, state: PyTree, meta: Mapping[str, Any], *, best: bool = False) -> None:
-    """Saves ``state`` at ``state.step`` to latest (and to best when ``best``)."""
+    """Saves ``state`` at ``state.step`` to latest (and to best when ``best``).
+
+    Raises:
+      CheckpointError: the write failed (e.g. the disk is full); the message names the
+        directory and the earlier checkpoints, which stay usable.
+    """
     step = int(jax.device_get(state.step))
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(dict(meta)))
-    managers = [self.latest] + ([self.best] if best else [])
-    for manager in managers:
-      if step in manager.all_steps():
-        manager.delete(step)  # e.g. saved at an interruption, then again as best
-      manager.save(step, args=args, force=True)
-      manager.wait_until_finished()
+    for manager in [self.latest] + ([self.best] if best else []):
+      with _explained_save_errors(manager, step):
+        if step in manager.all_steps():
+          manager.wait_until_finished()
+          manager.delete(step)  # e.g. saved at an interruption, then again as best
+        manager.save(step, args=args, force=True)
+        if not self.asynchronous:
+          manager.wait_until_finished()
+
+  def wait(self) -> None:
+    """Blocks until every asynchronous save is on disk.
+
+    Raises:
+      CheckpointError: a background write failed (see :meth:`save`).
+    """
+    for manager in (self.latest, self.best):
+      with _explained_save_errors(manager, manager.latest_step()):
+        manager.wait_until_finished()
+
+  def check_identity(self, identity: Mapping[str, Any]) -> None:
+    """Raises if the newest latest or best checkpoint was written by another kind of run.
+
+    Reads only the small JSON ``meta`` item, so it is cheap and comes before any restore
+    (another run's array shapes would otherwise fail deep inside orbax).
+
+    Args:
+      identity: what this run is (backbone, method, number of members, ...), as stored in
+        ``meta['identity']`` by :meth:`save`'s caller.
+
+    Raises:
+      CheckpointError: naming the checkpoint and each differing field.
+    """
+    for manager in (self.latest, self.best):
+      step = manager.latest_step()
+      if step is None:
+        continue
+      try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      except Exception:  # pylint: disable=broad-except
+        continue  # unreadable: restoring falls back to an older one and says so
+      check_identity(meta['meta'], identity, f'{manager.directory}/{step}')
 
   def restore_latest(self, abstract_state: PyTree) -> tuple[PyTree, dict] | None:
     """The newest readable checkpoint, falling back to older ones if it is corrupt.
@@ -78,8 +136,68 @@ class Checkpointer:
     return restored
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Waits for pending saves (see :meth:`wait`) and releases the managers."""
+    try:
+      self.wait()
+    finally:
+      self.latest.close()
+      self.best.close()
+
+
+@contextlib.contextmanager
+def _explained_save_errors(manager: ocp.CheckpointManager, step: int | None):
+  """Turns an OS error of a save (disk full, permissions) into a CheckpointError.
+
+  The message names the directory, the failed step and the checkpoints that remain; orbax's
+  atomic rename guarantees those were not touched by the failed write.
+  """
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except
+    cause = _os_error_in(error)
+    if cause is None:
+      raise
+    remaining = [s for s in _committed_steps(manager) if s != step]
+    hint = 'the disk is full: free space' if cause.errno == errno.ENOSPC else 'fix the workdir'
+    raise CheckpointError(
+        f'saving checkpoint step {step} under {manager.directory} failed '
+        f'({type(cause).__name__}: {cause}). Earlier checkpoint(s) {remaining} are intact; '
+        f'{hint}, then rerun the same command to resume from the newest.') from error
+
+
+def _os_error_in(error: BaseException | None) -> OSError | None:
+  """The first OSError in ``error``'s chain of causes (orbax wraps background errors)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, OSError):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _committed_steps(manager: ocp.CheckpointManager) -> list[int]:
+  """Steps whose checkpoint is complete on disk (temporary directories are not steps)."""
+  try:
+    manager.reload()
+    return sorted(manager.all_steps())
+  except Exception:  # pylint: disable=broad-except
+    return []
+
+
+def wall_time_due(last_save: float, every_minutes: float) -> bool:
+  """Whether ``every_minutes`` have passed since ``last_save`` (a ``time.monotonic()`` value).
+
+  A save is collective, so every process must decide alike: with several processes
+  process 0's clock decides, and all of them must call this at the same step.
+  ``every_minutes <= 0`` disables time-based saves.
+  """
+  if every_minutes <= 0:
+    return False
+  due = time.monotonic() - last_save >= every_minutes * 60
+  if jax.process_count() > 1:
+    due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+  return due
 
 
 def _restore_newest(manager: ocp.CheckpointManager, abstract_state: PyTree):
@@ -99,6 +217,23 @@ def _restore_newest(manager: ocp.CheckpointManager, abstract_state: PyTree):
     raise CheckpointError(f'no readable checkpoint under {manager.directory}: '
                           + '; '.join(errors))
   return None
+
+
+def check_identity(meta: Mapping[str, Any], identity: Mapping[str, Any], where: str) -> None:
+  """Raises if a checkpoint's ``meta['identity']`` differs from this run's ``identity``.
+
+  ``identity`` holds what makes checkpoints incompatible (backbone, method, number of
+  members); a checkpoint written before identities were recorded passes.
+  """
+  saved = meta.get('identity')
+  if saved is None:
+    return
+  differ = {k: (saved.get(k), v) for k, v in identity.items() if saved.get(k) != v}
+  if differ:
+    details = ', '.join(f'{k}: checkpoint {a!r}, this run {b!r}' for k, (a, b) in differ.items())
+    raise CheckpointError(
+        f'{where} belongs to another run ({details}). Use a fresh --workdir for this config, '
+        'or rerun with the config that wrote it.')
 
 
 def check_fingerprint(meta: Mapping[str, Any], frozen: PyTree, where: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -24,10 +25,12 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   """``jax.distributed.initialize`` for multi-host runs; a no-op without a coordinator.
 
   On Cloud TPU and SLURM/Open MPI clusters JAX discovers the arguments itself: pass
-  ``coordinator_address='auto'`` there.
+  ``coordinator_address='auto'`` there. CPU processes exchange collectives over gloo (TCP),
+  so several CPU hosts (or processes on one machine) work too.
   """
   if not coordinator_address:
     return
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if coordinator_address == 'auto':
     jax.distributed.initialize()
   else:
@@ -126,6 +129,28 @@ def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False) -> Py
   sharding = batch_sharding(mesh, per_member)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def to_host(tree: PyTree) -> PyTree:
+  """NumPy copies of a tree's arrays, whole even where they are split across processes.
+
+  Collective when an array spans several processes: every process must call it.
+  """
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree_util.tree_map(fetch, tree)
+
+
+def gather_process_slices(local: np.ndarray) -> np.ndarray:
+  """Every process's block of a batch (see ``pipeline.process_slice``), concatenated in order.
+
+  Collective with several processes; the identity with one.
+  """
+  if jax.process_count() == 1:
+    return local
+  return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
 def place(tree: PyTree, shardings: PyTree) -> PyTree:
