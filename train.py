@@ -299,7 +299,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
                                         config.optim.warmup_fraction),
       weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
   state = train_state.create_train_state(setup.trainables, optimizer, state_rng)
-  frozen = jax.device_put(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
+  frozen = sharding.place(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
   state = sharding.place(state, sharding.state_shardings(mesh, state))
   abstract_state = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

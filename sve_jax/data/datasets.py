@@ -81,9 +81,10 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
       `download` (catalog only, default False): let tfds download and prepare;
       `mock_examples` (catalog only): use that many random stand-in examples
         per split (`tfds.testing.mock_data`), no files needed;
-      anything else: options of the local builder's `make_config`, e.g.
-        `file`, `text_column`, `label_column`, `split_fractions`, `split_seed`
-        for `csv_text`; `folder`, `image_size` for `image_folder`.
+      anything else: options of the local builder's `make_config`
+        (`option_types`), e.g. `file`, `text_column`, `label_column`,
+        `split_fractions`, `split_seed` for `csv_text`; `folder`, `image_size`
+        for `image_folder`. `None` leaves an option at the builder's default.
     data_dir: where tfds data sets are prepared and looked up.
 
   Returns:
@@ -98,7 +99,8 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
   if 'name' not in options:
     raise ValueError(f'data config needs a `name`; got keys {sorted(options)}.')
   name = options['name']
-  builder_options = {k: v for k, v in options.items() if k not in COMMON_OPTIONS}
+  builder_options = {k: v for k, v in options.items()
+                     if k not in COMMON_OPTIONS and v is not None}
   if name in builders.LOCAL_BUILDERS:
     for key in ('download', 'mock_examples'):
       if options.get(key):
@@ -137,15 +139,8 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
 def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):
   """A local builder with its config, prepared into `data_dir` if not yet."""
   builder_cls = builders.LOCAL_BUILDERS[name]
-  if hasattr(builder_cls, 'make_config'):
-    try:
-      config = builder_cls.make_config(**options)
-    except TypeError as e:  # Unknown dataclass field.
-      raise ValueError(f'{name}: invalid data option(s) {sorted(options)}: {e}') from None
-  elif options:
-    raise ValueError(f'{name} takes no options; got {sorted(options)}.')
-  else:
-    config = None
+  builders.check_options(name, option_types(name), options)
+  config = builder_cls.make_config(**options) if hasattr(builder_cls, 'make_config') else None
   builder = builder_cls(data_dir=data_dir, config=config,
                         file_format=builders.FILE_FORMAT)
   builder.download_and_prepare()
@@ -189,6 +184,39 @@ def _catalog_builder(name: str, data_dir: str, *, download: bool,
         'Prepare it as array_record where it can be downloaded, set '
         '`download=True`, or use `mock_examples` for stand-in data.')
   return builder, builder.as_data_source
+
+
+def option_types(name: str) -> dict[str, type]:
+  """`{option: type}` the data set `name` accepts: a local builder's, none for catalog data."""
+  builder_cls = builders.LOCAL_BUILDERS.get(name)
+  return builders.builder_options(builder_cls) if builder_cls else {}
+
+
+def all_option_types() -> dict[str, type]:
+  """`{option: type}` over every local builder: what a config's `options` can hold.
+
+  Raises:
+    TypeError: two builders declare one option with different types.
+  """
+  union = {}
+  for name in builders.LOCAL_BUILDERS:
+    for option, kind in option_types(name).items():
+      if union.setdefault(option, kind) is not kind:
+        raise TypeError(f'option {option!r} is {union[option].__name__} in one builder and '
+                        f'{kind.__name__} in {name}; give them one type.')
+  return union
+
+
+def check_options(name: str, options: Mapping[str, Any], key: str = 'options') -> None:
+  """Raises ValueError, before any data is read, on an option `name` does not accept.
+
+  Args:
+    name: a local builder or tfds catalog name.
+    options: `{option: value}`; `None` values are unset and always pass.
+    key: how the caller names `options` in the message, e.g. `config.data.options`.
+  """
+  given = [k for k, v in options.items() if v is not None]
+  builders.check_options(name, option_types(name), given, key)
 
 
 def is_known_dataset(name: str) -> bool:
