@@ -154,8 +154,22 @@ def gather_process_slices(local: np.ndarray) -> np.ndarray:
 
 
 def place(tree: PyTree, shardings: PyTree) -> PyTree:
-  """``jax.device_put`` of a (single-process) tree onto its shardings."""
-  return jax.device_put(tree, shardings)
+  """``jax.device_put`` of a tree that every process holds whole onto its shardings.
+
+  With several processes jax accepts only host values for a sharding that spans other
+  processes (and checks that they are equal everywhere): arrays go through host memory, a
+  typed PRNG key as its key data.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+  return jax.tree_util.tree_map(_put_from_host, tree, shardings)
+
+
+def _put_from_host(x, sharding: NamedSharding):
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return jax.device_put(np.asarray(x), sharding)
 
 
 def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
