@@ -49,8 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'bert'       # bert | vit | efficientnet_lite0
-  c.model.path = ''           # local checkpoint folder/file; '' = the offline default
-  c.model.preset = ''         # ViT: dino_vits16 | dinov2_vits14 | augreg_vitb16
+  c.model.path = ''           # local folder/file or HF repo id; '' = the offline default
+  c.model.preset = ''         # ViT: dino_vits16 | dinov2_vits14 | augreg_vitb16; '' = repo's
   c.model.pooling = ''        # BERT: cls | mean; '' = as the checkpoint folder says
   c.model.max_length = 64     # BERT: tokens per example
   c.model.image_size = 224    # vision input size

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax.models import hub
+
 PyTree = Any
 BACKBONES = ('bert', 'vit', 'efficientnet_lite0')
 #: Computation dtypes (params stay float32; SVD factors are float32 in any case).
@@ -61,10 +63,11 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """Loads the backbone a config's ``model`` section names.
 
   Args:
-    model: ``name``, ``path`` ('' = the offline default where one exists), optional
+    model: ``name``, ``path`` ('' = the offline default where one exists; bert and vit also
+      take a Hugging Face repo id, :func:`hub.repo_id`), optional
       ``dropout_rate`` (every dropout rate of the backbone; -1 or absent keeps the
       checkpoint's/preset's own), and per backbone ``pooling``/``max_length`` (bert),
-      ``preset`` (vit), ``image_size`` (vision).
+      ``preset`` (vit; '' with a repo id = the repo's), ``image_size`` (vision).
     num_classes: outputs of the fresh head.
 
   Raises:
@@ -73,9 +76,13 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   validate_model_config(model)
   name = model['name']
   rate = float(model.get('dropout_rate', -1.))
+  repo = hub.repo_id(model['path']) if model['path'] else None
   if name == 'bert':
     from sve_jax.models import bert, tokenizer as tok  # pylint: disable=g-import-not-at-top
     folder = model['path'] or bert.offline_minilm_path()
+    if repo:
+      # Configs, tokenizer and sentence-transformers pooling are small .json/.txt files.
+      folder, _ = hub.fetch(repo, bert.WEIGHT_FILES, ('*.json', '*.txt'))
     module, params, tokenizer = bert.load_bert(folder, num_classes=num_classes,
                                                pooling=model['pooling'] or None,
                                                dtype=jnp.dtype(model.get('dtype', 'float32')))
@@ -91,11 +98,14 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   size = (int(model['image_size']),) * 2
   if name == 'vit':
     from sve_jax.models import vit  # pylint: disable=g-import-not-at-top
-    preset = model['preset']
+    path, preset = model['path'], model['preset']
+    if repo:
+      folder, path = hub.fetch(repo, vit.HUB_WEIGHT_FILES)
+      preset = _hub_preset(vit.preset_from_timm_config(os.path.join(folder, 'config.json')),
+                           preset, repo)
     if rate >= 0:
       preset = dataclasses.replace(vit.get_config(preset), dropout_rate=rate)
-    module, params = vit.load_vit(model['path'], preset, num_classes=num_classes,
-                                  img_size=size)
+    module, params = vit.load_vit(path, preset, num_classes=num_classes, img_size=size)
     return Backbone(name, module, params, tuple(vit.SVE_RULES), 'image', image_size=size,
                     image_mean=tuple(module.config.image_mean),
                     image_std=tuple(module.config.image_std),
@@ -110,6 +120,16 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
                   image_mean=tuple(m / 255. for m in eff.INPUT_MEAN_RGB),
                   image_std=tuple(s / 255. for s in eff.INPUT_STD_RGB),
                   dropout_rate=module.dropout_rate)
+
+
+def _hub_preset(inferred: str, configured: str, repo: str) -> str:
+  """The repo's preset; a configured one must name the same model (alias or full name)."""
+  from sve_jax.models import vit  # pylint: disable=g-import-not-at-top
+  if configured and vit.PRESET_ALIASES.get(configured, configured) != inferred:
+    raise ValueError(f'config.model.preset={configured!r}, but {hub.HUB_PREFIX}{repo} holds '
+                     f"{inferred!r} (its config.json); set --config.model.preset='' to use "
+                     'the repo\'s, or name a repo with the configured model')
+  return inferred
 
 
 def validate_model_config(model: Mapping[str, Any]) -> None:
@@ -127,8 +147,15 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
   if dtype != 'float32' and model['name'] != 'bert':
     raise ValueError(f'config.model.dtype={dtype!r}: only the bert backbone computes in a '
                      f'lower precision so far; use float32 for {model["name"]}')
-  if model['path'] and not os.path.exists(model['path']):
-    raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist')
+  repo = hub.repo_id(model['path']) if model['path'] else None
+  if model['path'] and not repo and not os.path.exists(model['path']):
+    raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist, and is not '
+                            f'a Hugging Face repo id ({hub.HUB_PREFIX}<org>/<name> or '
+                            '<org>/<name>)')
+  if repo and model['name'] not in ('bert', 'vit'):
+    raise ValueError(f'config.model.path={model["path"]!r}: weights by Hugging Face repo id '
+                     f'are supported for bert and vit, not {model["name"]}; pass a local path')
   if model['name'] == 'vit' and not model['path']:
-    raise ValueError('config.model.path must point to a local timm-format ViT checkpoint '
-                     '(.safetensors or .npz); none ships offline')
+    raise ValueError('config.model.path must name a timm ViT: a Hugging Face repo id such as '
+                     f'{hub.HUB_PREFIX}timm/vit_small_patch16_224.dino, or a local timm-format '
+                     'checkpoint (.safetensors or .npz); none ships offline')

@@ -363,7 +363,8 @@ class LoadedBert(NamedTuple):
   tokenizer: Tokenizer
 
 
-_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+#: Weights file names a HF BERT folder may hold, in order of preference.
+WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 _ST_TYPE_PREFIX = 'sentence_transformers.models.'
 _ST_POOLING_MODES = {'pooling_mode_cls_token': 'cls', 'pooling_mode_mean_tokens': 'mean'}
 
@@ -533,10 +534,10 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
   folder = os.fspath(folder)
   config = BertConfig.from_json(os.path.join(folder, 'config.json'))
   pooling = read_pooling(folder) if pooling is None else _check_pooling(pooling)
-  candidates = [os.path.join(folder, name) for name in _WEIGHT_FILES]
+  candidates = [os.path.join(folder, name) for name in WEIGHT_FILES]
   weights_path = next((p for p in candidates if os.path.isfile(p)), None)
   if weights_path is None:
-    raise CheckpointError(f'no weights in {folder}: expected one of {list(_WEIGHT_FILES)}')
+    raise CheckpointError(f'no weights in {folder}: expected one of {list(WEIGHT_FILES)}')
   tokenizer = load_tokenizer(folder)
   params = load_bert_params(weights_path, config, with_pooler=pooling == 'pooler')
   if num_classes:

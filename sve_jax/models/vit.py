@@ -9,9 +9,10 @@ mirror timm's module names, so ``blocks_3/attn/qkv/kernel`` holds ``blocks.3.att
 (transposed to Flax's ``(in, out)``).
 
 Checkpoints are local files in timm's key layout (``.safetensors``, ``.npz`` or a torch
-pickle). Nothing is downloaded: fetch the weights yourself, e.g. ``model.safetensors`` from
-the Hugging Face hub repo ``timm/<preset name>`` (``timm/vit_small_patch16_224.dino``), and
-pass its path::
+pickle). :func:`load_vit` downloads nothing: pass the path of e.g. ``model.safetensors`` from
+the Hugging Face hub repo ``timm/<preset name>`` (``timm/vit_small_patch16_224.dino``).
+``sve_jax.models.load_backbone`` also takes the repo id itself (``sve_jax.models.hub``), and
+infers the preset from the repo's ``config.json`` (:func:`preset_from_timm_config`)::
 
   model, params = load_vit('/ckpt/dino_vits16.safetensors', 'vit_small_patch16_224.dino',
                            num_classes=102)
@@ -45,6 +46,7 @@ without a head) one member trains 12 × (4 × 384) = 18,432 singular values + 41
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -202,6 +204,37 @@ def get_config(preset: str | ViTConfig) -> ViTConfig:
     raise ValueError(f'unknown ViT preset {preset!r}; expected one of {sorted(PRESETS)}, an '
                      f'alias in {sorted(PRESET_ALIASES)}, or a ViTConfig')
   return PRESETS[name]
+
+
+#: Weights file names of a timm Hugging Face repo, in order of preference.
+HUB_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+
+def preset_from_timm_config(path: str | os.PathLike) -> str:
+  """The :data:`PRESETS` name a timm hub ``config.json`` describes.
+
+  timm writes the architecture (``vit_small_patch16_224``) under ``architecture`` and the
+  weights' tag (``dino``) under ``pretrained_cfg.tag``; the preset is
+  ``<architecture>.<tag>``, as timm names its models.
+
+  Raises:
+    CheckpointError: unreadable JSON, no ``architecture``, or a model with no preset (names
+      the file and the known presets).
+  """
+  path = os.fspath(path)
+  try:
+    with open(path, encoding='utf-8') as f:
+      raw = json.load(f)
+    architecture = raw['architecture']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{path}: cannot read the timm key 'architecture' "
+                          f'({type(e).__name__}: {e})') from e
+  tag = (raw.get('pretrained_cfg') or {}).get('tag')
+  name = f'{architecture}.{tag}' if tag and '.' not in architecture else architecture
+  if name not in PRESETS:
+    raise CheckpointError(f"{path}: timm model {name!r} ('architecture' and "
+                          f"'pretrained_cfg.tag') has no ViT preset; known: {sorted(PRESETS)}")
+  return name
 
 
 def normalize_images(images: jax.Array, config: ViTConfig) -> jax.Array:
