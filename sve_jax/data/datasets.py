@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,22 +169,44 @@ def _catalog_builder(name: str, data_dir: str, *, download: bool,
 
   builder = tfds.builder(name, data_dir=data_dir)
   if download:
+    needs_tf = [key for key, feature in builder.info.features.items()
+                if _encodes_with_tensorflow(feature)]
+    if needs_tf and not _tensorflow_installed():
+      raise RuntimeError(_tensorflow_missing(name, builder, data_dir, f'its {needs_tf} features'))
     try:
       builder.download_and_prepare(file_format=builders.FILE_FORMAT)
     except ModuleNotFoundError as e:
       if e.name != 'tensorflow':
         raise
-      # E.g. `Image` features are encoded with TF; reading them back is not.
-      raise RuntimeError(
-          f'preparing {name} needs TensorFlow, which this install lacks. Prepare '
-          f'it as array_record where TF is installed and copy {builder.data_path} '
-          f'into {data_dir}.') from e
+      raise RuntimeError(_tensorflow_missing(name, builder, data_dir, 'its builder')) from e
   elif not builder.is_prepared():
     raise FileNotFoundError(
         f'{name} is not prepared in {data_dir} ({builder.data_path} is missing). '
         'Prepare it as array_record where it can be downloaded, set '
         '`download=True`, or use `mock_examples` for stand-in data.')
   return builder, builder.as_data_source
+
+
+def _encodes_with_tensorflow(feature) -> bool:
+  """Whether tfds needs TF to encode `feature` (`Image`, also nested) when preparing."""
+  if isinstance(feature, tfds.features.Image):
+    return True
+  if isinstance(feature, tfds.features.FeaturesDict):
+    return any(_encodes_with_tensorflow(f) for f in feature.values())
+  inner = getattr(feature, 'feature', None)  # Sequence, Dataset, Video.
+  return inner is not None and _encodes_with_tensorflow(inner)
+
+
+def _tensorflow_installed() -> bool:
+  return importlib.util.find_spec('tensorflow') is not None  # Without importing it (slow).
+
+
+def _tensorflow_missing(name: str, builder, data_dir: str, what: str) -> str:
+  return (f'preparing {name} needs TensorFlow ({what} encode with TF; reading them back '
+          'does not), which this install lacks, so nothing was downloaded. Install the '
+          "project's `tf` extra (pip install -e '.[tf]' in the checkout, or "
+          "pip install 'sve_jax[tf]'), or prepare it as array_record where TF is installed "
+          f'and copy {builder.data_path} into {data_dir}.')
 
 
 def option_types(name: str) -> dict[str, type]:
