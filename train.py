@@ -10,6 +10,7 @@ Stages: validate config → mesh → data → backbone → decompose → shard +
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -122,6 +123,16 @@ def check_workdir_writable(workdir: str) -> None:
   except OSError as e:
     raise type(e)(e.errno, f'--workdir={workdir} is not writable ({e.strerror}); choose a '
                   'folder this user can create files in', e.filename) from e
+
+
+@contextlib.contextmanager
+def process_zero_first(name: str):
+  """Runs the block on process 0, then on the other processes (a barrier named ``name``)."""
+  if jax.process_count() > 1 and jax.process_index() != 0:
+    multihost_utils.sync_global_devices(name)
+  yield
+  if jax.process_count() > 1 and jax.process_index() == 0:
+    multihost_utils.sync_global_devices(name)
 
 
 def run_identity(config, num_members: int) -> dict[str, Any]:
@@ -271,7 +282,9 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
     raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
 
   # --- Data and backbone --------------------------------------------------------------------
-  dataset, sources, ood = load_data(config, workdir)
+  # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
+  with process_zero_first('data prepared'):
+    dataset, sources, ood = load_data(config, workdir)
   backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
   train_transform = input_pipeline.make_transform(
       backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)

@@ -77,7 +77,7 @@ class Checkpointer:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(dict(meta)))
     for manager in [self.latest] + ([self.best] if best else []):
-      with _explained_save_errors(manager, step):
+      with _explained_save_errors(manager):
         if step in manager.all_steps():
           manager.wait_until_finished()
           manager.delete(step)  # e.g. saved at an interruption, then again as best
@@ -92,7 +92,7 @@ class Checkpointer:
       CheckpointError: a background write failed (see :meth:`save`).
     """
     for manager in (self.latest, self.best):
-      with _explained_save_errors(manager, manager.latest_step()):
+      with _explained_save_errors(manager):
         manager.wait_until_finished()
 
   def check_identity(self, identity: Mapping[str, Any]) -> None:
@@ -145,11 +145,12 @@ class Checkpointer:
 
 
 @contextlib.contextmanager
-def _explained_save_errors(manager: ocp.CheckpointManager, step: int | None):
+def _explained_save_errors(manager: ocp.CheckpointManager):
   """Turns an OS error of a save (disk full, permissions) into a CheckpointError.
 
-  The message names the directory, the failed step and the checkpoints that remain; orbax's
-  atomic rename guarantees those were not touched by the failed write.
+  The message names the directory and the committed checkpoints, which orbax's atomic rename
+  kept out of the failed write's way. An asynchronous write fails in the background and is
+  reported by the next save or wait, hence no step number.
   """
   try:
     yield
@@ -157,12 +158,11 @@ def _explained_save_errors(manager: ocp.CheckpointManager, step: int | None):
     cause = _os_error_in(error)
     if cause is None:
       raise
-    remaining = [s for s in _committed_steps(manager) if s != step]
     hint = 'the disk is full: free space' if cause.errno == errno.ENOSPC else 'fix the workdir'
     raise CheckpointError(
-        f'saving checkpoint step {step} under {manager.directory} failed '
-        f'({type(cause).__name__}: {cause}). Earlier checkpoint(s) {remaining} are intact; '
-        f'{hint}, then rerun the same command to resume from the newest.') from error
+        f'writing a checkpoint under {manager.directory} failed ({type(cause).__name__}: '
+        f'{cause}). Earlier checkpoint(s) {_committed_steps(manager)} are intact; {hint}, '
+        'then rerun the same command to resume from the newest.') from error
 
 
 def _os_error_in(error: BaseException | None) -> OSError | None:

@@ -62,20 +62,19 @@ def shared_data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds_data'))
 
 
+# configs/default.py shrunk to seconds: tiny BERT, 48 tweets, M = 2.
+TINY_TRAIN_OVERRIDES = {
+    'model.max_length': 16, 'data.max_train_examples': 48, 'data.max_eval_examples': 24,
+    'num_members': 2, 'num_epochs': 2, 'batch_size': 8, 'eval_batch_size': 8,
+    'log_every_steps': 1}
+
+
 def tiny_train_config(model_path: str, data_dir: str, **overrides):
   """The default config shrunk to seconds: tiny BERT, 48 tweets, M = 2."""
   from configs import default
   config = default.get_config()
-  config.model.path = model_path
-  config.model.max_length = 16
-  config.data.data_dir = data_dir
-  config.data.max_train_examples = 48
-  config.data.max_eval_examples = 24
-  config.num_members = 2
-  config.num_epochs = 2
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.log_every_steps = 1
+  overrides = {'model.path': model_path, 'data.data_dir': data_dir, **TINY_TRAIN_OVERRIDES,
+               **overrides}
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')
@@ -83,3 +82,11 @@ def tiny_train_config(model_path: str, data_dir: str, **overrides):
       node = node[parent]
     node[leaf] = value
   return config
+
+
+def tiny_train_argv(model_path: str, data_dir: str, **overrides) -> list[str]:
+  """``[train.py, flags...]`` giving :func:`tiny_train_config` with the same arguments."""
+  overrides = {'model.path': model_path, 'data.data_dir': data_dir, **TINY_TRAIN_OVERRIDES,
+               **overrides}
+  return [os.path.join(ROOT, 'train.py'), f'--config={os.path.join(ROOT, "configs/default.py")}'
+          ] + [f'--config.{key}={value}' for key, value in overrides.items()]
