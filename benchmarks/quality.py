@@ -68,15 +68,17 @@ def _learning_rate(results: dict) -> float | None:
   return _get(results, ('config', 'optim', 'learning_rate'))
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
-  """Mean and std over seeds of each column, per method."""
+def summarise(runs: dict[str, list[dict]],
+              columns: tuple[tuple[str, tuple[str, ...]], ...] = COLUMNS) -> dict[str, dict]:
+  """Mean and std over seeds of each of ``columns`` (name, key path) and the wall time, per
+  method (or per named setting: benchmarks/sweep.py)."""
   summary = {}
   for method, results in runs.items():
     row = {'num_members': results[0]['num_members'],
            'trainable_total': results[0]['params']['trainable_total'],
            'overhead': results[0]['params']['overhead'], 'seeds': len(results),
            'learning_rate': _learning_rate(results[0])}
-    for name, keys in COLUMNS + (('train_time_s', ('train_time_s',)),):
+    for name, keys in columns + (('train_time_s', ('train_time_s',)),):
       values = [v for v in (_get(r, keys) for r in results) if v is not None]
       if values:
         row[name] = {'mean': float(np.mean(values)), 'std': float(np.std(values))}

@@ -47,8 +47,7 @@ def init_members(key: jax.Array, frozen: PyTree, s: Mapping, num_members: int,
 @functools.partial(jax.jit, static_argnums=(3,))
 def _init_members(key, frozen, s, num_members, noise_std):
   flat, treedef = jax.tree_util.tree_flatten_with_path(s)
-  nodes = {factorize.keypath_to_path(kp): n for kp, n in
-           jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]}
+  singular = factored_paths(frozen)
   sizes = [int(np.size(value)) for _, value in flat]
   # One draw for every leaf: a single threefry call compiles far faster than one per shape.
   eps_all = jax.random.normal(key, (num_members, max(1, sum(sizes))), jnp.float32)
@@ -57,11 +56,19 @@ def _init_members(key, frozen, s, num_members, noise_std):
   for (keypath, value), start, size in zip(flat, offsets, sizes):
     value = jnp.asarray(value)
     eps = eps_all[:, start:start + size].reshape((num_members,) + value.shape)
-    if isinstance(nodes.get(factorize.keypath_to_path(keypath)), factorize.Factored):
+    if factorize.keypath_to_path(keypath) in singular:
       leaves.append(jnp.maximum(value * (1. + noise_std * eps), 0.))
     else:
       leaves.append((value.astype(jnp.float32) + noise_std * eps).astype(value.dtype))
   return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def factored_paths(frozen: PyTree) -> frozenset[tuple[str, ...]]:
+  """Paths of the decomposed kernels in ``frozen``: their ``s`` leaves are singular values."""
+  return frozenset(
+      factorize.keypath_to_path(kp) for kp, node in
+      jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
+      if isinstance(node, factorize.Factored))
 
 
 def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:
@@ -74,7 +81,8 @@ def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> P
 
 
 def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
-                   member_axis_name: str | None = None) -> Callable[..., Any]:
+                   member_axis_name: str | None = None,
+                   per_member_args: bool = False) -> Callable[..., Any]:
   """Turns a backbone's ``apply_fn(params, *args)`` into the ensemble's ``sve_apply``.
 
   Args:
@@ -84,6 +92,9 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
       ``'factored'`` computes ``((x·U) ⊙ s_m)·Vᵀ`` in linen Dense/DenseGeneral/Conv layers;
       ``'auto'`` picks per layer and call by :func:`sve_jax.factored.prefer_factored`.
     member_axis_name: optional ``jax.vmap`` axis name for the member axis (collectives).
+    per_member_args: every positional ``arg`` carries a leading member axis ``M`` and member
+      ``m`` reads its own slice (e.g. its own training batch); by default all members share
+      the same ``args``.
 
   Returns:
     ``sve_apply(params, *args, **kwargs)`` with ``params = {'frozen': ..., 'trainables': ...}``,
@@ -99,14 +110,15 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
       raise ValueError('trainables are empty: the rules selected no leaf to decompose or to '
                        'train per member')
 
-    def one_member(s_m):
+    def one_member(s_m, member_args):
       p = member_params(frozen, s_m, execution)
       if execution == 'compose':
-        return apply_fn(p, *args, **kwargs)
+        return apply_fn(p, *member_args, **kwargs)
       with factored.intercept(execution):
-        return apply_fn(p, *args, **kwargs)
+        return apply_fn(p, *member_args, **kwargs)
 
-    return jax.vmap(one_member, axis_name=member_axis_name)(trainables)
+    return jax.vmap(one_member, in_axes=(0, 0 if per_member_args else None),
+                    axis_name=member_axis_name)(trainables, args)
 
   return sve_apply
 
@@ -134,6 +146,33 @@ def materialize_members(frozen: PyTree, trainables: PyTree) -> PyTree:
   """
   # vmap gives every output the member axis, broadcasting the leaves no member changes.
   return jax.vmap(lambda s_m: factorize.compose(frozen, s_m))(trainables)
+
+
+def singular_value_change(frozen: PyTree, s: Mapping, trainables: PyTree) -> float:
+  """How far the members' singular values moved from the pretrained ones.
+
+  ``mean over members m and decomposed matrices ℓ of ‖s_{m,ℓ} − s_ℓ‖₂ / ‖s_ℓ‖₂``; each matrix
+  of a stacked (scanned) kernel counts once. Biases and heads are not counted.
+
+  Args:
+    frozen: first output of :func:`sve_jax.decompose`.
+    s: second output of :func:`sve_jax.decompose` (the pretrained values).
+    trainables: the members (leading axis ``M`` on every leaf).
+
+  Returns:
+    The mean relative change as a Python float (0 when no kernel is decomposed).
+  """
+  singular = factored_paths(frozen)
+  pretrained = {factorize.keypath_to_path(kp): v
+                for kp, v in jax.tree_util.tree_flatten_with_path(s)[0]}
+  ratios = []
+  for keypath, members in jax.tree_util.tree_flatten_with_path(trainables)[0]:
+    path = factorize.keypath_to_path(keypath)
+    if path in singular:
+      s0 = jnp.asarray(pretrained[path], jnp.float32)
+      moved = jnp.linalg.norm(jnp.asarray(members, jnp.float32) - s0, axis=-1)
+      ratios.append((moved / jnp.maximum(jnp.linalg.norm(s0, axis=-1), 1e-12)).ravel())
+  return float(jnp.mean(jnp.concatenate(ratios))) if ratios else 0.
 
 
 def num_members(trainables: PyTree) -> int:

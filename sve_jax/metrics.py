@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -417,6 +418,67 @@ def member_metrics(member_logits: ArrayLike, labels: ArrayLike) -> list[dict[str
 def diversity(member_logits: ArrayLike) -> dict[str, float]:
   """Pairwise disagreement and mean mutual information over examples (T = 1)."""
   return {key: float(value) for key, value in _diversity_scores(member_logits).items()}
+
+
+def members_mean(member_logits: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+  """The members' mean accuracy, NLL and ECE, each member scored on its own (T = 1)."""
+  per_member = member_metrics(member_logits, labels)
+  return {key: float(np.mean([m[key] for m in per_member])) for key in per_member[0]}
+
+
+def ensemble_and_members(member_logits: ArrayLike, labels: ArrayLike, *,
+                         mode: str = 'probs') -> dict[str, float]:
+  """One flat dict: is the ensemble better than its members, and how much do they differ?
+
+  Returns:
+    :func:`evaluate` of the ensemble (T = 1), ``members_mean_{accuracy,nll,ece}``
+    (:func:`members_mean`), and :func:`diversity`'s ``disagreement`` and
+    ``mutual_information``, as Python floats.
+  """
+  return {**evaluate(member_logits, labels, mode=mode),
+          **{f'members_mean_{k}': v for k, v in members_mean(member_logits, labels).items()},
+          **diversity(member_logits)}
+
+
+#: Per-example uncertainties compared with human disagreement, by their results.json name.
+UNCERTAINTIES = ('entropy', 'mutual_information', 'one_minus_max_prob')
+
+
+def disagreement_correlation(member_logits: ArrayLike,
+                             agreement: ArrayLike,
+                             mode: str = 'probs',
+                             temperature: float = 1.) -> dict[str, float]:
+  """Spearman rank correlation of each per-example uncertainty with ``1 − agreement``.
+
+  Does the model's uncertainty track where people disagree? ``agreement`` is the fraction of
+  annotators that chose the example's label (0–1). The uncertainties (:data:`UNCERTAINTIES`)
+  are the predictive entropy of the ensemble prediction, the members' mutual information
+  and ``1 − max prob`` (:func:`uncertainty_scores`). Tied values share their average rank.
+  Examples whose agreement is not finite (not recorded) are left out.
+
+  Args:
+    member_logits: ``(M, N, C)``.
+    agreement: ``(N,)``; NaN where unknown.
+    mode: ensemble averaging mode, see :func:`ensemble_probs`.
+    temperature: T applied to every member's logits.
+
+  Returns:
+    ``{uncertainty: rho}`` (NaN when a side is constant, e.g. MI of one member) and
+    ``num_examples``, the examples with a known agreement.
+  """
+  agreement = np.asarray(agreement, np.float64)
+  known = np.isfinite(agreement)
+  scores = jax.device_get(_jitted_uncertainty_scores(member_logits, mode, temperature))
+  uncertainties = {'entropy': scores['entropy'], 'mutual_information': scores['mi'],
+                   'one_minus_max_prob': 1. + scores['msp']}
+  human = 1. - agreement[known]
+  results = {}
+  for name in UNCERTAINTIES:
+    values = np.asarray(uncertainties[name], np.float64)[known]
+    # A constant side has no ranking (spearmanr would warn and return NaN).
+    undefined = values.size < 2 or np.ptp(values) == 0 or np.ptp(human) == 0
+    results[name] = math.nan if undefined else float(stats.spearmanr(values, human).statistic)
+  return {**results, 'num_examples': int(known.sum())}
 
 
 def ood_metrics(member_logits_in: ArrayLike,

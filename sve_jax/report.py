@@ -6,9 +6,13 @@
   method, num_members,
   params: backbone, trainable_per_member, trainable_total, overhead,
   test, test_temperature_scaled: accuracy, nll, brier, ece, temperature,
-  members: [{accuracy, nll, ece}, ...],
+  members: [{accuracy, nll, ece}, ...],  members_mean: accuracy, nll, ece,
   diversity: disagreement, mutual_information,
+  validation: the ensemble's metrics, members_mean_*, disagreement, mutual_information,
+  ensemble_modes: {probs, logits}: validation, test, test_temperature_scaled (, ood),
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
+  human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
+                                                                 (only with agreement)
 
 :func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
 text, and :func:`reliability_diagram` draws the calibration of the ensemble and of one member.
@@ -43,14 +47,20 @@ def build_results(*,
                   trainable_total: int | None = None,
                   ood_logits: jax.typing.ArrayLike | None = None,
                   ood_dataset: str | None = None,
-                  mode: str = 'probs') -> dict[str, Any]:
+                  mode: str = 'probs',
+                  test_agreement: jax.typing.ArrayLike | None = None) -> dict[str, Any]:
   """Evaluates member logits and assembles the results dict (see the module docstring).
 
   * ``test``: the ensemble on the test split at T = 1.
   * ``test_temperature_scaled``: at the T fitted on the validation split
     (:func:`sve_jax.metrics.fit_temperature`).
-  * ``members``, ``diversity``: raw (T = 1) test logits.
+  * ``members``, ``members_mean``, ``diversity``: raw (T = 1) test logits.
+  * ``validation``: :func:`sve_jax.metrics.ensemble_and_members` on the validation split.
+  * ``ensemble_modes``: ``validation``, ``test``, ``test_temperature_scaled`` (and ``ood``)
+    under each averaging mode, from the same logits (no retraining to compare them).
   * ``ood``: the test split as in-distribution against ``ood_logits``, raw (T = 1).
+  * ``human_disagreement``: Spearman correlations of the test uncertainties with
+    ``1 − test_agreement`` (:func:`sve_jax.metrics.disagreement_correlation`).
   * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
     ``overhead = trainable_total / backbone_params`` (what the whole ensemble trains, as a
     fraction of the frozen backbone).
@@ -68,6 +78,7 @@ def build_results(*,
     ood_logits: optional ``(M, N_ood, C)`` member logits on an OOD dataset.
     ood_dataset: name of the OOD dataset; required with ``ood_logits``.
     mode: ensemble averaging mode, see :func:`sve_jax.metrics.ensemble_probs`.
+    test_agreement: optional ``(N_test,)`` annotator agreement (0–1, NaN where unknown).
 
   Returns:
     A dict of Python scalars, strings, lists and dicts.
@@ -75,7 +86,10 @@ def build_results(*,
   num_members = int(np.shape(test_logits)[0])
   if trainable_total is None:
     trainable_total = num_members * int(trainable_per_member)
-  temperature = metrics.fit_temperature(val_logits, val_labels, mode=mode)
+  if ood_logits is not None and ood_dataset is None:
+    raise ValueError('ood_dataset must name the OOD dataset when ood_logits are given')
+  by_mode = {m: _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits,
+                              mode=m) for m in metrics.ENSEMBLE_MODES}
   results = {
       'method': method,
       'num_members': num_members,
@@ -85,17 +99,35 @@ def build_results(*,
           'trainable_total': int(trainable_total),
           'overhead': trainable_total / int(backbone_params),
       },
+      'test': by_mode[mode]['test'],
+      'test_temperature_scaled': by_mode[mode]['test_temperature_scaled'],
+      'members': metrics.member_metrics(test_logits, test_labels),
+      'members_mean': metrics.members_mean(test_logits, test_labels),
+      'diversity': metrics.diversity(test_logits),
+      'validation': metrics.ensemble_and_members(val_logits, val_labels, mode=mode),
+      'ensemble_modes': by_mode,
+  }
+  if ood_logits is not None:
+    results['ood'] = {'dataset': ood_dataset, **by_mode[mode]['ood']}
+  if test_agreement is not None and np.isfinite(np.asarray(test_agreement, float)).any():
+    results['human_disagreement'] = metrics.disagreement_correlation(
+        test_logits, test_agreement, mode=mode)
+  return results
+
+
+def _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits, *,
+                  mode: str) -> dict[str, Any]:
+  """The ensemble's validation, test, temperature-scaled test (and OOD) scores in one mode."""
+  temperature = metrics.fit_temperature(val_logits, val_labels, mode=mode)
+  results = {
+      'validation': metrics.evaluate(val_logits, val_labels, mode=mode),
       'test': metrics.evaluate(test_logits, test_labels, mode=mode),
       'test_temperature_scaled': metrics.evaluate(
           test_logits, test_labels, temperature=temperature, mode=mode),
-      'members': metrics.member_metrics(test_logits, test_labels),
-      'diversity': metrics.diversity(test_logits),
   }
   if ood_logits is not None:
-    if ood_dataset is None:
-      raise ValueError('ood_dataset must name the OOD dataset when ood_logits are given')
     ood = metrics.ood_metrics(test_logits, ood_logits, mode=mode)
-    results['ood'] = {'dataset': ood_dataset, **{key: ood[key] for key in OOD_KEYS}}
+    results['ood'] = {key: ood[key] for key in OOD_KEYS}
   return results
 
 
@@ -167,7 +199,7 @@ def summary_table(results: Mapping[str, Any]) -> str:
   if results.get('members'):
     lines += ['', *_table(['accuracy', 'nll', 'ece'],
                           [(f'member {i}', member) for i, member in enumerate(results['members'])])]
-  for section in ('diversity', 'ood'):
+  for section in ('members_mean', 'diversity', 'ood', 'human_disagreement'):
     if section in results:
       entries = results[section]
       title = section if 'dataset' not in entries else f"{section} ({entries['dataset']})"

@@ -18,12 +18,18 @@ PyTree = Any
 Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
 
 
-def sve_forward(sve_apply: Callable[..., jax.Array]) -> Forward:
-  """Adapts ``sve_apply(params, inputs)`` to the forward signature (no stochastic layers)."""
+def sve_forward(sve_apply: Callable[..., jax.Array],
+                train_apply: Callable[..., jax.Array] | None = None) -> Forward:
+  """Adapts ``sve_apply(params, inputs)`` to the forward signature (no stochastic layers).
+
+  ``train_apply``, when given, replaces ``sve_apply`` in training (``train=True``): e.g. an
+  ``sve_apply`` made with ``per_member_args=True`` for member-stacked ``(M, B, ...)`` batches.
+  """
 
   def forward(frozen, trainables, inputs, rng, train):
-    del rng, train
-    return sve_apply({'frozen': frozen, 'trainables': trainables}, inputs)
+    del rng
+    apply = train_apply if train and train_apply is not None else sve_apply
+    return apply({'frozen': frozen, 'trainables': trainables}, inputs)
 
   return forward
 

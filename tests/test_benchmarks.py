@@ -47,3 +47,60 @@ def test_quality_summary_is_mean_and_std_over_seeds():
   assert row['auroc_mi']['mean'] == pytest.approx(0.85) and row['seeds'] == 2
   table = quality.markdown_table(summary)
   assert '| sve | 4 | 10 | 0.001 | 0.7500 ± 0.0500 |' in table
+
+
+def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
+    tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
+  import json
+  import os
+
+  import train
+  from benchmarks import sweep
+  from conftest import tiny_train_config
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{
+      'ood.name': '', 'max_steps': 2, 'eval_every_steps': 1, 'data.max_eval_examples': 8})
+  wanted = ('base', 'noise_0.1', 'logits_averaging')
+  settings = tuple(s for s in sweep.settings_for('diversity') if s.name in wanted)
+  root, out = str(tmp_path / 'runs'), str(tmp_path / 'sweep')
+  runs = sweep.run_grid(config, settings, root, seeds=1)
+  summary = sweep.write_outputs(out, config, settings, runs, root)
+  with open(out + '.json') as f:
+    saved = json.load(f)
+  rows = saved['settings']
+  assert set(rows) == set(wanted) and saved['selected_on'] == 'val_nll'
+  # Selection is by validation NLL, never test.
+  assert saved['best'] == min(rows, key=lambda name: rows[name]['val_nll']['mean'])
+  base = runs['base'][0]
+  assert base['config']['noise_std'] == 0.01
+  assert runs['noise_0.1'][0]['config']['noise_std'] == 0.1
+  assert rows['base']['val_members_nll']['mean'] == pytest.approx(
+      base['validation']['members_mean_nll'])
+  assert rows['base']['s_change']['mean'] == pytest.approx(base['singular_value_change'])
+  # Logit averaging is read from the base run, not retrained.
+  assert not os.path.exists(os.path.join(root, 'logits_averaging'))
+  by_logits = base['ensemble_modes']['logits']
+  assert rows['logits_averaging']['val_nll']['mean'] == pytest.approx(
+      by_logits['validation']['nll'])
+  assert rows['logits_averaging']['accuracy']['mean'] == pytest.approx(
+      by_logits['test']['accuracy'])
+  assert rows['logits_averaging']['members_accuracy'] == rows['base']['members_accuracy']
+  # Learning curves: validation at steps 1 and 2, as each run's metrics.jsonl says.
+  records = [json.loads(line) for line in open(os.path.join(root, 'base', 'seed_0',
+                                                            'metrics.jsonl'))]
+  val = [r for r in records if 'val_nll' in r]
+  assert summary['learning_curves']['base'] == {
+      'step': [1, 2], 'val_nll': [r['val_nll'] for r in val],
+      'val_accuracy': [r['val_accuracy'] for r in val]}
+  assert set(summary['learning_curves']) == {'base', 'noise_0.1'}
+  assert os.path.getsize(out + '.png') > 10_000
+  assert '**' + saved['best'] + '**' in sweep.markdown_table(summary)
+
+  # A second sweep reads the finished runs back: nothing trains.
+  def no_training(*args, **kwargs):
+    raise AssertionError('a finished setting was trained again')
+
+  monkeypatch.setattr(train, 'run', no_training)
+  again = sweep.run_grid(config, settings, root, seeds=1)
+  assert again['base'][0]['test'] == base['test']
+  with pytest.raises(ValueError, match="--grid='nope' is not a preset"):
+    sweep.settings_for('nope')

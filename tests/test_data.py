@@ -83,6 +83,39 @@ def test_tweet_sentiment_counts_splits_and_text(data_dir):
                     for f in files}
 
 
+def test_tweets_carry_the_annotators_agreement(data_dir):
+  dataset = data.get_dataset({'name': 'tweet_sentiment'}, data_dir)
+  with open(builders.tweet_corpus_path(), encoding='latin-1', newline='') as f:
+    confidence = [row['confidence'] for row in csv.DictReader(f)]
+  agreement = {int(ex['id']): ex[builders.AGREEMENT_FEATURE]
+               for ex in all_examples(dataset.splits['test'])}
+  for row, value in agreement.items():
+    if confidence[row].strip():
+      assert value == pytest.approx(float(confidence[row]), abs=1e-6)
+    else:
+      assert np.isnan(value)
+  assert 0 < sum(np.isnan(v) for v in agreement.values()) < len(agreement) / 4
+
+
+def test_csv_agreement_column_allows_empty_cells_and_rejects_bad_values(tmp_path):
+  rows = [(f'text {i}', 'ab'[i % 2], '' if i % 5 == 0 else f'{0.5 + i / 100:.2f}')
+          for i in range(30)]
+  path = tmp_path / 'rated.csv'
+  write_csv(path, ['text', 'label', 'rating'], rows)
+  config = {'name': 'csv_text', 'file': str(path), 'agreement_column': 'rating'}
+  dataset = data.get_dataset(config, str(tmp_path / 'tfds'))
+  for source in dataset.splits.values():
+    for ex in all_examples(source):
+      rating = rows[ex['id']][2]
+      got = ex[builders.AGREEMENT_FEATURE]
+      assert np.isnan(got) if not rating else got == pytest.approx(float(rating))
+  assert builders.AGREEMENT_FEATURE not in data.get_dataset(
+      {'name': 'csv_text', 'file': str(path)}, str(tmp_path / 'tfds')).info.features
+  write_csv(path, ['text', 'label', 'rating'], rows[:5] + [('x', 'a', 'high')])
+  with pytest.raises(ValueError, match=r"rated\.csv, data row 5: agreement 'high' is not"):
+    data.get_dataset(config, str(tmp_path / 'tfds'))
+
+
 def test_split_indices_partition_fixed_by_seed():
   fractions = {'train': 0.8, 'validation': 0.1, 'test': 0.1}
   first = readers.split_indices(1001, fractions, seed=0)

@@ -1,5 +1,7 @@
 """Tests for sve_jax.metrics against scikit-learn, NumPy formulas and hand-worked examples."""
 
+import math
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -267,3 +269,40 @@ def test_ood_metrics_match_sklearn_on_numpy_scores():
 def test_auroc_rejects_empty_inputs():
   with pytest.raises(ValueError):
     metrics.auroc(np.array([]), np.array([1.]))
+
+
+def _average_ranks(values):
+  """1-based ranks; tied values share the mean of the ranks they span."""
+  order = np.argsort(values, kind='stable')
+  ranks = np.empty(len(values))
+  ranks[order] = np.arange(1, len(values) + 1)
+  _, group = np.unique(values, return_inverse=True)
+  sums = np.bincount(group, weights=ranks)
+  return (sums / np.bincount(group))[group]
+
+
+def test_disagreement_correlation_is_spearman_with_one_minus_agreement():
+  member_logits, _ = _random_problem(16, num_examples=200)
+  rng = np.random.default_rng(16)
+  # Agreement in coarse steps (many ties, as in the tweet corpus); a few unknown.
+  agreement = rng.choice([0.34, 0.67, 1.], size=200)
+  agreement[[3, 50, 199]] = np.nan
+  result = metrics.disagreement_correlation(member_logits, agreement)
+  assert result['num_examples'] == 197
+  member_p = _np_softmax(member_logits.astype(np.float64))
+  mean_p = member_p.mean(0)
+  uncertainties = {'entropy': _np_entropy(mean_p),
+                   'mutual_information': _np_entropy(mean_p) - _np_entropy(member_p).mean(0),
+                   'one_minus_max_prob': 1. - mean_p.max(-1)}
+  known = np.isfinite(agreement)
+  human = _average_ranks(1. - agreement[known])
+  for name, values in uncertainties.items():
+    expected = np.corrcoef(_average_ranks(values[known]), human)[0, 1]
+    assert result[name] == pytest.approx(expected, abs=1e-4), name
+  # Uncertainty that follows the disagreement exactly correlates perfectly.
+  top = np.where(known, 0.5 + agreement / 2., 1.)  # top class probability in [0.67, 1]
+  tracking = np.stack([np.log(np.stack([top, 1. - top + 1e-3], -1))] * 2)
+  assert metrics.disagreement_correlation(tracking, agreement)['entropy'] == pytest.approx(1.)
+  # One member has no mutual information to rank.
+  assert math.isnan(metrics.disagreement_correlation(member_logits[:1], agreement)[
+      'mutual_information'])

@@ -10,7 +10,7 @@ from sve_jax import report
 
 PROMISED_KEYS = {
     'method', 'num_members', 'params', 'test', 'test_temperature_scaled', 'members',
-    'diversity', 'ood'
+    'members_mean', 'diversity', 'validation', 'ensemble_modes', 'ood'
 }
 PARAMS_KEYS = {'backbone', 'trainable_per_member', 'trainable_total', 'overhead'}
 SCORE_KEYS = {'accuracy', 'nll', 'brier', 'ece', 'temperature'}
@@ -74,6 +74,27 @@ def test_results_round_trip_with_exactly_the_promised_keys(results, tmp_path):
       skm.accuracy_score(test_labels, ensemble.argmax(-1)))
   assert loaded['members'][1]['accuracy'] == pytest.approx(
       skm.accuracy_score(test_labels, test_logits[1].argmax(-1)))
+
+
+def test_results_put_members_mean_and_both_averaging_modes_beside_the_ensemble(results):
+  built, test_logits, test_labels = results
+  member_probs = _np_softmax(test_logits.astype(np.float64))
+  assert built['members_mean']['accuracy'] == pytest.approx(np.mean(
+      [skm.accuracy_score(test_labels, logits.argmax(-1)) for logits in test_logits]))
+  assert built['members_mean']['nll'] == pytest.approx(np.mean(
+      [skm.log_loss(test_labels, p, labels=range(4)) for p in member_probs]), rel=1e-4)
+  assert set(built['validation']) == SCORE_KEYS | DIVERSITY_KEYS | {
+      f'members_mean_{key}' for key in MEMBER_KEYS}
+  assert set(built['ensemble_modes']) == {'probs', 'logits'}
+  assert built['ensemble_modes']['probs']['test'] == built['test']
+  logits_mode = built['ensemble_modes']['logits']
+  assert logits_mode['test']['accuracy'] == pytest.approx(
+      skm.accuracy_score(test_labels, test_logits.mean(0).argmax(-1)))
+  assert logits_mode['test']['nll'] == pytest.approx(skm.log_loss(
+      test_labels, _np_softmax(test_logits.astype(np.float64).mean(0)), labels=range(4)),
+      rel=1e-4)
+  assert logits_mode['ood']['auroc_mi'] == pytest.approx(built['ood']['auroc_mi'])
+  assert 'human_disagreement' not in built  # no agreement given
 
 
 def test_write_results_converts_arrays_and_writes_nan_as_null(tmp_path):

@@ -7,12 +7,15 @@ them against independent readers.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import gzip
 import hashlib
 import inspect
 import importlib
 import json
+import logging
 import os
 import re
 import warnings
@@ -33,6 +36,9 @@ _GZIP_MAGIC = b'\x1f\x8b'
 
 IMAGE_SUFFIXES = ('.bmp', '.gif', '.jpeg', '.jpg', '.png', '.tif', '.tiff', '.webp')
 TABLE_SUFFIXES = {'.csv': 'csv', '.tsv': 'tsv', '.jsonl': 'jsonl', '.ndjson': 'jsonl'}
+# A table line or field longer than this is a broken file (often an unbalanced quote that
+# swallows the rest of a CSV), not a text example: models read a few hundred tokens.
+MAX_FIELD_CHARS = 1 << 20
 
 
 # ---------------------------------------------------------------- IDX files
@@ -87,7 +93,8 @@ def find_idx_file(directory: str | os.PathLike, stem: str) -> str:
 def read_table(path: str | os.PathLike,
                columns: Sequence[str],
                *,
-               encoding: str = 'utf-8') -> dict[str, list[str]]:
+               encoding: str = 'utf-8',
+               may_be_empty: Sequence[str] = ()) -> dict[str, list[str]]:
   """Reads the named columns of a CSV, TSV or JSON-lines file as strings.
 
   The format follows the suffix: `.csv`, `.tsv`, `.jsonl` / `.ndjson`. JSON
@@ -97,6 +104,8 @@ def read_table(path: str | os.PathLike,
     path: the file.
     columns: the columns to return; each must exist in every row.
     encoding: text encoding of the file.
+    may_be_empty: those of `columns` whose values may be empty (returned as
+      `''`), e.g. an annotation recorded for some rows only.
 
   Returns:
     `{column: [value per row]}` in file order.
@@ -111,7 +120,7 @@ def read_table(path: str | os.PathLike,
                      f'of {sorted(TABLE_SUFFIXES)}.')
   kind = TABLE_SUFFIXES[suffix]
   values = {column: [] for column in columns}
-  with open(path, encoding=encoding, newline='') as f:
+  with _table_lines(path, encoding, header_lines=int(kind != 'jsonl')) as f:
     if kind == 'jsonl':
       rows = _jsonl_rows(f, path, columns)
     else:
@@ -125,10 +134,82 @@ def read_table(path: str | os.PathLike,
     for line, row in rows:
       for column in columns:
         value = row[column]
-        if value is None or (isinstance(value, str) and not value.strip()):
+        if value is None and column in may_be_empty:
+          value = ''
+        if column not in may_be_empty and (
+            value is None or (isinstance(value, str) and not value.strip())):
           raise ValueError(f'{path}:{line}: empty value in column {column!r}.')
         values[column].append(value if isinstance(value, str) else str(value))
   return values
+
+
+@contextlib.contextmanager
+def _table_lines(path, encoding: str, header_lines: int):
+  """The lines of a table file, turning what users' files get wrong into clear errors.
+
+  Raises:
+    ValueError: naming the file (and the line where there is one) for an unknown
+      encoding, an empty file, bytes that are not valid `encoding`, a line or CSV field
+      longer than `MAX_FIELD_CHARS`, or a file without data rows.
+  """
+  try:
+    codecs.lookup(encoding)
+  except LookupError:
+    raise ValueError(f'{path}: unknown encoding {encoding!r} (data option `encoding`); '
+                     "e.g. 'utf-8', 'latin-1', 'utf-16'.") from None
+  if os.path.getsize(path) == 0:
+    raise ValueError(f'{path}: the file is empty.')
+  default_limit = csv.field_size_limit(MAX_FIELD_CHARS)
+  try:
+    with open(path, encoding=encoding, newline='') as f:
+      lines = _CountedLines(f, path)
+      try:
+        yield lines
+      except UnicodeDecodeError:
+        raise ValueError(_decode_error_message(path, encoding)) from None
+      except csv.Error as e:
+        raise ValueError(f'{path}:{lines.count}: {e} (limit {MAX_FIELD_CHARS:,} characters); '
+                         'is a quote left open on an earlier line?') from None
+  finally:
+    csv.field_size_limit(default_limit)
+  if lines.non_blank <= header_lines:
+    raise ValueError(f'{path}: no data rows'
+                     + (' after the header line.' if header_lines else '.'))
+
+
+class _CountedLines:
+  """Iterates a text file's lines, counting them and refusing absurdly long ones."""
+
+  def __init__(self, lines: Iterable[str], path):
+    self.lines, self.path = iter(lines), path
+    self.count = self.non_blank = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> str:
+    line = next(self.lines)
+    self.count += 1
+    self.non_blank += bool(line.strip())
+    if len(line) > MAX_FIELD_CHARS:
+      raise ValueError(f'{self.path}:{self.count}: the line has {len(line):,} characters '
+                       f'(limit {MAX_FIELD_CHARS:,}); is a quote left open, or is this not '
+                       'a table of text examples?')
+    return line
+
+
+def _decode_error_message(path, encoding: str) -> str:
+  """Names the first line of `path` that is not valid `encoding`, and its bytes."""
+  decoder = codecs.getincrementaldecoder(encoding)()
+  with open(path, 'rb') as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        decoder.decode(raw)
+      except UnicodeDecodeError as e:
+        return (f'{path}:{number}: bytes {raw[e.start:e.end]!r} are not valid {encoding} '
+                f'({e.reason}); set the data option `encoding` to the file\'s encoding, '
+                "e.g. 'latin-1' or 'cp1252'.")
+  return f'{path}: not valid {encoding}; set the data option `encoding`.'
 
 
 def _jsonl_rows(lines: Iterable[str], path, columns: Sequence[str]):
@@ -141,7 +222,8 @@ def _jsonl_rows(lines: Iterable[str], path, columns: Sequence[str]):
     except json.JSONDecodeError as e:
       raise ValueError(f'{path}:{line}: invalid JSON ({e.msg}).') from None
     if not isinstance(record, dict):
-      raise ValueError(f'{path}:{line}: expected a JSON object per line.')
+      raise ValueError(f'{path}:{line}: expected a JSON object per line, got a '
+                       f'{type(record).__name__} ({text.strip()[:40]!r}).')
     missing = [c for c in columns if c not in record]
     if missing:
       raise ValueError(f'{path}:{line}: missing key(s) {missing}; the record '
@@ -150,6 +232,37 @@ def _jsonl_rows(lines: Iterable[str], path, columns: Sequence[str]):
 
 
 # ---------------------------------------------------------------- labels
+
+
+def check_train_has_every_class(splits: Mapping[str, tuple[str, np.ndarray, np.ndarray]],
+                                names: Sequence[str]) -> None:
+  """Raises if a class has no example in the `train` split (nothing to learn it from).
+
+  Args:
+    splits: `{split: (source file or folder, label indices, row indices in that
+      source)}`; without a `train` split nothing is checked.
+    names: the class names, by label index.
+
+  Raises:
+    ValueError: naming each such class and where its examples are (split, source
+      and rows), e.g. a label that occurs only in the test file.
+  """
+  if 'train' not in splits:
+    return
+  in_train = set(splits['train'][1].tolist())
+  problems = []
+  for index, name in enumerate(names):
+    if index in in_train:
+      continue
+    where = [f'{split} ({source}, rows {rows[labels == index][:5].tolist()})'
+             for split, (source, labels, rows) in splits.items()
+             if (labels == index).any()]
+    problems.append(f'{name!r} ' + (f'only in {"; ".join(where)}' if where
+                                     else 'has no example at all'))
+  if problems:
+    raise ValueError('class(es) without a training example after the split: '
+                     + ', '.join(problems) + '. Add training examples, drop those rows '
+                     '(or set `label_names`), or change `split_seed` / `split_fractions`.')
 
 
 def label_vocabulary(labels: Iterable[str]) -> tuple[str, ...]:
@@ -214,11 +327,13 @@ def split_indices(num_examples: int, fractions: Mapping[str, float],
 def list_image_folder(folder: str | os.PathLike) -> list[tuple[str, str]]:
   """Lists `(relative path, class name)` of a folder with a subfolder per class.
 
-  Subfolders and files are sorted by name; hidden entries and files without an
-  image suffix (`IMAGE_SUFFIXES`) are ignored.
+  Subfolders and files are sorted by name; hidden entries are ignored, and files
+  without an image suffix (`IMAGE_SUFFIXES`) are skipped with a warning that
+  counts them.
 
   Raises:
-    ValueError: naming the folder if it has no class subfolder or no image.
+    ValueError: naming the folder if it has no class subfolder or no image, or
+      naming a class subfolder that holds no image.
   """
   if not os.path.isdir(folder):
     raise ValueError(f'{folder}: not a folder (expected one subfolder per class).')
@@ -226,12 +341,20 @@ def list_image_folder(folder: str | os.PathLike) -> list[tuple[str, str]]:
                    if e.is_dir() and not e.name.startswith('.'))
   if not classes:
     raise ValueError(f'{folder}: no class subfolders (expected one per class).')
-  files = []
+  files, skipped = [], []
   for name in classes:
-    for entry in sorted(os.scandir(os.path.join(folder, name)), key=lambda e: e.name):
-      if (entry.is_file() and not entry.name.startswith('.')
-          and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES):
-        files.append((f'{name}/{entry.name}', name))
+    entries = [e for e in sorted(os.scandir(os.path.join(folder, name)), key=lambda e: e.name)
+               if e.is_file() and not e.name.startswith('.')]
+    images = [e for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
+    skipped += [f'{name}/{e.name}' for e in entries if e not in images]
+    if not images:
+      raise ValueError(f'{os.path.join(folder, name)}: class folder without image files '
+                       f'(suffixes {IMAGE_SUFFIXES}); add images or remove the folder, as a '
+                       'class without examples cannot be learned.')
+    files += [(f'{name}/{e.name}', name) for e in images]
+  if skipped:
+    logging.warning('%s: skipped %d file(s) without an image suffix %s: %s', folder,
+                    len(skipped), IMAGE_SUFFIXES, skipped[:5])
   if not files:
     raise ValueError(f'{folder}: no image files with suffix in {IMAGE_SUFFIXES}.')
   return files
@@ -241,14 +364,24 @@ def load_image(path: str | os.PathLike, size: tuple[int, int],
                channels: int = 3) -> np.ndarray:
   """Decodes an image with PIL and resizes it (bilinear) to `size = (h, w)`.
 
+  Any PIL mode is converted: grey to RGB repeats the grey level, and an alpha
+  channel is dropped (not composited onto a background).
+
   Returns:
     uint8 array of shape `(h, w, channels)`; `channels` is 3 (RGB) or 1 (L).
+
+  Raises:
+    ValueError: naming the file if PIL cannot decode it (corrupt or not an image).
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   mode = {3: 'RGB', 1: 'L'}[channels]
-  with Image.open(path) as image:
-    resized = image.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+  try:
+    with Image.open(path) as image:
+      resized = image.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+  except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged files
+    raise ValueError(f'{path}: cannot decode the image ({type(e).__name__}: {e}); replace '
+                     'or delete the file.') from None
   return np.asarray(resized, np.uint8).reshape(size[0], size[1], channels)
 
 

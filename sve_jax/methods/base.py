@@ -45,6 +45,8 @@ class Setup:
     per_member_data: whether training feeds member ``m`` its own batch: then inputs are
       ``(M, B, ...)`` and labels ``(M, B)`` with ``train=True``; evaluation always feeds every
       member the same ``(B, ...)`` inputs.
+    pretrained_s: SVE only: the pretrained singular values and per-member leaves (the ``s``
+      of :func:`sve_jax.decompose`), to measure how far training moved the members.
   """
   name: str
   frozen: PyTree
@@ -53,6 +55,7 @@ class Setup:
   backbone_params: int
   trainable_per_member: int
   per_member_data: bool = False
+  pretrained_s: PyTree | None = None
 
   @property
   def trainable_total(self) -> int:

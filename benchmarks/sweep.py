@@ -1,0 +1,273 @@
+r"""A recipe study: a named grid of settings through train.py's own code path.
+
+  python -m benchmarks.sweep --config=configs/default.py --grid=lr --seeds=1 \
+      --workdir=workdir/sweep_lr --config.eval_every_steps=20
+  python -m benchmarks.sweep --config=configs/default.py --grid=diversity --seeds=3 \
+      --workdir=workdir/sweep_diversity --config.optim.learning_rate=1e-2
+
+``--grid`` names a preset of :data:`GRIDS`; ``--config.*`` overrides set the base every
+setting starts from (a setting's own overrides win). Each (setting, seed) is one ``train.run``
+in ``--workdir/<setting>/seed_<k>`` through :func:`benchmarks.quality.run_one`: a finished run
+is read back, an interrupted one resumes from its checkpoints. A setting that only changes how
+members are averaged (``ensemble_mode``) is read from the run it shares (``results.json``'s
+``ensemble_modes``): nothing is retrained for it.
+
+Writes ``--sweep_out`` + ``.json``: per setting the mean ± std over seeds of the validation
+and the test metrics (the ensemble's, the members' mean, disagreement, mutual information),
+ECE after temperature scaling, OOD AUROC by MI, how far s moved and the wall time, and
+``best``: the setting of lowest mean **validation** NLL (test never selects).
+``--sweep_out`` + ``.png``: the learning curves, validation NLL and accuracy against step,
+one line per trained setting (mean over seeds), from each run's metrics.jsonl
+(``--config.eval_every_steps`` sets their resolution). ``--seeds`` (default 3) is
+benchmarks/quality.py's flag; its ``--methods`` and ``--summary`` do not apply here.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Mapping
+
+from absl import app
+from absl import flags
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+import numpy as np
+
+from benchmarks import quality
+
+# --config, --workdir (the root of the runs) are train.py's flags; --seeds is quality.py's.
+_GRID = flags.DEFINE_string('grid', 'lr', 'Preset of settings: one of benchmarks.sweep.GRIDS.')
+_OUT = flags.DEFINE_string('sweep_out', '', "Summary path without suffix ('' = "
+                           'benchmarks/results/sweep_<grid>); writes .json and .png.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of a grid.
+
+  Attributes:
+    name: its folder and its label in the summary.
+    overrides: ``{dotted config key: value}`` applied to the base config.
+    mode: read the ensemble's metrics in this averaging mode (``results.json``'s
+      ``ensemble_modes``) instead of the run's own ``config.ensemble_mode``.
+    shares: the name of the setting whose runs this one reads (no training of its own).
+  """
+  name: str
+  overrides: Mapping[str, Any]
+  mode: str | None = None
+  shares: str | None = None
+
+
+_SVE = {'method': 'sve'}
+#: The presets. ``lr``/``steps``: cheap single-model questions (``single_svf``) about fit.
+#: ``diversity``: SVE, one knob at a time away from the base.
+GRIDS: dict[str, tuple[Setting, ...]] = {
+    'lr': tuple(Setting(f'lr_{lr:g}', {'method': 'single_svf', 'optim.learning_rate': lr})
+                for lr in (1e-3, 3e-3, 1e-2, 3e-2)),
+    'steps': tuple(Setting(f'epochs_{n}', {'method': 'single_svf', 'num_epochs': n})
+                   for n in (2, 4, 8)),
+    'diversity': (
+        Setting('base', _SVE),
+        Setting('noise_0.03', {**_SVE, 'noise_std': 0.03}),
+        Setting('noise_0.1', {**_SVE, 'noise_std': 0.1}),
+        Setting('head_init_0.05', {**_SVE, 'head_init_std': 0.05}),
+        Setting('logits_averaging', _SVE, mode='logits', shares='base'),
+        Setting('member_data_order', {**_SVE, 'member_data_order': True}),
+        Setting('official_schedule', {**_SVE, 'optim.schedule': 'official'}),
+    ),
+}
+
+#: Summary columns: (name, key path into results.json).
+COLUMNS = (
+    ('val_accuracy', ('validation', 'accuracy')), ('val_nll', ('validation', 'nll')),
+    ('val_ece', ('validation', 'ece')),
+    ('val_members_accuracy', ('validation', 'members_mean_accuracy')),
+    ('val_members_nll', ('validation', 'members_mean_nll')),
+    ('val_disagreement', ('validation', 'disagreement')),
+    ('val_mi', ('validation', 'mutual_information')),
+    ('accuracy', ('test', 'accuracy')), ('nll', ('test', 'nll')), ('ece', ('test', 'ece')),
+    ('ece_ts', ('test_temperature_scaled', 'ece')),
+    ('temperature', ('test_temperature_scaled', 'temperature')),
+    ('members_accuracy', ('members_mean', 'accuracy')),
+    ('members_nll', ('members_mean', 'nll')),
+    ('disagreement', ('diversity', 'disagreement')),
+    ('mi', ('diversity', 'mutual_information')),
+    ('auroc_mi', ('ood', 'auroc_mi')),
+    ('s_change', ('singular_value_change',)),
+)
+SELECTED_ON = 'val_nll'
+
+
+def settings_for(grid: str) -> tuple[Setting, ...]:
+  """The preset ``grid`` (raises ValueError naming ``--grid`` and the presets)."""
+  if grid not in GRIDS:
+    raise ValueError(f'--grid={grid!r} is not a preset; expected one of {sorted(GRIDS)}')
+  return GRIDS[grid]
+
+
+def with_overrides(config, overrides: Mapping[str, Any]):
+  """A copy of ``config`` with each ``{dotted key: value}`` set.
+
+  Raises:
+    ValueError: a key the config does not have (named).
+  """
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node.get(parent)
+    if node is None or leaf not in node:
+      raise ValueError(f'setting override {key!r}: the config has no such field')
+    node[leaf] = value
+  return config
+
+
+def results_in_mode(results: dict, mode: str) -> dict:
+  """``results`` with the ensemble's validation, test, T-scaled test and OOD scores taken
+  from its ``ensemble_modes[mode]`` (members, diversity and s movement do not depend on it)."""
+  by_mode = results['ensemble_modes'][mode]
+  viewed = copy.deepcopy(results)
+  viewed['validation'].update(by_mode['validation'])
+  for key in ('test', 'test_temperature_scaled', 'ood'):
+    if key in by_mode:
+      viewed[key] = {**viewed.get(key, {}), **by_mode[key]}
+  return viewed
+
+
+def run_grid(config, settings: tuple[Setting, ...], root: str,
+             seeds: int) -> dict[str, list[dict]]:
+  """Runs (or reads back) every setting at seeds ``0 .. seeds-1``; ``{name: [results]}``.
+
+  Seed-major, as benchmarks/quality.py, so a stopped sweep has every setting at its first
+  seeds.
+  """
+  names = [s.name for s in settings]
+  for setting in settings:
+    if setting.shares is not None and setting.shares not in names:
+      raise ValueError(f'setting {setting.name!r} shares the runs of {setting.shares!r}, '
+                       f'which is not in the grid {names}')
+  runs: dict[str, list[dict]] = {name: [] for name in names}
+  for seed in range(seeds):
+    for setting in (s for s in settings if s.shares is None):
+      setting_config = with_overrides(config, setting.overrides)
+      workdir = os.path.join(root, setting.name, f'seed_{seed}')
+      results = quality.run_one(setting_config, setting_config.method, seed, workdir)
+      runs[setting.name].append(results_in_mode(results, setting.mode) if setting.mode
+                                else results)
+    for setting in (s for s in settings if s.shares is not None):
+      shared = runs[setting.shares][seed]
+      runs[setting.name].append(results_in_mode(shared, setting.mode or 'probs'))
+  return runs
+
+
+def summarise(settings: tuple[Setting, ...], runs: dict[str, list[dict]]) -> dict[str, Any]:
+  """Mean ± std over seeds per setting, its overrides, and the best one by validation NLL."""
+  rows = quality.summarise({s.name: runs[s.name] for s in settings if runs[s.name]}, COLUMNS)
+  for setting in settings:
+    if setting.name in rows:
+      rows[setting.name].update(overrides=dict(setting.overrides), mode=setting.mode,
+                                shares=setting.shares)
+  scored = {name: row[SELECTED_ON]['mean'] for name, row in rows.items() if SELECTED_ON in row}
+  return {'selected_on': SELECTED_ON, 'best': min(scored, key=scored.get) if scored else None,
+          'settings': rows}
+
+
+def learning_curve(workdir: str) -> dict[str, list[float]]:
+  """``{'step', 'val_nll', 'val_accuracy'}`` of one run's metrics.jsonl validation records.
+
+  A resumed run logs the steps after its checkpoint again: the last record of a step wins.
+  """
+  records = {}
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        record = json.loads(line)
+        if 'val_nll' in record:
+          records[record['step']] = record
+  steps = sorted(records)
+  return {'step': steps, **{key: [records[s][key] for s in steps]
+                            for key in ('val_nll', 'val_accuracy')}}
+
+
+def mean_curve(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+  """The mean over seeds at the steps every seed validated at."""
+  steps = sorted(set.intersection(*(set(c['step']) for c in curves))) if curves else []
+  mean = {'step': steps}
+  for key in ('val_nll', 'val_accuracy'):
+    per_seed = [dict(zip(c['step'], c[key])) for c in curves]
+    mean[key] = [float(np.mean([values[s] for values in per_seed])) for s in steps]
+  return mean
+
+
+def plot_learning_curves(path: str, curves: Mapping[str, dict[str, list[float]]]) -> str:
+  """Writes a PNG: validation NLL (top) and accuracy (bottom) against step, one line each."""
+  figure = Figure(figsize=(7, 7), layout='constrained')
+  FigureCanvasAgg(figure)
+  top, bottom = figure.subplots(2, 1, sharex=True)
+  for name, curve in curves.items():
+    top.plot(curve['step'], curve['val_nll'], marker='.', label=name)
+    bottom.plot(curve['step'], curve['val_accuracy'], marker='.', label=name)
+  top.set(title='Validation learning curves (mean over seeds)', ylabel='validation NLL')
+  bottom.set(xlabel='step', ylabel='validation accuracy')
+  top.legend(fontsize='small')
+  figure.savefig(path, dpi=120)
+  return path
+
+
+def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[str, list[dict]],
+                  root: str) -> dict[str, Any]:
+  """Writes ``out.json`` (:func:`summarise` and the base config) and ``out.png``."""
+  summary = summarise(settings, runs)
+  curves = {s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{k}'))
+                                for k in range(len(runs[s.name]))])
+            for s in settings if s.shares is None and runs[s.name]}
+  summary['learning_curves'] = curves
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out + '.json', 'w') as f:
+    json.dump({'config': json.loads(config.to_json_best_effort()), **summary}, f, indent=2)
+  plot_learning_curves(out + '.png', curves)
+  return summary
+
+
+def markdown_table(summary: Mapping[str, Any]) -> str:
+  """One row per setting: validation (selects), then test; the best setting in bold."""
+  header = ('setting', 'val NLL', 'val acc', 'acc', 'members acc', 'NLL', 'members NLL',
+            'ECE (TS)', 'disagreement', 'MI', 'AUROC MI', 's change', 'train s')
+  keys = ('val_nll', 'val_accuracy', 'accuracy', 'members_accuracy', 'nll', 'members_nll',
+          'ece_ts', 'disagreement', 'mi', 'auroc_mi', 's_change', 'train_time_s')
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for name, row in summary['settings'].items():
+    cells = [f'**{name}**' if name == summary['best'] else name]
+    for key in keys:
+      stat = row.get(key)
+      if not stat or stat['mean'] is None or math.isnan(stat['mean']):
+        cells.append('–')
+      elif key == 'train_time_s':
+        cells.append(f"{stat['mean']:.0f}")
+      else:
+        cells.append(f"{stat['mean']:.4f} ± {stat['std']:.4f}")
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  settings = settings_for(_GRID.value)
+  config = flags.FLAGS.config.copy_and_resolve_references()
+  root = flags.FLAGS.workdir or f'workdir/sweep_{_GRID.value}'
+  # One prepared copy of the data for every run.
+  config.data.data_dir = config.data.data_dir or os.path.join(root, 'tfds_data')
+  runs = run_grid(config, settings, root, flags.FLAGS.seeds)
+  out = _OUT.value or f'benchmarks/results/sweep_{_GRID.value}'
+  summary = write_outputs(out, config, settings, runs, root)
+  print(markdown_table(summary))
+  print(f"best by {summary['selected_on']}: {summary['best']}")
+
+
+if __name__ == '__main__':
+  app.run(main)
