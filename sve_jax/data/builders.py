@@ -259,6 +259,9 @@ class CsvText(tfds.core.GeneratorBasedBuilder):
         for key, table in tables.items()}
     plan = _plan_splits({key: len(texts) for key, (texts, *_) in examples.items()},
                         config.split_fractions, config.split_seed)
+    readers.check_train_has_every_class(
+        {split: (files[key], examples[key][1][rows], rows) for split, (key, rows) in plan.items()},
+        names)
     return {split: self._generate_examples(*examples[key], rows)
             for split, (key, rows) in plan.items()}
 
@@ -606,12 +609,16 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     _set_label_names(self.info, names)
     plan = _plan_splits({key: len(files) for key, files in listings.items()},
                         config.split_fractions, config.split_seed)
-    return {split: self._generate_examples(folders[key], listings[key], rows, names)
+    labels = {key: readers.encode_labels([name for _, name in files], names, source=folders[key])
+              for key, files in listings.items()}
+    readers.check_train_has_every_class(
+        {split: (folders[key], labels[key][rows], rows) for split, (key, rows) in plan.items()},
+        names)
+    return {split: self._generate_examples(folders[key], listings[key], labels[key], rows)
             for split, (key, rows) in plan.items()}
 
-  def _generate_examples(self, folder, files, rows, names):
+  def _generate_examples(self, folder, files, labels, rows):
     config = self.builder_config
-    labels = readers.encode_labels([name for _, name in files], names, source=folder)
     for row in rows:
       rel_path = files[row][0]
       yield rel_path, {
