@@ -330,7 +330,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
     if setup.pretrained_s is None:
       return {}
     return {'singular_value_change': ensemble.singular_value_change(
-        setup.frozen, setup.pretrained_s, trainables)}
+        setup.frozen, setup.pretrained_s, sharding.to_host(trainables))}  # collective
 
   def validate(trainables) -> dict[str, float]:
     """Ensemble, members' mean and diversity on the validation split, and the s movement."""
