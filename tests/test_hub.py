@@ -1,5 +1,4 @@
 """Weights by Hugging Face repo id, read offline from a locally built hub cache."""
-import hashlib
 import os
 
 import huggingface_hub
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from hub_cache import add_repo
 from sve_jax import models
 from sve_jax.models import bert
 from sve_jax.models import hub
@@ -16,23 +16,6 @@ from sve_jax.models.checkpoint_io import CheckpointError
 
 MINILM = 'sentence-transformers/all-MiniLM-L6-v2'
 DINO = 'timm/vit_small_patch16_224.dino'
-
-
-def add_repo(cache, repo, folder):
-  """Puts ``folder``'s files into ``cache`` as the hub lays out a downloaded repo:
-  ``models--<org>--<name>/snapshots/<commit>/<files>`` (links to the files, like the hub's
-  links to its blobs) and ``refs/main`` holding the commit."""
-  commit = hashlib.sha1(repo.encode()).hexdigest()
-  root = cache / ('models--' + repo.replace('/', '--'))
-  snapshot = root / 'snapshots' / commit
-  for parent, _, files in os.walk(folder):
-    for name in files:
-      source = os.path.join(parent, name)
-      target = snapshot / os.path.relpath(source, folder)
-      target.parent.mkdir(parents=True, exist_ok=True)
-      target.symlink_to(source)
-  (root / 'refs').mkdir(parents=True)
-  (root / 'refs' / 'main').write_text(commit)
 
 
 @pytest.fixture(scope='module')
