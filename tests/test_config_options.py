@@ -12,7 +12,8 @@ from sve_jax.data import datasets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, 'configs', 'default.py')
 # A command-line value for each option type, and what it parses to.
-SAMPLES = {str: ('/data/x', '/data/x'), int: ('7', 7),
+SAMPLES = {str: ('/data/x', '/data/x'), int: ('7', 7), float: ('0.5', 0.5),
+           bool: ('true', True),
            tuple: ("(('train', 0.5), ('test', 0.5))", (('train', 0.5), ('test', 0.5)))}
 
 

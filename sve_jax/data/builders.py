@@ -73,6 +73,7 @@ def builder_options(builder_cls: type) -> dict[str, type]:
 
 
 def _plain_type(hint, owner: type) -> type:
+  """`hint` (a field annotation of class `owner`) without `None` and type arguments."""
   if isinstance(hint, str):
     # String annotations (`from __future__ import annotations`) resolve in the owner's module,
     # as `typing.get_type_hints` would; it cannot be used on tfds's base class.
