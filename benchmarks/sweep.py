@@ -73,7 +73,9 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
         Setting('base', _SVE),
         Setting('noise_0.03', {**_SVE, 'noise_std': 0.03}),
         Setting('noise_0.1', {**_SVE, 'noise_std': 0.1}),
-        Setting('head_init_0.05', {**_SVE, 'head_init_std': 0.05}),
+        # 0.03 ≈ 1/√(3·384), the std of PyTorch's default nn.Linear init on MiniLM's 384
+        # features; the tied head starts at noise_std = 0.01.
+        Setting('head_init_0.03', {**_SVE, 'head_init_std': 0.03}),
         Setting('logits_averaging', _SVE, mode='logits', shares='base'),
         Setting('member_data_order', {**_SVE, 'member_data_order': True}),
         Setting('official_schedule', {**_SVE, 'optim.schedule': 'official'}),
