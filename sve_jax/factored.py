@@ -1,12 +1,25 @@
 """The factored execution path: ``x → ((x·U) ⊙ s_m)·Vᵀ`` without ever forming ``W_m``.
 
 The compose path (:func:`sve_jax.compose`) materialises each member's kernel, as the authors'
-reference does: per member ``r·d_in·d_out`` multiply-adds to rebuild ``W`` plus
-``N·d_in·d_out`` for the layer, where ``N`` is the number of input positions (tokens or pixels).
-The factored path costs ``N·r·(d_in + d_out)`` and never holds ``W_m``. With full rank
-(``r = min(d_in, d_out)``) and a square kernel, factored is cheaper exactly when ``N < d``: small
-batches and inference on few tokens favour it, large token counts favour compose.
-:func:`prefer_factored` is that cost model.
+reference does. The factored path never holds ``W_m``. Which is cheaper depends on the kernel,
+on ``N`` (the number of input positions: tokens or pixels) and on whether a backward pass
+follows; :func:`path_costs` counts the multiply-adds of each (per member, full rank
+``r = min(d_in, d_out)``):
+
+=============  ==============================  ============================================
+path           forward only                    forward + backward (train step)
+=============  ==============================  ============================================
+compose        ``r·d_in·d_out + N·d_in·d_out``  ``2·r·d_in·d_out + 3·N·d_in·d_out``
+factored       ``N·r·(d_in + d_out)``            ``2·N·r·(d_in + d_out)``
+=============  ==============================  ============================================
+
+Compose's backward needs ``dx = dy·Wᵀ``, the weight gradient ``dW = xᵀ·dy`` and its
+projection ``diag(Uᵀ·dW·V)`` onto the singular values; factored's needs ``dy·V``, whose
+product with the saved ``x·U`` gives ``ds``, and ``(dy·V ⊙ s)·Uᵀ``. So in training a
+rectangular kernel (an FFN matrix, ``d_out = 4·d_in``) is always cheaper factored, and a square
+one while ``N < 2·d``; forward-only, a square kernel is cheaper factored while ``N < d``.
+``execution='auto'`` applies this model per layer and call (:func:`prefer_factored`).
+``benchmarks/layer_paths.py`` checks it against measured times.
 
 It works for Flax linen models: the params handed to the model hold a :class:`FactoredKernel`
 where the kernel was, and a method interceptor computes ``nn.Dense``, ``nn.DenseGeneral`` and
@@ -71,11 +84,31 @@ def factored_params(frozen: Any, s_m: Mapping) -> Any:
   return factorize.map_frozen(build, frozen, s_m)
 
 
-def prefer_factored(num_positions: int, d_in: int, d_out: int, rank: int) -> bool:
-  """Cost model: whether ``N·r·(d_in+d_out)`` < ``r·d_in·d_out + N·d_in·d_out``."""
-  factored = num_positions * rank * (d_in + d_out)
-  composed = rank * d_in * d_out + num_positions * d_in * d_out
-  return factored < composed
+def path_costs(num_positions: int, d_in: int, d_out: int, rank: int,
+               training: bool = False) -> dict[str, int]:
+  """Multiply-adds of one member's layer on each path (see the module docstring).
+
+  Args:
+    num_positions: ``N``, input positions per member (batch × tokens, or × pixels).
+    d_in, d_out: the kernel's matrix view.
+    rank: ``r``, the number of singular values.
+    training: count the backward pass too (activation gradient and gradient of ``s``).
+
+  Returns:
+    ``{'compose': ..., 'factored': ...}``.
+  """
+  n, r = num_positions, rank
+  if training:
+    return {'compose': 2 * r * d_in * d_out + 3 * n * d_in * d_out,
+            'factored': 2 * n * r * (d_in + d_out)}
+  return {'compose': r * d_in * d_out + n * d_in * d_out, 'factored': n * r * (d_in + d_out)}
+
+
+def prefer_factored(num_positions: int, d_in: int, d_out: int, rank: int,
+                    training: bool = False) -> bool:
+  """Cost model of ``execution='auto'``: whether factored costs less (:func:`path_costs`)."""
+  costs = path_costs(num_positions, d_in, d_out, rank, training)
+  return costs['factored'] < costs['compose']
 
 
 def _supports_factored(module: nn.Module, kernel: FactoredKernel) -> bool:
@@ -117,7 +150,7 @@ def _positions(inputs: jax.Array, kernel: FactoredKernel) -> int:
   return max(1, math.prod(jnp.shape(inputs)) // max(1, lay.in_shape[-1]))
 
 
-def _make_interceptor(execution: str):
+def _make_interceptor(execution: str, training: bool):
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
@@ -132,7 +165,7 @@ def _make_interceptor(execution: str):
     if use_factored and execution == 'auto':
       lay = _unstacked(kernel.layout)
       use_factored = prefer_factored(_positions(args[0], kernel), lay.d_in, lay.d_out,
-                                     kernel.u.shape[-1])
+                                     kernel.u.shape[-1], training)
     if use_factored:
       return _factored_call(module, kernel, args, kwargs)
     return _call_with_kernel(module, kernel.materialize(), args, kwargs)
@@ -141,9 +174,12 @@ def _make_interceptor(execution: str):
 
 
 @contextlib.contextmanager
-def intercept(execution: str):
-  """Context in which linen layers holding a :class:`FactoredKernel` run factored/auto."""
+def intercept(execution: str, training: bool = False):
+  """Context in which linen layers holding a :class:`FactoredKernel` run factored/auto.
+
+  ``training`` tells ``'auto'``'s cost model that a backward pass follows.
+  """
   if execution not in ('factored', 'auto'):
     raise ValueError(f"execution must be 'factored' or 'auto' here, got {execution!r}")
-  with nn.intercept_methods(_make_interceptor(execution)):
+  with nn.intercept_methods(_make_interceptor(execution, training)):
     yield

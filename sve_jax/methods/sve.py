@@ -35,8 +35,9 @@ def build(name: str, backbone, config: Mapping[str, Any], key: jax.Array,
     trainables = {**trainables, 'head': heads}
   per_member_data = bool(config.get('member_data_order', False))
   sve_apply = sve_jax.make_sve_apply(backbone.apply, execution=config['execution'])
-  train_apply = (sve_jax.make_sve_apply(backbone.apply, execution=config['execution'],
-                                        per_member_args=True) if per_member_data else None)
+  # Training differentiates the forward: 'auto' then costs the backward pass as well.
+  train_apply = sve_jax.make_sve_apply(backbone.apply, execution=config['execution'],
+                                       per_member_args=per_member_data, training=True)
   counts = sve_jax.count_params(frozen, trainables)
   return base.Setup(name, frozen, trainables, steps.sve_forward(sve_apply, train_apply),
                     counts['backbone'], counts['trainable_per_member'],
