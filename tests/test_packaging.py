@@ -32,7 +32,8 @@ def test_installed_metadata_lists_the_requirements_files():
                 if r.marker is not None and r.marker.evaluate({'extra': 'test'})}
   tf_extra = {str(Requirement(f'{r.name}{r.specifier}')) for r in requires
               if r.marker is not None and r.marker.evaluate({'extra': 'tf'})}
-  assert runtime == _requirement_lines('requirements.txt')
-  assert test_extra == _requirement_lines('requirements-test.txt')
-  assert tf_extra == _requirement_lines('requirements-tf.txt')
+  stale = 'the installed metadata is stale: rerun scripts/setup.sh'
+  assert runtime == _requirement_lines('requirements.txt'), stale
+  assert test_extra == _requirement_lines('requirements-test.txt'), stale
+  assert tf_extra == _requirement_lines('requirements-tf.txt'), stale
   assert {'test', 'tf'} <= set(importlib.metadata.metadata('sve_jax').get_all('Provides-Extra'))
