@@ -77,6 +77,11 @@ class Checkpointer:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(dict(meta)))
     for manager in [self.latest] + ([self.best] if best else []):
+      other = self.best if manager is self.latest else self.latest
+      with _explained_save_errors(other):
+        # orbax names its multi-process barriers by step, not by directory: two managers
+        # writing at once (latest and best of one step) would join each other's barriers.
+        other.wait_until_finished()
       with _explained_save_errors(manager):
         if step in manager.all_steps():
           manager.wait_until_finished()
