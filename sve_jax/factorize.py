@@ -309,10 +309,30 @@ def _thin_svd(w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return jnp.linalg.svd(w, full_matrices=False)
 
 
-def svd_kernel(kernel: jax.Array, layout: KernelLayout) -> tuple[Factored, jax.Array]:
-  """Thin SVD of one kernel (batched over stack axes): ``(Factored(u, vh), s)``."""
-  u, s, vh = _thin_svd(as_matrices(kernel, layout))
-  return Factored(u=u, vh=vh, layout=layout), s
+def svd_kernels(kernels: Sequence[tuple[jax.Array, KernelLayout]]
+                ) -> list[tuple[Factored, jax.Array]]:
+  """Thin SVDs of many kernels, one batched call per matrix shape.
+
+  Kernels whose matrix views share ``(*stack, d_in, d_out)`` are stacked and factorised by a
+  single compiled SVD, so a transformer's dozens of kernels cost a handful of calls (one per
+  distinct shape) instead of one dispatch and host round trip each.
+
+  Args:
+    kernels: ``(kernel, layout)`` pairs.
+
+  Returns:
+    ``(Factored(u, vh), s)`` per kernel, in the order given.
+  """
+  groups: dict[tuple[int, ...], list[int]] = {}
+  for i, (_, layout) in enumerate(kernels):
+    groups.setdefault(layout.stack_shape + (layout.d_in, layout.d_out), []).append(i)
+  out: list[Any] = [None] * len(kernels)
+  for members in groups.values():
+    batch = jnp.stack([as_matrices(*kernels[i]) for i in members])
+    u, s, vh = _thin_svd(batch)
+    for j, i in enumerate(members):
+      out[i] = (Factored(u=u[j], vh=vh[j], layout=kernels[i][1]), s[j])
+  return out
 
 
 def check_finite(path: str, leaf: Any) -> None:
@@ -352,6 +372,7 @@ def decompose(params: PyTree, rules: Rules | None = None) -> tuple[PyTree, dict]
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   frozen_leaves = []
   s: dict = {}
+  pending = []  # (index in frozen_leaves, path, kernel, layout) of the kernels to factorise
   for keypath, leaf in flat:
     path = keypath_to_path(keypath)
     path_str = '/'.join(path)
@@ -372,8 +393,11 @@ def decompose(params: PyTree, rules: Rules | None = None) -> tuple[PyTree, dict]
           "'member' or 'frozen' in the rules.")
     layout = make_layout(path_str, leaf, spec)
     check_finite(path_str, leaf)
-    factored, singular_values = svd_kernel(leaf, layout)
-    frozen_leaves.append(factored)
+    pending.append((len(frozen_leaves), path, leaf, layout))
+    frozen_leaves.append(None)  # filled below, after one batched SVD per shape
+  factors = svd_kernels([(leaf, layout) for _, _, leaf, layout in pending])
+  for (index, path, _, _), (factored, singular_values) in zip(pending, factors):
+    frozen_leaves[index] = factored
     nested_set(s, path, singular_values)
   frozen = jax.tree_util.tree_unflatten(treedef, frozen_leaves)
   return frozen, s
