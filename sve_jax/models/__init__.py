@@ -72,11 +72,13 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
 
   Raises:
     ValueError: unknown backbone name or a missing required path (names the config key).
+    checkpoint_io.CheckpointError: unreadable weights, or a hub repo that is neither cached nor
+      downloadable or has no weights file (names the repo and the files looked for).
   """
   validate_model_config(model)
   name = model['name']
   rate = float(model.get('dropout_rate', -1.))
-  repo = hub.repo_id(model['path']) if model['path'] else None
+  repo = hub.repo_id(model['path'])
   if name == 'bert':
     from sve_jax.models import bert, tokenizer as tok  # pylint: disable=g-import-not-at-top
     folder = model['path'] or bert.offline_minilm_path()
@@ -147,7 +149,7 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
   if dtype != 'float32' and model['name'] != 'bert':
     raise ValueError(f'config.model.dtype={dtype!r}: only the bert backbone computes in a '
                      f'lower precision so far; use float32 for {model["name"]}')
-  repo = hub.repo_id(model['path']) if model['path'] else None
+  repo = hub.repo_id(model['path'])
   if model['path'] and not repo and not os.path.exists(model['path']):
     raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist, and is not '
                             f'a Hugging Face repo id ({hub.HUB_PREFIX}<org>/<name> or '
