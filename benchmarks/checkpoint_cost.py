@@ -14,7 +14,8 @@ drift on a shared machine). Every step waits for its loss, as ``train.py`` does.
   asynchronous save, the copy to host memory and the hand-off);
 * ``step_after_save_s``: median time of the step that follows a save (an asynchronous write
   competes with it for the CPU);
-* ``overhead_per_save_s``: (pass time - no-save pass time) / saves, the whole cost;
+* ``overhead_per_save_s``: (pass time - mean of the two no-save passes) / saves, the
+  whole cost;
 * ``checkpoint_bytes``: size of one checkpoint on disk.
 
 Results go to ``benchmarks/results/checkpoint_cost.json`` and a Markdown table is printed.
@@ -63,15 +64,19 @@ def tweet_batch(backbone: models.Backbone, size: int) -> dict[str, Any]:
 
 
 def summarise(step_times: list[float], save_times: list[float],
-              after_save_times: list[float], total_s: float, baseline_total_s: float | None,
-              saves: int) -> dict[str, float | None]:
+              after_save_times: list[float], total_s: float) -> dict[str, float | None]:
   """One pass's figures (see the module docstring); medians of the lists given."""
   median = lambda xs: statistics.median(xs) if xs else None
-  return {
-      'step_s': median(step_times), 'save_call_s': median(save_times),
-      'step_after_save_s': median(after_save_times), 'total_s': total_s,
-      'overhead_per_save_s': ((total_s - baseline_total_s) / saves
-                              if saves and baseline_total_s is not None else None)}
+  return {'step_s': median(step_times), 'save_call_s': median(save_times),
+          'step_after_save_s': median(after_save_times), 'total_s': total_s,
+          'saves': len(save_times)}
+
+
+def add_overheads(passes: dict[str, dict[str, Any]]) -> None:
+  """Sets each saving pass's ``overhead_per_save_s`` against the mean no-save pass."""
+  baseline = statistics.mean(p['total_s'] for p in passes.values() if not p['saves'])
+  for p in passes.values():
+    p['overhead_per_save_s'] = (p['total_s'] - baseline) / p['saves'] if p['saves'] else None
 
 
 def run_pass(train_step, state, frozen, batch, checkpointer, num_steps: int, every: int):
@@ -116,17 +121,13 @@ def main(argv):
                              'batch': config.batch_size, 'steps': _STEPS.value,
                              'every': _EVERY.value, 'devices': jax.device_count(),
                              'backend': jax.default_backend(), 'passes': {}}
-  baseline = None
   for name, asynchronous in PASSES:
     workdir = tempfile.mkdtemp(prefix='checkpoint_cost_')
     checkpointer = (None if asynchronous is None
                     else ckpt.Checkpointer(workdir, keep=2, asynchronous=asynchronous))
     state, step_times, save_times, after, total = run_pass(
         train_step, state, frozen, batch, checkpointer, _STEPS.value, _EVERY.value)
-    baseline = total if baseline is None else baseline
-    results['passes'][name] = summarise(step_times, save_times, after, total,
-                                        None if asynchronous is None else baseline,
-                                        len(save_times))
+    results['passes'][name] = summarise(step_times, save_times, after, total)
     if checkpointer is not None:
       step_dir = os.path.join(workdir, 'checkpoints', 'latest',
                               str(max(checkpointer.latest.all_steps())))
@@ -135,6 +136,7 @@ def main(argv):
                                         for f in files)
       checkpointer.close()
     shutil.rmtree(workdir)
+  add_overheads(results['passes'])
   out = _OUT.value or os.path.join(os.path.dirname(__file__), 'results',
                                    'checkpoint_cost.json')
   with open(out, 'w') as f:
