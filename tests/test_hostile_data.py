@@ -81,6 +81,12 @@ def test_invalid_utf8_names_the_line_and_the_bytes(tmp_path):
   assert 'café latin-1' in texts
 
 
+def test_a_wrong_encoding_option_names_the_line(tmp_path):
+  content = ('text,label\n' + rows(2) + 'naïve,b\n').encode('utf-8')
+  with pytest.raises(ValueError, match=r"utf8\.csv:4: bytes b'\\xc3' are not valid ascii"):
+    csv_text(tmp_path, 'utf8.csv', content, encoding='ascii')
+
+
 def test_unknown_encoding_option(tmp_path):
   with pytest.raises(ValueError, match=r"ok\.csv: unknown encoding 'utf-9' \(data option "
                                        r"`encoding`\)"):
