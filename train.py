@@ -30,6 +30,7 @@ from tqdm import tqdm
 from sve_jax import checkpoint as ckpt
 from sve_jax import ensemble
 from sve_jax import factored
+from sve_jax import factorize
 from sve_jax import input_pipeline
 from sve_jax import methods
 from sve_jax import metrics as metrics_lib
@@ -241,6 +242,52 @@ def predict(eval_fn, state_trainables, frozen, source, transform, mesh,
                      np.concatenate(agreement) if agreement else None)
 
 
+def make_evaluate(setup, backbone, trainables, frozen, mesh, batch_size: int, source,
+                  transform):
+  """``evaluate(trainables, source, transform=transform) -> Predictions``.
+
+  For the SVE family, every member's kernels are composed once per evaluation
+  (:func:`sve_jax.ensemble.materialize_kernels`) when that costs less than running
+  ``config.execution`` on each of ``source``'s batches; the logits are the same either way.
+  """
+  prepare = None
+  eval_frozen, eval_trainables = frozen, trainables
+  if _materialize_pays_off(setup, backbone, trainables, mesh, batch_size, source, transform):
+    eval_frozen, eval_trainables = jax.eval_shape(ensemble.materialize_kernels, frozen,
+                                                  trainables)
+    prepare = jax.jit(ensemble.materialize_kernels, out_shardings=(
+        sharding.replicated_shardings(mesh, eval_frozen),
+        sharding.per_member_shardings(mesh, eval_trainables)))
+    logging.info("evaluation composes every member's kernels once per pass")
+  eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh, eval_trainables,
+                                   eval_frozen)
+
+  def evaluate(trainables, source, transform=transform):
+    f, t = prepare(frozen, trainables) if prepare else (frozen, trainables)
+    return predict(eval_fn, t, f, source, transform, mesh, batch_size)
+
+  return evaluate
+
+
+def _materialize_pays_off(setup, backbone, trainables, mesh, batch_size: int, source,
+                          transform) -> bool:
+  """:func:`ensemble.materialize_pays_off` over ``source``'s batches, with the positions each
+  decomposed kernel meets in one batch on one device (abstract evaluation of its first batch).
+  """
+  if not factorize.layouts(setup.frozen):
+    return False
+  raw = next(iter(pipeline.eval_batches(source, global_batch_size=batch_size,
+                                        process_index=jax.process_index(),
+                                        process_count=jax.process_count())))
+  per_device = max(1, batch_size // mesh.shape[sharding.DATA])
+  inputs = jax.tree_util.tree_map(lambda x: np.asarray(x)[:per_device],
+                                  transform(raw)['inputs'])
+  member_0 = jax.tree_util.tree_map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype),
+                                    trainables)
+  positions = factored.kernel_positions(backbone.apply, setup.frozen, member_0, inputs)
+  return ensemble.materialize_pays_off(setup.frozen, positions, -(-len(source) // batch_size))
+
+
 # ---------------------------------------------------------------------------------------------
 # Main.
 # ---------------------------------------------------------------------------------------------
@@ -319,11 +366,8 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
 
   train_step = sharding.jit_train_step(steps.make_train_step(setup.forward, optimizer), mesh,
                                        state, setup.frozen, setup.per_member_data)
-  eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh,
-                                   state.trainables, setup.frozen)
-  def evaluate(trainables, source, transform=eval_transform):
-    return predict(eval_fn, trainables, frozen, source, transform, mesh,
-                   config.eval_batch_size)
+  evaluate = make_evaluate(setup, backbone, state.trainables, frozen, mesh,
+                           config.eval_batch_size, sources['validation'], eval_transform)
 
   def singular_value_change(trainables) -> dict[str, float]:
     """SVE family: how far the members' s moved from the pretrained s (else nothing)."""

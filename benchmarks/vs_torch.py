@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from absl import app
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from sve_jax import factorize
+from benchmarks import torch_sve
 from sve_jax import methods
 from sve_jax import steps
 from sve_jax import train_state
@@ -49,112 +48,6 @@ PRESETS = {
     'cpu': {'minilm_l6': (16, 64, 4), 'bert_base': (8, 32, 4)},
     'gpu': {'minilm_l6': (32, 128, 4), 'bert_base': (32, 128, 4)},
 }
-LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM = 1e-3, 0.05, 1.0
-
-
-# --------------------------------------------------------------------------------------------
-# The PyTorch reference.
-# --------------------------------------------------------------------------------------------
-
-
-def _to_torch(x, device):
-  import torch  # pylint: disable=g-import-not-at-top
-  return torch.from_numpy(np.array(x, np.float32)).to(device)
-
-
-class TorchSVE:
-  """A naive SVE BERT in PyTorch, from the paper's formula.
-
-  Attributes:
-    frozen: ``{path: tensor}`` shared leaves (embeddings, norms) and ``{path: (U, Vᵀ)}``.
-    trainables: ``{path: (M, ...) tensor}`` with ``requires_grad``: singular values, biases
-      and head, one slice per member.
-  """
-
-  def __init__(self, backbone, device: str, trainables=None, members: int = 4,
-               decompose: bool = True):
-    import torch  # pylint: disable=g-import-not-at-top
-    self.config = backbone.module.config
-    self.pooling = backbone.module.pooling
-    self.members = members
-    flat = {'/'.join(p): v for p, v in factorize.flatten_paths(backbone.params).items()}
-    self.frozen = {k: _to_torch(v, device) for k, v in flat.items()}
-    self.factors = {}
-    t0 = time.perf_counter()
-    if decompose:
-      for path, w in self.frozen.items():
-        if factorize.resolve_role(path, w, backbone.rules) == factorize.DECOMPOSE:
-          u, _, vh = torch.linalg.svd(w, full_matrices=False)
-          self.factors[path[:-len('/kernel')]] = (u.contiguous(), vh.contiguous())
-    if device != 'cpu':
-      torch.cuda.synchronize()
-    self.decompose_s = time.perf_counter() - t0
-    self.trainables = {}
-    if trainables is not None:
-      for path, v in factorize.flatten_paths(trainables).items():
-        self.trainables['/'.join(path)] = _to_torch(v, device).requires_grad_(True)
-
-  def _linear(self, x, name):
-    """``x: (M, N, d_in)`` through member ``m``'s ``W_m = U diag(max(s_m, 0)) Vᵀ``."""
-    import torch  # pylint: disable=g-import-not-at-top
-    u, vh = self.factors[name]
-    s = torch.relu(self.trainables[name + '/kernel'])                 # (M, r)
-    w = torch.matmul(u * s[:, None, :], vh)                           # (M, d_in, d_out)
-    return torch.baddbmm(self.trainables[name + '/bias'][:, None, :], x, w)
-
-  def _norm(self, x, name):
-    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-    return F.layer_norm(x, x.shape[-1:], self.frozen[name + '/scale'],
-                        self.frozen[name + '/bias'], eps=self.config.layer_norm_eps)
-
-  def logits(self, input_ids, attention_mask):
-    """``(M, B, C)`` member logits; the batch is repeated per member."""
-    import torch  # pylint: disable=g-import-not-at-top
-    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-    c, f, m = self.config, self.frozen, self.members
-    b, t = input_ids.shape
-    x = (f['embeddings/word_embeddings/embedding'][input_ids]
-         + f['embeddings/token_type_embeddings/embedding'][0]
-         + f['embeddings/position_embeddings/embedding'][:t])
-    x = self._norm(x, 'embeddings/layer_norm')
-    x = x[None].expand(m, b, t, c.hidden_size).reshape(m, b * t, c.hidden_size)
-    mask = attention_mask.bool()[None, :, None, None, :].expand(m, b, 1, 1, t)
-    mask = mask.reshape(m * b, 1, 1, t)
-    heads = lambda y: y.reshape(m * b, t, c.num_attention_heads, c.head_dim).transpose(1, 2)
-    for i in range(c.num_hidden_layers):
-      p = f'encoder/layer_{i}/'
-      q, k, v = (heads(self._linear(x, p + f'attention/{n}')) for n in ('query', 'key', 'value'))
-      ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-      ctx = ctx.transpose(1, 2).reshape(m, b * t, c.hidden_size)
-      x = self._norm(x + self._linear(ctx, p + 'attention/output'), p + 'attention_layer_norm')
-      y = self._linear(F.gelu(self._linear(x, p + 'intermediate')), p + 'output')
-      x = self._norm(x + y, p + 'output_layer_norm')
-    x = x.reshape(m, b, t, c.hidden_size)
-    if self.pooling == 'mean':
-      w = attention_mask.to(x.dtype)[None, :, :, None]
-      pooled = (x * w).sum(2) / w.sum(2).clamp_min(1e-9)
-    else:
-      pooled = x[:, :, 0]
-    return torch.baddbmm(self.trainables['head/bias'][:, None, :], pooled,
-                         self.trainables['head/kernel'])
-
-  def make_step(self):
-    """AdamW (lr 1e-3, weight decay 0.05) with clipping at norm 1.0 on the trainables."""
-    import torch  # pylint: disable=g-import-not-at-top
-    params = list(self.trainables.values())
-    optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-
-    def step(input_ids, attention_mask, labels):
-      optimizer.zero_grad(set_to_none=True)
-      logits = self.logits(input_ids, attention_mask)
-      loss = torch.nn.functional.cross_entropy(
-          logits.reshape(-1, logits.shape[-1]), labels.repeat(self.members))
-      loss.backward()
-      torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
-      optimizer.step()
-      return loss
-
-    return step
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,8 +59,8 @@ def _jax_step(backbone, execution: str, members: int, data):
   """A jitted, compiled sve_jax train step on ``data``; returns ``(run, setup)``."""
   setup = methods.build('sve', backbone, common.method_config('sve', members, execution),
                         jax.random.key(0))
-  optimizer = train_state.make_optimizer(LEARNING_RATE, total_steps=1000, warmup_steps=10,
-                                         weight_decay=WEIGHT_DECAY, clip_norm=CLIP_NORM)
+  optimizer = train_state.make_optimizer(torch_sve.LEARNING_RATE, total_steps=1000, warmup_steps=10,
+                                         weight_decay=torch_sve.WEIGHT_DECAY, clip_norm=torch_sve.CLIP_NORM)
   # A copy: the step donates its state, and setup.trainables seed the torch reference.
   state = train_state.create_train_state(jax.tree.map(jnp.copy, setup.trainables), optimizer,
                                          jax.random.key(1))
@@ -187,17 +80,10 @@ def check_parity(torch_model, setup, data) -> float:
   import torch  # pylint: disable=g-import-not-at-top
   inputs = data['inputs']
   with torch.no_grad():
-    ref = torch_model.logits(*_torch_inputs(inputs, torch_model)).cpu().numpy()
+    ref = torch_model.logits(*torch_sve.torch_inputs(inputs, torch_model)).cpu().numpy()
   ours = np.asarray(setup.forward(setup.frozen, setup.trainables, inputs,
                                   jax.random.key(0), False))
   return float(np.max(np.abs(ref - ours)))
-
-
-def _torch_inputs(inputs, torch_model):
-  import torch  # pylint: disable=g-import-not-at-top
-  device = next(iter(torch_model.frozen.values())).device
-  return (torch.from_numpy(np.asarray(inputs['input_ids'], np.int64)).to(device),
-          torch.from_numpy(np.asarray(inputs['attention_mask'], np.int64)).to(device))
 
 
 def measure_backbone(name: str, batch: int, tokens: int, members: int, executions,
@@ -210,13 +96,13 @@ def measure_backbone(name: str, batch: int, tokens: int, members: int, execution
   runs, setups = {}, {}
   for execution in executions:
     runs[execution], setups[execution] = _jax_step(backbone, execution, members, data)
-  reference = TorchSVE(backbone, device, setups[executions[0]].trainables, members)
+  reference = torch_sve.TorchSVE(backbone, device, setups[executions[0]].trainables, members)
   parity = check_parity(reference, setups[executions[0]], data)
   if not parity < 1e-3:
     raise AssertionError(f'{name}: torch and sve_jax logits differ by {parity}; the '
                          'comparison would not be of the same computation')
   torch_step = reference.make_step()
-  ids, mask = _torch_inputs(data['inputs'], reference)
+  ids, mask = torch_sve.torch_inputs(data['inputs'], reference)
   labels = torch.from_numpy(np.asarray(data['label'], np.int64)).to(device)
   sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
 
@@ -234,7 +120,7 @@ def measure_backbone(name: str, batch: int, tokens: int, members: int, execution
   medians = {key: float(np.median(v)) for key, v in times.items()}
   # The one-off decomposition: torch.linalg.svd per kernel vs sve_jax.decompose.
   torch_decompose = float(np.median([
-      TorchSVE(backbone, device, None, members).decompose_s for _ in range(repeats)]))
+      torch_sve.TorchSVE(backbone, device, None, members).decompose_s for _ in range(repeats)]))
   return {
       'batch': batch, 'tokens': tokens, 'members': members, 'weights': weights,
       'device': device, 'parity_max_abs_logit_diff': parity,

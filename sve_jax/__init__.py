@@ -9,12 +9,15 @@ The public API::
   probs = sve_jax.ensemble_probs(member_logits)      # mean of member probabilities
   params_m = sve_jax.compose(frozen, s_m)
   stacked = sve_jax.materialize_members(frozen, trainables)   # (M, ...) params, inference
+  frozen_m, trainables_m = sve_jax.materialize_kernels(frozen, trainables)  # kernels once
   sve_jax.count_params(frozen, trainables)
 """
 from sve_jax.ensemble import count_params
 from sve_jax.ensemble import init_members
 from sve_jax.ensemble import make_sve_apply
+from sve_jax.ensemble import materialize_kernels
 from sve_jax.ensemble import materialize_members
+from sve_jax.ensemble import materialize_pays_off
 from sve_jax.ensemble import member_params
 from sve_jax.ensemble import num_members
 from sve_jax.factored import prefer_factored
@@ -29,6 +32,6 @@ from sve_jax.factorize import MemberSlot
 
 __all__ = [
     'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'ensemble_probs',
-    'Factored', 'init_members', 'LayoutError', 'make_sve_apply', 'materialize_members',
-    'member_params', 'MemberSlot', 'num_members', 'prefer_factored',
+    'Factored', 'init_members', 'LayoutError', 'make_sve_apply', 'materialize_kernels',
+    'materialize_members', 'materialize_pays_off', 'member_params', 'MemberSlot', 'num_members', 'prefer_factored',
 ]

@@ -151,6 +151,63 @@ def materialize_members(frozen: PyTree, trainables: PyTree) -> PyTree:
   return jax.vmap(lambda s_m: factorize.compose(frozen, s_m))(trainables)
 
 
+def materialize_kernels(frozen: PyTree, trainables: PyTree) -> tuple[PyTree, dict]:
+  """Composes every member's kernels once, as an equivalent ``(frozen, trainables)`` pair.
+
+  Each decomposed kernel becomes a per-member leaf holding ``W_m = U diag(max(s_m, 0)) Vᵀ``;
+  every other leaf is unchanged, and shared leaves stay shared (unlike
+  :func:`materialize_members`, which stacks them too). ``sve_apply`` on the result equals
+  ``sve_apply`` on the inputs, with nothing composed or factored per call: the cheaper way to
+  evaluate many batches (:func:`materialize_pays_off`).
+
+  Returns:
+    ``(frozen', trainables')``: ``frozen`` with each :class:`~sve_jax.factorize.Factored`
+    node replaced by a :class:`~sve_jax.factorize.MemberSlot`, and ``trainables`` with each
+    kernel's singular values replaced by its ``(M, *kernel shape)`` composed kernels.
+  """
+  kernels = {factorize.keypath_to_path(kp): node for kp, node in
+             jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
+             if isinstance(node, factorize.Factored)}
+
+  def slot(node):
+    if isinstance(node, factorize.Factored):
+      lay = node.layout
+      return factorize.MemberSlot(lay.path, lay.shape, lay.dtype)
+    return node
+
+  def compose_kernel(keypath, values):
+    node = kernels.get(factorize.keypath_to_path(keypath))
+    if node is None:
+      return values
+    return jax.vmap(lambda s_m: factorize.reconstruct(node, s_m))(values)
+
+  frozen_m = jax.tree_util.tree_map(slot, frozen, is_leaf=factorize.is_sve_node)
+  return frozen_m, jax.tree_util.tree_map_with_path(compose_kernel, trainables)
+
+
+def materialize_pays_off(frozen: PyTree, positions: Mapping[str, int],
+                         num_calls: int) -> bool:
+  """Whether :func:`materialize_kernels` once, then ``num_calls`` plain forwards, costs less
+  than ``num_calls`` forwards of ``execution='auto'``.
+
+  Counts multiply-adds per member with :func:`sve_jax.factored.path_costs`: composing costs
+  ``r·d_in·d_out`` per kernel once, and each call then ``N·d_in·d_out``, against ``auto``'s
+  cheaper path per kernel and call.
+
+  Args:
+    frozen: first output of :func:`sve_jax.decompose`.
+    positions: ``{kernel path: N}`` per call (:func:`sve_jax.factored.kernel_positions`).
+    num_calls: forwards the materialised kernels would serve (e.g. evaluation batches).
+  """
+  once = per_call = per_call_auto = 0
+  for path, lay in factorize.layouts(frozen).items():
+    stack, n = math.prod(lay.stack_shape), positions.get(path, 0)
+    once += stack * lay.rank * lay.d_in * lay.d_out
+    per_call += stack * n * lay.d_in * lay.d_out
+    per_call_auto += stack * min(factored.path_costs(n, lay.d_in, lay.d_out, lay.rank).values())
+  return once + num_calls * per_call < num_calls * per_call_auto
+
+
 def singular_value_change(frozen: PyTree, s: Mapping, trainables: PyTree) -> float:
   """How far the members' singular values moved from the pretrained ones.
 

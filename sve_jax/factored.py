@@ -150,7 +150,7 @@ def _positions(inputs: jax.Array, kernel: FactoredKernel) -> int:
   return max(1, math.prod(jnp.shape(inputs)) // max(1, lay.in_shape[-1]))
 
 
-def _make_interceptor(execution: str, training: bool):
+def _make_interceptor(execution: str, training: bool, record: dict[str, int] | None):
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
@@ -161,6 +161,8 @@ def _make_interceptor(execution: str, training: bool):
     kernel = module.get_variable('params', 'kernel')
     if not isinstance(kernel, FactoredKernel):
       return next_fun(*args, **kwargs)
+    if record is not None:
+      record[kernel.layout.path] = _positions(args[0], kernel)
     use_factored = _supports_factored(module, kernel)
     if use_factored and execution == 'auto':
       lay = _unstacked(kernel.layout)
@@ -174,12 +176,30 @@ def _make_interceptor(execution: str, training: bool):
 
 
 @contextlib.contextmanager
-def intercept(execution: str, training: bool = False):
+def intercept(execution: str, training: bool = False, record: dict[str, int] | None = None):
   """Context in which linen layers holding a :class:`FactoredKernel` run factored/auto.
 
-  ``training`` tells ``'auto'``'s cost model that a backward pass follows.
+  ``training`` tells ``'auto'``'s cost model that a backward pass follows. ``record``, if
+  given, receives ``{kernel path: input positions}`` of every factored kernel called.
   """
   if execution not in ('factored', 'auto'):
     raise ValueError(f"execution must be 'factored' or 'auto' here, got {execution!r}")
-  with nn.intercept_methods(_make_interceptor(execution, training)):
+  with nn.intercept_methods(_make_interceptor(execution, training, record)):
     yield
+
+
+def kernel_positions(apply_fn, frozen: Any, s_m: Mapping, *args, **kwargs) -> dict[str, int]:
+  """``{kernel path: N}``, the input positions each decomposed kernel meets in one call.
+
+  Found by abstract evaluation of ``apply_fn(params, *args, **kwargs)`` for one member
+  (``jax.eval_shape``: nothing is computed). Kernels that only linen Dense/DenseGeneral/Conv/
+  Einsum layers meet are counted; a kernel used outside them is absent.
+  """
+  positions: dict[str, int] = {}
+
+  def one_call(s_m, args, kwargs):
+    with intercept('factored', record=positions):
+      return apply_fn(factored_params(frozen, s_m), *args, **kwargs)
+
+  jax.eval_shape(one_call, s_m, args, kwargs)
+  return positions

@@ -193,3 +193,40 @@ def test_materialized_members_run_as_plain_models_equal_sve_apply(tiny):
   via_sve = sve_jax.make_sve_apply(_apply(model))({'frozen': frozen, 'trainables': trainables},
                                                    images)
   np.testing.assert_allclose(plain, via_sve, atol=1e-5)
+
+
+@pytest.mark.parametrize('execution', ['compose', 'auto'])
+def test_materialized_kernels_give_sve_apply_s_output_and_keep_shared_leaves_shared(
+    tiny, execution):
+  model, params, images = tiny
+  frozen, s = sve_jax.decompose(params, rules=[(r'norm', 'frozen'), *sve_jax.DEFAULT_RULES])
+  trainables = sve_jax.init_members(jax.random.key(3), frozen, s, 3, noise_std=0.2)
+  frozen_m, trainables_m = jax.jit(sve_jax.materialize_kernels)(frozen, trainables)
+  assert not factorize.layouts(frozen_m)  # nothing left to compose per call
+  for path, layout in factorize.layouts(frozen).items():
+    kernel = factorize.flatten_paths(trainables_m)[tuple(path.split('/'))]
+    assert kernel.shape == (3,) + layout.shape
+  # The shared leaves are untouched: no member copies of shared weights.
+  shared = [n for n in jax.tree_util.tree_leaves(frozen, is_leaf=factorize.is_sve_node)
+            if not factorize.is_sve_node(n)]
+  assert shared
+  chex.assert_trees_all_equal(jax.tree_util.tree_leaves(frozen_m), shared)
+  apply = sve_jax.make_sve_apply(_apply(model), execution)
+  np.testing.assert_allclose(apply({'frozen': frozen_m, 'trainables': trainables_m}, images),
+                             apply({'frozen': frozen, 'trainables': trainables}, images),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_materializing_pays_off_over_many_batches_not_for_one_small_call():
+  import flax.linen as nn
+  model = nn.Dense(64)
+  x = jnp.ones((5, 7, 64))  # 35 positions per call
+  params = model.init(jax.random.key(0), x)['params']
+  frozen, s = sve_jax.decompose(params)
+  member_0 = jax.tree_util.tree_map(lambda v: v, s)
+  positions = sve_factored.kernel_positions(_apply(model), frozen, member_0, x)
+  assert positions == {'kernel': 35}
+  # Composing costs 64³ once; factored costs 35·64·128 per call and the plain forward
+  # 35·64² per call: composing wins from the second call on.
+  assert not sve_jax.materialize_pays_off(frozen, positions, num_calls=1)
+  assert sve_jax.materialize_pays_off(frozen, positions, num_calls=2)
