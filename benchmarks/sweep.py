@@ -79,6 +79,9 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
         Setting('logits_averaging', _SVE, mode='logits', shares='base'),
         Setting('member_data_order', {**_SVE, 'member_data_order': True}),
         Setting('official_schedule', {**_SVE, 'optim.schedule': 'official'}),
+        # Every diversity knob at once: does their sum buy what none buys alone?
+        Setting('all_diversity_knobs', {**_SVE, 'noise_std': 0.1, 'head_init_std': 0.03,
+                                        'member_data_order': True}),
     ),
 }
 
