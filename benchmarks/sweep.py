@@ -5,7 +5,7 @@ r"""A recipe study: a named grid of settings through train.py's own code path.
   python -m benchmarks.sweep --config=configs/default.py --grid=diversity --seeds=3 \
       --workdir=workdir/sweep_diversity --config.optim.learning_rate=1e-2
 
-``--grid`` names a preset of :data:`GRIDS`; ``--config.*`` overrides set the base every
+``--grid`` names a preset of :data:`GRIDS` (``--settings=a,b`` keeps some of its settings); ``--config.*`` overrides set the base every
 setting starts from (a setting's own overrides win). Each (setting, seed) is one ``train.run``
 in ``--workdir/<setting>/seed_<k>`` through :func:`benchmarks.quality.run_one`: a finished run
 is read back, an interrupted one resumes from its checkpoints. A setting that only changes how
@@ -40,6 +40,8 @@ from benchmarks import quality
 
 # --config, --workdir (the root of the runs) are train.py's flags; --seeds is quality.py's.
 _GRID = flags.DEFINE_string('grid', 'lr', 'Preset of settings: one of benchmarks.sweep.GRIDS.')
+_SETTINGS = flags.DEFINE_list('settings', None, "Subset of the grid's settings, by name "
+                              '(default: all); e.g. summarise the finished ones of a cut run.')
 _OUT = flags.DEFINE_string('sweep_out', '', "Summary path without suffix ('' = "
                            'benchmarks/results/sweep_<grid>); writes .json and .png.')
 
@@ -70,18 +72,19 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
     'steps': tuple(Setting(f'epochs_{n}', {'method': 'single_svf', 'num_epochs': n})
                    for n in (2, 4, 8)),
     'diversity': (
+        # Ordered by what a cut-short run should have answered first.
         Setting('base', _SVE),
-        Setting('noise_0.03', {**_SVE, 'noise_std': 0.03}),
+        Setting('logits_averaging', _SVE, mode='logits', shares='base'),
+        # Every diversity knob at once: does their sum buy what none buys alone?
+        Setting('all_diversity_knobs', {**_SVE, 'noise_std': 0.1, 'head_init_std': 0.03,
+                                        'member_data_order': True}),
+        Setting('member_data_order', {**_SVE, 'member_data_order': True}),
         Setting('noise_0.1', {**_SVE, 'noise_std': 0.1}),
         # 0.03 ≈ 1/√(3·384), the std of PyTorch's default nn.Linear init on MiniLM's 384
         # features; the tied head starts at noise_std = 0.01.
         Setting('head_init_0.03', {**_SVE, 'head_init_std': 0.03}),
-        Setting('logits_averaging', _SVE, mode='logits', shares='base'),
-        Setting('member_data_order', {**_SVE, 'member_data_order': True}),
         Setting('official_schedule', {**_SVE, 'optim.schedule': 'official'}),
-        # Every diversity knob at once: does their sum buy what none buys alone?
-        Setting('all_diversity_knobs', {**_SVE, 'noise_std': 0.1, 'head_init_std': 0.03,
-                                        'member_data_order': True}),
+        Setting('noise_0.03', {**_SVE, 'noise_std': 0.03}),
     ),
 }
 
@@ -263,6 +266,11 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
 def main(argv):
   del argv
   settings = settings_for(_GRID.value)
+  if _SETTINGS.value:
+    unknown = sorted(set(_SETTINGS.value) - {s.name for s in settings})
+    if unknown:
+      raise ValueError(f'--settings: {unknown} are not in --grid={_GRID.value}')
+    settings = tuple(s for s in settings if s.name in _SETTINGS.value)
   config = flags.FLAGS.config.copy_and_resolve_references()
   root = flags.FLAGS.workdir or f'workdir/sweep_{_GRID.value}'
   # One prepared copy of the data for every run.
