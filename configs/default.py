@@ -23,6 +23,10 @@ def get_config():
   c.data.max_eval_examples = 600
   c.ood.name = 'ood_text'
   c.num_members = 4
+  # Chosen on validation NLL (BENCHMARKS.md, "Recipe study"): at 200 steps the paper's 1e-3
+  # barely moves the singular values (0.68 vs 0.60 validation NLL for SVE). The price: OOD
+  # detection by mutual information falls from 0.89 to 0.68 AUROC on this task.
+  c.optim.learning_rate = 1e-2
   c.num_epochs = 2
   c.batch_size = 16
   c.eval_batch_size = 100
