@@ -1,0 +1,57 @@
+r"""The offline default's train step alone, for profilers: compile, then time ``--steps`` steps.
+
+  python -m benchmarks.profile_step                       # MiniLM-L6, 16 x 40 tokens, M = 4
+  perf record -F 499 -p <pid> -- sleep 20                 # while it runs, after "timing"
+  python -m benchmarks.profile_step --trace=/tmp/trace    # jax.profiler trace (TensorBoard)
+
+Same problem as ``configs/default.py``'s step (real weights, batch 16 of 40 tokens, M = 4,
+``execution='auto'``); prints the median step time.
+"""
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from benchmarks import common
+from sve_jax import methods
+from sve_jax import steps
+from sve_jax import train_state
+
+_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
+_EXECUTION = flags.DEFINE_enum('execution', 'auto', ['compose', 'factored', 'auto'], 'Path.')
+_TRACE = flags.DEFINE_string('trace', None, 'Write a jax.profiler trace of the timed steps.')
+BATCH, TOKENS, MEMBERS = 16, 40, 4
+
+
+def main(argv):
+  del argv
+  backbone, _ = common.make_backbone('minilm_l6', TOKENS)
+  setup = methods.build('sve', backbone,
+                        common.method_config('sve', MEMBERS, _EXECUTION.value),
+                        jax.random.key(0))
+  optimizer = train_state.make_optimizer(1e-2, total_steps=1000, warmup_steps=10)
+  state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
+  data = common.make_batch(backbone, BATCH, TOKENS, MEMBERS, per_member=False)
+  step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,))
+  state, metrics = step(state, setup.frozen, data)
+  jax.block_until_ready(metrics)
+  print('timing', flush=True)
+  if _TRACE.value:
+    jax.profiler.start_trace(_TRACE.value)
+  times = []
+  for _ in range(_STEPS.value):
+    t0 = time.perf_counter()
+    state, metrics = step(state, setup.frozen, data)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  if _TRACE.value:
+    jax.profiler.stop_trace()
+  print(f'median step {np.median(times) * 1e3:.0f} ms over {len(times)} steps')
+
+
+if __name__ == '__main__':
+  app.run(main)
