@@ -315,7 +315,7 @@ def svd_kernels(kernels: Sequence[tuple[jax.Array, KernelLayout]]
 
   Kernels whose matrix views share ``(*stack, d_in, d_out)`` are stacked and factorised by a
   single compiled SVD, so a transformer's dozens of kernels cost a handful of calls (one per
-  distinct shape) instead of one dispatch and host round trip each.
+  distinct shape) instead of one call each.
 
   Args:
     kernels: ``(kernel, layout)`` pairs.
