@@ -63,12 +63,16 @@ def _init_members(key, frozen, s, num_members, noise_std):
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def factored_nodes(frozen: PyTree) -> dict[tuple[str, ...], factorize.Factored]:
+  """``{path: Factored}`` of the decomposed kernels in ``frozen``."""
+  return {factorize.keypath_to_path(kp): node for kp, node in
+          jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
+          if isinstance(node, factorize.Factored)}
+
+
 def factored_paths(frozen: PyTree) -> frozenset[tuple[str, ...]]:
   """Paths of the decomposed kernels in ``frozen``: their ``s`` leaves are singular values."""
-  return frozenset(
-      factorize.keypath_to_path(kp) for kp, node in
-      jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
-      if isinstance(node, factorize.Factored))
+  return frozenset(factored_nodes(frozen))
 
 
 def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:
@@ -165,9 +169,7 @@ def materialize_kernels(frozen: PyTree, trainables: PyTree) -> tuple[PyTree, dic
     node replaced by a :class:`~sve_jax.factorize.MemberSlot`, and ``trainables`` with each
     kernel's singular values replaced by its ``(M, *kernel shape)`` composed kernels.
   """
-  kernels = {factorize.keypath_to_path(kp): node for kp, node in
-             jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
-             if isinstance(node, factorize.Factored)}
+  kernels = factored_nodes(frozen)
 
   def slot(node):
     if isinstance(node, factorize.Factored):
