@@ -247,8 +247,10 @@ def make_evaluate(setup, backbone, trainables, frozen, mesh, batch_size: int, so
   """``evaluate(trainables, source, transform=transform) -> Predictions``.
 
   For the SVE family, every member's kernels are composed once per evaluation
-  (:func:`sve_jax.ensemble.materialize_kernels`) when that costs less than running
-  ``config.execution`` on each of ``source``'s batches; the logits are the same either way.
+  (:func:`sve_jax.ensemble.materialize_kernels`) when that costs less than the cheaper path
+  per kernel (``auto``'s choice) on each of ``source``'s batches. The choice is made once, on
+  ``source`` (the validation split), and serves every split evaluated; the logits are the
+  same either way.
   """
   prepare = None
   eval_frozen, eval_trainables = frozen, trainables
