@@ -40,13 +40,13 @@ import jax
 import numpy as np
 
 from configs import default
-from sve_jax import checkpoint as ckpt
-from sve_jax import input_pipeline
+from sve_jax.train import checkpoint as ckpt
+from sve_jax.data import transforms
 from sve_jax import methods
 from sve_jax import models
-from sve_jax import sharding
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import sharding
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 from sve_jax.data import builders
 from sve_jax.data import readers
 
@@ -63,7 +63,7 @@ def tweet_batch(backbone: models.Backbone, size: int) -> dict[str, Any]:
   table = readers.read_table(builders.tweet_corpus_path(), ('text', 'sentiment'),
                              encoding='latin-1')
   labels = [builders.TWEET_LABELS.index(s) for s in table['sentiment'][:size]]
-  transform = input_pipeline.make_transform(backbone, 'text', 'label')
+  transform = transforms.make_transform(backbone, 'text', 'label')
   return transform({'text': table['text'][:size], 'label': np.asarray(labels, np.int64)})
 
 

@@ -38,8 +38,8 @@ import jax
 from benchmarks import common
 from sve_jax import methods
 from sve_jax import models
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', ['cpu', 'gpu'], 'Problem sizes.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median).')

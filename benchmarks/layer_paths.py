@@ -6,7 +6,7 @@ For each kernel shape and number of positions N it times a train step's worth of
 decomposed layer with M members (forward, then the gradients of the input and of ``s``), on
 the compose path (``W_m = U diag(s_m) Vᵀ`` per member, then ``x_m·W_m``) and on the factored
 path (``((x_m·U) ⊙ s_m)·Vᵀ``), and prints the measured factored ÷ compose time beside the
-ratio :func:`sve_jax.factored.path_costs` predicts. Runs alternate between the two paths.
+ratio :func:`sve_jax.execution.path_costs` predicts. Runs alternate between the two paths.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from sve_jax import factored
+from sve_jax import execution
 
 _MEMBERS = flags.DEFINE_integer('members', 4, 'Ensemble size M.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs per path (median).')
@@ -59,7 +59,7 @@ def measure(d_in: int, d_out: int, n: int, members: int, repeats: int) -> dict[s
     for k, fn in fns.items():
       times[k].append(common.median_time(lambda fn=fn: fn(x, u, s, vh), 1, 3))
   measured = {k: float(np.median(v)) for k, v in times.items()}
-  costs = factored.path_costs(n, d_in, d_out, r, training=True)
+  costs = execution.path_costs(n, d_in, d_out, r, training=True)
   return {'d_in': d_in, 'd_out': d_out, 'positions': n, **{f'{k}_s': v for k, v in
                                                            measured.items()},
           'measured_factored_over_compose': measured['factored'] / measured['compose'],

@@ -18,8 +18,8 @@ import jax
 
 from benchmarks import common
 from sve_jax import methods
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 
 #: (backbone, batch, tokens or image size)
 SIZES = (('minilm_l6', 8, 32), ('minilm_l6', 16, 64), ('minilm_l6', 16, 40),

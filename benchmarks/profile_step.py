@@ -18,8 +18,8 @@ import numpy as np
 
 from benchmarks import common
 from sve_jax import methods
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
 _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['compose', 'factored', 'auto'], 'Path.')

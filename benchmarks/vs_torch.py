@@ -32,8 +32,8 @@ import numpy as np
 from benchmarks import common
 from benchmarks import torch_sve
 from sve_jax import methods
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', ['cpu', 'gpu'], 'Problem sizes.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median).')

@@ -20,8 +20,8 @@ from sve_jax.ensemble import materialize_members
 from sve_jax.ensemble import materialize_pays_off
 from sve_jax.ensemble import member_params
 from sve_jax.ensemble import num_members
-from sve_jax.factored import prefer_factored
-from sve_jax.metrics import ensemble_probs
+from sve_jax.execution import prefer_factored
+from sve_jax.eval.metrics import ensemble_probs
 from sve_jax.factorize import compose
 from sve_jax.factorize import decompose
 from sve_jax.factorize import Decompose

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sve_jax import factored
+from sve_jax import execution as execution_lib
 from sve_jax import factorize
 
 PyTree = Any
@@ -80,8 +80,8 @@ def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> P
   if execution == 'compose':
     return factorize.compose(frozen, s_m)
   if execution in ('factored', 'auto'):
-    return factored.factored_params(frozen, s_m)
-  raise ValueError(f'execution must be one of {factored.EXECUTIONS}, got {execution!r}')
+    return execution_lib.factored_params(frozen, s_m)
+  raise ValueError(f'execution must be one of {execution_lib.EXECUTIONS}, got {execution!r}')
 
 
 def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
@@ -95,7 +95,7 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
       ``lambda p, x: model.apply({'params': p}, x)``.
     execution: ``'compose'`` materialises each member's kernels (any framework);
       ``'factored'`` computes ``((x·U) ⊙ s_m)·Vᵀ`` in linen Dense/DenseGeneral/Conv layers;
-      ``'auto'`` picks per layer and call by :func:`sve_jax.factored.prefer_factored`.
+      ``'auto'`` picks per layer and call by :func:`sve_jax.execution.prefer_factored`.
     member_axis_name: optional ``jax.vmap`` axis name for the member axis (collectives).
     per_member_args: every positional ``arg`` carries a leading member axis ``M`` and member
       ``m`` reads its own slice (e.g. its own training batch); by default all members share
@@ -108,8 +108,8 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
     returning ``apply_fn``'s outputs with a leading member axis ``M``; members run under one
     ``jax.vmap`` (no Python loop).
   """
-  if execution not in factored.EXECUTIONS:
-    raise ValueError(f'execution must be one of {factored.EXECUTIONS}, got {execution!r}')
+  if execution not in execution_lib.EXECUTIONS:
+    raise ValueError(f'execution must be one of {execution_lib.EXECUTIONS}, got {execution!r}')
 
   def sve_apply(params, *args, **kwargs):
     frozen, trainables = params['frozen'], params['trainables']
@@ -121,7 +121,7 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
       p = member_params(frozen, s_m, execution)
       if execution == 'compose':
         return apply_fn(p, *member_args, **kwargs)
-      with factored.intercept(execution, training):
+      with execution_lib.intercept(execution, training):
         return apply_fn(p, *member_args, **kwargs)
 
     return jax.vmap(one_member, in_axes=(0, 0 if per_member_args else None),
@@ -192,13 +192,13 @@ def materialize_pays_off(frozen: PyTree, positions: Mapping[str, int],
   """Whether :func:`materialize_kernels` once, then ``num_calls`` plain forwards, costs less
   than ``num_calls`` forwards of ``execution='auto'``.
 
-  Counts multiply-adds per member with :func:`sve_jax.factored.path_costs`: composing costs
+  Counts multiply-adds per member with :func:`sve_jax.execution.path_costs`: composing costs
   ``r·d_in·d_out`` per kernel once, and each call then ``N·d_in·d_out``, against ``auto``'s
   cheaper path per kernel and call.
 
   Args:
     frozen: first output of :func:`sve_jax.decompose`.
-    positions: ``{kernel path: N}`` per call (:func:`sve_jax.factored.kernel_positions`).
+    positions: ``{kernel path: N}`` per call (:func:`sve_jax.execution.kernel_positions`).
     num_calls: forwards the materialised kernels would serve (e.g. evaluation batches).
   """
   once = per_call = per_call_auto = 0
@@ -206,7 +206,8 @@ def materialize_pays_off(frozen: PyTree, positions: Mapping[str, int],
     stack, n = math.prod(lay.stack_shape), positions.get(path, 0)
     once += stack * lay.rank * lay.d_in * lay.d_out
     per_call += stack * n * lay.d_in * lay.d_out
-    per_call_auto += stack * min(factored.path_costs(n, lay.d_in, lay.d_out, lay.rank).values())
+    per_call_auto += stack * min(
+        execution_lib.path_costs(n, lay.d_in, lay.d_out, lay.rank).values())
   return once + num_calls * per_call < num_calls * per_call_auto
 
 

@@ -37,7 +37,7 @@ def _record_writes(log_path: str) -> None:
 
 
 def _kill_after_save(step: int) -> None:
-  from sve_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from sve_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   save = checkpoint.Checkpointer.save
 
   def save_then_die(self, state, meta, **kwargs):

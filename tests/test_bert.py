@@ -20,7 +20,7 @@ import transformers
 
 import sve_jax
 from sve_jax.models import bert
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models.weights_io import WeightsError
 from sve_jax.models.tokenizer import load_tokenizer
 from sve_jax.models.tokenizer import tokenize
 
@@ -270,21 +270,21 @@ def _edit_config(folder, **changes):
 def test_error_missing_key(tiny_copy):
   key = 'bert.encoder.layer.1.output.dense.bias'
   _edit_weights(tiny_copy, lambda state: state.pop(key))
-  with pytest.raises(CheckpointError, match=r'model\.safetensors.*missing keys.*' + re.escape(key)):
+  with pytest.raises(WeightsError, match=r'model\.safetensors.*missing keys.*' + re.escape(key)):
     bert.load_bert(tiny_copy)
 
 
 def test_error_unexpected_key(tiny_copy):
   key = 'bert.encoder.layer.0.attention.self.extra.weight'
   _edit_weights(tiny_copy, lambda state: state.update({key: np.zeros(3, np.float32)}))
-  with pytest.raises(CheckpointError,
+  with pytest.raises(WeightsError,
                      match=r'model\.safetensors.*unexpected keys.*' + re.escape(key)):
     bert.load_bert(tiny_copy)
 
 
 def test_error_shape_disagrees_with_config(tiny_copy):
   _edit_config(tiny_copy, intermediate_size=96)
-  with pytest.raises(CheckpointError, match=r'model\.safetensors.*'
+  with pytest.raises(WeightsError, match=r'model\.safetensors.*'
                      r"'bert\.encoder\.layer\.0\.intermediate\.dense\.weight'.*\(128, 64\).*"
                      r'\(96, 64\).*config\.json'):
     bert.load_bert(tiny_copy)
@@ -292,14 +292,14 @@ def test_error_shape_disagrees_with_config(tiny_copy):
 
 def test_error_unknown_model_type(tiny_copy):
   _edit_config(tiny_copy, model_type='roberta')
-  with pytest.raises(CheckpointError, match=r"config\.json: key 'model_type' is 'roberta'"):
+  with pytest.raises(WeightsError, match=r"config\.json: key 'model_type' is 'roberta'"):
     bert.load_bert(tiny_copy)
 
 
 def test_error_missing_tokenizer_file(tiny_copy):
   os.remove(tiny_copy / 'tokenizer.json')
   os.remove(tiny_copy / 'vocab.txt')
-  with pytest.raises(CheckpointError,
+  with pytest.raises(WeightsError,
                      match=re.escape(str(tiny_copy)) + r'.*tokenizer\.json or vocab\.txt'):
     bert.load_bert(tiny_copy)
 
@@ -308,7 +308,7 @@ def test_error_unsupported_sentence_transformers_pooling(tiny_copy):
   (tiny_copy / '1_Pooling').mkdir()
   (tiny_copy / '1_Pooling' / 'config.json').write_text(
       json.dumps({'pooling_mode_max_tokens': True, 'pooling_mode_mean_tokens': False}))
-  with pytest.raises(CheckpointError,
+  with pytest.raises(WeightsError,
                      match=r"1_Pooling/config\.json: pooling modes \['pooling_mode_max_tokens'\]"):
     bert.load_bert(tiny_copy)
 

@@ -14,7 +14,7 @@ from PIL import Image
 from sve_jax import data
 from sve_jax.data import builders
 from sve_jax.data import pipeline
-from sve_jax.data import preprocess
+from sve_jax.data import transforms
 from sve_jax.data import readers
 
 # The upstream Fashion-MNIST reader that Debian ships beside the data.
@@ -294,7 +294,7 @@ def test_mock_cifar100_builds_a_training_batch(tmp_path):
   assert (dataset.input_key, dataset.label_key, dataset.num_classes) == ('image', 'label', 100)
   example = dataset.splits['train'][3]
   assert example['image'].shape == (32, 32, 3) and example['image'].dtype == np.uint8
-  transform = preprocess.image_transform(size=(32, 32), augment=True)
+  transform = transforms.image_transform(size=(32, 32), augment=True)
   batch, position = next(data.train_batches(
       dataset.splits['train'], global_batch_size=8, seed=0, transform=transform))
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
@@ -312,7 +312,7 @@ def test_mock_sst2_builds_a_tokenized_batch(tmp_path):
     assert all(isinstance(t, str) for t in texts)
     return {'input_ids': np.array([[len(t)] * 16 for t in texts], np.int32)}
 
-  transform = preprocess.text_transform(tokenize, text_key=dataset.input_key)
+  transform = transforms.text_transform(tokenize, text_key=dataset.input_key)
   batches = list(data.eval_batches(dataset.splits['validation'], global_batch_size=8,
                                    transform=transform))
   assert [b['input_ids'].shape for b in batches] == [(8, 16)] * 3
@@ -393,7 +393,7 @@ def test_resume_from_position_continues_the_same_stream():
   rng = np.random.default_rng(0)
   source = [{'image': rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), 'label': i % 5}
             for i in range(30)]
-  transform = preprocess.image_transform(size=(5, 5), augment=True)
+  transform = transforms.image_transform(size=(5, 5), augment=True)
   kwargs = dict(global_batch_size=4, seed=11, num_epochs=3, transform=transform)
   full = train_stream(source, **kwargs)
   assert len(full) == 3 * 7
@@ -433,7 +433,7 @@ def test_max_train_examples_caps_only_train(tmp_path):
 
 def test_normalize_images_known_values():
   images = np.array([0, 51, 255], np.uint8).reshape(1, 1, 3, 1)
-  out = preprocess.normalize_images(images, mean=[0.5], std=[0.25])
+  out = transforms.normalize_images(images, mean=[0.5], std=[0.25])
   np.testing.assert_allclose(out.ravel(), [-2.0, -1.2, 2.0], rtol=1e-6)
   assert out.dtype == np.float32
 
@@ -441,11 +441,11 @@ def test_normalize_images_known_values():
 def test_augmentation_is_seeded_crop_and_flip():
   image = np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3)
   seeds = pipeline.example_seeds(seed=0, epoch=0, indices=np.arange(64))
-  out = preprocess.augment_images([image] * 64, seeds, (6, 10))
-  np.testing.assert_array_equal(out, preprocess.augment_images([image] * 64, seeds, (6, 10)))
+  out = transforms.augment_images([image] * 64, seeds, (6, 10))
+  np.testing.assert_array_equal(out, transforms.augment_images([image] * 64, seeds, (6, 10)))
   assert len({o.tobytes() for o in out}) > 32  # Different seeds crop differently.
   # A crop of the whole image leaves only the flip: identity or a mirror.
-  whole = preprocess.augment_images([image] * 64, seeds, (6, 10),
+  whole = transforms.augment_images([image] * 64, seeds, (6, 10),
                                     scale=(1.0, 1.0), ratio=(10 / 6, 10 / 6))
   flipped = [bool((o == image[:, ::-1]).all()) for o in whole]
   assert all(f or (o == image).all() for f, o in zip(flipped, whole))
@@ -458,7 +458,7 @@ def test_crop_boxes_stay_inside_the_image():
   rng = np.random.default_rng(0)
   for height, width in [(32, 32), (5, 40), (300, 7), (1, 1)]:
     for _ in range(50):
-      top, left, h, w = preprocess.random_resized_crop_box(height, width, rng)
+      top, left, h, w = transforms.random_resized_crop_box(height, width, rng)
       assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
       assert h > 0 and w > 0
 
@@ -472,7 +472,7 @@ def test_text_transform_decodes_and_keeps_mask():
     received.extend(texts)
     return {'input_ids': np.zeros((len(texts), 4), np.int32)}
 
-  out = preprocess.text_transform(tokenize)(batch)
+  out = transforms.text_transform(tokenize)(batch)
   assert received == ['héllo', 'plain']
   assert out['label'].dtype == np.int32 and out['label'].tolist() == [2, 0]
   assert out['mask'].tolist() == [True, False] and out['input_ids'].shape == (2, 4)
@@ -480,6 +480,6 @@ def test_text_transform_decodes_and_keeps_mask():
 
 def test_resize_and_channels_for_mixed_sizes():
   images = [np.full((4, 9, 1), 7, np.uint8), np.full((12, 3, 1), 200, np.uint8)]
-  out = preprocess.to_channels(preprocess.resize_images(images, (5, 5)), 3)
+  out = transforms.to_channels(transforms.resize_images(images, (5, 5)), 3)
   assert out.shape == (2, 5, 5, 3)
   assert (out[0] == 7).all() and (out[1] == 200).all()

@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits, load_sample_images
 
 import sve_jax
 from sve_jax.models import efficientnet_lite
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models.weights_io import WeightsError
 
 # Written out rather than imported: the error message must give this exact command.
 _COMMAND = 'python -m sve_jax.models.efficientnet_lite --convert'
@@ -165,7 +165,7 @@ def test_dropout_only_in_training_and_unbiased(imagenet_model, real_case):
 
 def test_missing_cache_file_names_the_command(tmp_path, monkeypatch):
   monkeypatch.setenv('SVE_JAX_CACHE', str(tmp_path / 'empty'))
-  with pytest.raises(CheckpointError) as e:
+  with pytest.raises(WeightsError) as e:
     efficientnet_lite.load_efficientnet_lite0()
   message = str(e.value)
   assert str(tmp_path / 'empty' / 'efficientnet_lite0.safetensors') in message
@@ -187,7 +187,7 @@ def test_bad_checkpoint_is_rejected_with_file_and_key(checkpoint, tmp_path, edit
   edit(state)
   bad_path = str(tmp_path / 'bad.safetensors')
   save_file(state, bad_path)
-  with pytest.raises(CheckpointError) as e:
+  with pytest.raises(WeightsError) as e:
     efficientnet_lite.load_efficientnet_lite0(bad_path)
   assert bad_path in str(e.value) and expected in str(e.value)
 

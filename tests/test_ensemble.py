@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sve_jax
-from sve_jax import factored as sve_factored
+from sve_jax import execution as sve_factored
 from sve_jax import factorize
 
 

@@ -12,7 +12,7 @@ from sve_jax import models
 from sve_jax.models import bert
 from sve_jax.models import hub
 from sve_jax.models import vit
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models.weights_io import WeightsError
 
 MINILM = 'sentence-transformers/all-MiniLM-L6-v2'
 DINO = 'timm/vit_small_patch16_224.dino'
@@ -91,11 +91,11 @@ def test_bert_by_bare_repo_id_equals_the_local_folder(offline):
 
 
 def test_missing_repo_and_repo_without_weights_name_the_repo_and_what_was_looked_for(offline):
-  with pytest.raises(CheckpointError, match=r"hf-hub:timm/no_such_vit: cannot find the repo "
+  with pytest.raises(WeightsError, match=r"hf-hub:timm/no_such_vit: cannot find the repo "
                                             r"in the Hugging Face cache .*HF_HUB_OFFLINE=1.*"
                                             r"'model.safetensors', 'pytorch_model.bin'"):
     models.load_backbone(vit_model('hf-hub:timm/no_such_vit'), num_classes=2)
-  with pytest.raises(CheckpointError, match=r"hf-hub:someone/no-weights: no usable weights "
+  with pytest.raises(WeightsError, match=r"hf-hub:someone/no-weights: no usable weights "
                                             r"file .*looked for one of \['model.safetensors', "
                                             r"'pytorch_model.bin'\]; the snapshot .* holds "
                                             r"\['config.json'\]"):

@@ -17,12 +17,13 @@ import optax
 import pytest
 
 import train
+from sve_jax.train import loop
 from conftest import tiny_train_config
 from sve_jax import factorize
 from sve_jax import methods
 from sve_jax import models
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 from sve_jax.data import pipeline
 from sve_jax.methods import base
 from sve_jax.models import vit
@@ -222,7 +223,7 @@ def test_deep_ensemble_members_share_the_backbone_but_not_the_head(tiny, built):
 def test_per_member_batches_differ_and_resume_from_one_position():
   source = [{'x': np.float32(i), 'label': np.int32(i % 3)} for i in range(20)]
   config = types.SimpleNamespace(seed=5, batch_size=4, num_epochs=2)
-  stream = list(train.train_batches(config, source, None, pipeline.Position(), 3))
+  stream = list(loop.train_batches(config, source, None, pipeline.Position(), 3))
   assert len(stream) == 10  # 5 steps per epoch, 2 epochs
   for batch, _ in stream:
     assert batch['x'].shape == (3, 4) and batch['label'].shape == (3, 4)
@@ -234,7 +235,7 @@ def test_per_member_batches_differ_and_resume_from_one_position():
       np.testing.assert_array_equal(stacked['index'][m], alone['index'])
       assert position == alone_position
   # One saved position resumes all member streams exactly.
-  resumed = list(train.train_batches(config, source, None, stream[6][1], 3))
+  resumed = list(loop.train_batches(config, source, None, stream[6][1], 3))
   assert len(resumed) == 3
   for (a, pa), (b, pb) in zip(resumed, stream[7:]):
     np.testing.assert_array_equal(a['index'], b['index'])

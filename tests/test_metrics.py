@@ -1,4 +1,4 @@
-"""Tests for sve_jax.metrics against scikit-learn, NumPy formulas and hand-worked examples."""
+"""Tests for sve_jax.eval.metrics against scikit-learn, NumPy formulas and hand-worked examples."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from sve_jax import metrics
+from sve_jax.eval import metrics
 
 
 def _np_softmax(logits, axis=-1):

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 
 import sve_jax
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 
 
 class NnxClassifier(nnx.Module):

@@ -14,10 +14,11 @@ import pytest
 
 import sve_jax
 import train
+from sve_jax.train import evaluate as train_evaluate
 from conftest import tiny_train_config
 from sve_jax import methods
 from sve_jax import models
-from sve_jax import train_state
+from sve_jax.train import state as train_state
 
 
 def _cosine(step, lr, total, warmup, init, end):
@@ -138,19 +139,19 @@ def test_recipe_knobs_end_to_end_learning_curves_best_checkpoint_and_report(
 
 
 def test_predict_keeps_each_examples_agreement_beside_its_logits_and_label():
-  from sve_jax import sharding
+  from sve_jax.train import sharding
   agreement = [np.nan if i % 4 == 0 else i / 10 for i in range(10)]
   source = [{'x': np.float32(i), 'label': i % 3, 'agreement': np.float32(a)}
             for i, a in enumerate(agreement)]
   transform = lambda raw: {'inputs': raw['x'][:, None], 'label': raw['label']}
   eval_fn = lambda trainables, frozen, inputs, rng: jnp.stack([inputs, -inputs])
   # Batches of 4: the last one is padded with copies of example 0, which must not leak.
-  got = train.predict(eval_fn, None, None, source, transform, sharding.make_mesh(-1, 1), 4)
+  got = train_evaluate.predict(eval_fn, None, None, source, transform, sharding.make_mesh(-1, 1), 4)
   np.testing.assert_array_equal(got.logits[0, :, 0], np.arange(10))
   np.testing.assert_array_equal(got.labels, np.arange(10) % 3)
   np.testing.assert_array_equal(got.agreement, np.asarray(agreement, np.float32))
   without = [{k: v for k, v in example.items() if k != 'agreement'} for example in source]
-  assert train.predict(eval_fn, None, None, without, transform, sharding.make_mesh(-1, 1),
+  assert train_evaluate.predict(eval_fn, None, None, without, transform, sharding.make_mesh(-1, 1),
                        4).agreement is None
 
 

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import train
+from sve_jax.train import loop
 from conftest import ROOT, tiny_train_argv, tiny_train_config
-from sve_jax import checkpoint as ckpt
+from sve_jax.train import checkpoint as ckpt
 
 LAUNCHER = os.path.join(ROOT, 'tests', 'launch_train.py')
 TIMEOUT_S = 600
@@ -227,7 +228,7 @@ def test_every_minutes_saves_mid_epoch_without_every_steps(tiny_bert_folder, sha
     return clock['now']
 
   monkeypatch.setattr(ckpt.time, 'monotonic', tick)
-  monkeypatch.setattr(train.time, 'monotonic', tick)
+  monkeypatch.setattr(loop.time, 'monotonic', tick)
   config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{
       'ood.name': '', 'num_epochs': 1, 'checkpoint.every_minutes': 10.,
       'checkpoint.keep': 10})

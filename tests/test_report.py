@@ -1,4 +1,4 @@
-"""Tests for sve_jax.report: the promised results.json schema, the table, the PNG."""
+"""Tests for sve_jax.eval.report: the promised results.json schema, the table, the PNG."""
 import json
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from sve_jax import report
+from sve_jax.eval import report
 
 PROMISED_KEYS = {
     'method', 'num_members', 'params', 'test', 'test_temperature_scaled', 'members',

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     sys.path.insert(0, sys.argv[1] + '/tests')
     import sve_jax
-    from sve_jax import sharding, steps, train_state
+    from sve_jax.train import sharding, steps, train_state
     from conftest import TinyNet
 
     model = TinyNet()

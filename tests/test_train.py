@@ -13,9 +13,9 @@ import pytest
 
 import train
 from conftest import tiny_train_config
-from sve_jax import checkpoint as ckpt
-from sve_jax import sharding
-from sve_jax import train_state
+from sve_jax.train import checkpoint as ckpt
+from sve_jax.train import sharding
+from sve_jax.train import state as train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -169,7 +169,7 @@ EIGHT_DEVICES = textwrap.dedent('''
     sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']
     import jax, train
     from conftest import tiny_train_config
-    from sve_jax import sharding
+    from sve_jax.train import sharding
     mesh = sharding.make_mesh(-1, 1)
     try:
       sharding.check_batch_divisible(12, mesh)

@@ -6,8 +6,8 @@ import optax
 
 import sve_jax
 from sve_jax import factorize
-from sve_jax import steps
-from sve_jax import train_state
+from sve_jax.train import steps
+from sve_jax.train import state as train_state
 
 
 def _setup(tiny, num_members=3):

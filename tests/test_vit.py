@@ -19,7 +19,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 import sve_jax
 from sve_jax import factorize
 from sve_jax.models import vit
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models.weights_io import WeightsError
 
 DEPTH = 2
 SOURCE_SIZE = 112  # img_size of the saved checkpoints: 7x7 (p16) or 8x8 (p14) patch grids.
@@ -219,7 +219,7 @@ def _edited(tmp_path, model, edit):
 ])
 def test_config_mismatch_names_file_and_key(checkpoints, name, config, expected):
   _, path = checkpoints[name]
-  with pytest.raises(CheckpointError) as error:
+  with pytest.raises(WeightsError) as error:
     vit.load_vit(path, config)
   for text in [path] + expected:
     assert text in str(error.value)
@@ -228,17 +228,17 @@ def test_config_mismatch_names_file_and_key(checkpoints, name, config, expected)
 def test_missing_and_unexpected_keys_are_named(tmp_path, checkpoints):
   model, _ = checkpoints[DINO]
   missing = _edited(tmp_path, model, lambda s: s.pop('blocks.1.mlp.fc2.bias'))
-  with pytest.raises(CheckpointError, match=r"missing keys \['blocks\.1\.mlp\.fc2\.bias'\]"):
+  with pytest.raises(WeightsError, match=r"missing keys \['blocks\.1\.mlp\.fc2\.bias'\]"):
     vit.load_vit(missing, _config(DINO))
   extra = _edited(tmp_path, model, lambda s: s.update(mask_token=torch.zeros(1, 384)))
-  with pytest.raises(CheckpointError, match=r"unexpected keys \['mask_token'\]") as error:
+  with pytest.raises(WeightsError, match=r"unexpected keys \['mask_token'\]") as error:
     vit.load_vit(extra, _config(DINO))
   assert extra in str(error.value)
 
 
 def test_missing_file_and_unknown_preset(tmp_path):
   path = str(tmp_path / 'absent.safetensors')
-  with pytest.raises(CheckpointError, match='not found') as error:
+  with pytest.raises(WeightsError, match='not found') as error:
     vit.load_vit(path, DINO)
   assert path in str(error.value)
   with pytest.raises(ValueError, match='unknown ViT preset'):

@@ -22,7 +22,7 @@ from sve_jax.data.pipeline import num_eval_batches
 from sve_jax.data.pipeline import steps_per_epoch
 from sve_jax.data.pipeline import subsample
 from sve_jax.data.pipeline import train_batches
-from sve_jax.data.preprocess import IMAGENET_MEAN
-from sve_jax.data.preprocess import IMAGENET_STD
-from sve_jax.data.preprocess import image_transform
-from sve_jax.data.preprocess import text_transform
+from sve_jax.data.transforms import IMAGENET_MEAN
+from sve_jax.data.transforms import IMAGENET_STD
+from sve_jax.data.transforms import image_transform
+from sve_jax.data.transforms import text_transform

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 
 from sve_jax import ensemble
 from sve_jax import factorize
-from sve_jax import steps
-from sve_jax.train_state import tree_size
+from sve_jax.train import steps
+from sve_jax.train.state import tree_size
 
 PyTree = Any
 Path = tuple[str, ...]

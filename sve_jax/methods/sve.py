@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import jax
 
 import sve_jax
-from sve_jax import steps
+from sve_jax.train import steps
 from sve_jax.methods import base
 
 

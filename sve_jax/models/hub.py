@@ -17,7 +17,7 @@ import os
 import re
 from typing import Sequence
 
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models.weights_io import WeightsError
 
 HUB_PREFIX = 'hf-hub:'
 # <org>/<name> as the hub spells repo ids; a local path has other shapes ('/x', './x', 'a/b/c').
@@ -52,7 +52,7 @@ def fetch(repo: str, weight_files: Sequence[str],
     ``(folder, weights)``: the local snapshot folder and the path of the weights file in it.
 
   Raises:
-    CheckpointError: the repo is not cached and cannot be downloaded (offline, unknown,
+    WeightsError: the repo is not cached and cannot be downloaded (offline, unknown,
       gated), or it has none of ``weight_files``; names the repo and what was looked for.
   """
   import huggingface_hub  # pylint: disable=g-import-not-at-top
@@ -65,7 +65,7 @@ def fetch(repo: str, weight_files: Sequence[str],
     folder = huggingface_hub.snapshot_download(repo, allow_patterns=list(other_files))
   except (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, errors.HFValidationError,
           OSError) as e:
-    raise CheckpointError(
+    raise WeightsError(
         f'{HUB_PREFIX}{repo}: cannot find the repo in {where} or download it '
         f'({type(e).__name__}: {_first_line(e)}); looked for {list(other_files)} and one of '
         f'{list(weight_files)}') from e
@@ -76,7 +76,7 @@ def fetch(repo: str, weight_files: Sequence[str],
       continue
   present = sorted(os.path.relpath(os.path.join(root, f), folder)
                    for root, _, files in os.walk(folder) for f in files)
-  raise CheckpointError(
+  raise WeightsError(
       f'{HUB_PREFIX}{repo}: no usable weights file in {where}: looked for one of '
       f'{list(weight_files)}; the snapshot {folder} holds {present}')
 

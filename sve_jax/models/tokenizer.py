@@ -18,7 +18,7 @@ import numpy as np
 import tokenizers
 import tokenizers.models
 
-from sve_jax.models.checkpoint_io import CheckpointError
+from sve_jax.models.weights_io import WeightsError
 
 #: ``tokenizers.Tokenizer`` (from tokenizer.json) or ``BertWordPieceTokenizer`` (from
 #: vocab.txt); both offer ``encode_batch``, ``enable_padding``, ``enable_truncation`` and
@@ -41,7 +41,7 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
     A tokenizer for :func:`tokenize`.
 
   Raises:
-    CheckpointError: neither file exists, or the file cannot be parsed (names the file).
+    WeightsError: neither file exists, or the file cannot be parsed (names the file).
   """
   folder = os.fspath(folder)
   json_path = os.path.join(folder, 'tokenizer.json')
@@ -50,7 +50,7 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
     try:
       return tokenizers.Tokenizer.from_file(json_path)
     except Exception as e:  # The Rust parser raises a bare Exception.
-      raise CheckpointError(f'cannot parse tokenizer file {json_path}: {e}') from e
+      raise WeightsError(f'cannot parse tokenizer file {json_path}: {e}') from e
   if os.path.isfile(vocab_path):
     options = _read_tokenizer_config(os.path.join(folder, 'tokenizer_config.json'))
     return tokenizers.BertWordPieceTokenizer(
@@ -58,7 +58,7 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
         lowercase=bool(options.get('do_lower_case', True)),
         handle_chinese_chars=bool(options.get('tokenize_chinese_chars', True)),
         strip_accents=options.get('strip_accents'))
-  raise CheckpointError(
+  raise WeightsError(
       f'no tokenizer in {folder}: expected tokenizer.json or vocab.txt (a Hugging Face '
       'BERT folder saved with its tokenizer)')
 
@@ -70,7 +70,7 @@ def _read_tokenizer_config(path: str) -> dict:
     with open(path, encoding='utf-8') as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f'cannot read tokenizer config {path}: {e}') from e
+    raise WeightsError(f'cannot read tokenizer config {path}: {e}') from e
 
 
 def tokenize(tokenizer: Tokenizer, texts: Sequence[str],

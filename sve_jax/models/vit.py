@@ -58,13 +58,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sve_jax.models.checkpoint_io import CheckpointError, check_keys, load_state_dict, take
+from sve_jax.image_stats import IMAGENET_MEAN
+from sve_jax.image_stats import IMAGENET_STD
+from sve_jax.image_stats import INCEPTION_MEAN
+from sve_jax.image_stats import INCEPTION_STD
+from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict, take
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: AugReg (Google big_vision) models take pixels mapped to [-1, 1].
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
 
 POOLINGS = ('cls', 'avg')
 
@@ -218,7 +217,7 @@ def preset_from_timm_config(path: str | os.PathLike) -> str:
   ``<architecture>.<tag>``, as timm names its models.
 
   Raises:
-    CheckpointError: unreadable JSON, no ``architecture``, or a model with no preset (names
+    WeightsError: unreadable JSON, no ``architecture``, or a model with no preset (names
       the file and the known presets).
   """
   path = os.fspath(path)
@@ -227,12 +226,12 @@ def preset_from_timm_config(path: str | os.PathLike) -> str:
       raw = json.load(f)
     architecture = raw['architecture']
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise CheckpointError(f"{path}: cannot read the timm key 'architecture' "
+    raise WeightsError(f"{path}: cannot read the timm key 'architecture' "
                           f'({type(e).__name__}: {e})') from e
   tag = (raw.get('pretrained_cfg') or {}).get('tag')
   name = f'{architecture}.{tag}' if tag and '.' not in architecture else architecture
   if name not in PRESETS:
-    raise CheckpointError(f"{path}: timm model {name!r} ('architecture' and "
+    raise WeightsError(f"{path}: timm model {name!r} ('architecture' and "
                           f"'pretrained_cfg.tag') has no ViT preset; known: {sorted(PRESETS)}")
   return name
 
@@ -458,7 +457,7 @@ def _to_flax(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
 
 def _check_architecture(state: Mapping[str, np.ndarray], config: ViTConfig, name: str,
                         path: str) -> None:
-  """Raises a CheckpointError naming the key where ``state`` contradicts ``config``.
+  """Raises a WeightsError naming the key where ``state`` contradicts ``config``.
 
   Checks the properties a wrong preset breaks first (width, patch size, depth, registers,
   position-table layout); everything else is caught by the strict key and shape checks.
@@ -468,7 +467,7 @@ def _check_architecture(state: Mapping[str, np.ndarray], config: ViTConfig, name
     shape = tuple(np.shape(state[key]))
     p = config.patch_size
     if len(shape) != 4 or (shape[0], shape[2], shape[3]) != (config.width, p, p):
-      raise CheckpointError(
+      raise WeightsError(
           f'{path}: key {key!r} has shape {shape} (width, channels, patch, patch); {name} '
           f'expects width {config.width} and patch size {p}x{p}')
   block_of_key = {k: int(m[1]) for k in state if (m := re.match(r'blocks\.(\d+)\.', k))}
@@ -477,12 +476,12 @@ def _check_architecture(state: Mapping[str, np.ndarray], config: ViTConfig, name
     extra = sorted(k for k, block in block_of_key.items() if block >= config.depth)
     absent = sorted(set(range(config.depth)) - set(blocks))
     culprit = f'unexpected key {extra[0]!r}' if extra else f"no keys 'blocks.{absent[0]}.*'"
-    raise CheckpointError(
+    raise WeightsError(
         f'{path}: holds {len(blocks)} transformer blocks, {name} expects depth '
         f'{config.depth} ({culprit})')
   registers = np.shape(state['reg_token'])[1] if 'reg_token' in state else 0
   if registers != config.num_registers:
-    raise CheckpointError(
+    raise WeightsError(
         f"{path}: key 'reg_token' gives {registers} register tokens, {name} expects "
         f'{config.num_registers}')
   if 'pos_embed' in state:
@@ -490,7 +489,7 @@ def _check_architecture(state: Mapping[str, np.ndarray], config: ViTConfig, name
     patches = shape[1] - config.num_pos_embed_prefix if len(shape) == 3 else -1
     side = math.isqrt(max(patches, 0))
     if len(shape) != 3 or shape[::2] != (1, config.width) or side * side != patches:
-      raise CheckpointError(
+      raise WeightsError(
           f"{path}: key 'pos_embed' has shape {shape}; {name} expects (1, "
           f'{config.num_pos_embed_prefix} + g*g, {config.width}) for a square g x g grid '
           f'({config.num_pos_embed_prefix} prefix entries: pos_embed_includes_prefix='
@@ -523,7 +522,7 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
     holds the final config (``num_classes``, ``img_size``, ``image_mean``, ``image_std``).
 
   Raises:
-    CheckpointError: unreadable file, or contents that contradict the config (names the file
+    WeightsError: unreadable file, or contents that contradict the config (names the file
       and the key).
     ValueError: unknown preset name, or an ``img_size`` that is not a multiple of the patch.
   """
@@ -538,7 +537,7 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
     if checkpoint_classes != config.num_classes:
       found = (f"a head 'head.weight' with {checkpoint_classes} outputs" if checkpoint_classes
                else "no key 'head.weight'")
-      raise CheckpointError(
+      raise WeightsError(
           f'{path}: has {found}, {name} expects num_classes={config.num_classes}; pass '
           'num_classes=... to load_vit to replace the head')
     num_classes = config.num_classes

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sve_jax.train_state import TrainState
+from sve_jax.train.state import TrainState
 
 PyTree = Any
 Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]

@@ -1,7 +1,7 @@
 """Results of an evaluation run: the results dict, results.json, a text table, a PNG.
 
 :func:`build_results` assembles the dict the project promises (all numbers come from
-:mod:`sve_jax.metrics`)::
+:mod:`sve_jax.eval.metrics`)::
 
   method, num_members,
   params: backbone, trainable_per_member, trainable_total, overhead,
@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sve_jax import metrics
+from sve_jax.eval import metrics
 
 RESULTS_FILENAME = 'results.json'
 OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi')
@@ -53,14 +53,14 @@ def build_results(*,
 
   * ``test``: the ensemble on the test split at T = 1.
   * ``test_temperature_scaled``: at the T fitted on the validation split
-    (:func:`sve_jax.metrics.fit_temperature`).
+    (:func:`sve_jax.eval.metrics.fit_temperature`).
   * ``members``, ``members_mean``, ``diversity``: raw (T = 1) test logits.
-  * ``validation``: :func:`sve_jax.metrics.ensemble_and_members` on the validation split.
+  * ``validation``: :func:`sve_jax.eval.metrics.ensemble_and_members` on the validation split.
   * ``ensemble_modes``: ``validation``, ``test``, ``test_temperature_scaled`` (and ``ood``)
     under each averaging mode, from the same logits (no retraining to compare them).
   * ``ood``: the test split as in-distribution against ``ood_logits``, raw (T = 1).
   * ``human_disagreement``: Spearman correlations of the test uncertainties with
-    ``1 − test_agreement`` (:func:`sve_jax.metrics.disagreement_correlation`).
+    ``1 − test_agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
   * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
     ``overhead = trainable_total / backbone_params`` (what the whole ensemble trains, as a
     fraction of the frozen backbone).
@@ -77,7 +77,7 @@ def build_results(*,
       ``num_members · trainable_per_member`` (MC dropout: M samples of one trained model).
     ood_logits: optional ``(M, N_ood, C)`` member logits on an OOD dataset.
     ood_dataset: name of the OOD dataset; required with ``ood_logits``.
-    mode: ensemble averaging mode, see :func:`sve_jax.metrics.ensemble_probs`.
+    mode: ensemble averaging mode, see :func:`sve_jax.eval.metrics.ensemble_probs`.
     test_agreement: optional ``(N_test,)`` annotator agreement (0–1, NaN where unknown).
 
   Returns:
@@ -218,7 +218,7 @@ def reliability_diagram(path: str | os.PathLike,
   """Writes a reliability diagram PNG for the ensemble and one member; returns ``path``.
 
   Top panel: per-bin accuracy against confidence (the 15 bins of
-  :func:`sve_jax.metrics.calibration_bins`) for the ensemble and for member ``member_index``
+  :func:`sve_jax.eval.metrics.calibration_bins`) for the ensemble and for member ``member_index``
   side by side, with the diagonal of perfect calibration and each ECE in the legend. Bottom
   panel: the fraction of examples per confidence bin. Empty bins draw no accuracy bar.
 
@@ -227,7 +227,7 @@ def reliability_diagram(path: str | os.PathLike,
     member_logits: ``(M, N, C)``.
     labels: ``(N,)``.
     member_index: which member to draw beside the ensemble.
-    mode: ensemble averaging mode, see :func:`sve_jax.metrics.ensemble_probs`.
+    mode: ensemble averaging mode, see :func:`sve_jax.eval.metrics.ensemble_probs`.
     temperature: T applied to the ensemble and to the member.
   """
   curves = {

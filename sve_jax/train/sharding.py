@@ -94,7 +94,7 @@ def replicated_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
 
 
 def state_shardings(mesh: Mesh, state: PyTree) -> PyTree:
-  """Shardings of a :class:`sve_jax.train_state.TrainState` (concrete or abstract).
+  """Shardings of a :class:`sve_jax.train.state.TrainState` (concrete or abstract).
 
   ``trainables`` and ``opt_state`` leaves carry the member axis; step and rng are replicated.
   """

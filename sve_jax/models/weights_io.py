@@ -2,7 +2,7 @@
 
 One place for every backbone loader: file formats (safetensors, npz, torch pickles),
 strict key accounting and shape checks. A loader either gets every key it expects with the
-shape it expects, or raises :class:`CheckpointError` naming the file and the key; a partially
+shape it expects, or raises :class:`WeightsError` naming the file and the key; a partially
 loaded model is never returned.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 
-class CheckpointError(ValueError):
+class WeightsError(ValueError):
   """A checkpoint file does not hold what its loader expects."""
 
 
@@ -28,11 +28,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     ``{key: array}`` with the file's own key names, float tensors as stored (bf16 becomes f32).
 
   Raises:
-    CheckpointError: the file is missing, has an unknown suffix or cannot be parsed.
+    WeightsError: the file is missing, has an unknown suffix or cannot be parsed.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise CheckpointError(f'checkpoint file not found: {path}')
+    raise WeightsError(f'checkpoint file not found: {path}')
   suffix = os.path.splitext(path)[1].lower()
   try:
     if suffix == '.safetensors':
@@ -43,11 +43,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
     if suffix in ('.bin', '.pt', '.pth'):
       return _load_torch_pickle(path)
-  except CheckpointError:
+  except WeightsError:
     raise
   except Exception as e:  # Parsers raise many types; name the file in one.
-    raise CheckpointError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
-  raise CheckpointError(
+    raise WeightsError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
+  raise WeightsError(
       f'unknown checkpoint format {suffix!r} for {path}; expected .safetensors, .npz, '
       '.bin, .pt or .pth')
 
@@ -56,14 +56,14 @@ def _load_torch_pickle(path: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise CheckpointError(
+    raise WeightsError(
         f'{path} is a torch pickle and torch is not installed; convert it once to '
         '.safetensors on a machine with torch') from e
   state = torch.load(path, map_location='cpu', weights_only=True)
   if isinstance(state, Mapping) and 'state_dict' in state:
     state = state['state_dict']
   if not isinstance(state, Mapping):
-    raise CheckpointError(f'{path} does not hold a state dict (got {type(state).__name__})')
+    raise WeightsError(f'{path} does not hold a state dict (got {type(state).__name__})')
   return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
           for k, v in state.items()}
 
@@ -88,7 +88,7 @@ def check_keys(state: Mapping[str, np.ndarray], expected: Iterable[str], path: s
       parts.append(f'missing keys {_preview(missing)}')
     if unexpected:
       parts.append(f'unexpected keys {_preview(unexpected)}')
-    raise CheckpointError(f'{path}: ' + '; '.join(parts))
+    raise WeightsError(f'{path}: ' + '; '.join(parts))
 
 
 def take(state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],
@@ -98,10 +98,10 @@ def take(state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...],
   ``config_name`` names what the expected shape came from (e.g. ``config.json``).
   """
   if key not in state:
-    raise CheckpointError(f'{path}: missing key {key!r}')
+    raise WeightsError(f'{path}: missing key {key!r}')
   value = np.asarray(state[key])
   if tuple(value.shape) != tuple(shape):
-    raise CheckpointError(
+    raise WeightsError(
         f'{path}: key {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)} '
         f'(does {config_name} match the weights?)')
   return value

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
 from sve_jax.data import pipeline
-# The backbones own their input statistics; ImageNet's is the default for a bare transform.
-from sve_jax.models.vit import IMAGENET_MEAN
-from sve_jax.models.vit import IMAGENET_STD
+# ImageNet's statistics are the default of a bare image transform; backbones pass their own.
+from sve_jax.image_stats import IMAGENET_MEAN
+from sve_jax.image_stats import IMAGENET_STD
 # Defaults of torchvision's RandomResizedCrop, used by the paper's vision runs.
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -194,3 +194,38 @@ def _with_label_and_mask(out: dict[str, Any], batch: pipeline.Batch,
   if 'mask' in batch:
     out['mask'] = batch['mask']
   return out
+
+
+# ---------------------------------------------------------------- per backbone
+
+
+_LABEL_AND_MASK = ('label', 'mask')
+
+
+def make_transform(backbone, input_key: str, label_key: str | None, *,
+                   augment: bool = False) -> pipeline.Transform:
+  """The backbone's preprocessing of one raw batch, regrouped for the steps.
+
+  Args:
+    backbone: a :class:`sve_jax.models.Backbone`.
+    input_key: the dataset's input feature (``text``, ``sentence`` or ``image``).
+    label_key: its label feature, or ``None`` for unlabelled (OOD) data.
+    augment: vision training augmentation (random resized crop + flip, seeded per example).
+  """
+  if backbone.modality == 'text':
+    inner = text_transform(backbone.tokenize, text_key=input_key, label_key=label_key)
+  else:
+    inner = image_transform(size=backbone.image_size, mean=backbone.image_mean,
+                            std=backbone.image_std, augment=augment, channels=3,
+                            image_key=input_key, label_key=label_key)
+
+  def transform(batch: Mapping[str, Any]) -> dict[str, Any]:
+    out = inner(batch)
+    features = {k: v for k, v in out.items() if k not in _LABEL_AND_MASK}
+    grouped = {'inputs': features['image'] if backbone.modality == 'image' else features}
+    grouped['label'] = out.get('label', np.zeros(len(batch[input_key]), np.int32))
+    if 'mask' in out:
+      grouped['mask'] = out['mask']
+    return grouped
+
+  return transform

@@ -1,6 +1,6 @@
 """Checkpoints with orbax: latest-N for resuming, best-by-validation, and the trainables file.
 
-A checkpoint holds the :class:`~sve_jax.train_state.TrainState` (trainables, optimiser state,
+A checkpoint holds the :class:`~sve_jax.train.state.TrainState` (trainables, optimiser state,
 step, rng) and a JSON ``meta`` item (data position, best validation accuracy, a fingerprint of
 the frozen factors). The frozen U, Vᵀ are never written at each save: they are recomputed
 from the backbone at start-up, and the fingerprint checks that they are the same ones.

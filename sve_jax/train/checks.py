@@ -1,0 +1,93 @@
+"""Checks of a run's config and workdir: cheap, before any heavy work.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sve_jax import execution
+from sve_jax import methods
+from sve_jax import models
+from sve_jax.data import datasets
+from sve_jax.train import state as train_state
+
+
+def validate_config(config) -> None:
+  """Raises ValueError naming the config key for values that cannot work."""
+  if config.method not in methods.METHODS:
+    raise ValueError(f'config.method={config.method!r} is not a known method; expected one '
+                     f'of {methods.METHODS}')
+  checks = [
+      (config.num_members >= 1, f'config.num_members={config.num_members} must be >= 1'),
+      (config.noise_std >= 0, f'config.noise_std={config.noise_std} must be >= 0'),
+      (config.optim.learning_rate > 0,
+       f'config.optim.learning_rate={config.optim.learning_rate} must be > 0'),
+      (config.optim.full_finetune_learning_rate > 0
+       or config.optim.full_finetune_learning_rate == -1,
+       f'config.optim.full_finetune_learning_rate={config.optim.full_finetune_learning_rate} '
+       f'must be > 0, or -1 for config.optim.learning_rate'),
+      (0 <= config.optim.warmup_fraction < 1,
+       f'config.optim.warmup_fraction={config.optim.warmup_fraction} must be in [0, 1)'),
+      (config.num_epochs >= 1, f'config.num_epochs={config.num_epochs} must be >= 1'),
+      (config.lora_rank >= 1, f'config.lora_rank={config.lora_rank} must be >= 1'),
+      (config.batch_size >= 1, f'config.batch_size={config.batch_size} must be >= 1'),
+      (config.eval_batch_size >= 1,
+       f'config.eval_batch_size={config.eval_batch_size} must be >= 1'),
+      (config.execution in execution.EXECUTIONS,
+       f'config.execution={config.execution!r} must be one of {execution.EXECUTIONS}'),
+      (config.ensemble_mode in ('probs', 'logits'),
+       f"config.ensemble_mode={config.ensemble_mode!r} must be 'probs' or 'logits'"),
+      (config.head_init_std >= 0 or config.head_init_std == -1,
+       f'config.head_init_std={config.head_init_std} must be >= 0, or -1 for noise_std'),
+      (isinstance(config.member_data_order, bool),
+       f'config.member_data_order={config.member_data_order!r} must be True or False'),
+      (config.optim.schedule in train_state.SCHEDULES,
+       f'config.optim.schedule={config.optim.schedule!r} must be one of '
+       f'{train_state.SCHEDULES}'),
+      (config.eval_every_steps >= 0,
+       f'config.eval_every_steps={config.eval_every_steps} must be >= 0 (0: epoch ends only)'),
+      (config.checkpoint.every_steps >= 0,
+       f'config.checkpoint.every_steps={config.checkpoint.every_steps} must be >= 0'),
+      (config.checkpoint.every_minutes >= 0,
+       f'config.checkpoint.every_minutes={config.checkpoint.every_minutes} must be >= 0'),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ValueError(message)
+  models.validate_model_config(config.model)
+  check_dataset_name(config.data.name, 'config.data.name')
+  datasets.check_options(config.data.name, config.data.options, 'config.data.options')
+  if config.ood.name:
+    check_dataset_name(config.ood.name, 'config.ood.name')
+    datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
+
+
+def check_workdir_writable(workdir: str) -> None:
+  """Creates ``workdir`` and writes a probe file there; raises a clear error if it cannot.
+
+  Raises:
+    PermissionError or OSError: naming ``--workdir`` and the reason, before any heavy work.
+  """
+  probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise type(e)(e.errno, f'--workdir={workdir} is not writable ({e.strerror}); choose a '
+                  'folder this user can create files in', e.filename) from e
+
+
+def run_identity(config, num_members: int) -> dict[str, Any]:
+  """What a workdir's checkpoints must match to be resumed: backbone, method, members."""
+  return {'method': config.method, 'backbone': config.model.name,
+          'model_path': config.model.path, 'model_preset': config.model.preset,
+          'num_members': num_members}
+
+
+def check_dataset_name(name: str, key: str) -> None:
+  """Raises unless ``name`` is a local builder or a registered tfds catalog data set."""
+  if not datasets.is_known_dataset(name):
+    raise ValueError(f'{key}={name!r} is neither a local data set '
+                     f'{sorted(datasets.builders.LOCAL_BUILDERS)} nor a tfds catalog name')
