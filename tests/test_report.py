@@ -143,6 +143,28 @@ def test_build_results_without_ood_has_no_ood_section():
   assert all(math.isfinite(value) for value in built['test'].values())
 
 
+
+def test_build_results_adds_a_training_runs_sections_after_the_scores(tmp_path):
+  rng = np.random.default_rng(1)
+  logits, labels = _split(rng, 300)
+  best = report.BestCheckpoint(best_step=40, best_val_accuracy=0.75, checkpoint_bytes=9_000,
+                               trainables_file_bytes=4_000, backbone_bytes=88_000)
+  built = report.build_results(
+      method='sve', val_logits=logits, val_labels=labels, test_logits=logits,
+      test_labels=labels, backbone_params=1000, trainable_per_member=10,
+      singular_value_change=0.02, checkpoint=best, learning_rate=1e-2,
+      config={'seed': 3, 'optim': {'schedule': 'cosine'}})
+  run_keys = ['singular_value_change', 'checkpoint', 'learning_rate', 'config']
+  # results.json keeps the scores first and a run's record last, in this order.
+  assert list(built)[-4:] == run_keys and set(built) == PROMISED_KEYS - {'ood'} | set(run_keys)
+  with open(report.write_results(tmp_path, built)) as f:
+    loaded = json.load(f)
+  assert loaded['checkpoint'] == {'best_step': 40, 'best_val_accuracy': 0.75,
+                                  'checkpoint_bytes': 9_000, 'trainables_file_bytes': 4_000,
+                                  'backbone_bytes': 88_000}
+  assert loaded['config'] == {'seed': 3, 'optim': {'schedule': 'cosine'}}
+  assert (loaded['singular_value_change'], loaded['learning_rate']) == (0.02, 1e-2)
+
 def test_reliability_diagram_writes_a_png(tmp_path):
   rng = np.random.default_rng(2)
   test_logits, test_labels = _split(rng, 400)

@@ -13,6 +13,25 @@
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
                                                                  (only with agreement)
+  singular_value_change                                          (SVE family runs)
+  checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
+              backbone_bytes                                     (:class:`BestCheckpoint`)
+  learning_rate                                                  (the method's peak)
+  config                                                         (the run's config as JSON)
+
+* ``test``: the ensemble on the test split at T = 1; ``test_temperature_scaled``: at the T
+  fitted on the validation split (:func:`sve_jax.eval.metrics.fit_temperature`).
+* ``members``, ``members_mean``, ``diversity``: raw (T = 1) test logits.
+* ``validation``: :func:`sve_jax.eval.metrics.ensemble_and_members` on the validation split.
+* ``ensemble_modes``: ``validation``, ``test``, ``test_temperature_scaled`` (and ``ood``)
+  under each averaging mode, from the same logits (no retraining to compare them).
+* ``ood``: the test split as in-distribution against the OOD logits, raw (T = 1).
+* ``human_disagreement``: Spearman correlations of the test uncertainties with
+  ``1 − agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
+* ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
+  ``overhead = trainable_total / backbone``.
+* The last four are what a training run adds (``sve_jax.train.run``); a bare
+  :func:`build_results` call leaves them out.
 
 :func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
 text, and :func:`reliability_diagram` draws the calibration of the ensemble and of one member.
@@ -22,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -34,6 +53,23 @@ from sve_jax.eval import metrics
 RESULTS_FILENAME = 'results.json'
 OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi')
 _SCORE_KEYS = ('accuracy', 'nll', 'brier', 'ece', 'temperature')
+
+
+class BestCheckpoint(NamedTuple):
+  """The ``checkpoint`` section: which checkpoint was evaluated, and what storing it costs.
+
+  Attributes:
+    best_step: the step of the best checkpoint (the one evaluated).
+    best_val_accuracy: the validation accuracy that made it the best (``None``: unrecorded).
+    checkpoint_bytes: the files of the best orbax checkpoint (trainables and optimiser state).
+    trainables_file_bytes: ``trainables.safetensors``, the members' trainables alone.
+    backbone_bytes: the pretrained backbone's params, which every member shares.
+  """
+  best_step: int
+  best_val_accuracy: float | None
+  checkpoint_bytes: int
+  trainables_file_bytes: int
+  backbone_bytes: int
 
 
 def build_results(*,
@@ -48,22 +84,12 @@ def build_results(*,
                   ood_logits: jax.typing.ArrayLike | None = None,
                   ood_dataset: str | None = None,
                   mode: str = 'probs',
-                  test_agreement: jax.typing.ArrayLike | None = None) -> dict[str, Any]:
-  """Evaluates member logits and assembles the results dict (see the module docstring).
-
-  * ``test``: the ensemble on the test split at T = 1.
-  * ``test_temperature_scaled``: at the T fitted on the validation split
-    (:func:`sve_jax.eval.metrics.fit_temperature`).
-  * ``members``, ``members_mean``, ``diversity``: raw (T = 1) test logits.
-  * ``validation``: :func:`sve_jax.eval.metrics.ensemble_and_members` on the validation split.
-  * ``ensemble_modes``: ``validation``, ``test``, ``test_temperature_scaled`` (and ``ood``)
-    under each averaging mode, from the same logits (no retraining to compare them).
-  * ``ood``: the test split as in-distribution against ``ood_logits``, raw (T = 1).
-  * ``human_disagreement``: Spearman correlations of the test uncertainties with
-    ``1 − test_agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
-  * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
-    ``overhead = trainable_total / backbone_params`` (what the whole ensemble trains, as a
-    fraction of the frozen backbone).
+                  test_agreement: jax.typing.ArrayLike | None = None,
+                  singular_value_change: float | None = None,
+                  checkpoint: BestCheckpoint | None = None,
+                  learning_rate: float | None = None,
+                  config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Evaluates member logits and assembles the whole results dict (see the module docstring).
 
   Args:
     method: name of the method, e.g. ``'sve'``.
@@ -79,26 +105,59 @@ def build_results(*,
     ood_dataset: name of the OOD dataset; required with ``ood_logits``.
     mode: ensemble averaging mode, see :func:`sve_jax.eval.metrics.ensemble_probs`.
     test_agreement: optional ``(N_test,)`` annotator agreement (0–1, NaN where unknown).
+    singular_value_change, checkpoint, learning_rate, config: what a training run adds
+      (module docstring); each ``None`` leaves its section out.
 
   Returns:
     A dict of Python scalars, strings, lists and dicts.
   """
+  if ood_logits is not None and ood_dataset is None:
+    raise ValueError('ood_dataset must name the OOD dataset when ood_logits are given')
   num_members = int(np.shape(test_logits)[0])
   if trainable_total is None:
     trainable_total = num_members * int(trainable_per_member)
-  if ood_logits is not None and ood_dataset is None:
-    raise ValueError('ood_dataset must name the OOD dataset when ood_logits are given')
-  by_mode = {m: _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits,
-                              mode=m) for m in metrics.ENSEMBLE_MODES}
   results = {
       'method': method,
       'num_members': num_members,
-      'params': {
-          'backbone': int(backbone_params),
-          'trainable_per_member': int(trainable_per_member),
-          'trainable_total': int(trainable_total),
-          'overhead': trainable_total / int(backbone_params),
-      },
+      'params': _params_section(backbone_params, trainable_per_member, trainable_total),
+      **_score_sections(val_logits, val_labels, test_logits, test_labels, ood_logits,
+                        ood_dataset, mode=mode),
+  }
+  if test_agreement is not None and np.isfinite(np.asarray(test_agreement, float)).any():
+    results['human_disagreement'] = metrics.disagreement_correlation(
+        test_logits, test_agreement, mode=mode)
+  results.update(_run_sections(singular_value_change, checkpoint, learning_rate, config))
+  return results
+
+
+def _params_section(backbone_params: int, trainable_per_member: int,
+                   trainable_total: int) -> dict[str, Any]:
+  """The ``params`` section; ``overhead`` is what the whole ensemble trains, as a fraction of
+  the frozen backbone."""
+  return {
+      'backbone': int(backbone_params),
+      'trainable_per_member': int(trainable_per_member),
+      'trainable_total': int(trainable_total),
+      'overhead': trainable_total / int(backbone_params),
+  }
+
+
+def _run_sections(singular_value_change: float | None, checkpoint: BestCheckpoint | None,
+                  learning_rate: float | None,
+                  config: Mapping[str, Any] | None) -> dict[str, Any]:
+  """The sections a training run adds, in the results dict's order; ``None`` leaves one out."""
+  sections = {'singular_value_change': singular_value_change,
+              'checkpoint': checkpoint._asdict() if checkpoint is not None else None,
+              'learning_rate': learning_rate, 'config': config}
+  return {key: value for key, value in sections.items() if value is not None}
+
+
+def _score_sections(val_logits, val_labels, test_logits, test_labels, ood_logits,
+                    ood_dataset: str | None, *, mode: str) -> dict[str, Any]:
+  """``test`` … ``ensemble_modes`` (and ``ood``) of the results dict, in its order."""
+  by_mode = {m: _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits,
+                              mode=m) for m in metrics.ENSEMBLE_MODES}
+  sections = {
       'test': by_mode[mode]['test'],
       'test_temperature_scaled': by_mode[mode]['test_temperature_scaled'],
       'members': metrics.member_metrics(test_logits, test_labels),
@@ -108,11 +167,8 @@ def build_results(*,
       'ensemble_modes': by_mode,
   }
   if ood_logits is not None:
-    results['ood'] = {'dataset': ood_dataset, **by_mode[mode]['ood']}
-  if test_agreement is not None and np.isfinite(np.asarray(test_agreement, float)).any():
-    results['human_disagreement'] = metrics.disagreement_correlation(
-        test_logits, test_agreement, mode=mode)
-  return results
+    sections['ood'] = {'dataset': ood_dataset, **by_mode[mode]['ood']}
+  return sections
 
 
 def _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits, *,

@@ -1,4 +1,8 @@
-"""One run from a config: mesh → data → backbone → method → state → loop → report.
+"""One run from a config, in stages: mesh → data → backbone → method → state → loop →
+evaluate the best checkpoint → report.
+
+:func:`run` reads top to bottom as those stages, in banner-commented blocks (big_vision's
+``train.py`` style); each stage is one small function of this module.
 """
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -15,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from sve_jax import ensemble
+from sve_jax import export
 from sve_jax import methods
 from sve_jax import models
 from sve_jax.data import datasets
@@ -41,7 +46,67 @@ def process_zero_first(name: str):
     multihost_utils.sync_global_devices(name)
 
 
+def _sync(name: str) -> None:
+  """A barrier across processes (nothing with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Mesh and workdir.
+# --------------------------------------------------------------------------------------------
+
+
+def make_mesh(config) -> tuple[jax.sharding.Mesh, int]:
+  """Joins the processes, builds the ``(data, member)`` mesh and checks what must divide it.
+
+  Returns:
+    ``(mesh, num_members)``: the members the method evaluates (:meth:`methods.Method.num_members`).
+
+  Raises:
+    ValueError: a batch size, the members or the trained models do not split over the mesh.
+  """
+  sharding.maybe_initialize_distributed(config.distributed.coordinator_address or None,
+                                        config.distributed.num_processes,
+                                        config.distributed.process_id)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.member)
+  sharding.check_batch_divisible(config.batch_size, mesh)
+  sharding.check_batch_divisible(config.eval_batch_size, mesh)
+  members = methods.get(config.method).num_members(config.num_members)
+  sharding.check_members_divisible(members, mesh)
+  trained = methods.get(config.method).trained_members(config.num_members)
+  if trained % mesh.shape[sharding.MEMBER]:
+    raise ValueError(f'config.method={config.method!r} trains {trained} model(s), which do not '
+                     f'split over config.mesh.member={mesh.shape[sharding.MEMBER]}; set it to 1')
+  return mesh, members
+
+
+def open_workdir(config, workdir: str, mode: str,
+                 num_members: int) -> tuple[ckpt.Checkpointer, dict[str, Any]]:
+  """``(checkpointer, identity)`` of a writable workdir that belongs to this run.
+
+  Raises:
+    OSError: the workdir is not writable.
+    ckpt.CheckpointError: its checkpoints belong to another run, or ``mode='eval'`` finds no
+      best checkpoint.
+  """
+  check_workdir_writable(workdir)
+  identity = run_identity(config, num_members)
+  checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep,
+                                   asynchronous=config.checkpoint.asynchronous)
+  checkpointer.check_identity(identity)
+  if mode == 'eval' and not checkpointer.best.all_steps():
+    raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
+  return checkpointer, identity
+
+
+# --------------------------------------------------------------------------------------------
+# Data.
+# --------------------------------------------------------------------------------------------
+
+
 def data_dir_for(config, workdir: str) -> str:
+  """``config.data.data_dir``, or ``tfds_data`` beside the workdir."""
   return config.data.data_dir or os.path.join(os.path.dirname(os.path.abspath(workdir)),
                                               'tfds_data')
 
@@ -88,145 +153,218 @@ def load_data(config, workdir: str):
   return dataset, sources, ood
 
 
-def _dir_bytes(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(root, f))
-             for root, _, files in os.walk(path) for f in files)
+# --------------------------------------------------------------------------------------------
+# Method and train state.
+# --------------------------------------------------------------------------------------------
 
 
-def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
-  """Trains (``mode='train'``) and/or evaluates; returns the results dict."""
-  # --- Config and devices -------------------------------------------------------------------
-  validate_config(config)
-  tfds.disable_progress_bar()
-  sharding.maybe_initialize_distributed(config.distributed.coordinator_address or None,
-                                        config.distributed.num_processes,
-                                        config.distributed.process_id)
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.member)
-  sharding.check_batch_divisible(config.batch_size, mesh)
-  sharding.check_batch_divisible(config.eval_batch_size, mesh)
-  members = methods.num_members_for(config.method, config.num_members)
-  sharding.check_members_divisible(members, mesh)
-  trained = methods.trained_members_for(config.method, config.num_members)
-  if trained % mesh.shape[sharding.MEMBER]:
-    raise ValueError(f'config.method={config.method!r} trains {trained} model(s), which do not '
-                     f'split over config.mesh.member={mesh.shape[sharding.MEMBER]}; set it to 1')
-  check_workdir_writable(workdir)
-  identity = run_identity(config, members)
-  checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep,
-                                   asynchronous=config.checkpoint.asynchronous)
-  checkpointer.check_identity(identity)
-  if mode == 'eval' and not checkpointer.best.all_steps():
-    raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
-
-  # --- Data and backbone --------------------------------------------------------------------
-  # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
-  with process_zero_first('data prepared'):
-    dataset, sources, ood = load_data(config, workdir)
-  backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
-  train_transform = transforms.make_transform(
-      backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
-  eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
-
-  # --- Method: decompose and initialise members ---------------------------------------------
-  rng = jax.random.key(config.seed)
-  init_rng, state_rng = jax.random.split(rng)
+def build_method(config, backbone: models.Backbone, rng: jax.Array) -> methods.Setup:
+  """The method's decomposition and initial members (:func:`methods.build`), logged."""
   t0 = time.time()
-  setup = methods.build(config.method, backbone, config, init_rng)
+  setup = methods.build(config.method, backbone, config, rng)
   logging.info('%s: built in %.1fs; backbone %d params, %d trainable per member',
                config.method, time.time() - t0, setup.backbone_params,
                setup.trainable_per_member)
-  fingerprint = ckpt.factors_fingerprint(setup.frozen)
+  return setup
 
-  steps_per_epoch = pipeline.steps_per_epoch(len(sources['train']), config.batch_size)
+
+class Training(NamedTuple):
+  """What the training loop runs: the placed state and factors, and the jitted step.
+
+  Attributes:
+    state: the train state on the mesh (members sharded over ``member``).
+    abstract_state: its shapes, dtypes and shardings, to restore checkpoints into.
+    frozen: the method's frozen tree, replicated on the mesh.
+    train_step: ``(state, frozen, batch) -> (state, metrics)``, jitted with shardings.
+    learning_rate: the method's peak learning rate.
+    total_steps: optimiser steps of the whole run.
+    steps_per_epoch: optimiser steps per pass over the training split.
+  """
+  state: Any
+  abstract_state: Any
+  frozen: Any
+  train_step: Callable
+  learning_rate: float
+  total_steps: int
+  steps_per_epoch: int
+
+
+def make_training(config, setup: methods.Setup, mesh: jax.sharding.Mesh, num_train: int,
+                  rng: jax.Array) -> Training:
+  """The optimiser and its schedule, the train state placed on ``mesh``, the jitted step."""
+  steps_per_epoch = pipeline.steps_per_epoch(num_train, config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
   if config.max_steps > 0:
     total_steps = min(total_steps, config.max_steps)
-  learning_rate = methods.learning_rate_for(config.method, config.optim)
+  learning_rate = methods.get(config.method).learning_rate(config.optim)
   logging.info('%s: peak learning rate %g', config.method, learning_rate)
   optimizer = train_state.make_optimizer(
       learning_rate, total_steps=total_steps,
       schedule=train_state.schedule_for(config.optim.schedule, learning_rate, total_steps,
                                         config.optim.warmup_fraction),
       weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
-  state = train_state.create_train_state(setup.trainables, optimizer, state_rng)
+  state = train_state.create_train_state(setup.trainables, optimizer, rng)
   frozen = sharding.place(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
   state = sharding.place(state, sharding.state_shardings(mesh, state))
   abstract_state = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-
   train_step = sharding.jit_train_step(steps.make_train_step(setup.forward, optimizer), mesh,
                                        state, setup.frozen, setup.per_member_data)
-  evaluate = make_evaluate(setup, backbone, state.trainables, frozen, mesh,
-                           config.eval_batch_size, sources['validation'], eval_transform)
+  return Training(state, abstract_state, frozen, train_step, learning_rate, total_steps,
+                  steps_per_epoch)
 
-  def singular_value_change(trainables) -> dict[str, float]:
-    """SVE family: how far the members' s moved from the pretrained s (else nothing)."""
-    if setup.pretrained_s is None:
-      return {}
-    return {'singular_value_change': ensemble.singular_value_change(
-        setup.frozen, setup.pretrained_s, sharding.to_host(trainables))}  # collective
+
+def singular_value_change(setup: methods.Setup, trainables) -> float | None:
+  """SVE family: how far the members' s moved from the pretrained s
+  (:func:`ensemble.singular_value_change`); other methods: ``None``. A collective: every
+  process calls it."""
+  if setup.pretrained_s is None:
+    return None
+  return ensemble.singular_value_change(setup.frozen, setup.pretrained_s,
+                                        sharding.to_host(trainables))
+
+
+def make_validate(config, setup: methods.Setup, evaluate, source):
+  """``validate(trainables) -> metrics``: ensemble, members' mean and diversity on
+  ``source`` (the validation split), and the movement of s."""
 
   def validate(trainables) -> dict[str, float]:
-    """Ensemble, members' mean and diversity on the validation split, and the s movement."""
-    val = evaluate(trainables, source=sources['validation'])
-    return {**metrics_lib.ensemble_and_members(val.logits, val.labels,
-                                               mode=config.ensemble_mode),
-            **singular_value_change(trainables)}
+    val = evaluate(trainables, source=source)
+    scores = metrics_lib.ensemble_and_members(val.logits, val.labels, mode=config.ensemble_mode)
+    change = singular_value_change(setup, trainables)
+    if change is not None:
+      scores['singular_value_change'] = change
+    return scores
 
-  # --- Train --------------------------------------------------------------------------------
-  if mode == 'train':
-    state = _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
-                   validate, sources, train_transform, total_steps, steps_per_epoch,
-                   fingerprint, mesh, identity,
-                   member_streams=members if setup.per_member_data else 0)
+  return validate
 
-  # --- Evaluate the best checkpoint and report ----------------------------------------------
-  best_state, best_meta = checkpointer.restore_best(abstract_state)
-  ckpt.check_fingerprint(best_meta, setup.frozen, f'{workdir}/checkpoints/best')
-  val_logits, val_labels, _ = evaluate(best_state.trainables, source=sources['validation'])
-  test_logits, test_labels, test_agreement = evaluate(best_state.trainables,
-                                                      source=sources['test'])
+
+# --------------------------------------------------------------------------------------------
+# The best checkpoint: evaluation, trainables file, report.
+# --------------------------------------------------------------------------------------------
+
+
+class BestEvaluation(NamedTuple):
+  """The best checkpoint's state and metadata, and its predictions on each split."""
+  state: Any
+  meta: dict[str, Any]
+  validation: Any
+  test: Any
+  ood_logits: np.ndarray | None
+
+
+def evaluate_best(checkpointer: ckpt.Checkpointer, training: Training, setup: methods.Setup,
+                  workdir: str, evaluate, sources, ood, backbone) -> BestEvaluation:
+  """Restores the best checkpoint (its factors checked) and evaluates it on every split."""
+  state, meta = checkpointer.restore_best(training.abstract_state)
+  ckpt.check_fingerprint(meta, setup.frozen, f'{workdir}/checkpoints/best')
+  validation = evaluate(state.trainables, source=sources['validation'])
+  test = evaluate(state.trainables, source=sources['test'])
   ood_logits = None
   if ood is not None:
     ood_dataset, ood_source = ood
-    ood_logits, _, _ = evaluate(best_state.trainables, source=ood_source,
-                             transform=transforms.make_transform(
-                                 backbone, ood_dataset.input_key, None))
-  results = report.build_results(
-      method=config.method, val_logits=val_logits, val_labels=val_labels,
-      test_logits=test_logits, test_labels=test_labels,
-      backbone_params=setup.backbone_params,
-      trainable_per_member=setup.trainable_per_member,
-      trainable_total=setup.trainable_total, ood_logits=ood_logits,
-      ood_dataset=config.ood.name or None, mode=config.ensemble_mode,
-      test_agreement=test_agreement)
-  results.update(singular_value_change(best_state.trainables))
-  trainables_path = os.path.join(workdir, 'trainables.safetensors')
-  best_trainables = sharding.to_host(best_state.trainables)  # collective: every process
+    ood_logits = evaluate(state.trainables, source=ood_source,
+                          transform=transforms.make_transform(
+                              backbone, ood_dataset.input_key, None)).logits
+  return BestEvaluation(state, meta, validation, test, ood_logits)
+
+
+def save_best_trainables(config, workdir: str, best: BestEvaluation, setup: methods.Setup,
+                         num_members: int) -> str:
+  """Writes the best members' trainables to ``workdir/trainables.safetensors``; its path."""
+  path = os.path.join(workdir, 'trainables.safetensors')
+  trainables = sharding.to_host(best.state.trainables)  # collective: every process
   if jax.process_index() == 0:
-    ckpt.save_trainables(
-        trainables_path, best_trainables,
+    export.save_trainables(
+        path, trainables,
         metadata={'method': config.method, 'backbone': config.model.name,
-                  'model_path': config.model.path, 'num_members': members,
-                  'step': int(best_meta.get('step', 0))},
+                  'model_path': config.model.path, 'num_members': num_members,
+                  'step': int(best.meta.get('step', 0))},
         frozen=setup.frozen)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('trainables written')
-  backbone_bytes = sum(int(np.asarray(x).nbytes)
-                       for x in jax.tree_util.tree_leaves(backbone.params))
-  results['checkpoint'] = {
-      'best_step': int(jax.device_get(best_state.step)),
-      'best_val_accuracy': best_meta.get('best_val_accuracy'),
-      'checkpoint_bytes': _dir_bytes(os.path.join(workdir, 'checkpoints', 'best')),
-      'trainables_file_bytes': os.path.getsize(trainables_path),
-      'backbone_bytes': backbone_bytes,
-  }
-  results['learning_rate'] = learning_rate
-  results['config'] = json.loads(config.to_json_best_effort())
+  _sync('trainables written')
+  return path
+
+
+def _dir_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, f))
+             for root, _, files in os.walk(path) for f in files)
+
+
+def make_report(config, workdir: str, best: BestEvaluation, setup: methods.Setup,
+                training: Training, backbone: models.Backbone,
+                trainables_path: str) -> dict[str, Any]:
+  """The results dict (:func:`report.build_results`); process 0 writes it and prints it."""
+  results = report.build_results(
+      method=config.method, val_logits=best.validation.logits,
+      val_labels=best.validation.labels, test_logits=best.test.logits,
+      test_labels=best.test.labels, backbone_params=setup.backbone_params,
+      trainable_per_member=setup.trainable_per_member,
+      trainable_total=setup.trainable_total, ood_logits=best.ood_logits,
+      ood_dataset=config.ood.name or None, mode=config.ensemble_mode,
+      test_agreement=best.test.agreement,
+      singular_value_change=singular_value_change(setup, best.state.trainables),
+      checkpoint=report.BestCheckpoint(
+          best_step=int(jax.device_get(best.state.step)),
+          best_val_accuracy=best.meta.get('best_val_accuracy'),
+          checkpoint_bytes=_dir_bytes(os.path.join(workdir, 'checkpoints', 'best')),
+          trainables_file_bytes=os.path.getsize(trainables_path),
+          backbone_bytes=sum(int(np.asarray(x).nbytes)
+                             for x in jax.tree_util.tree_leaves(backbone.params))),
+      learning_rate=training.learning_rate,
+      config=json.loads(config.to_json_best_effort()))
   if jax.process_index() == 0:
     report.write_results(workdir, results)
-    report.reliability_diagram(os.path.join(workdir, 'reliability.png'), test_logits,
-                               test_labels, mode=config.ensemble_mode)
+    report.reliability_diagram(os.path.join(workdir, 'reliability.png'), best.test.logits,
+                               best.test.labels, mode=config.ensemble_mode)
     print(report.summary_table(results))
+  return results
+
+
+# --------------------------------------------------------------------------------------------
+# The run.
+# --------------------------------------------------------------------------------------------
+
+
+def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
+  """Trains (``mode='train'``) and/or evaluates; returns the results dict."""
+  # --- Config, mesh and workdir (cheap checks first) ------------------------------------
+  validate_config(config)
+  tfds.disable_progress_bar()
+  mesh, members = make_mesh(config)
+  checkpointer, identity = open_workdir(config, workdir, mode, members)
+
+  # --- Data -----------------------------------------------------------------------------
+  # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
+  with process_zero_first('data prepared'):
+    dataset, sources, ood = load_data(config, workdir)
+
+  # --- Backbone and its input transforms ------------------------------------------------
+  backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
+  train_transform = transforms.make_transform(
+      backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
+  eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
+
+  # --- Method: decompose and initialise members -----------------------------------------
+  init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
+  setup = build_method(config, backbone, init_rng)
+
+  # --- Train state, shardings, jitted steps ---------------------------------------------
+  training = make_training(config, setup, mesh, len(sources['train']), state_rng)
+  evaluate = make_evaluate(setup, backbone, training.state.trainables, training.frozen, mesh,
+                           config.eval_batch_size, sources['validation'], eval_transform)
+
+  # --- Train loop -----------------------------------------------------------------------
+  if mode == 'train':
+    _train(config, workdir, checkpointer, training.state, training.abstract_state,
+           training.frozen, training.train_step,
+           make_validate(config, setup, evaluate, sources['validation']), sources,
+           train_transform, training.total_steps, training.steps_per_epoch,
+           ckpt.factors_fingerprint(setup.frozen), mesh, identity,
+           member_streams=members if setup.per_member_data else 0)
+
+  # --- Evaluate the best checkpoint, save its trainables, report -------------------------
+  best = evaluate_best(checkpointer, training, setup, workdir, evaluate, sources, ood, backbone)
+  trainables_path = save_best_trainables(config, workdir, best, setup, members)
+  results = make_report(config, workdir, best, setup, training, backbone, trainables_path)
   checkpointer.close()
   return results
