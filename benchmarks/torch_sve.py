@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from sve_jax import factorize
+from sve_jax import layout
+from sve_jax import tree
 
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM = 1e-3, 0.05, 1.0
 
@@ -37,13 +38,13 @@ class TorchSVE:
     self.config = backbone.module.config
     self.pooling = backbone.module.pooling
     self.members = members
-    flat = {'/'.join(p): v for p, v in factorize.flatten_paths(backbone.params).items()}
+    flat = {'/'.join(p): v for p, v in tree.flatten_paths(backbone.params).items()}
     self.frozen = {k: _to_torch(v, device) for k, v in flat.items()}
     self.factors = {}
     t0 = time.perf_counter()
     if decompose:
       for path, w in self.frozen.items():
-        if factorize.resolve_role(path, w, backbone.rules) == factorize.DECOMPOSE:
+        if layout.resolve_role(path, w, backbone.rules) == layout.DECOMPOSE:
           u, _, vh = torch.linalg.svd(w, full_matrices=False)
           self.factors[path[:-len('/kernel')]] = (u.contiguous(), vh.contiguous())
     if device != 'cpu':
@@ -51,7 +52,7 @@ class TorchSVE:
     self.decompose_s = time.perf_counter() - t0
     self.trainables = {}
     if trainables is not None:
-      for path, v in factorize.flatten_paths(trainables).items():
+      for path, v in tree.flatten_paths(trainables).items():
         self.trainables['/'.join(path)] = _to_torch(v, device).requires_grad_(True)
 
   def _linear(self, x, name):

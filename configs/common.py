@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   # SVE: each member trains on its own data order (seed + m), as the deep ensemble always
   # does; False = all members see the same batches (the paper).
   c.member_data_order = False
+  # SVE: the backbone's dropout in training, each member its own masks; False = none, as the
+  # authors' code (evaluation is deterministic either way).
+  c.sve_dropout = False
   c.execution = 'auto'        # compose | factored | auto (per-layer cost model)
   c.ensemble_mode = 'probs'   # average probabilities (default) or 'logits'
   c.lora_rank = 8             # lora_ensemble: rank r of every adapter (alpha = r, scale 1)
@@ -71,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.augment = False            # vision: random resized crop + flip
   c.data.download = False           # catalog data sets: let tfds download (needs internet)
   c.data.mock_examples = 0          # catalog data sets: random stand-ins (tests only)
+  c.data.num_workers = 0            # grain processes preparing train batches; 0: in this one
 
   c.ood = ml_collections.ConfigDict()
   c.ood.name = ''                   # '' = no OOD evaluation

@@ -11,7 +11,23 @@ The public API::
   stacked = sve_jax.materialize_members(frozen, trainables)   # (M, ...) params, inference
   frozen_m, trainables_m = sve_jax.materialize_kernels(frozen, trainables)  # kernels once
   sve_jax.count_params(frozen, trainables)
+
+One module per concept: :mod:`sve_jax.layout` (which leaves are decomposed, trained per
+member or frozen, and a kernel's matrix view), :mod:`sve_jax.factorize` (the SVD and its
+inverse), :mod:`sve_jax.ensemble` (the member axis), :mod:`sve_jax.execution` (the factored
+path), :mod:`sve_jax.tree` ('/'-paths and parameter counts), :mod:`sve_jax.methods` (SVE and
+the baselines as training methods).
 """
+# Rules and layouts: which leaves SVE decomposes, trains per member or freezes.
+from sve_jax.layout import Decompose
+from sve_jax.layout import DEFAULT_RULES
+from sve_jax.layout import LayoutError
+# The SVD and its inverse.
+from sve_jax.factorize import compose
+from sve_jax.factorize import decompose
+from sve_jax.factorize import Factored
+from sve_jax.factorize import MemberSlot
+# The member axis: members, their forward, materialised inference, counts.
 from sve_jax.ensemble import count_params
 from sve_jax.ensemble import init_members
 from sve_jax.ensemble import make_sve_apply
@@ -20,18 +36,18 @@ from sve_jax.ensemble import materialize_members
 from sve_jax.ensemble import materialize_pays_off
 from sve_jax.ensemble import member_params
 from sve_jax.ensemble import num_members
+# Execution paths and the ensemble's prediction.
 from sve_jax.execution import prefer_factored
 from sve_jax.eval.metrics import ensemble_probs
-from sve_jax.factorize import compose
-from sve_jax.factorize import decompose
-from sve_jax.factorize import Decompose
-from sve_jax.factorize import DEFAULT_RULES
-from sve_jax.factorize import Factored
-from sve_jax.factorize import LayoutError
-from sve_jax.factorize import MemberSlot
 
 __all__ = [
-    'compose', 'count_params', 'decompose', 'Decompose', 'DEFAULT_RULES', 'ensemble_probs',
-    'Factored', 'init_members', 'LayoutError', 'make_sve_apply', 'materialize_kernels',
-    'materialize_members', 'materialize_pays_off', 'member_params', 'MemberSlot', 'num_members', 'prefer_factored',
+    # Rules and layouts.
+    'Decompose', 'DEFAULT_RULES', 'LayoutError',
+    # The SVD.
+    'compose', 'decompose', 'Factored', 'MemberSlot',
+    # The member axis.
+    'count_params', 'init_members', 'make_sve_apply', 'materialize_kernels',
+    'materialize_members', 'materialize_pays_off', 'member_params', 'num_members',
+    # Execution and prediction.
+    'ensemble_probs', 'prefer_factored',
 ]

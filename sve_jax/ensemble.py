@@ -15,8 +15,13 @@ import numpy as np
 
 from sve_jax import execution as execution_lib
 from sve_jax import factorize
+from sve_jax import tree as tree_lib
 
 PyTree = Any
+#: ``(frozen, t_m) -> params``: member ``m``'s ordinary params for the backbone, from the shared
+#: ``frozen`` tree and its own slice ``t_m`` of the trainables. Every method (SVE's is
+#: :func:`member_params`) describes its members this way.
+MemberParams = Callable[[PyTree, PyTree], PyTree]
 
 
 def init_members(key: jax.Array, frozen: PyTree, s: Mapping, num_members: int,
@@ -56,7 +61,7 @@ def _init_members(key, frozen, s, num_members, noise_std):
   for (keypath, value), start, size in zip(flat, offsets, sizes):
     value = jnp.asarray(value)
     eps = eps_all[:, start:start + size].reshape((num_members,) + value.shape)
-    if factorize.keypath_to_path(keypath) in singular:
+    if tree_lib.keypath_to_path(keypath) in singular:
       leaves.append(jnp.maximum(value * (1. + noise_std * eps), 0.))
     else:
       leaves.append((value.astype(jnp.float32) + noise_std * eps).astype(value.dtype))
@@ -65,7 +70,7 @@ def _init_members(key, frozen, s, num_members, noise_std):
 
 def factored_nodes(frozen: PyTree) -> dict[tuple[str, ...], factorize.Factored]:
   """``{path: Factored}`` of the decomposed kernels in ``frozen``."""
-  return {factorize.keypath_to_path(kp): node for kp, node in
+  return {tree_lib.keypath_to_path(kp): node for kp, node in
           jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
           if isinstance(node, factorize.Factored)}
 
@@ -76,12 +81,47 @@ def factored_paths(frozen: PyTree) -> frozenset[tuple[str, ...]]:
 
 
 def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:
-  """One member's params for the backbone: composed kernels, or factored kernels."""
+  """SVE's :data:`MemberParams`: composed kernels, or factored kernels for interception."""
   if execution == 'compose':
     return factorize.compose(frozen, s_m)
   if execution in ('factored', 'auto'):
     return execution_lib.factored_params(frozen, s_m)
   raise ValueError(f'execution must be one of {execution_lib.EXECUTIONS}, got {execution!r}')
+
+
+def vmap_members(apply_fn: Callable[..., Any], member_params_fn: MemberParams, *,
+                 per_member_args: bool = False, member_axis_name: str | None = None
+                 ) -> Callable[..., Any]:
+  """Runs every member of an ensemble under one ``jax.vmap``: the member axis of a forward.
+
+  Args:
+    apply_fn: the backbone's pure forward ``apply_fn(params, *args, **kwargs)``.
+    member_params_fn: how member ``m``'s params are made (:data:`MemberParams`).
+    per_member_args: every positional ``arg`` carries a leading member axis ``M`` and member
+      ``m`` reads its own slice (e.g. its own training batch); by default all members share
+      the same ``args``.
+    member_axis_name: optional ``jax.vmap`` axis name for the member axis (collectives).
+
+  Returns:
+    ``run(frozen, trainables, *args, rngs=None, **kwargs)`` with a leading member axis ``M``
+    on its outputs. Member ``m`` computes ``apply_fn(member_params_fn(frozen,
+    trainables[m]), *args, **kwargs)``; ``rngs``, flax's ``{name: key}`` (e.g.
+    ``{'dropout': key}``), reaches it as ``{name: jax.random.split(key, M)[m]}``, so every
+    member draws its own randomness (dropout masks). Without ``rngs`` none is passed.
+  """
+
+  def run(frozen, trainables, *args, rngs=None, **kwargs):
+    member_rngs = None if rngs is None else {
+        name: jax.random.split(key, num_members(trainables)) for name, key in rngs.items()}
+
+    def one_member(t_m, member_args, rngs_m):
+      extra = {} if rngs_m is None else {'rngs': rngs_m}
+      return apply_fn(member_params_fn(frozen, t_m), *member_args, **kwargs, **extra)
+
+    return jax.vmap(one_member, in_axes=(0, 0 if per_member_args else None, 0),
+                    axis_name=member_axis_name)(trainables, args, member_rngs)
+
+  return run
 
 
 def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
@@ -106,26 +146,28 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
   Returns:
     ``sve_apply(params, *args, **kwargs)`` with ``params = {'frozen': ..., 'trainables': ...}``,
     returning ``apply_fn``'s outputs with a leading member axis ``M``; members run under one
-    ``jax.vmap`` (no Python loop).
+    ``jax.vmap`` (no Python loop, :func:`vmap_members`). Keyword arguments reach
+    ``apply_fn`` as given (e.g. ``train=True``), except ``rngs={'dropout': key}``, which is
+    split so that every member gets its own key.
   """
   if execution not in execution_lib.EXECUTIONS:
     raise ValueError(f'execution must be one of {execution_lib.EXECUTIONS}, got {execution!r}')
+
+  def apply_member(p, *args, **kwargs):
+    if execution == 'compose':
+      return apply_fn(p, *args, **kwargs)
+    with execution_lib.intercept(execution, training):
+      return apply_fn(p, *args, **kwargs)
+
+  members = vmap_members(apply_member, functools.partial(member_params, execution=execution),
+                         per_member_args=per_member_args, member_axis_name=member_axis_name)
 
   def sve_apply(params, *args, **kwargs):
     frozen, trainables = params['frozen'], params['trainables']
     if not jax.tree_util.tree_leaves(trainables):
       raise ValueError('trainables are empty: the rules selected no leaf to decompose or to '
                        'train per member')
-
-    def one_member(s_m, member_args):
-      p = member_params(frozen, s_m, execution)
-      if execution == 'compose':
-        return apply_fn(p, *member_args, **kwargs)
-      with execution_lib.intercept(execution, training):
-        return apply_fn(p, *member_args, **kwargs)
-
-    return jax.vmap(one_member, in_axes=(0, 0 if per_member_args else None),
-                    axis_name=member_axis_name)(trainables, args)
+    return members(frozen, trainables, *args, **kwargs)
 
   return sve_apply
 
@@ -178,7 +220,7 @@ def materialize_kernels(frozen: PyTree, trainables: PyTree) -> tuple[PyTree, dic
     return node
 
   def compose_kernel(keypath, values):
-    node = kernels.get(factorize.keypath_to_path(keypath))
+    node = kernels.get(tree_lib.keypath_to_path(keypath))
     if node is None:
       return values
     return jax.vmap(lambda s_m: factorize.reconstruct(node, s_m))(values)
@@ -226,11 +268,9 @@ def singular_value_change(frozen: PyTree, s: Mapping, trainables: PyTree) -> flo
     The mean relative change as a Python float (0 when no kernel is decomposed).
   """
   singular = factored_paths(frozen)
-  pretrained = {factorize.keypath_to_path(kp): v
-                for kp, v in jax.tree_util.tree_flatten_with_path(s)[0]}
+  pretrained = tree_lib.flatten_paths(s)
   ratios = []
-  for keypath, members in jax.tree_util.tree_flatten_with_path(trainables)[0]:
-    path = factorize.keypath_to_path(keypath)
+  for path, members in tree_lib.flatten_paths(trainables).items():
     if path in singular:
       s0 = jnp.asarray(pretrained[path], jnp.float32)
       moved = jnp.linalg.norm(jnp.asarray(members, jnp.float32) - s0, axis=-1)
@@ -263,18 +303,9 @@ def count_params(frozen: PyTree, trainables: PyTree) -> dict[str, float]:
     dict with ``backbone``, ``trainable_per_member``, ``trainable_total``, ``overhead``,
     ``num_members`` and ``frozen_factors``.
   """
-  backbone = 0
-  factors = 0
-  for node in jax.tree_util.tree_leaves(frozen, is_leaf=factorize.is_sve_node):
-    if isinstance(node, factorize.Factored):
-      backbone += math.prod(node.layout.shape)
-      factors += node.u.size + node.vh.size
-    elif isinstance(node, factorize.MemberSlot):
-      backbone += math.prod(node.shape)
-    else:
-      backbone += node.size
   m = num_members(trainables)
-  total = sum(int(x.size) for x in jax.tree_util.tree_leaves(trainables))
+  total = tree_lib.num_params(trainables)
+  backbone = tree_lib.num_params(factorize.original_shapes(frozen))
+  factors = tree_lib.num_params(list(factored_nodes(frozen).values()))  # their u and vh
   return dict(backbone=backbone, trainable_per_member=total // m, trainable_total=total,
               overhead=total / backbone, num_members=m, frozen_factors=factors)
-

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from sve_jax import factorize
+from sve_jax import layout as layout_lib
 
 EXECUTIONS = ('compose', 'factored', 'auto')
 
@@ -51,18 +52,17 @@ class FactoredKernel:
   u: jax.Array
   s: jax.Array
   vh: jax.Array
-  layout: factorize.KernelLayout = dataclasses.field(metadata=dict(static=True))
+  layout: layout_lib.KernelLayout = dataclasses.field(metadata=dict(static=True))
 
   def materialize(self) -> jax.Array:
     """The kernel in its original layout and dtype (stack axes already sliced away)."""
-    w = jnp.matmul(self.u * jnp.maximum(self.s, 0.)[..., None, :], self.vh)
     lay = self.layout
-    if w.ndim == 2 and lay.stack_axes:  # nn.scan sliced the stack axes off.
+    if self.u.ndim == 2 and lay.stack_axes:  # nn.scan sliced the stack axes off.
       lay = _unstacked(lay)
-    return factorize.from_matrices(w, lay)
+    return factorize.reconstruct(factorize.Factored(u=self.u, vh=self.vh, layout=lay), self.s)
 
 
-def _unstacked(layout: factorize.KernelLayout) -> factorize.KernelLayout:
+def _unstacked(layout: layout_lib.KernelLayout) -> layout_lib.KernelLayout:
   k = layout.stack_axes
   return dataclasses.replace(
       layout, shape=layout.shape[k:], stack_axes=0,

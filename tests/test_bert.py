@@ -72,20 +72,22 @@ def _mean_pool(hidden, mask):
 
 
 def _apply(loaded, batch):
-  """The module's output (logits or features), jitted."""
-  return np.asarray(jax.jit(lambda p, x: loaded.module.apply({'params': p}, x))(
-      loaded.params, batch))
+  """The output (logits or features) of a loaded ``(module, params)``, jitted."""
+  module, params = loaded
+  return np.asarray(jax.jit(lambda p, x: module.apply({'params': p}, x))(params, batch))
 
 
 def _hidden_and_features(loaded, batch):
-  """Token states ``(B, L, hidden)`` and pooled features, from one compiled program."""
+  """Token states ``(B, L, hidden)`` and pooled features of a loaded ``(module, params)``,
+  from one compiled program."""
+  module, params = loaded
 
   def forward(params, x):
     variables = {'params': params}
-    return (loaded.module.apply(variables, x, method=bert.BertClassifier.hidden_states),
-            loaded.module.apply(variables, x, method=bert.BertClassifier.features))
+    return (module.apply(variables, x, method=bert.BertClassifier.hidden_states),
+            module.apply(variables, x, method=bert.BertClassifier.features))
 
-  return jax.tree.map(np.asarray, jax.jit(forward)(loaded.params, batch))
+  return jax.tree.map(np.asarray, jax.jit(forward)(params, batch))
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,8 +106,8 @@ def minilm(minilm_folder):
 
 
 @pytest.fixture(scope='module')
-def minilm_batch(minilm):
-  return tokenize(minilm.tokenizer, SENTENCES, MAX_LENGTH)
+def minilm_batch(minilm_folder):
+  return tokenize(load_tokenizer(minilm_folder), SENTENCES, MAX_LENGTH)
 
 
 @pytest.fixture(scope='module')
@@ -116,7 +118,8 @@ def minilm_torch_hidden(minilm_folder, minilm_batch):
 
 
 def test_minilm_matches_transformers(minilm, minilm_batch, minilm_torch_hidden):
-  assert minilm.module.pooling == 'mean'  # from the folder's 1_Pooling/config.json
+  module, _ = minilm
+  assert module.pooling == 'mean'  # from the folder's 1_Pooling/config.json
   mask = minilm_batch['attention_mask'].astype(bool)
   assert (~mask).any() and mask.all(axis=1).any()  # padded and full-length rows both occur
   hidden, features = _hidden_and_features(minilm, minilm_batch)
@@ -201,12 +204,12 @@ def test_tiny_bert_matches_transformers(tiny_folders, tiny_batch, tiny_torch_out
 
 
 def test_plain_bert_folder_defaults_to_cls_and_head_starts_at_zero(tiny_folders, tiny_batch):
-  loaded = bert.load_bert(tiny_folders[1]['safetensors'], num_classes=5)
-  assert loaded.module.pooling == 'cls'
-  assert 'pooler' not in loaded.params  # not used by 'cls' pooling, so not loaded
-  assert loaded.params['head']['kernel'].shape == (64, 5)
-  assert not np.any(loaded.params['head']['kernel']) and not np.any(loaded.params['head']['bias'])
-  assert _apply(loaded, tiny_batch).shape == (len(tiny_batch['input_ids']), 5)
+  module, params = bert.load_bert(tiny_folders[1]['safetensors'], num_classes=5)
+  assert module.pooling == 'cls'
+  assert 'pooler' not in params  # not used by 'cls' pooling, so not loaded
+  assert params['head']['kernel'].shape == (64, 5)
+  assert not np.any(params['head']['kernel']) and not np.any(params['head']['bias'])
+  assert _apply((module, params), tiny_batch).shape == (len(tiny_batch['input_ids']), 5)
 
 
 def test_legacy_layernorm_gamma_beta_names_load_the_same(tiny_folders, tmp_path):
@@ -218,14 +221,15 @@ def test_legacy_layernorm_gamma_beta_names_load_the_same(tiny_folders, tmp_path)
             for k, v in state.items()}
   assert any(k.endswith('LayerNorm.gamma') for k in legacy)
   safetensors.numpy.save_file(legacy, tmp_path / 'model.safetensors')
-  expected = bert.load_bert(source).params
-  got = bert.load_bert(tmp_path).params
+  _, expected = bert.load_bert(source)
+  _, got = bert.load_bert(tmp_path)
   jax.tree.map(np.testing.assert_array_equal, got, expected)
 
 
 def test_dropout_only_in_training(tiny_folders, tiny_batch):
   loaded = bert.load_bert(tiny_folders[1]['safetensors'], pooling='mean')
-  variables = {'params': loaded.params}
+  module, params = loaded
+  variables = {'params': params}
 
   @functools.partial(jax.jit, static_argnums=0)
   def train_forward(module, key):
@@ -233,10 +237,10 @@ def test_dropout_only_in_training(tiny_folders, tiny_batch):
 
   evaluated = _apply(loaded, tiny_batch)
   with pytest.raises(Exception, match='dropout'):  # training needs a 'dropout' rng
-    jax.eval_shape(lambda: loaded.module.apply(variables, tiny_batch, train=True))
-  trained = train_forward(loaded.module, jax.random.key(0))
+    jax.eval_shape(lambda: module.apply(variables, tiny_batch, train=True))
+  trained = train_forward(module, jax.random.key(0))
   assert np.abs(np.asarray(trained) - evaluated).max() > 1e-3
-  no_dropout = loaded.module.clone(dropout_rate=0., attention_dropout_rate=0.)
+  no_dropout = module.clone(dropout_rate=0., attention_dropout_rate=0.)
   np.testing.assert_allclose(train_forward(no_dropout, jax.random.key(0)), evaluated,
                              atol=1e-6, rtol=0)
 
@@ -301,7 +305,7 @@ def test_error_missing_tokenizer_file(tiny_copy):
   os.remove(tiny_copy / 'vocab.txt')
   with pytest.raises(WeightsError,
                      match=re.escape(str(tiny_copy)) + r'.*tokenizer\.json or vocab\.txt'):
-    bert.load_bert(tiny_copy)
+    bert.from_config({'path': str(tiny_copy), 'pooling': '', 'max_length': 16}, num_classes=2)
 
 
 def test_error_unsupported_sentence_transformers_pooling(tiny_copy):
@@ -331,8 +335,8 @@ def _leaf_roles(params):
 
 
 def test_sve_identity_at_zero_noise(tiny_folders, tiny_batch):
-  loaded = bert.load_bert(tiny_folders[1]['safetensors'], num_classes=3)
-  params = dict(loaded.params)  # a non-zero head, so logits depend on every member leaf
+  module, params = bert.load_bert(tiny_folders[1]['safetensors'], num_classes=3)
+  params = dict(params)  # a non-zero head, so logits depend on every member leaf
   params['head'] = {'kernel': jax.random.normal(jax.random.key(1), (64, 3)),
                     'bias': jnp.array([0.1, -0.2, 0.3])}
   frozen, s = sve_jax.decompose(params, rules=bert.SVE_RULES)
@@ -340,7 +344,7 @@ def test_sve_identity_at_zero_noise(tiny_folders, tiny_batch):
   expected_decomposed = {f'encoder/layer_{i}/{m}/kernel' for i in range(2)
                          for m in LAYER_MATRICES}
   assert set(sve_jax.factorize.layouts(frozen)) == expected_decomposed
-  members = {'/'.join(p) for p in sve_jax.factorize.flatten_paths(s)} - expected_decomposed
+  members = {'/'.join(p) for p in sve_jax.tree.flatten_paths(s)} - expected_decomposed
   assert members == ({p.replace('/kernel', '/bias') for p in expected_decomposed}
                      | {'head/kernel', 'head/bias'})
 
@@ -354,7 +358,7 @@ def test_sve_identity_at_zero_noise(tiny_folders, tiny_batch):
   per_layer = 4 * (64 * 64 + 64) + 2 * (64 * 128) + 128 + 64 + 2 * 2 * 64
   assert counts['backbone'] == embeddings + 2 * per_layer + head
 
-  apply_fn = lambda p, x: loaded.module.apply({'params': p}, x)
+  apply_fn = lambda p, x: module.apply({'params': p}, x)
   expected = np.asarray(jax.jit(apply_fn)(params, tiny_batch))
   for execution in ('compose', 'factored'):
     sve_apply = jax.jit(sve_jax.make_sve_apply(apply_fn, execution=execution))

@@ -247,8 +247,8 @@ def test_sve_rules_make_a_new_head_per_member():
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
   roles = {}
   for keypath, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
-    path = '/'.join(sve_jax.factorize.keypath_to_path(keypath))
-    roles[path] = sve_jax.factorize.resolve_role(path, leaf, efficientnet_lite.SVE_RULES)
+    path = '/'.join(sve_jax.tree.keypath_to_path(keypath))
+    roles[path] = sve_jax.layout.resolve_role(path, leaf, efficientnet_lite.SVE_RULES)
   assert {p for p, r in roles.items() if r == 'member'} == {'head/kernel', 'head/bias'}
   assert {p for p, r in roles.items() if r == 'decompose'} == {
       p for p in roles if p.endswith(('expand_conv/kernel', 'project_conv/kernel'))

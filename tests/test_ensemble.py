@@ -9,6 +9,7 @@ import pytest
 import sve_jax
 from sve_jax import execution as sve_factored
 from sve_jax import factorize
+from sve_jax import tree
 
 
 def _apply(model):
@@ -204,7 +205,7 @@ def test_materialized_kernels_give_sve_apply_s_output_and_keep_shared_leaves_sha
   frozen_m, trainables_m = jax.jit(sve_jax.materialize_kernels)(frozen, trainables)
   assert not factorize.layouts(frozen_m)  # nothing left to compose per call
   for path, layout in factorize.layouts(frozen).items():
-    kernel = factorize.flatten_paths(trainables_m)[tuple(path.split('/'))]
+    kernel = tree.flatten_paths(trainables_m)[tuple(path.split('/'))]
     assert kernel.shape == (3,) + layout.shape
   # The shared leaves are untouched: no member copies of shared weights.
   shared = [n for n in jax.tree_util.tree_leaves(frozen, is_leaf=factorize.is_sve_node)

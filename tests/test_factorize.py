@@ -7,6 +7,7 @@ import pytest
 
 import sve_jax
 from sve_jax import factorize
+from sve_jax import tree
 
 
 def _rand(shape, seed=0, dtype=np.float32):
@@ -35,7 +36,7 @@ def test_reconstruction_and_singular_values_per_layout(name, path, shape, role, 
   del name
   kernel = _rand(shape)
   params = {}
-  factorize.nested_set(params, tuple(path.split('/')), jnp.asarray(kernel))
+  tree.nested_set(params, tuple(path.split('/')), jnp.asarray(kernel))
   frozen, s = sve_jax.decompose(params, rules=[(r'.*', role)])
   node = frozen
   for key in path.split('/'):
@@ -43,7 +44,7 @@ def test_reconstruction_and_singular_values_per_layout(name, path, shape, role, 
   assert isinstance(node, sve_jax.Factored)
   # Independent value: numpy's SVD of the matrix view written by hand for this layout.
   expected_s = np.linalg.svd(as_matrix(kernel), compute_uv=False)
-  got_s = factorize.flatten_paths(s)[tuple(path.split('/'))]
+  got_s = tree.flatten_paths(s)[tuple(path.split('/'))]
   np.testing.assert_allclose(got_s, expected_s, rtol=1e-5, atol=1e-5)
   rebuilt = sve_jax.compose(frozen, s)
   chex.assert_trees_all_equal_shapes_and_dtypes(rebuilt, params)
@@ -55,7 +56,7 @@ def test_default_rules_roles(tiny):
   frozen, s = sve_jax.decompose(params)
   roles = {}
   for kp, node in jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]:
-    path = '/'.join(factorize.keypath_to_path(kp))
+    path = '/'.join(tree.keypath_to_path(kp))
     roles[path] = type(node).__name__
   assert roles['Conv_0/kernel'] == 'Factored'
   assert roles['MultiHeadDotProductAttention_0/out/kernel'] == 'Factored'

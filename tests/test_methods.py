@@ -4,6 +4,7 @@ Most tests run a tiny linen model with a Conv, a LayerNorm, Flax attention (Dens
 kernels), a Dense, dropout and a zero head; backbone-specific ones use the tiny BERT; two run
 ``train.run`` end to end.
 """
+import dataclasses
 import functools
 import json
 import os
@@ -16,11 +17,13 @@ import numpy as np
 import optax
 import pytest
 
+import sve_jax
 import train
 from sve_jax.train import loop
 from conftest import tiny_train_config
-from sve_jax import factorize
+from sve_jax import layout
 from sve_jax import methods
+from sve_jax import tree
 from sve_jax import models
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
@@ -54,7 +57,7 @@ def _backbone(dropout_rate=0.1):
   module = TinyDropNet(dropout_rate)
   images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
   params = module.init(jax.random.key(1), images)['params']
-  return models.Backbone('tiny', module, params, factorize.DEFAULT_RULES, 'image',
+  return models.Backbone('tiny', module, params, layout.DEFAULT_RULES, 'image',
                          attention_rules=TINY_ATTENTION_RULES, dropout_rate=dropout_rate)
 
 
@@ -108,14 +111,14 @@ def _member(tree, m):
 def test_forward_shapes_and_a_train_step_updates_only_the_trainables(method, tiny, built):
   backbone, images, labels = tiny
   setup = built(method)
-  trained = methods.trained_members_for(method, M)
-  reported = methods.num_members_for(method, M)
+  trained = methods.get(method).trained_members(M)
+  reported = methods.get(method).num_members(M)
   assert reported == (1 if method in ('single_svf', 'single_ft') else M)
   assert setup.name == method
   assert setup.per_member_data == (method == 'deep_ensemble')
-  assert base.tree_size(setup.trainables) == trained * setup.trainable_per_member
+  assert tree.num_params(setup.trainables) == trained * setup.trainable_per_member
   assert {x.shape[0] for x in jax.tree_util.tree_leaves(setup.trainables)} == {trained}
-  assert setup.backbone_params == base.tree_size(backbone.params)
+  assert setup.backbone_params == tree.num_params(backbone.params)
 
   inputs = _train_inputs(setup, images)
   for train_, x, members in ((True, inputs, trained), (False, images, reported)):
@@ -205,7 +208,7 @@ def test_config_dropout_rate_reaches_the_bert_backbone(tiny_bert_folder):
 def test_deep_ensemble_members_share_the_backbone_but_not_the_head(tiny, built):
   backbone, _, _ = tiny
   setup = built('deep_ensemble')
-  assert setup.frozen == {} and setup.trainable_per_member == base.tree_size(backbone.params)
+  assert setup.frozen == {} and setup.trainable_per_member == tree.num_params(backbone.params)
   for m in range(M):
     member = _member(setup.trainables, m)
     jax.tree_util.tree_map(np.testing.assert_array_equal,
@@ -220,26 +223,30 @@ def test_deep_ensemble_members_share_the_backbone_but_not_the_head(tiny, built):
   np.testing.assert_array_equal(fewer.trainables['head']['kernel'], kernels[:2])
 
 
-def test_per_member_batches_differ_and_resume_from_one_position():
+def test_per_member_batches_differ_and_resume_from_one_state():
   source = [{'x': np.float32(i), 'label': np.int32(i % 3)} for i in range(20)]
   config = types.SimpleNamespace(seed=5, batch_size=4, num_epochs=2)
-  stream = list(loop.train_batches(config, source, None, pipeline.Position(), 3))
+  batches = pipeline.iterate(loop.train_batches(config, source, None, 3))
+  stream = [next(batches) for _ in range(7)]
+  state = json.loads(json.dumps(batches.get_state()))  # as a checkpoint's meta holds it
+  stream += list(batches)
   assert len(stream) == 10  # 5 steps per epoch, 2 epochs
-  for batch, _ in stream:
+  for batch in stream:
     assert batch['x'].shape == (3, 4) and batch['label'].shape == (3, 4)
+    np.testing.assert_array_equal(batch['x'], batch['index'])  # each member's own examples
     assert len({tuple(row) for row in batch['index']}) == 3  # every member its own examples
   # Member m's stream is exactly the single stream seeded config.seed + m.
   for m in range(3):
-    single = pipeline.train_batches(source, global_batch_size=4, seed=5 + m, num_epochs=2)
-    for (stacked, position), (alone, alone_position) in zip(stream, single):
-      np.testing.assert_array_equal(stacked['index'][m], alone['index'])
-      assert position == alone_position
-  # One saved position resumes all member streams exactly.
-  resumed = list(loop.train_batches(config, source, None, stream[6][1], 3))
+    single = pipeline.iterate(pipeline.train_dataset(source, global_batch_size=4, seed=5 + m,
+                                                     num_epochs=2))
+    alone = [batch['index'] for batch in single]
+    np.testing.assert_array_equal([batch['index'][m] for batch in stream], alone)
+  # One saved state resumes all member streams exactly, in a rebuilt pipeline.
+  resumed = list(pipeline.iterate(loop.train_batches(config, source, None, 3), state=state))
   assert len(resumed) == 3
-  for (a, pa), (b, pb) in zip(resumed, stream[7:]):
+  for a, b in zip(resumed, stream[7:]):
     np.testing.assert_array_equal(a['index'], b['index'])
-    assert pa == pb
+    np.testing.assert_array_equal(a['example_seed'], b['example_seed'])
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,8 +281,8 @@ def test_lora_adapts_exactly_the_bert_attention_matrices_with_gain_10_xavier_a(
   backbone = models.load_backbone(model, num_classes=2)
   setup = methods.build('lora_ensemble', backbone, _config(num_members=2, lora_rank=8),
                         jax.random.key(0))
-  a = factorize.flatten_paths(setup.trainables['lora_a'])
-  b = factorize.flatten_paths(setup.trainables['lora_b'])
+  a = tree.flatten_paths(setup.trainables['lora_a'])
+  b = tree.flatten_paths(setup.trainables['lora_b'])
   expected = {('encoder', f'layer_{i}', 'attention', name, 'kernel')
               for i in range(2) for name in ('query', 'key', 'value', 'output')}
   assert set(a) == set(b) == expected
@@ -299,7 +306,7 @@ def test_vit_attention_rules_select_qkv_and_proj_only():
                          num_classes=3)
   shapes = jax.eval_shape(vit.ViT(config).init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))['params']
-  kernels, members = base.select(shapes, vit.ATTENTION_RULES)
+  kernels, members = layout.select(shapes, vit.ATTENTION_RULES)
   assert set(kernels) == {(f'blocks_{i}', 'attn', name, 'kernel')
                           for i in range(2) for name in ('qkv', 'proj')}
   assert {'/'.join(p) for p in members} == {
@@ -308,7 +315,6 @@ def test_vit_attention_rules_select_qkv_and_proj_only():
 
 
 def test_lora_on_a_backbone_without_attention_raises(tiny):
-  import dataclasses
   backbone = dataclasses.replace(tiny[0], name='efficientnet_lite0', attention_rules=None)
   with pytest.raises(ValueError, match='no attention'):
     methods.build('lora_ensemble', backbone, _config(), jax.random.key(0))
@@ -354,17 +360,17 @@ def test_batch_ensemble_scales_w_elementwise_by_r_s_transposed(tiny, built):
 
   def params_with(m, kernels):
     params = jax.tree_util.tree_map(lambda x: x, backbone.params)
-    for path, value in {**factorize.flatten_paths(_member(trainables['params'], m)),
+    for path, value in {**tree.flatten_paths(_member(trainables['params'], m)),
                         **kernels}.items():
-      factorize.nested_set(params, path, value)
+      tree.nested_set(params, path, value)
     return params
 
   np.testing.assert_allclose(logits[0], apply(params_with(0, {}), images), rtol=1e-5,
                              atol=1e-6)
   t1 = _member(trainables, 1)
-  r = {k: np.asarray(v) for k, v in factorize.flatten_paths(t1['fast_r']).items()}
-  s = {k: np.asarray(v) for k, v in factorize.flatten_paths(t1['fast_s']).items()}
-  w = {k: np.asarray(v) for k, v in factorize.flatten_paths(backbone.params).items()}
+  r = {k: np.asarray(v) for k, v in tree.flatten_paths(t1['fast_r']).items()}
+  s = {k: np.asarray(v) for k, v in tree.flatten_paths(t1['fast_s']).items()}
+  w = {k: np.asarray(v) for k, v in tree.flatten_paths(backbone.params).items()}
   dense, conv = ('dense', 'kernel'), ('conv', 'kernel')
   assert r[dense].shape == (8,) and s[dense].shape == (16,)
   kernels = {dense: w[dense] * np.outer(r[dense], s[dense]),  # (in, out) ⊙ r sᵀ
@@ -375,6 +381,39 @@ def test_batch_ensemble_scales_w_elementwise_by_r_s_transposed(tiny, built):
     kernels[path] = (w[path].reshape(8, 8) * np.outer(r[path], s[path])).reshape(w[path].shape)
   np.testing.assert_allclose(logits[1], apply(params_with(1, kernels), images), rtol=1e-4,
                              atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# SVE's dropout.
+# --------------------------------------------------------------------------------------------
+
+
+def test_sve_dropout_drops_per_member_in_training_and_leaves_evaluation_alone(tiny):
+  backbone, images, _ = tiny
+  # A non-zero head, so that dropout before it shows in the logits; no noise, so that the
+  # members' params are the same and only their dropout can tell them apart.
+  head = {'kernel': jax.random.normal(jax.random.key(5), (16, C)), 'bias': jnp.zeros(C)}
+  backbone = dataclasses.replace(backbone, params={**backbone.params, 'head': head})
+  plain = methods.build('sve', backbone, _config(noise_std=0.), jax.random.key(2))
+  drop = methods.build('sve', backbone, _config(noise_std=0., sve_dropout=True),
+                       jax.random.key(2))
+  rng = jax.random.key(3)
+
+  def run(setup, train, key=rng):
+    forward = jax.jit(setup.forward, static_argnums=4)
+    return np.asarray(forward(setup.frozen, setup.trainables, images, key, train))
+
+  np.testing.assert_array_equal(run(drop, False), run(plain, False))
+  np.testing.assert_allclose(run(plain, True), run(plain, False), rtol=1e-6, atol=1e-6)
+  logits = run(drop, True)
+  # Member m drops with its own key, jax.random.split(rng, M)[m].
+  keys = jax.random.split(rng, M)
+  for m in range(M):
+    params = sve_jax.compose(drop.frozen, _member(drop.trainables, m))
+    expected = backbone.apply(params, images, train=True, rngs={'dropout': keys[m]})
+    np.testing.assert_allclose(logits[m], expected, rtol=1e-5, atol=1e-6)
+  assert all(not np.allclose(logits[i], logits[j]) for i in range(M) for j in range(i))
+  assert not np.allclose(run(drop, True, jax.random.key(4)), logits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +432,7 @@ def test_train_run_reports_members_and_trainable_counts(method, tiny_bert_folder
   with open(os.path.join(workdir, 'results.json')) as f:
     saved = json.load(f)
   backbone = models.load_backbone(config.model, num_classes=3)
-  full = base.tree_size(backbone.params)
+  full = tree.num_params(backbone.params)
   assert saved['method'] == method and saved['num_members'] == 2
   assert len(saved['members']) == 2
   assert saved['params']['backbone'] == full
@@ -405,13 +444,31 @@ def test_train_run_reports_members_and_trainable_counts(method, tiny_bert_folder
   assert 0. <= results['test']['accuracy'] <= 1.
 
 
-def test_full_finetuning_methods_take_their_own_learning_rate():
+#: What sve_jax/methods/__init__.py documents per method, for config.num_members = M: the M
+#: it reports, the copies it trains, and the config.optim field of its learning rate.
+DOCUMENTED = {
+    'sve': (M, M, 'learning_rate'),
+    'single_svf': (1, 1, 'learning_rate'),
+    'single_ft': (1, 1, 'full_finetune_learning_rate'),
+    'deep_ensemble': (M, M, 'full_finetune_learning_rate'),
+    'mc_dropout': (M, 1, 'full_finetune_learning_rate'),
+    'lora_ensemble': (M, M, 'learning_rate'),
+    'batch_ensemble': (M, M, 'learning_rate'),
+}
+
+
+def test_method_records_hold_the_documented_members_and_learning_rate():
+  assert methods.METHODS == tuple(DOCUMENTED)
   optim = {'learning_rate': 1e-3, 'full_finetune_learning_rate': 5e-5}
-  for method in methods.METHODS:
-    expected = 5e-5 if method in ('single_ft', 'deep_ensemble', 'mc_dropout') else 1e-3
-    assert methods.learning_rate_for(method, optim) == expected, method
+  for name, (reported, trained, rate_field) in DOCUMENTED.items():
+    method = methods.get(name)
+    assert method.name == name
+    assert (method.num_members(M), method.trained_members(M)) == (reported, trained), name
+    assert method.learning_rate(optim) == optim[rate_field], name
   same = {'learning_rate': 1e-3, 'full_finetune_learning_rate': -1}
-  assert methods.learning_rate_for('single_ft', same) == 1e-3
+  assert methods.get('single_ft').learning_rate(same) == 1e-3
+  with pytest.raises(ValueError, match="config.method='nope' is not a known method"):
+    methods.get('nope')
 
 
 @pytest.mark.parametrize('key,value,message', [

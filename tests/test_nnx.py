@@ -6,6 +6,7 @@ import numpy as np
 import optax
 
 import sve_jax
+from sve_jax.methods import sve as sve_method
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
 
@@ -48,7 +49,7 @@ def sve_train_step(params, apply, batch, noise_std):
   frozen, s = sve_jax.decompose(params)
   trainables = sve_jax.init_members(jax.random.key(1), frozen, s, 3, noise_std=noise_std)
   sve_apply = sve_jax.make_sve_apply(apply)
-  step = jax.jit(steps.make_train_step(steps.sve_forward(sve_apply), optax.adam(1e-2)))
+  step = jax.jit(steps.make_train_step(sve_method.make_forward(sve_apply), optax.adam(1e-2)))
   state = train_state.create_train_state(trainables, optax.adam(1e-2), jax.random.key(2))
   member_logits = jax.jit(lambda t: sve_apply({'frozen': frozen, 'trainables': t},
                                                batch['inputs']))

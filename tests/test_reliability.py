@@ -21,6 +21,7 @@ import pytest
 import train
 from sve_jax.train import loop
 from conftest import ROOT, tiny_train_argv, tiny_train_config
+from sve_jax import export
 from sve_jax.train import checkpoint as ckpt
 
 LAUNCHER = os.path.join(ROOT, 'tests', 'launch_train.py')
@@ -87,7 +88,7 @@ def _results(workdir):
 
 
 def _trainables(workdir):
-  trainables, _ = ckpt.load_trainables(os.path.join(workdir, 'trainables.safetensors'))
+  trainables, _ = export.load_trainables(os.path.join(workdir, 'trainables.safetensors'))
   return trainables
 
 

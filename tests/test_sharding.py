@@ -15,7 +15,9 @@ SCRIPT = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     sys.path.insert(0, sys.argv[1] + '/tests')
     import sve_jax
-    from sve_jax.train import sharding, steps, train_state
+    from sve_jax.methods import sve as sve_method
+    from sve_jax.train import sharding, steps
+    from sve_jax.train import state as train_state
     from conftest import TinyNet
 
     model = TinyNet()
@@ -23,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     labels = jnp.arange(16) % 3
     params = model.init(jax.random.key(1), images)['params']
     frozen, s = sve_jax.decompose(params)
-    forward = steps.sve_forward(sve_jax.make_sve_apply(lambda p, x: model.apply({'params': p}, x)))
+    forward = sve_method.make_forward(sve_jax.make_sve_apply(lambda p, x: model.apply({'params': p}, x)))
     # Plain SGD: Adam would amplify f32 round-off in leaves whose exact gradient is 0
     # (attention key biases) into lr-sized steps of random sign.
     optimizer = optax.sgd(0.5)

@@ -13,6 +13,7 @@ import pytest
 
 import train
 from conftest import tiny_train_config
+from sve_jax import export
 from sve_jax.train import checkpoint as ckpt
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
@@ -21,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _trainables(workdir):
-  trainables, _ = ckpt.load_trainables(os.path.join(workdir, 'trainables.safetensors'))
+  trainables, _ = export.load_trainables(os.path.join(workdir, 'trainables.safetensors'))
   return trainables
 
 
@@ -118,7 +119,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
   checkpointer = ckpt.Checkpointer(str(tmp_path), keep=3)
   for step, value in ((1, 1.), (2, 2.)):
     state = _toy_state(value).replace(step=jnp.int32(step))
-    checkpointer.save(state, {'position': {'epoch': 0, 'step': step}})
+    checkpointer.save(state, {ckpt.DATA_ITERATOR: {'num_workers': 0,
+                                                   'state': {'next_index': step}}})
   # Damage every data file of step 2.
   step_dir = os.path.join(str(tmp_path), 'checkpoints', 'latest', '2')
   for root, _, files in os.walk(step_dir):
@@ -127,9 +129,20 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
         f.write(b'\0garbage')
   abstract = jax.eval_shape(lambda: _toy_state(0.))
   restored, meta = checkpointer.restore_latest(abstract)
-  assert int(restored.step) == 1 and meta['position']['step'] == 1
+  assert int(restored.step) == 1
+  assert ckpt.data_iterator_state(meta, 'latest/1', num_workers=0) == {'next_index': 1}
   np.testing.assert_array_equal(restored.trainables['d']['kernel'], 1.)
   assert 'unreadable' in caplog.text
+
+
+def test_data_state_of_another_worker_count_or_pipeline_is_refused_by_name():
+  saved = {ckpt.DATA_ITERATOR: {'num_workers': 2, 'state': {'next_index_in_cycle': 0}}}
+  assert ckpt.data_iterator_state(saved, 'ckpt/4', 2) == {'next_index_in_cycle': 0}
+  with pytest.raises(ckpt.CheckpointError, match='resume with --config.data.num_workers=2'):
+    ckpt.data_iterator_state(saved, 'ckpt/4', 0)
+  with pytest.raises(ckpt.CheckpointError, match='ckpt/4 was written by the input pipeline '
+                     'before grain'):
+    ckpt.data_iterator_state({'position': {'epoch': 0, 'step': 3}}, 'ckpt/4', 0)
 
 
 def test_trainables_file_round_trips_and_rejects_another_backbone(tmp_path, tiny):
@@ -137,14 +150,14 @@ def test_trainables_file_round_trips_and_rejects_another_backbone(tmp_path, tiny
   _, params, _ = tiny
   frozen, s = sve_jax.decompose(params)
   trainables = sve_jax.init_members(jax.random.key(0), frozen, s, 3)
-  path = ckpt.save_trainables(str(tmp_path / 't.safetensors'), trainables, {'M': 3}, frozen)
-  loaded, meta = ckpt.load_trainables(path, frozen)
+  path = export.save_trainables(str(tmp_path / 't.safetensors'), trainables, {'M': 3}, frozen)
+  loaded, meta = export.load_trainables(path, frozen)
   assert meta['M'] == 3
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, jax.device_get(trainables))
   other = jax.tree_util.tree_map(lambda x: x * 2 if hasattr(x, 'shape') else x, params)
   other_frozen, _ = sve_jax.decompose(other)
   with pytest.raises(ckpt.CheckpointError, match='different frozen factors'):
-    ckpt.load_trainables(path, other_frozen)
+    export.load_trainables(path, other_frozen)
 
 
 @pytest.mark.parametrize('key,value,message', [

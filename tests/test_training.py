@@ -5,7 +5,8 @@ import numpy as np
 import optax
 
 import sve_jax
-from sve_jax import factorize
+from sve_jax import tree
+from sve_jax.methods import sve as sve_method
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
 
@@ -14,7 +15,7 @@ def _setup(tiny, num_members=3):
   model, params, images = tiny
   frozen, s = sve_jax.decompose(params)
   trainables = sve_jax.init_members(jax.random.key(0), frozen, s, num_members)
-  forward = steps.sve_forward(
+  forward = sve_method.make_forward(
       sve_jax.make_sve_apply(lambda p, x: model.apply({'params': p}, x)))
   batch = {'inputs': images, 'label': jnp.array([0, 1, 2, 1])}
   return model, frozen, trainables, forward, batch
@@ -43,12 +44,12 @@ def test_only_trainables_change_and_optimizer_state_matches_them(tiny):
   # Frozen U, Vᵀ and shared leaves: bitwise unchanged.
   jax.tree_util.tree_map(np.testing.assert_array_equal, frozen, frozen_before)
   # Every singular-value vector and per-member leaf moved.
-  for path, after in factorize.flatten_paths(state.trainables).items():
-    before = factorize.flatten_paths(trainables_before)[path]
+  for path, after in tree.flatten_paths(state.trainables).items():
+    before = tree.flatten_paths(trainables_before)[path]
     assert not np.allclose(after, before), path
   # Optimiser state: AdamW's two moments of exactly the trainables, plus scalar counts.
   moments = [x for x in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(x) >= 1]
-  assert sum(x.size for x in moments) == 2 * train_state.tree_size(trainables)
+  assert sum(x.size for x in moments) == 2 * tree.num_params(trainables)
 
 
 def test_grads_flow_to_every_member_independently(tiny):

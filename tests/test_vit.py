@@ -18,6 +18,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 
 import sve_jax
 from sve_jax import factorize
+from sve_jax import tree
 from sve_jax.models import vit
 from sve_jax.models.weights_io import WeightsError
 
@@ -272,7 +273,7 @@ def test_sve_rules_select_block_matrices_biases_and_head(sve_dino):
   targets = [f'blocks_{i}/{layer}' for i in range(DEPTH)
              for layer in ('attn/qkv', 'attn/proj', 'mlp/fc1', 'mlp/fc2')]
   assert set(factorize.layouts(frozen)) == {f'{t}/kernel' for t in targets}
-  trained = {'/'.join(p) for p in factorize.flatten_paths(s)}
+  trained = {'/'.join(p) for p in tree.flatten_paths(s)}
   assert trained == ({f'{t}/kernel' for t in targets} | {f'{t}/bias' for t in targets}
                      | {'head/kernel', 'head/bias'})
 

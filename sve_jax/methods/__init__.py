@@ -8,7 +8,8 @@ What each method trains per member (everything else is frozen and shared) and th
 reports (the leading axis of its evaluation logits):
 
 * ``sve`` (M): singular values of the kernels the backbone's SVE rules decompose, the biases
-  of those layers, a head. ``single_svf`` (1): the same with one member.
+  of those layers, a head; dropout in training only with ``config.sve_dropout``.
+  ``single_svf`` (1): the same with one member.
 * ``single_ft`` (1): every backbone param, fresh head, dropout in training.
 * ``deep_ensemble`` (M): M such full models, each with its own head, dropout masks and data
   order (:attr:`Setup.per_member_data`).
@@ -18,71 +19,44 @@ reports (the leading axis of its evaluation logits):
 * ``batch_ensemble`` (M): rank-1 fast weights ``W ⊙ r sᵀ`` on the SVE kernels, the biases of
   those layers, a head.
 
-Each method lives in its own module; all but SVE describe one member's params by
-``member_params(frozen, t_m)`` and run members with :func:`base.vmap_forward`.
+Each method lives in its own module, with its ``build`` and its :class:`Method` record (how
+many members it reports and trains, its learning-rate group); :data:`REGISTRY` lists the
+records. Adding a method means writing its module and adding its record there. Every method
+describes one member's params by ``member_params(frozen, t_m)``
+(:data:`sve_jax.ensemble.MemberParams`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 
-from sve_jax.methods import base
 from sve_jax.methods import batch_ensemble
 from sve_jax.methods import deep_ensemble
 from sve_jax.methods import lora_ensemble
 from sve_jax.methods import mc_dropout
 from sve_jax.methods import single_ft
 from sve_jax.methods import sve
+from sve_jax.methods.base import Method
 from sve_jax.methods.base import Setup
 
-_BUILDERS: dict[str, Callable[..., Setup]] = {
-    'sve': lambda backbone, config, key: sve.build(
-        'sve', backbone, config, key, int(config['num_members'])),
-    'single_svf': lambda backbone, config, key: sve.build(
-        'single_svf', backbone, config, key, 1),
-    'single_ft': single_ft.build,
-    'deep_ensemble': deep_ensemble.build,
-    'mc_dropout': mc_dropout.build,
-    'lora_ensemble': lora_ensemble.build,
-    'batch_ensemble': batch_ensemble.build,
-}
-METHODS = tuple(_BUILDERS)
-
-#: Methods that update every backbone weight, and train at ``full_finetune_learning_rate``.
-FULL_FINETUNE = ('single_ft', 'deep_ensemble', 'mc_dropout')
-#: Methods that train and report one model.
-SINGLE_MODELS = ('single_svf', 'single_ft')
-#: Methods that train one model and sample ``config.num_members`` predictions from it.
-SAMPLED = ('mc_dropout',)
+#: Every method by ``config.method``, in the order reports list them.
+REGISTRY: dict[str, Method] = {method.name: method for method in (
+    sve.METHOD, sve.SINGLE_SVF, single_ft.METHOD, deep_ensemble.METHOD, mc_dropout.METHOD,
+    lora_ensemble.METHOD, batch_ensemble.METHOD)}
+METHODS = tuple(REGISTRY)
 
 
-def num_members_for(method: str, config_members: int) -> int:
-  """M as the method reports it: the leading axis of its evaluation logits.
+def get(method: str) -> Method:
+  """The :class:`Method` record of ``method``.
 
-  Single models report M = 1; MC dropout reports its ``config.num_members`` samples.
+  Raises:
+    ValueError: an unknown method (names the config key and the known ones).
   """
-  return 1 if method in SINGLE_MODELS else int(config_members)
-
-
-def learning_rate_for(method: str, optim: Mapping[str, Any]) -> float:
-  """The peak learning rate ``method`` trains at, from a config's ``optim`` section.
-
-  Full fine-tuning moves every pretrained weight, and the SVE rate (1e-3) makes it diverge
-  (a MiniLM-L6 fine-tune at 1e-3 ends at chance accuracy), so the methods of
-  :data:`FULL_FINETUNE` take ``optim.full_finetune_learning_rate`` (BERT's usual range,
-  2e-5 to 5e-5). Every other method, and full fine-tuning when that field is ``-1``, takes
-  ``optim.learning_rate``.
-  """
-  full = float(optim.get('full_finetune_learning_rate', -1))
-  if method in FULL_FINETUNE and full != -1:
-    return full
-  return float(optim['learning_rate'])
-
-
-def trained_members_for(method: str, config_members: int) -> int:
-  """The leading (member) axis of the method's trainables: the copies it trains."""
-  return 1 if method in SINGLE_MODELS + SAMPLED else int(config_members)
+  if method not in REGISTRY:
+    raise ValueError(f'config.method={method!r} is not a known method; expected one of '
+                     f'{METHODS}')
+  return REGISTRY[method]
 
 
 def build(method: str, backbone, config: Mapping[str, Any], key: jax.Array) -> Setup:
@@ -91,11 +65,7 @@ def build(method: str, backbone, config: Mapping[str, Any], key: jax.Array) -> S
   Raises:
     ValueError: an unknown method, or one the backbone cannot run (names the config key).
   """
-  if method not in _BUILDERS:
-    raise ValueError(f'config.method={method!r} is not a known method; expected one of '
-                     f'{METHODS}')
-  return _BUILDERS[method](backbone, config, key)
+  return get(method).build(backbone, config, key)
 
 
-__all__ = ['build', 'METHODS', 'num_members_for', 'SAMPLED', 'Setup', 'SINGLE_MODELS',
-           'trained_members_for']
+__all__ = ['build', 'get', 'Method', 'METHODS', 'REGISTRY', 'Setup']

@@ -1,12 +1,16 @@
-"""What every method shares: the :class:`Setup`, the vmapped member forward, heads, selection.
+"""What every method shares: its :class:`Method` record, the :class:`Setup`, the forward, heads.
 
-A method is a way of turning one backbone into M members. Apart from SVE (which keeps its own
-:func:`sve_jax.make_sve_apply`), each method only says how member ``m``'s ordinary params are
-made from the shared ``frozen`` tree and its own slice ``t_m`` of the trainables::
+A method is a way of turning one backbone into M members. Each method module defines a
+``build(backbone, config, key) -> Setup`` and one :class:`Method` record with the facts the
+run needs (how many members it reports and trains, its learning-rate group); the registry in
+:mod:`sve_jax.methods` lists the records. Every method describes member ``m``'s ordinary
+params the same way, from the shared ``frozen`` tree and its own slice ``t_m`` of the
+trainables (:data:`sve_jax.ensemble.MemberParams`)::
 
   member_params(frozen, t_m) -> params        # params for backbone.apply
 
-and :func:`vmap_forward` runs all members with one ``jax.vmap``.
+and :func:`vmap_forward` (or, for SVE, :func:`sve_jax.make_sve_apply`) runs all members with
+one ``jax.vmap`` (:func:`sve_jax.ensemble.vmap_members`).
 """
 from __future__ import annotations
 
@@ -18,17 +22,19 @@ import jax
 import jax.numpy as jnp
 
 from sve_jax import ensemble
-from sve_jax import factorize
+from sve_jax import tree as tree_lib
 from sve_jax.train import steps
-from sve_jax.train.state import tree_size
 
 PyTree = Any
-Path = tuple[str, ...]
-MemberParams = Callable[[PyTree, PyTree], PyTree]
+Path = tree_lib.Path
 
 #: Standard deviation of the fresh per-member heads of the baselines (DESIGN.md §1: the
 #: paper's head initialisation, weights ``N(0, 0.01²)``, bias 0).
 HEAD_STD = 0.01
+#: The ``config.optim`` field of the learning rate of methods that update every pretrained
+#: weight; the SVE rate (1e-3) makes them diverge (a MiniLM-L6 fine-tune at 1e-3 ends at
+#: chance accuracy), so they take BERT's usual range, 2e-5 to 5e-5.
+FULL_FINETUNE_LEARNING_RATE = 'full_finetune_learning_rate'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +66,55 @@ class Setup:
   @property
   def trainable_total(self) -> int:
     """Trainable parameters of the whole ensemble (all copies in ``trainables``)."""
-    return tree_size(self.trainables)
+    return tree_lib.num_params(self.trainables)
 
 
 def make_setup(name: str, backbone, frozen: PyTree, trainables: PyTree,
-               forward: steps.Forward, per_member_data: bool = False) -> Setup:
+               forward: steps.Forward, per_member_data: bool = False,
+               pretrained_s: PyTree | None = None) -> Setup:
   """A :class:`Setup` whose counts come from ``backbone.params`` and ``trainables``."""
-  return Setup(name, frozen, trainables, forward, tree_size(backbone.params),
-               tree_size(trainables) // ensemble.num_members(trainables), per_member_data)
+  per_member = tree_lib.num_params(trainables) // ensemble.num_members(trainables)
+  return Setup(name, frozen, trainables, forward, tree_lib.num_params(backbone.params),
+               per_member, per_member_data, pretrained_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method's facts, as the run uses them, next to its builder.
+
+  Attributes:
+    name: the method's ``config.method``.
+    build: ``(backbone, config, key) -> Setup``, with ``config`` the run's top-level config.
+    reports_ensemble: whether it reports ``config.num_members`` members (the leading axis of
+      its evaluation logits); otherwise one model (M = 1).
+    trains_ensemble: whether it trains ``config.num_members`` copies (the member axis of its
+      trainables); otherwise one (MC dropout samples its members from one model).
+    learning_rate_key: the ``config.optim`` field of its peak learning rate:
+      ``'learning_rate'``, or :data:`FULL_FINETUNE_LEARNING_RATE` for methods that update
+      every pretrained weight.
+  """
+  name: str
+  build: Callable[[Any, Mapping[str, Any], jax.Array], Setup]
+  reports_ensemble: bool = True
+  trains_ensemble: bool = True
+  learning_rate_key: str = 'learning_rate'
+
+  def num_members(self, config_members: int) -> int:
+    """M as the method reports it: the leading axis of its evaluation logits."""
+    return int(config_members) if self.reports_ensemble else 1
+
+  def trained_members(self, config_members: int) -> int:
+    """The leading (member) axis of the method's trainables: the copies it trains."""
+    return int(config_members) if self.trains_ensemble else 1
+
+  def learning_rate(self, optim: Mapping[str, Any]) -> float:
+    """The peak learning rate from a config's ``optim`` section.
+
+    ``optim[learning_rate_key]``; where that field is absent or ``-1``,
+    ``optim.learning_rate``.
+    """
+    rate = float(optim.get(self.learning_rate_key, -1))
+    return rate if rate != -1 else float(optim['learning_rate'])
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,9 +122,9 @@ def make_setup(name: str, backbone, frozen: PyTree, trainables: PyTree,
 # --------------------------------------------------------------------------------------------
 
 
-def vmap_forward(apply_fn: Callable[..., jax.Array], member_params: MemberParams, *,
+def vmap_forward(apply_fn: Callable[..., jax.Array], member_params: ensemble.MemberParams, *,
                  per_member_data: bool = False) -> steps.Forward:
-  """Runs every member under one ``jax.vmap``.
+  """Runs every member under one ``jax.vmap`` (:func:`sve_jax.ensemble.vmap_members`).
 
   Member ``m`` computes ``apply_fn(member_params(frozen, trainables[m]), inputs_m,
   train=train, rngs={'dropout': rng_m})`` with ``rng_m = jax.random.split(rng, M)[m]`` (its
@@ -93,15 +140,12 @@ def vmap_forward(apply_fn: Callable[..., jax.Array], member_params: MemberParams
   Returns:
     ``forward(frozen, trainables, inputs, rng, train) -> (M, B, C)``.
   """
+  shared = ensemble.vmap_members(apply_fn, member_params)
+  own = ensemble.vmap_members(apply_fn, member_params, per_member_args=True)
 
   def forward(frozen, trainables, inputs, rng, train):
-    rngs = jax.random.split(rng, ensemble.num_members(trainables))
-
-    def one_member(t_m, x, r):
-      return apply_fn(member_params(frozen, t_m), x, train=train, rngs={'dropout': r})
-
-    inputs_axis = 0 if per_member_data and train else None
-    return jax.vmap(one_member, in_axes=(0, inputs_axis, 0))(trainables, inputs, rngs)
+    members = own if per_member_data and train else shared
+    return members(frozen, trainables, inputs, train=train, rngs={'dropout': rng})
 
   return forward
 
@@ -149,7 +193,7 @@ def init_heads(key: jax.Array, head: PyTree, num_members: int,
   leaves = []
   for i, (keypath, leaf) in enumerate(flat):
     shape, dtype = jnp.shape(leaf), jnp.asarray(leaf).dtype
-    if factorize.keypath_to_path(keypath)[-1] == 'kernel':
+    if tree_lib.keypath_to_path(keypath)[-1] == 'kernel':
       draw = lambda k, i=i, shape=shape, dtype=dtype: std * jax.random.normal(
           jax.random.fold_in(k, i), shape, dtype)
       leaves.append(jax.vmap(draw)(keys))
@@ -164,62 +208,3 @@ def head_of(params: Mapping[str, Any], method: str) -> PyTree:
     raise ValueError(f'{method}: the backbone params have no top-level "head" to train per '
                      f'member (top-level keys: {sorted(params)})')
   return params['head']
-
-
-def replace_leaves(params: PyTree, values: Mapping[Path, Any]) -> PyTree:
-  """``params`` with the leaf at each path of ``values`` replaced by its value.
-
-  Raises:
-    KeyError: a path of ``values`` is not a leaf of ``params``.
-  """
-  known = set(factorize.flatten_paths(params))
-  unknown = sorted('/'.join(p) for p in set(values) - known)
-  if unknown:
-    raise KeyError(f'no such params leaves: {unknown[:5]}')
-  return jax.tree_util.tree_map_with_path(
-      lambda kp, leaf: values.get(factorize.keypath_to_path(kp), leaf), params)
-
-
-def nest(values: Mapping[Path, Any]) -> dict:
-  """``{path: value}`` as a nested dict keyed by the path components."""
-  tree: dict = {}
-  for path, value in values.items():
-    factorize.nested_set(tree, path, value)
-  return tree
-
-
-def select(params: PyTree, rules: factorize.Rules
-           ) -> tuple[dict[Path, factorize.KernelLayout], list[Path]]:
-  """The leaves ``rules`` mark ``'decompose'`` (with their layouts) and ``'member'``.
-
-  Args:
-    params: the backbone params.
-    rules: SVE rules (see :func:`sve_jax.decompose`); a :class:`sve_jax.Decompose` role gives
-      the kernel's layout explicitly, ``'decompose'`` takes the default layout.
-
-  Returns:
-    ``({path: KernelLayout}, [member paths])``, in params order.
-
-  Raises:
-    LayoutError: a selected kernel does not fit its layout.
-  """
-  kernels, members = {}, []
-  for path, leaf in factorize.flatten_paths(params).items():
-    path_str = '/'.join(path)
-    role = factorize.resolve_role(path_str, leaf, rules)
-    if role == factorize.MEMBER:
-      members.append(path)
-    elif role != factorize.FROZEN:
-      spec = role if isinstance(role, factorize.Decompose) else factorize.Decompose()
-      kernels[path] = factorize.make_layout(path_str, leaf, spec)
-  return kernels, members
-
-
-def map_matrices(kernel: jax.Array, layout: factorize.KernelLayout,
-                 fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  """``fn`` applied to the kernel's ``(*stack, d_in, d_out)`` float32 matrix view.
-
-  The result goes back to the kernel's layout and dtype (conv and DenseGeneral kernels
-  included), via :func:`sve_jax.factorize.as_matrices` / ``from_matrices``.
-  """
-  return factorize.from_matrices(fn(factorize.as_matrices(kernel, layout)), layout)

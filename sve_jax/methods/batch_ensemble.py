@@ -23,11 +23,12 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from sve_jax import factorize
+from sve_jax import layout as layout_lib
+from sve_jax import tree as tree_lib
 from sve_jax.methods import base
 
 
-def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, factorize.KernelLayout],
+def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
                       num_members: int, noise_std: float) -> tuple[dict, dict]:
   """Per-member ``r ~ N(1, noise_std²)`` and ``s ~ N(1, noise_std²)`` of every kernel.
 
@@ -63,27 +64,30 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     ValueError: the SVE rules select no kernel.
   """
   num_members = int(config['num_members'])
-  kernels, member_paths = base.select(backbone.params, backbone.rules)
+  kernels, member_paths = layout_lib.select(backbone.params, backbone.rules)
   if not kernels:
     raise ValueError(f'batch_ensemble: the {backbone.name} SVE rules select no kernel')
   fast_key, head_key = jax.random.split(key)
   noise_std = float(config['noise_std'])
   r, s = jax.jit(lambda k: init_fast_weights(k, kernels, num_members, noise_std))(fast_key)
-  weights = factorize.flatten_paths(backbone.params)
-  per_member = base.stack_members(base.nest({p: weights[p] for p in member_paths}),
+  weights = tree_lib.flatten_paths(backbone.params)
+  per_member = base.stack_members(tree_lib.nest({p: weights[p] for p in member_paths}),
                                   num_members)
   per_member['head'] = base.init_heads(
       head_key, base.head_of(backbone.params, 'batch_ensemble'), num_members)
-  trainables = {'fast_r': base.nest(r), 'fast_s': base.nest(s), 'params': per_member}
+  trainables = {'fast_r': tree_lib.nest(r), 'fast_s': tree_lib.nest(s), 'params': per_member}
 
   def member_params(frozen, t_m):
-    weights = factorize.flatten_paths(frozen)
-    r_m = factorize.flatten_paths(t_m['fast_r'])
-    s_m = factorize.flatten_paths(t_m['fast_s'])
-    scaled = {p: base.map_matrices(weights[p], layout,
+    weights = tree_lib.flatten_paths(frozen)
+    r_m = tree_lib.flatten_paths(t_m['fast_r'])
+    s_m = tree_lib.flatten_paths(t_m['fast_s'])
+    scaled = {p: layout_lib.map_matrices(weights[p], layout,
                                    lambda w, p=p: scale_matrix(w, r_m[p], s_m[p]))
               for p, layout in kernels.items()}
-    return base.replace_leaves(frozen, {**factorize.flatten_paths(t_m['params']), **scaled})
+    return tree_lib.replace_leaves(frozen, {**tree_lib.flatten_paths(t_m['params']), **scaled})
 
   forward = base.vmap_forward(backbone.apply, member_params)
   return base.make_setup('batch_ensemble', backbone, backbone.params, trainables, forward)
+
+
+METHOD = base.Method('batch_ensemble', build)

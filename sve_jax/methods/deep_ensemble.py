@@ -19,3 +19,7 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
   """``config.num_members`` full copies of the backbone."""
   return single_ft.full_copies('deep_ensemble', backbone, key, int(config['num_members']),
                                per_member_data=True)
+
+
+METHOD = base.Method('deep_ensemble', build,
+                     learning_rate_key=base.FULL_FINETUNE_LEARNING_RATE)

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from sve_jax import factorize
+from sve_jax import layout as layout_lib
+from sve_jax import tree as tree_lib
 from sve_jax.methods import base
 
 #: Gain of the Xavier-uniform initialisation of ``A`` (the LoRA-Ensemble reference).
@@ -38,7 +39,7 @@ def xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN)
   return init(key, shape, jnp.float32)
 
 
-def init_adapters(key: jax.Array, kernels: Mapping[base.Path, factorize.KernelLayout],
+def init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
                   num_members: int, rank: int) -> tuple[dict, dict]:
   """Per-member ``A`` (Xavier-uniform, gain 10) and ``B`` (zeros) of every kernel.
 
@@ -71,25 +72,28 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
   num_members, rank = int(config['num_members']), int(config['lora_rank'])
   if rank < 1:
     raise ValueError(f'config.lora_rank={rank} must be >= 1')
-  kernels, _ = base.select(backbone.params, backbone.attention_rules)
+  kernels, _ = layout_lib.select(backbone.params, backbone.attention_rules)
   if not kernels:
     raise ValueError(f'lora_ensemble: the {backbone.name} attention rules select no kernel')
   adapter_key, head_key = jax.random.split(key)
   a, b = jax.jit(lambda k: init_adapters(k, kernels, num_members, rank))(adapter_key)
   heads = base.init_heads(head_key, base.head_of(backbone.params, 'lora_ensemble'),
                           num_members)
-  trainables = {'lora_a': base.nest(a), 'lora_b': base.nest(b), 'head': heads}
+  trainables = {'lora_a': tree_lib.nest(a), 'lora_b': tree_lib.nest(b), 'head': heads}
   scale = 1.  # alpha / rank with alpha = rank
 
   def member_params(frozen, t_m):
-    weights = factorize.flatten_paths(frozen)
-    a_m = factorize.flatten_paths(t_m['lora_a'])
-    b_m = factorize.flatten_paths(t_m['lora_b'])
-    adapted = {p: base.map_matrices(weights[p], layout,
+    weights = tree_lib.flatten_paths(frozen)
+    a_m = tree_lib.flatten_paths(t_m['lora_a'])
+    b_m = tree_lib.flatten_paths(t_m['lora_b'])
+    adapted = {p: layout_lib.map_matrices(weights[p], layout,
                                     lambda w, p=p: w + scale * (a_m[p] @ b_m[p]))
                for p, layout in kernels.items()}
-    heads = {('head',) + p: v for p, v in factorize.flatten_paths(t_m['head']).items()}
-    return base.replace_leaves(frozen, {**adapted, **heads})
+    heads = {('head',) + p: v for p, v in tree_lib.flatten_paths(t_m['head']).items()}
+    return tree_lib.replace_leaves(frozen, {**adapted, **heads})
 
   forward = base.vmap_forward(backbone.apply, member_params)
   return base.make_setup('lora_ensemble', backbone, backbone.params, trainables, forward)
+
+
+METHOD = base.Method('lora_ensemble', build)

@@ -37,3 +37,7 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     return jax.vmap(sample)(jax.random.split(rng, num_samples))
 
   return base.make_setup('mc_dropout', backbone, setup.frozen, setup.trainables, forward)
+
+
+METHOD = base.Method('mc_dropout', build, trains_ensemble=False,
+                     learning_rate_key=base.FULL_FINETUNE_LEARNING_RATE)

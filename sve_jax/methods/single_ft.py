@@ -41,3 +41,7 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
   """One fully fine-tuned model."""
   del config
   return full_copies('single_ft', backbone, key, 1)
+
+
+METHOD = base.Method('single_ft', build, reports_ensemble=False, trains_ensemble=False,
+                     learning_rate_key=base.FULL_FINETUNE_LEARNING_RATE)

@@ -1,44 +1,105 @@
-"""SVE and its single-model variant (``single_svf``: singular-value fine-tuning, M = 1).
+"""SVE as a training method (``sve``), and its single model (``single_svf``, M = 1).
 
-Member ``m`` is ``W_m = U diag(s_m) Vᵀ`` on every kernel the backbone's SVE rules decompose,
-plus its own biases and head (DESIGN.md §1). Its forward is
-:func:`sve_jax.make_sve_apply`, so ``config.execution`` (compose / factored / auto) applies.
+What member ``m`` trains (DESIGN.md §1): on every kernel the backbone's SVE rules decompose,
+``W_m = U diag(max(s_m, 0)) Vᵀ`` with its own singular values ``s_m`` (all
+``r = min(d_in, d_out)`` of them); and its own copy of every leaf the rules mark ``'member'``
+(the biases of those layers, the head). U, Vᵀ and every other leaf are frozen and shared.
+``single_svf`` is the same with one member: singular-value fine-tuning.
+
+Initialisation (:func:`sve_jax.init_members`): ``s_m = max(s ⊙ (1 + ε_m), 0)`` with
+``ε_m ~ N(0, config.noise_std²)``, per-member leaves ``b + noise_std · N(0, 1)``.
+
+Forward: :func:`sve_jax.make_sve_apply` runs the members under one ``jax.vmap``, so
+``config.execution`` (compose / factored / auto) applies; :func:`make_forward` adapts it to the
+train step's ``forward(frozen, trainables, inputs, rng, train)``.
+
+Dropout is a choice: with ``config.sve_dropout=False`` (the default, as the authors' code,
+which has none on DINO ViT) the backbone runs deterministically in training too, and the
+members differ by their initial noise and what they learn from it. With ``True`` training runs
+the backbone's dropout (``backbone.apply(..., train=True)``), every member with its own key
+(``jax.random.split(rng, M)[m]``, as the baselines' members); evaluation is deterministic
+either way.
+
+Optional config fields (absent = the paper's defaults):
+  head_init_std: ``>= 0`` draws each member's head afresh, kernel ``N(0, head_init_std²)``
+    and bias 0 (:func:`base.init_heads`), apart from the singular values' ``noise_std``;
+    ``-1`` keeps the head tied to ``noise_std``.
+  member_data_order: member ``m`` trains on its own batch stream
+    (:attr:`base.Setup.per_member_data`).
+  sve_dropout: see above.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 
-import sve_jax
-from sve_jax.train import steps
+from sve_jax import ensemble
+from sve_jax import factorize
 from sve_jax.methods import base
+from sve_jax.train import steps
 
 
-def build(name: str, backbone, config: Mapping[str, Any], key: jax.Array,
-          num_members: int) -> base.Setup:
-  """SVE with ``num_members`` members, initialised with ``config.noise_std``.
+def make_forward(sve_apply: Callable[..., jax.Array],
+                 train_apply: Callable[..., jax.Array] | None = None, *,
+                 dropout: bool = False) -> steps.Forward:
+  """Adapts ``sve_apply(params, inputs, **kwargs)`` to the train step's forward signature.
 
-  Optional config fields (absent = the paper's defaults):
-    head_init_std: ``>= 0`` draws each member's head afresh, kernel ``N(0, head_init_std²)``
-      and bias 0 (:func:`base.init_heads`), apart from the singular values' ``noise_std``;
-      ``-1`` keeps the head tied to ``noise_std`` (:func:`sve_jax.init_members`).
-    member_data_order: member ``m`` trains on its own batch stream
-      (:attr:`base.Setup.per_member_data`).
+  Args:
+    sve_apply: from :func:`sve_jax.make_sve_apply`.
+    train_apply: replaces ``sve_apply`` in training (``train=True``): e.g. one made with
+      ``per_member_args=True`` for member-stacked ``(M, B, ...)`` batches.
+    dropout: in training, call the apply with ``train=True, rngs={'dropout': rng}`` (the
+      signature of :meth:`sve_jax.models.Backbone.apply`; every member gets its own key).
+      Otherwise, and always in evaluation, it is called with the inputs alone.
+
+  Returns:
+    ``forward(frozen, trainables, inputs, rng, train) -> (M, B, C)``.
   """
-  frozen, s = sve_jax.decompose(backbone.params, rules=backbone.rules)
-  trainables = sve_jax.init_members(key, frozen, s, num_members, config['noise_std'])
+
+  def forward(frozen, trainables, inputs, rng, train):
+    params = {'frozen': frozen, 'trainables': trainables}
+    if not train:
+      return sve_apply(params, inputs)
+    apply = sve_apply if train_apply is None else train_apply
+    if dropout:
+      return apply(params, inputs, train=True, rngs={'dropout': rng})
+    return apply(params, inputs)
+
+  return forward
+
+
+def _build(name: str, backbone, config: Mapping[str, Any], key: jax.Array,
+           num_members: int) -> base.Setup:
+  """SVE with ``num_members`` members (see the module docstring for ``config``'s fields)."""
+  frozen, s = factorize.decompose(backbone.params, rules=backbone.rules)
+  trainables = ensemble.init_members(key, frozen, s, num_members, config['noise_std'])
   head_init_std = float(config.get('head_init_std', -1.))
   if head_init_std >= 0:
     heads = base.init_heads(jax.random.fold_in(key, 1), base.head_of(backbone.params, name),
                             num_members, head_init_std)
     trainables = {**trainables, 'head': heads}
   per_member_data = bool(config.get('member_data_order', False))
-  sve_apply = sve_jax.make_sve_apply(backbone.apply, execution=config['execution'])
+  sve_apply = ensemble.make_sve_apply(backbone.apply, execution=config['execution'])
   # Training differentiates the forward: 'auto' then costs the backward pass as well.
-  train_apply = sve_jax.make_sve_apply(backbone.apply, execution=config['execution'],
-                                       per_member_args=per_member_data, training=True)
-  counts = sve_jax.count_params(frozen, trainables)
-  return base.Setup(name, frozen, trainables, steps.sve_forward(sve_apply, train_apply),
-                    counts['backbone'], counts['trainable_per_member'],
-                    per_member_data=per_member_data, pretrained_s=s)
+  train_apply = ensemble.make_sve_apply(backbone.apply, execution=config['execution'],
+                                        per_member_args=per_member_data, training=True)
+  forward = make_forward(sve_apply, train_apply,
+                         dropout=bool(config.get('sve_dropout', False)))
+  return base.make_setup(name, backbone, frozen, trainables, forward, per_member_data,
+                         pretrained_s=s)
+
+
+def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+  """SVE with ``config.num_members`` members."""
+  return _build('sve', backbone, config, key, int(config['num_members']))
+
+
+def build_single_svf(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+  """Singular-value fine-tuning: SVE with one member."""
+  return _build('single_svf', backbone, config, key, 1)
+
+
+METHOD = base.Method('sve', build)
+SINGLE_SVF = base.Method('single_svf', build_single_svf, reports_ensemble=False,
+                         trains_ensemble=False)

@@ -1,9 +1,12 @@
-"""Checkpoints with orbax: latest-N for resuming, best-by-validation, and the trainables file.
+"""Checkpoints with orbax: latest-N for resuming and best-by-validation.
+
+(The portable file of the trainables alone is :mod:`sve_jax.export`.)
 
 A checkpoint holds the :class:`~sve_jax.train.state.TrainState` (trainables, optimiser state,
-step, rng) and a JSON ``meta`` item (data position, best validation accuracy, a fingerprint of
-the frozen factors). The frozen U, Vᵀ are never written at each save: they are recomputed
-from the backbone at start-up, and the fingerprint checks that they are the same ones.
+step, rng) and a JSON ``meta`` item (the grain data iterator's state, best validation accuracy,
+a fingerprint of the frozen factors). The frozen U, Vᵀ are never written at each save: they
+are recomputed from the backbone at start-up, and the fingerprint checks that they are the
+same ones.
 
 Layout under ``<workdir>/checkpoints``: ``latest/<step>`` (the last ``keep`` saves) and
 ``best/<step>`` (the one with the best validation accuracy).
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import time
@@ -27,8 +29,6 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
-
-from sve_jax import factorize
 
 PyTree = Any
 
@@ -241,6 +241,40 @@ def check_identity(meta: Mapping[str, Any], identity: Mapping[str, Any], where: 
         'or rerun with the config that wrote it.')
 
 
+#: ``meta`` key of the training data iterator's state (:func:`data_iterator_meta`).
+DATA_ITERATOR = 'data_iterator'
+
+
+def data_iterator_meta(iterator, num_workers: int) -> dict[str, Any]:
+  """``meta[DATA_ITERATOR]``: a grain iterator's ``get_state()`` and its worker count."""
+  return {'num_workers': num_workers, 'state': iterator.get_state()}
+
+
+def data_iterator_state(meta: Mapping[str, Any], where: str, num_workers: int) -> dict[str, Any]:
+  """The training data iterator's state saved in a checkpoint's ``meta``, for ``set_state``.
+
+  Raises:
+    CheckpointError: the state was saved with another ``config.data.num_workers`` (grain's
+      state has one form per worker count); or the checkpoint comes from the input pipeline
+      before grain (it saved a ``position`` in another data order, which grain's shuffle
+      does not reproduce); or it holds no data state at all.
+  """
+  if DATA_ITERATOR in meta:
+    saved = meta[DATA_ITERATOR]
+    if saved['num_workers'] != num_workers:
+      raise CheckpointError(
+          f'{where} saved its data iterator with config.data.num_workers='
+          f'{saved["num_workers"]}, this run has {num_workers}: resume with '
+          f'--config.data.num_workers={saved["num_workers"]}.')
+    return dict(saved['state'])
+  if 'position' in meta:
+    raise CheckpointError(
+        f'{where} was written by the input pipeline before grain (meta holds a data '
+        f'position {dict(meta["position"])}); its data order cannot be continued exactly. '
+        'Start again in a fresh --workdir, or finish this run with the version that began it.')
+  raise CheckpointError(f'{where} holds no data iterator state (meta keys {sorted(meta)}).')
+
+
 def check_fingerprint(meta: Mapping[str, Any], frozen: PyTree, where: str) -> None:
   """Raises if a checkpoint was made with different frozen factors (another backbone)."""
   saved = meta.get('factors_fingerprint')
@@ -249,61 +283,3 @@ def check_fingerprint(meta: Mapping[str, Any], frozen: PyTree, where: str) -> No
     raise CheckpointError(
         f'{where} was trained on different frozen factors (fingerprint {saved:.6g} vs '
         f'{now:.6g} now): another backbone checkpoint, rules or dtype?')
-
-
-# ---------------------------------------------------------------------------------------------
-# The "<1%" file: only the SVE trainables, portable.
-# ---------------------------------------------------------------------------------------------
-
-
-def save_trainables(path: str, trainables: PyTree, metadata: Mapping[str, Any] | None = None,
-                    frozen: PyTree | None = None) -> str:
-  """Writes the trainables alone to a ``.safetensors`` file.
-
-  Together with the backbone checkpoint (and the same rules), this file turns the backbone
-  into the ensemble: ``decompose`` the backbone, then ``load_trainables``.
-
-  Args:
-    path: destination, ``.safetensors``.
-    trainables: the per-member tree.
-    metadata: JSON-serialisable facts to store (backbone name, rules, M, ...).
-    frozen: if given, its fingerprint is stored and checked by :func:`load_trainables`.
-  """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  flat = {'/'.join(p): np.asarray(jax.device_get(v))
-          for p, v in factorize.flatten_paths(trainables).items()}
-  meta = dict(metadata or {})
-  if frozen is not None:
-    meta['factors_fingerprint'] = factors_fingerprint(frozen)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  save_file(flat, path, metadata={'sve_jax': json.dumps(meta)})
-  return path
-
-
-def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict]:
-  """Reads a file written by :func:`save_trainables`: ``(trainables, metadata)``.
-
-  Raises:
-    CheckpointError: unreadable file, or (with ``frozen``) trainables that do not fit it.
-  """
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  try:
-    with safe_open(path, framework='numpy') as f:
-      meta = json.loads((f.metadata() or {}).get('sve_jax', '{}'))
-      flat = {k: f.get_tensor(k) for k in f.keys()}
-  except Exception as e:
-    raise CheckpointError(f'cannot read trainables file {path}: {type(e).__name__}: {e}') from e
-  trainables: dict = {}
-  for key, value in flat.items():
-    factorize.nested_set(trainables, tuple(key.split("/")), value)
-  if frozen is not None:
-    check_fingerprint(meta, frozen, path)
-    expected = factorize.member_shapes(frozen)
-    got = {'/'.join(p): tuple(v.shape[1:])
-           for p, v in factorize.flatten_paths(trainables).items()}
-    if expected != got:
-      bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
-      raise CheckpointError(
-          f'{path}: trainables do not fit this backbone at {bad[:5]}: expected per-member '
-          f'shapes {[expected.get(k) for k in bad[:5]]}, file has {[got.get(k) for k in bad[:5]]}')
-  return trainables, meta

@@ -95,8 +95,3 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
   parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
   parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
   return optax.chain(*parts)
-
-
-def tree_size(tree: PyTree) -> int:
-  """Number of array entries in a pytree."""
-  return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))

@@ -1,8 +1,9 @@
 """Pure train and eval steps over the member axis; the caller jits them with shardings.
 
 A *forward* is any ``forward(frozen, trainables, inputs, rng, train) -> member_logits`` with
-``member_logits: (M, B, C)``. SVE's is :func:`sve_forward`; baselines supply their own and
-share everything else (loss, step, checkpoints, report).
+``member_logits: (M, B, C)``; ``rng`` feeds stochastic layers (dropout) and ``train`` says
+whether the step trains. Every method supplies its own (:mod:`sve_jax.methods`) and shares
+everything else (loss, step, checkpoints, report).
 """
 from __future__ import annotations
 
@@ -16,22 +17,6 @@ from sve_jax.train.state import TrainState
 
 PyTree = Any
 Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
-
-
-def sve_forward(sve_apply: Callable[..., jax.Array],
-                train_apply: Callable[..., jax.Array] | None = None) -> Forward:
-  """Adapts ``sve_apply(params, inputs)`` to the forward signature (no stochastic layers).
-
-  ``train_apply``, when given, replaces ``sve_apply`` in training (``train=True``): e.g. an
-  ``sve_apply`` made with ``per_member_args=True`` for member-stacked ``(M, B, ...)`` batches.
-  """
-
-  def forward(frozen, trainables, inputs, rng, train):
-    del rng
-    apply = train_apply if train and train_apply is not None else sve_apply
-    return apply({'frozen': frozen, 'trainables': trainables}, inputs)
-
-  return forward
 
 
 def member_cross_entropy(member_logits: jax.Array, labels: jax.Array,
