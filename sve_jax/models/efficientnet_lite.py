@@ -48,7 +48,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -56,6 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from sve_jax.models.backbone import Backbone
+from sve_jax.models.backbone import dropout_override
+from sve_jax.models.backbone import HEAD_INIT
+from sve_jax.models.backbone import HEAD_RULE
+from sve_jax.models.backbone import square_image_size
 from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict, take
 
 #: Pixel statistics on the 0–255 scale (TF EfficientNet-Lite builder ``MEAN_RGB``/``STDDEV_RGB``).
@@ -75,14 +80,11 @@ CACHE_ENV = 'SVE_JAX_CACHE'
 #: (first match wins; everything unmatched is frozen: ``stem_conv``, ``depthwise_conv``,
 #: every ``*_bn``).
 SVE_RULES: tuple[tuple[str, str], ...] = (
-    (r'^head/(kernel|bias)$', 'member'),
+    HEAD_RULE,
     (r'(^|/)(expand_conv|project_conv|top_conv)/kernel$', 'decompose'),
     (r'^classifier/kernel$', 'decompose'),
     (r'^classifier/bias$', 'member'),
 )
-
-#: A new task's head starts at zero; SVE's per-member noise makes the members' heads differ.
-HEAD_INIT = nn.initializers.zeros
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,6 +353,26 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
     value = take(state, torch_key(leaf_path), torch_shape(leaf.shape), path)
     params[leaf_path] = jnp.asarray(from_torch_layout(value), leaf.dtype)
   return model, traverse_util.unflatten_dict(params)
+
+
+def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
+  """The EfficientNet-Lite0 :class:`~sve_jax.models.backbone.Backbone` of a config's
+  ``model`` section: ``path`` ('' = :func:`default_checkpoint_path`), ``image_size``,
+  ``dropout_rate`` (-1 or absent: :data:`DROPOUT_RATE`); a fresh ``num_classes`` head.
+
+  Raises:
+    WeightsError: see :func:`load_efficientnet_lite0`.
+  """
+  rate = dropout_override(model)
+  module, params = load_efficientnet_lite0(
+      model['path'] or None, num_classes=num_classes,
+      dropout_rate=DROPOUT_RATE if rate is None else rate)
+  # The reference feeds (x - 127) / 128 on the 0..255 scale.
+  return Backbone('efficientnet_lite0', module, params, tuple(SVE_RULES), 'image',
+                  image_size=square_image_size(model),
+                  image_mean=tuple(m / 255. for m in INPUT_MEAN_RGB),
+                  image_std=tuple(s / 255. for s in INPUT_STD_RGB),
+                  dropout_rate=module.dropout_rate)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,8 +11,9 @@ mirror timm's module names, so ``blocks_3/attn/qkv/kernel`` holds ``blocks.3.att
 Checkpoints are local files in timm's key layout (``.safetensors``, ``.npz`` or a torch
 pickle). :func:`load_vit` downloads nothing: pass the path of e.g. ``model.safetensors`` from
 the Hugging Face hub repo ``timm/<preset name>`` (``timm/vit_small_patch16_224.dino``).
-``sve_jax.models.load_backbone`` also takes the repo id itself (``sve_jax.models.hub``), and
-infers the preset from the repo's ``config.json`` (:func:`preset_from_timm_config`)::
+:func:`from_config` (``sve_jax.models.load_backbone``) also takes the repo id itself
+(``sve_jax.models.hub``), and infers the preset from the repo's ``config.json``
+(:func:`preset_from_timm_config`)::
 
   model, params = load_vit('/ckpt/dino_vits16.safetensors', 'vit_small_patch16_224.dino',
                            num_classes=102)
@@ -62,6 +63,12 @@ from sve_jax.image_stats import IMAGENET_MEAN
 from sve_jax.image_stats import IMAGENET_STD
 from sve_jax.image_stats import INCEPTION_MEAN
 from sve_jax.image_stats import INCEPTION_STD
+from sve_jax.models import hub
+from sve_jax.models.backbone import Backbone
+from sve_jax.models.backbone import dropout_override
+from sve_jax.models.backbone import HEAD_INIT
+from sve_jax.models.backbone import HEAD_RULE
+from sve_jax.models.backbone import square_image_size
 from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict, take
 
 
@@ -73,7 +80,7 @@ POOLINGS = ('cls', 'avg')
 SVE_RULES: tuple[tuple[str, str], ...] = (
     (r'(^|/)blocks_\d+/(attn/(qkv|proj)|mlp/fc[12])/kernel$', 'decompose'),
     (r'(^|/)blocks_\d+/(attn/(qkv|proj)|mlp/fc[12])/bias$', 'member'),
-    (r'(^|/)head/(kernel|bias)$', 'member'),
+    HEAD_RULE,
 )
 
 #: SVE rules restricted to attention (the paper's attention-only ablation): the fused ``qkv``
@@ -82,11 +89,8 @@ SVE_RULES: tuple[tuple[str, str], ...] = (
 ATTENTION_RULES: tuple[tuple[str, str], ...] = (
     (r'(^|/)blocks_\d+/attn/(qkv|proj)/kernel$', 'decompose'),
     (r'(^|/)blocks_\d+/attn/(qkv|proj)/bias$', 'member'),
-    (r'(^|/)head/(kernel|bias)$', 'member'),
+    HEAD_RULE,
 )
-
-# A fresh head starts at zero; SVE's per-member noise then gives each member N(0, σ²) weights.
-_HEAD_INIT = nn.initializers.zeros
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,7 +350,7 @@ class ViT(nn.Module):
     else:
       self.fc_norm = nn.LayerNorm(c.eps)
     if c.num_classes:
-      self.head = nn.Dense(c.num_classes, kernel_init=_HEAD_INIT, bias_init=_HEAD_INIT)
+      self.head = nn.Dense(c.num_classes, kernel_init=HEAD_INIT, bias_init=HEAD_INIT)
 
   def tokens(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     c = self.config
@@ -531,7 +535,17 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
   path = os.fspath(path)
   state = load_state_dict(path)
   _check_architecture(state, config, name, path)
+  num_classes, fresh_head = _head_size(state, config, num_classes, name, path)
+  config = dataclasses.replace(config, num_classes=num_classes,
+                               img_size=config.img_size if img_size is None else img_size)
+  model = ViT(config)
+  return model, _params_from_state(model, state, fresh_head, path)
 
+
+def _head_size(state: Mapping[str, np.ndarray], config: ViTConfig, num_classes: int | None,
+               name: str, path: str) -> tuple[int, bool]:
+  """``(num_classes, fresh_head)``: the head the model gets, and whether it replaces the
+  checkpoint's (see :func:`load_vit`'s ``num_classes``)."""
   checkpoint_classes = int(np.shape(state['head.weight'])[0]) if 'head.weight' in state else 0
   if num_classes is None:
     if checkpoint_classes != config.num_classes:
@@ -545,10 +559,14 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
   if fresh_head and checkpoint_classes:
     logging.info('%s: replacing the %d-class head with a fresh zero %d-class head', path,
                  checkpoint_classes, num_classes)
-  config = dataclasses.replace(config, num_classes=num_classes,
-                               img_size=config.img_size if img_size is None else img_size)
-  model = ViT(config)
+  return num_classes, fresh_head
 
+
+def _params_from_state(model: ViT, state: Mapping[str, np.ndarray], fresh_head: bool,
+                       path: str) -> dict[str, Any]:
+  """``model``'s params from a timm state dict, strictly (every key used, every shape
+  checked); a ``fresh_head`` starts at zero and the checkpoint's head, if any, is unused."""
+  config = model.config
   images = jax.ShapeDtypeStruct((1, *config.img_size, 3), jnp.float32)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)['params']
   leaves = jax.tree_util.tree_flatten_with_path(shapes)[0]
@@ -556,11 +574,10 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
   loaded = {p: s for p, s in leaf_paths.items() if not (fresh_head and p[0] == 'head')}
   check_keys(state, [timm_key(p) for p in loaded], path,
              ignore=('head.weight', 'head.bias') if fresh_head else ())
-
   params = {}
   for leaf_path, leaf in leaf_paths.items():
     if leaf_path not in loaded:
-      value = _HEAD_INIT(jax.random.key(0), leaf.shape, leaf.dtype)
+      value = HEAD_INIT(jax.random.key(0), leaf.shape, leaf.dtype)
     elif leaf_path == ('pos_embed',):
       # Validated square by _check_architecture; the table follows the configured grid.
       value = resample_pos_embed(np.asarray(state['pos_embed'], np.float32), config.grid_size,
@@ -573,4 +590,44 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
     for part in leaf_path[:-1]:
       node = node.setdefault(part, {})
     node[leaf_path[-1]] = jnp.asarray(value, jnp.float32)
-  return model, params
+  return params
+
+
+def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
+  """The ViT :class:`~sve_jax.models.backbone.Backbone` of a config's ``model`` section.
+
+  Args:
+    model: ``path`` (a timm-format file, or a hub repo id whose ``config.json`` gives the
+      preset), ``preset`` ('' with a repo id: the repo's), ``image_size``, ``dropout_rate``
+      (-1 or absent: the preset's).
+    num_classes: outputs of the fresh head.
+
+  Raises:
+    ValueError: a configured preset that is not the repo's.
+    WeightsError: see :func:`load_vit` and :func:`sve_jax.models.hub.fetch`.
+  """
+  path, preset = model['path'], model['preset']
+  repo = hub.repo_id(path)
+  if repo:
+    folder, path = hub.fetch(repo, HUB_WEIGHT_FILES)
+    preset = _hub_preset(preset_from_timm_config(os.path.join(folder, 'config.json')),
+                         preset, repo)
+  rate = dropout_override(model)
+  if rate is not None:
+    preset = dataclasses.replace(get_config(preset), dropout_rate=rate)
+  size = square_image_size(model)
+  module, params = load_vit(path, preset, num_classes=num_classes, img_size=size)
+  return Backbone('vit', module, params, tuple(SVE_RULES), 'image', image_size=size,
+                  image_mean=tuple(module.config.image_mean),
+                  image_std=tuple(module.config.image_std),
+                  attention_rules=tuple(ATTENTION_RULES),
+                  dropout_rate=module.config.dropout_rate)
+
+
+def _hub_preset(inferred: str, configured: str, repo: str) -> str:
+  """The repo's preset; a configured one must name the same model (alias or full name)."""
+  if configured and PRESET_ALIASES.get(configured, configured) != inferred:
+    raise ValueError(f'config.model.preset={configured!r}, but {hub.HUB_PREFIX}{repo} holds '
+                     f"{inferred!r} (its config.json); set --config.model.preset='' to use "
+                     'the repo\'s, or name a repo with the configured model')
+  return inferred

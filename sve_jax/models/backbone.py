@@ -1,0 +1,71 @@
+"""What every backbone loader returns, and what the loaders share.
+
+A loader (``from_config`` in :mod:`~sve_jax.models.bert`, :mod:`~sve_jax.models.vit` and
+:mod:`~sve_jax.models.efficientnet_lite`) takes a config's ``model`` section and the number
+of classes and returns a :class:`Backbone`. Every backbone gets a fresh task head named
+``head``, initialised at zero (:data:`HEAD_INIT`) and trained per member (:data:`HEAD_RULE`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+PyTree = Any
+
+#: A fresh task head starts at zero; SVE's per-member noise then makes the members' heads
+#: differ (N(0, σ²) weights).
+HEAD_INIT = nn.initializers.zeros
+
+#: The SVE rule of the task head: its kernel and bias are trained per member.
+HEAD_RULE: tuple[str, str] = (r'(^|/)head/(kernel|bias)$', 'member')
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  """A pretrained model ready for SVE.
+
+  Attributes:
+    name: one of ``sve_jax.models.BACKBONES``.
+    module: the Flax linen module (with a zero-initialised ``head``).
+    params: its params, pretrained weights plus the new head.
+    rules: the backbone's ``SVE_RULES`` for :func:`sve_jax.decompose`.
+    modality: ``'text'`` or ``'image'``.
+    tokenize: text backbones: ``list[str] -> {input_ids, attention_mask, token_type_ids}``.
+    image_size: image backbones: input ``(height, width)``.
+    image_mean, image_std: image backbones: per-channel statistics on the [0, 1] scale.
+    attention_rules: the backbone's ``ATTENTION_RULES`` (SVE rules restricted to the attention
+      q, k, v, o kernels), or ``None`` for a backbone without attention.
+    dropout_rate: the largest dropout rate :meth:`apply` uses with ``train=True``.
+  """
+  name: str
+  module: Any
+  params: PyTree
+  rules: tuple
+  modality: str
+  tokenize: Callable[[list[str]], dict[str, np.ndarray]] | None = None
+  image_size: tuple[int, int] | None = None
+  image_mean: tuple[float, ...] | None = None
+  image_std: tuple[float, ...] | None = None
+  attention_rules: tuple | None = None
+  dropout_rate: float = 0.
+
+  def apply(self, params: PyTree, inputs: Any, *, train: bool = False,
+            rngs: Mapping[str, jax.Array] | None = None) -> jax.Array:
+    """The pure forward ``(params, inputs) -> logits``."""
+    return self.module.apply({'params': params}, inputs, train=train, rngs=rngs)
+
+
+def dropout_override(model: Mapping[str, Any]) -> float | None:
+  """``config.model.dropout_rate`` as the rate for every dropout of the backbone, or ``None``
+  (-1 or absent) to keep the checkpoint's or preset's own."""
+  rate = float(model.get('dropout_rate', -1.))
+  return rate if rate >= 0 else None
+
+
+def square_image_size(model: Mapping[str, Any]) -> tuple[int, int]:
+  """``config.model.image_size`` as the ``(height, width)`` an image backbone runs at."""
+  return (int(model['image_size']),) * 2
