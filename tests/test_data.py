@@ -295,11 +295,12 @@ def test_mock_cifar100_builds_a_training_batch(tmp_path):
   example = dataset.splits['train'][3]
   assert example['image'].shape == (32, 32, 3) and example['image'].dtype == np.uint8
   transform = transforms.image_transform(size=(32, 32), augment=True)
-  batch, position = next(data.train_batches(
+  batches = data.iterate(data.train_dataset(
       dataset.splits['train'], global_batch_size=8, seed=0, transform=transform))
+  batch = next(batches)
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
   assert batch['label'].dtype == np.int32 and ((0 <= batch['label']) & (batch['label'] < 100)).all()
-  assert position == data.Position(epoch=0, step=1)
+  assert batches.get_state() == {'next_index': 1}
 
 
 def test_mock_sst2_builds_a_tokenized_batch(tmp_path):
@@ -338,58 +339,71 @@ def toy_source(n):
   return [{'x': np.float32(i), 'text': f't{i}'.encode()} for i in range(n)]
 
 
-def train_stream(source, **kwargs):
-  return [(b, p) for b, p in data.train_batches(source, **kwargs)]
+def train_stream(source, *, state=None, num_workers=0, **kwargs):
+  """The whole training stream of `data.train_dataset(source, **kwargs)`, as a list."""
+  return list(data.iterate(data.train_dataset(source, **kwargs), state=state,
+                           num_workers=num_workers))
 
 
-def test_shuffling_is_deterministic_by_seed():
+def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch():
   source = toy_source(50)
-  run = train_stream(source, global_batch_size=8, seed=0, num_epochs=2)
-  assert len(run) == 2 * (50 // 8)
-  again = train_stream(source, global_batch_size=8, seed=0, num_epochs=2)
-  other = train_stream(source, global_batch_size=8, seed=1, num_epochs=2)
-  order = [b['index'] for b, _ in run]
-  np.testing.assert_array_equal(order, [b['index'] for b, _ in again])
-  assert not np.array_equal(order, [b['index'] for b, _ in other])
-  for batch, _ in run:
+  run = train_stream(source, global_batch_size=8, seed=0, num_epochs=3)
+  assert len(run) == 3 * (50 // 8)
+  again = train_stream(source, global_batch_size=8, seed=0, num_epochs=3)
+  other = train_stream(source, global_batch_size=8, seed=1, num_epochs=3)
+  order = [b['index'] for b in run]
+  np.testing.assert_array_equal(order, [b['index'] for b in again])
+  assert not np.array_equal(order, [b['index'] for b in other])
+  for batch in run:
     np.testing.assert_array_equal(batch['x'], batch['index'])  # Right examples read.
-  epoch0, epoch1 = np.concatenate(order[:6]), np.concatenate(order[6:])
-  assert len(set(epoch0)) == 48 and len(set(epoch1)) == 48  # No repeats in an epoch.
-  assert not np.array_equal(epoch0, epoch1)
+  epochs = [np.concatenate(order[6 * e:6 * e + 6]) for e in range(3)]
+  for epoch in epochs:  # 48 distinct examples; the 2 left over are dropped, not carried over.
+    assert len(set(epoch)) == 48 and set(epoch) <= set(range(50))
+  assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+  # Seeds s and s + 1 (ensemble members) do not share an epoch's order one epoch apart.
+  other_epoch0 = np.concatenate([b['index'] for b in other[:6]])
+  assert not np.array_equal(epochs[1], other_epoch0)
 
 
 @pytest.mark.parametrize('process_count', [2, 4])
 def test_process_slices_partition_each_global_batch(process_count):
   source = toy_source(70)
-  single = train_stream(source, global_batch_size=16, seed=3, num_epochs=1)
-  per_process = [train_stream(source, global_batch_size=16, seed=3, num_epochs=1,
+  single = train_stream(source, global_batch_size=16, seed=3, num_epochs=2)
+  per_process = [train_stream(source, global_batch_size=16, seed=3, num_epochs=2,
                               process_index=p, process_count=process_count)
                  for p in range(process_count)]
-  for step, (batch, _) in enumerate(single):
-    parts = [run[step][0]['index'] for run in per_process]
+  assert {len(run) for run in per_process} == {len(single)} == {8}
+  for step, batch in enumerate(single):
+    parts = [run[step]['index'] for run in per_process]
     assert all(len(part) == 16 // process_count for part in parts)
     np.testing.assert_array_equal(np.concatenate(parts), batch['index'])
+    np.testing.assert_array_equal(
+        np.concatenate([run[step]['example_seed'] for run in per_process]),
+        batch['example_seed'])
   with pytest.raises(ValueError, match='divisible by the process count 3'):
     train_stream(source, global_batch_size=16, seed=3, process_count=3, num_epochs=1)
 
 
-def test_eval_batches_cover_each_example_once():
+def test_eval_batches_cover_each_example_once_in_order():
   source = toy_source(23)
-  seen = []
-  counts = set()
-  for p in range(2):
-    batches = list(data.eval_batches(source, global_batch_size=8,
-                                     process_index=p, process_count=2))
-    counts.add(len(batches))
-    for batch in batches:
+  per_process = [list(data.eval_batches(source, global_batch_size=8, process_index=p,
+                                        process_count=2)) for p in range(2)]
+  assert [len(batches) for batches in per_process] == [3, 3] == [data.num_eval_batches(23, 8)] * 2
+  positions = []
+  for step in range(3):
+    for batches in per_process:
+      batch = batches[step]
       assert batch['x'].shape == (4,) and batch['mask'].dtype == bool
-      assert (batch['index'][~batch['mask']] == -1).all()
-      seen.extend(batch['x'][batch['mask']].astype(int))
-  assert counts == {data.num_eval_batches(23, 8)} == {3}
-  assert sorted(seen) == list(range(23))
+      np.testing.assert_array_equal(batch['mask'], batch['index'] >= 0)
+      np.testing.assert_array_equal(batch['x'][batch['mask']], batch['index'][batch['mask']])
+      positions.extend(batch['index'])
+  # Global batches in source order, padded at the end only.
+  np.testing.assert_array_equal(positions, list(range(23)) + [-1])
+  with pytest.raises(ValueError, match='empty'):
+    data.eval_dataset([], global_batch_size=8)
 
 
-def test_resume_from_position_continues_the_same_stream():
+def test_resume_from_a_saved_state_continues_the_same_stream():
   rng = np.random.default_rng(0)
   source = [{'image': rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), 'label': i % 5}
             for i in range(30)]
@@ -397,14 +411,39 @@ def test_resume_from_position_continues_the_same_stream():
   kwargs = dict(global_batch_size=4, seed=11, num_epochs=3, transform=transform)
   full = train_stream(source, **kwargs)
   assert len(full) == 3 * 7
-  _, position = full[9]
-  restored = data.Position.from_dict(json.loads(json.dumps(position.as_dict())))
-  resumed = train_stream(source, start=restored, **kwargs)
-  assert len(resumed) == len(full) - 10
-  for (expected, _), (got, _) in zip(full[10:], resumed):
-    np.testing.assert_array_equal(got['image'], expected['image'])
-    np.testing.assert_array_equal(got['label'], expected['label'])
-  assert [p for _, p in resumed] == [p for _, p in full[10:]]
+  for done in (3, 10):  # mid-epoch, and across an epoch boundary (7 steps an epoch)
+    batches = data.iterate(data.train_dataset(source, **kwargs))
+    for _ in range(done):
+      next(batches)
+    state = json.loads(json.dumps(batches.get_state()))  # as a checkpoint's meta holds it
+    resumed = train_stream(source, state=state, **kwargs)  # a rebuilt pipeline
+    assert len(resumed) == len(full) - done
+    for expected, got in zip(full[done:], resumed):
+      np.testing.assert_array_equal(got['image'], expected['image'])  # same crops and flips
+      np.testing.assert_array_equal(got['label'], expected['label'])
+
+
+def test_worker_processes_give_the_same_batches_and_resume_exactly():
+  from absl import flags  # grain's workers read absl flags, parsed under train.py's app.run
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  source = toy_source(20)
+  kwargs = dict(global_batch_size=4, seed=2, num_epochs=2)
+  in_process = [b['index'] for b in train_stream(source, **kwargs)]
+  batches = data.iterate(data.train_dataset(source, **kwargs), num_workers=2)
+  try:
+    head = [next(batches)['index'] for _ in range(3)]
+    state = json.loads(json.dumps(batches.get_state()))  # as a checkpoint's meta holds it
+    tail = [b['index'] for b in batches]
+  finally:
+    batches.close()
+  np.testing.assert_array_equal(head + tail, in_process)
+  assert len(in_process) == 10
+  resumed = data.iterate(data.train_dataset(source, **kwargs), num_workers=2, state=state)
+  try:
+    np.testing.assert_array_equal([b['index'] for b in resumed], in_process[3:])
+  finally:
+    resumed.close()
 
 
 def test_subsample_is_seeded_and_distinct():
@@ -424,7 +463,8 @@ def test_max_train_examples_caps_only_train(tmp_path):
                               'max_train_examples': 5}, str(tmp_path / 'tfds'))
   assert {r: len(s) for r, s in dataset.splits.items()} == {
       'train': 5, 'validation': 4, 'test': 4}
-  batch, _ = next(data.train_batches(dataset.splits['train'], global_batch_size=5, seed=0))
+  batch = next(data.iterate(data.train_dataset(dataset.splits['train'], global_batch_size=5,
+                                                seed=0)))
   assert len(set(batch['id'])) == 5
 
 

@@ -100,23 +100,7 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
   if 'name' not in options:
     raise ValueError(f'data config needs a `name`; got keys {sorted(options)}.')
   name = options['name']
-  builder_options = {k: v for k, v in options.items()
-                     if k not in COMMON_OPTIONS and v is not None}
-  if name in builders.LOCAL_BUILDERS:
-    for key in ('download', 'mock_examples'):
-      if options.get(key):
-        raise ValueError(f'data option {key!r} applies to tfds catalog data '
-                         f'sets only, not to the local builder {name!r}.')
-    builder = _prepared_local_builder(name, builder_options, data_dir)
-    open_split = builder.as_data_source
-  else:
-    if builder_options:
-      raise ValueError(f'unknown data option(s) {sorted(builder_options)} for '
-                       f'catalog data set {name!r}; known: {sorted(COMMON_OPTIONS)}.')
-    builder, open_split = _catalog_builder(
-        name, data_dir, download=bool(options.get('download')),
-        mock_examples=options.get('mock_examples'),
-        has_splits=bool(options.get('splits')))
+  builder, open_split = _open_builder(name, options, data_dir)
   split_specs = dict(options.get('splits') or {s: s for s in builder.info.splits})
   if not options.get('mock_examples'):
     _check_splits(name, split_specs, builder.info)
@@ -135,6 +119,30 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
                  if isinstance(label, tfds.features.ClassLabel) else None)
   return Dataset(name=name, splits=sources, info=builder.info,
                  input_key=input_key, label_key=label_key, label_names=label_names)
+
+
+def _open_builder(name: str, options: Mapping[str, Any], data_dir: str):
+  """The builder of data set `name` and a function `split=spec -> source` opening its splits.
+
+  Raises:
+    ValueError: catalog-only options for a local builder, or builder options for a catalog
+      data set.
+  """
+  builder_options = {k: v for k, v in options.items()
+                     if k not in COMMON_OPTIONS and v is not None}
+  if name in builders.LOCAL_BUILDERS:
+    for key in ('download', 'mock_examples'):
+      if options.get(key):
+        raise ValueError(f'data option {key!r} applies to tfds catalog data '
+                         f'sets only, not to the local builder {name!r}.')
+    builder = _prepared_local_builder(name, builder_options, data_dir)
+    return builder, builder.as_data_source
+  if builder_options:
+    raise ValueError(f'unknown data option(s) {sorted(builder_options)} for '
+                     f'catalog data set {name!r}; known: {sorted(COMMON_OPTIONS)}.')
+  return _catalog_builder(name, data_dir, download=bool(options.get('download')),
+                          mock_examples=options.get('mock_examples'),
+                          has_splits=bool(options.get('splits')))
 
 
 def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):

@@ -1,25 +1,35 @@
-"""Deterministic, resumable, multi-host batching over random-access sources.
+"""Deterministic, resumable, multi-host batching over random-access sources, on grain.
 
 A *source* is anything with `__len__` and `__getitem__(int) -> dict` (a tfds
-`data_source` split, a `Subset`, a list of dicts); `__getitems__(list[int])` is
-used when present, as tfds data sources read a batch of records faster that way.
+`data_source` split, a `Subset`, a list of dicts). Batches are `grain.MapDataset`s
+with one element per global step, built from the indices alone:
 
-Everything is a function of `(seed, epoch, step, process_index)`, so:
+  range(N) -> shuffle (per epoch) -> drop the epoch's remainder -> repeat
+    -> batch (per-process size) -> this process's batches -> read -> transform
 
-* every process computes the same global permutation per epoch and reads its
-  own contiguous block of each global batch (`process_slice`);
-* a checkpoint that stores the `Position` reached resumes the exact batch
-  stream (`train_batches(..., start=position)`), without reading skipped data;
+* the order of epoch `e` is grain's index shuffle seeded `(h(seed) + e) mod 2**32`,
+  `h(seed)` a hash of the seed (`epoch_order`), so it is a function of
+  `(seed, epoch)` and no two seeds share an epoch's order by accident;
+* every process computes the same global batches and keeps its own contiguous
+  block of each (`[process_index::process_count]` of the per-process batches);
 * augmentation draws from per-example seeds of `(seed, epoch, index)`
-  (`example_seeds`), so it too is reproduced after a restart.
+  (`example_seeds`), so an example is augmented the same way after a restart;
+* a batch is read in one call: `read_examples` uses the source's
+  `__getitems__` (tfds reads a batch of records much faster that way), which
+  grain's own per-record reads would not.
+
+`iterate` runs a dataset; its iterator's `get_state()` (`{'next_index': step}`,
+the same on every process) goes into the checkpoint, and `iterate(..., state=...)`
+continues with exactly the batches an uninterrupted run gets.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import grain
 import numpy as np
 
 Batch = dict[str, Any]
@@ -30,24 +40,12 @@ Transform = Callable[[Batch], Batch]
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
 _SUBSAMPLE_STREAM = 2
+# Grain reads in the calling thread: no prefetch threads, so a transform (e.g. a stateful
+# tokenizer shared by the train and eval transforms) never runs in two threads at once.
+_IN_PROCESS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
-@dataclasses.dataclass(frozen=True)
-class Position:
-  """Where a training pass stands: `step` batches of `epoch` are done."""
-  epoch: int = 0
-  step: int = 0
-
-  def as_dict(self) -> dict[str, int]:
-    """Plain ints, for a JSON / orbax checkpoint."""
-    return {'epoch': self.epoch, 'step': self.step}
-
-  @classmethod
-  def from_dict(cls, values: dict[str, Any]) -> Position:
-    return cls(epoch=int(values['epoch']), step=int(values['step']))
-
-
-# ---------------------------------------------------------------- indices
+# ---------------------------------------------------------------- sizes
 
 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -67,36 +65,41 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   return steps
 
 
-def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  """The order in which epoch `epoch` visits the examples; fixed by `seed`."""
-  rng = np.random.default_rng([_SHUFFLE_STREAM, seed, epoch])
-  return rng.permutation(num_examples)
+def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
+  """Global evaluation batches needed to cover every example once."""
+  return -(-num_examples // global_batch_size)
 
 
-def process_slice(global_batch: np.ndarray, process_index: int,
-                  process_count: int) -> np.ndarray:
-  """The contiguous block of a global batch that `process_index` reads.
-
-  Blocks are in process order, matching a batch sharded along its leading
-  axis over processes.
-  """
-  size = local_batch_size(len(global_batch), process_count)
+def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count}).')
-  return global_batch[process_index * size:(process_index + 1) * size]
 
 
-def train_indices(num_examples: int, global_batch_size: int, *, seed: int,
-                  position: Position, process_index: int = 0,
-                  process_count: int = 1) -> np.ndarray:
-  """Source indices of this process's part of the training batch at `position`."""
-  if not 0 <= position.step < steps_per_epoch(num_examples, global_batch_size):
-    raise ValueError(f'{position} is outside an epoch of '
-                     f'{steps_per_epoch(num_examples, global_batch_size)} steps.')
-  start = position.step * global_batch_size
-  global_batch = epoch_permutation(num_examples, seed, position.epoch)[
-      start:start + global_batch_size]
-  return process_slice(global_batch, process_index, process_count)
+def _process_batches(positions: grain.MapDataset, global_batch_size: int,
+                     process_index: int, process_count: int) -> grain.MapDataset:
+  """Batches of `global_batch_size` consecutive positions, this process's block of each.
+
+  Global batch `k` is per-process batches `k * P ... k * P + P - 1`, in process order (as
+  `sharding.shard_batch` lays a batch out over processes); process `p` keeps the `p`-th.
+  """
+  _check_process(process_index, process_count)
+  local = local_batch_size(global_batch_size, process_count)
+  return positions.batch(local)[process_index::process_count]
+
+
+# ---------------------------------------------------------------- training
+
+
+def epoch_order(num_examples: int, seed: int) -> grain.MapDataset:
+  """Source indices in training order: element `e * N + j` is epoch `e`'s `j`-th example.
+
+  Its length is one epoch, `N`; later epochs are read past the end, as grain's `slice` and
+  `repeat` do. Each epoch is a permutation of `range(N)`: grain reseeds its shuffle per
+  epoch with `(h(seed) + epoch) mod 2**32`, where `h` hashes `seed` so that the streams of
+  seeds `s` and `s + 1` (ensemble members) do not meet one epoch apart.
+  """
+  shuffle_seed = int(np.random.SeedSequence([_SHUFFLE_STREAM, seed]).generate_state(1)[0])
+  return grain.MapDataset.range(num_examples).shuffle(seed=shuffle_seed)
 
 
 def example_seeds(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
@@ -110,23 +113,130 @@ def example_seeds(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
       for i in indices]).astype(np.uint32).reshape(len(indices), 2)
 
 
-def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
-  """Global evaluation batches needed to cover every example once."""
-  return -(-num_examples // global_batch_size)
+def train_dataset(source: Source, *, global_batch_size: int, seed: int,
+                  num_epochs: int | None = None, process_index: int = 0,
+                  process_count: int = 1,
+                  transform: Transform | None = None) -> grain.MapDataset:
+  """Shuffled training batches, one element per global step.
 
+  Each epoch visits `steps_per_epoch` full global batches in `epoch_order(seed)`; the
+  epoch's last partial batch is dropped. This process gets its block of each. Besides
+  the source features a batch has `index` (source indices, int64) and `example_seed`
+  (see `example_seeds`), then `transform` is applied.
 
-def eval_indices(num_examples: int, global_batch_size: int, step: int, *,
-                 process_index: int = 0,
-                 process_count: int = 1) -> tuple[np.ndarray, np.ndarray]:
-  """Source indices and validity mask of this process's part of eval batch `step`.
+  Args:
+    source: the training split.
+    global_batch_size: examples per step over all processes.
+    seed: shuffling and augmentation seed.
+    num_epochs: the number of epochs; `None` repeats forever.
+    process_index: this process (`jax.process_index()`).
+    process_count: all processes (`jax.process_count()`).
+    transform: `batch -> batch`, e.g. from `transforms.make_transform`.
 
-  Global batch `step` holds examples `step * B ... step * B + B - 1` in source
-  order; positions past the end are padding (index -1, mask False).
+  Returns:
+    A `grain.MapDataset` of `steps_per_epoch * num_epochs` batches; run it with `iterate`.
   """
-  positions = step * global_batch_size + np.arange(global_batch_size)
-  positions = process_slice(positions, process_index, process_count)
-  mask = positions < num_examples
-  return np.where(mask, positions, -1), mask
+  steps = steps_per_epoch(len(source), global_batch_size)
+  positions = epoch_order(len(source), seed)[:steps * global_batch_size].repeat(num_epochs)
+  batches = _process_batches(positions, global_batch_size, process_index, process_count)
+  return batches.map_with_index(functools.partial(_read_train_batch, source, seed, steps,
+                                                  transform))
+
+
+def _read_train_batch(source: Source, seed: int, steps: int, transform: Transform | None,
+                      step: int, indices: np.ndarray) -> Batch:
+  """Global step `step`'s examples at `indices`, with `index` and `example_seed`."""
+  indices = np.asarray(indices, np.int64)
+  batch = read_batch(source, indices)
+  batch['index'] = indices
+  batch['example_seed'] = example_seeds(seed, step // steps, indices)
+  return transform(batch) if transform else batch
+
+
+def member_train_dataset(source: Source, *, seeds: Sequence[int],
+                         **kwargs) -> grain.MapDataset:
+  """One `train_dataset` per member, seeded `seeds[m]`, stacked on a leading member axis.
+
+  The members' streams have the same length and advance together (one element holds
+  step `k` of each), so one iterator state resumes them all. `kwargs`: those of
+  `train_dataset` but `seed`.
+  """
+  streams = [train_dataset(source, seed=seed, **kwargs) for seed in seeds]
+  return grain.experimental.ZipMapDataset(streams).map(stack_members)
+
+
+def stack_members(batches: Sequence[Any]) -> Any:
+  """Stacks same-structured (nested dicts of) batches on a new leading axis."""
+  if isinstance(batches[0], Mapping):
+    return {key: stack_members([batch[key] for batch in batches]) for key in batches[0]}
+  return np.stack([np.asarray(batch) for batch in batches])
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def eval_dataset(source: Source, *, global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1,
+                 transform: Transform | None = None) -> grain.MapDataset:
+  """Every example exactly once, in source order, in fixed-size batches.
+
+  Global batch `k` holds examples `k * B ... k * B + B - 1`; the last one is padded (with
+  copies of example 0) to full size, `mask` False and `index` -1 there. Every process gets
+  `num_eval_batches` batches, so collective ops stay in step.
+  """
+  num_examples = len(source)
+  if num_examples == 0:
+    raise ValueError('cannot evaluate on an empty source.')
+  padded = num_eval_batches(num_examples, global_batch_size) * global_batch_size
+  batches = _process_batches(grain.MapDataset.range(padded), global_batch_size,
+                             process_index, process_count)
+  return batches.map(functools.partial(_read_eval_batch, source, transform))
+
+
+def _read_eval_batch(source: Source, transform: Transform | None,
+                     positions: np.ndarray) -> Batch:
+  """The examples at `positions`; those past the end are padding (`mask` False)."""
+  positions = np.asarray(positions, np.int64)
+  mask = positions < len(source)
+  batch = read_batch(source, np.where(mask, positions, 0))
+  batch['index'] = np.where(mask, positions, -1)
+  batch['mask'] = mask
+  return transform(batch) if transform else batch
+
+
+def eval_batches(source: Source, **kwargs) -> Iterator[Batch]:
+  """`iterate(eval_dataset(source, **kwargs))`: evaluation batches, read in this process."""
+  return iterate(eval_dataset(source, **kwargs))
+
+
+# ---------------------------------------------------------------- running
+
+
+def iterate(dataset: grain.MapDataset, *, num_workers: int = 0,
+            state: Mapping[str, Any] | None = None) -> grain.DatasetIterator:
+  """A resumable iterator over `dataset`.
+
+  Args:
+    dataset: e.g. from `train_dataset` or `eval_dataset`.
+    num_workers: 0 reads and transforms in this process; more run batches in that many
+      grain worker processes (spawned: each imports the project and unpickles the
+      source and transform; under absl, after flags are parsed). The batches are the
+      same either way, and so is the state: either resumes the other.
+    state: a `get_state()` of an iterator over the same dataset; iteration continues
+      with the batch that iterator would have produced next.
+
+  Returns:
+    A `grain.DatasetIterator`; save its `get_state()` to resume. `close()` it when done
+    with workers.
+  """
+  iter_dataset = dataset.to_iter_dataset(_IN_PROCESS)
+  if num_workers:
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=num_workers))
+  iterator = iter(iter_dataset)
+  if state is not None:
+    iterator.set_state(dict(state))
+  return iterator
 
 
 # ---------------------------------------------------------------- reading
@@ -153,71 +263,6 @@ def collate(examples: Sequence[dict[str, Any]]) -> Batch:
 def read_batch(source: Source, indices: np.ndarray) -> Batch:
   """Reads `source[i]` for each index and collates them."""
   return collate(read_examples(source, indices))
-
-
-def train_batches(source: Source, *, global_batch_size: int, seed: int,
-                  start: Position = Position(), num_epochs: int | None = None,
-                  process_index: int = 0, process_count: int = 1,
-                  transform: Transform | None = None) -> Iterator[tuple[Batch, Position]]:
-  """Shuffled training batches from `start`, as `(batch, position after it)`.
-
-  Each epoch visits `steps_per_epoch` full global batches in the order of
-  `epoch_permutation(seed, epoch)`; the last partial batch is dropped. This
-  process receives its `process_slice` of each. Besides the source features a
-  batch has `index` (source indices, int64) and `example_seed` (see
-  `example_seeds`), then `transform` is applied.
-
-  Save the yielded position with the model; passing it back as `start`
-  continues with exactly the batches an uninterrupted run would have produced.
-
-  Args:
-    source: the training split.
-    global_batch_size: examples per step over all processes.
-    seed: shuffling and augmentation seed.
-    start: the position to start from.
-    num_epochs: stop before epoch `num_epochs`; `None` runs forever.
-    process_index: this process (`jax.process_index()`).
-    process_count: all processes (`jax.process_count()`).
-    transform: `batch -> batch`, e.g. from `preprocess`.
-
-  Yields:
-    `(batch, position)`, where `position` is where the next batch starts.
-  """
-  num_examples = len(source)
-  steps = steps_per_epoch(num_examples, global_batch_size)
-  position = start
-  while num_epochs is None or position.epoch < num_epochs:
-    indices = train_indices(num_examples, global_batch_size, seed=seed,
-                            position=position, process_index=process_index,
-                            process_count=process_count)
-    batch = read_batch(source, indices)
-    batch['index'] = indices.astype(np.int64)
-    batch['example_seed'] = example_seeds(seed, position.epoch, indices)
-    step = position.step + 1
-    position = Position(position.epoch + 1, 0) if step == steps else Position(position.epoch, step)
-    yield (transform(batch) if transform else batch), position
-
-
-def eval_batches(source: Source, *, global_batch_size: int,
-                 process_index: int = 0, process_count: int = 1,
-                 transform: Transform | None = None) -> Iterator[Batch]:
-  """Every example exactly once, in source order, in fixed-size batches.
-
-  The last global batch is padded (with copies of example 0) to full size;
-  `mask` is False on padding and `index` is -1 there. Every process yields
-  `num_eval_batches` batches, so collective ops stay in step.
-  """
-  num_examples = len(source)
-  if num_examples == 0:
-    raise ValueError('cannot evaluate on an empty source.')
-  for step in range(num_eval_batches(num_examples, global_batch_size)):
-    indices, mask = eval_indices(num_examples, global_batch_size, step,
-                                 process_index=process_index,
-                                 process_count=process_count)
-    batch = read_batch(source, np.where(mask, indices, 0))
-    batch['index'] = indices.astype(np.int64)
-    batch['mask'] = mask
-    yield transform(batch) if transform else batch
 
 
 # ---------------------------------------------------------------- sources

@@ -1,7 +1,7 @@
 """Preprocessing as pure functions on NumPy batches.
 
-Batches come from `pipeline.train_batches` / `eval_batches`. The `*_transform`
-factories return `batch -> model batch` functions for those iterators: a model
+Batches come from `pipeline.train_dataset` / `eval_dataset`. The `*_transform`
+factories return `batch -> model batch` functions for those datasets: a model
 batch holds only arrays (`image` float32 or the tokenizer's arrays, `label`
 int32, and `mask` for evaluation), ready for `jax.device_put`.
 """
@@ -174,7 +174,7 @@ def image_transform(*, size: tuple[int, int], mean: Sequence[float] = IMAGENET_M
     images = batch[image_key]
     if augment and 'example_seed' not in batch:
       raise ValueError('image_transform(augment=True) needs training batches '
-                       'from pipeline.train_batches (they carry `example_seed`).')
+                       'from pipeline.train_dataset (they carry `example_seed`).')
     if augment:
       images = augment_images(images, batch['example_seed'], size)
     else:

@@ -33,6 +33,8 @@ def validate_config(config) -> None:
       (config.batch_size >= 1, f'config.batch_size={config.batch_size} must be >= 1'),
       (config.eval_batch_size >= 1,
        f'config.eval_batch_size={config.eval_batch_size} must be >= 1'),
+      (config.data.num_workers >= 0,
+       f'config.data.num_workers={config.data.num_workers} must be >= 0 (0: no workers)'),
       (config.execution in execution.EXECUTIONS,
        f'config.execution={config.execution!r} must be one of {execution.EXECUTIONS}'),
       (config.ensemble_mode in ('probs', 'logits'),

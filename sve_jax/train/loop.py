@@ -1,7 +1,12 @@
 """The training loop: resume, step, validate, checkpoint, stop cleanly on signals.
+
+Training batches come from a grain dataset (:func:`train_batches`). Each checkpoint saves the
+data iterator's state with the model, and a resumed run restores it, so an interrupted run
+continues with exactly the batches an uninterrupted one gets.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,38 +32,106 @@ def _write_jsonl(path: str, record: dict) -> None:
     f.write(json.dumps(report.to_jsonable(record)) + '\n')
 
 
-def train_batches(config, source, transform, start: pipeline.Position,
-                  member_streams: int = 0):
-  """The training batches from ``start``, as ``(batch, position after it)``.
+def train_batches(config, source, transform, member_streams: int = 0):
+  """The training batches, one per step, as a ``grain.MapDataset`` (see :mod:`pipeline`).
 
   With ``member_streams = M > 0`` member ``m`` reads its own stream, seeded
   ``config.seed + m`` (its own order and augmentation), and the batches are stacked on a
-  leading member axis: ``(M, B, ...)`` leaves. The streams have the same length, so one
-  position (checked equal) resumes all of them exactly.
+  leading member axis: ``(M, B, ...)`` leaves. The streams advance together, so one iterator
+  state resumes all of them exactly.
   """
-
-  def stream(seed):
-    return pipeline.train_batches(
-        source, global_batch_size=config.batch_size, seed=seed, start=start,
-        num_epochs=config.num_epochs, process_index=jax.process_index(),
-        process_count=jax.process_count(), transform=transform)
-
+  kwargs = dict(global_batch_size=config.batch_size, num_epochs=config.num_epochs,
+                process_index=jax.process_index(), process_count=jax.process_count(),
+                transform=transform)
   if not member_streams:
-    return stream(config.seed)
-  return stack_streams([stream(config.seed + m) for m in range(member_streams)])
+    return pipeline.train_dataset(source, seed=config.seed, **kwargs)
+  return pipeline.member_train_dataset(
+      source, seeds=[config.seed + m for m in range(member_streams)], **kwargs)
 
 
-def stack_streams(streams):
-  """Zips ``(batch, position)`` streams into member-stacked batches and their position.
+@contextlib.contextmanager
+def _stop_requests():
+  """Yields a dict whose ``'signal'`` names a SIGTERM/SIGINT received inside the block.
 
-  Raises:
-    RuntimeError: the streams disagree on the position (they must advance in lockstep).
+  The handlers only record the request, so the loop can finish its step and checkpoint.
   """
-  for items in zip(*streams):
-    positions = {position for _, position in items}
-    if len(positions) != 1:
-      raise RuntimeError(f'member batch streams out of step: positions {sorted(positions)}')
-    yield jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[b for b, _ in items]), items[0][1]
+  stop = {'signal': None}
+
+  def request_stop(signum, _):
+    stop['signal'] = signal.Signals(signum).name
+
+  previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield stop
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _resume(checkpointer, state, abstract_state, frozen, workdir: str, steps_per_epoch: int,
+            num_workers: int):
+  """``(state, data iterator state, best validation accuracy)`` of the latest checkpoint.
+
+  Without a checkpoint: ``(state, None, -1)``, a fresh start.
+  """
+  restored = checkpointer.restore_latest(abstract_state)
+  if restored is None:
+    return state, None, -1.
+  state, meta = restored
+  where = f'{workdir}/checkpoints/latest'
+  ckpt.check_fingerprint(meta, frozen, where)
+  data_state = ckpt.data_iterator_state(meta, where, num_workers)
+  step = int(state.step)
+  logging.info('resumed at step %d (epoch %d, batch %d)', step, *divmod(step, steps_per_epoch))
+  return state, data_state, float(meta.get('best_val_accuracy', -1.))
+
+
+class _Progress:
+  """The progress bar, and the losses and validations logged to ``metrics.jsonl``."""
+
+  def __init__(self, config, workdir: str, step: int, total_steps: int):
+    self.every = config.log_every_steps
+    self.batch_size = config.batch_size
+    self.total_steps = total_steps
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.write = jax.process_index() == 0  # one line per step, whatever the process count
+    self.bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
+                    disable=not self.write)
+    self.t_last, self.n_last = time.time(), 0
+
+  def step(self, step: int, epoch: int, loss: float, metrics) -> None:
+    """Counts a step; every ``log_every_steps`` (and the last) logs loss and throughput."""
+    self.n_last += self.batch_size
+    if step % self.every == 0 or step == self.total_steps:
+      rate = self.n_last / max(time.time() - self.t_last, 1e-9)
+      self.t_last, self.n_last = time.time(), 0
+      if self.write:
+        _write_jsonl(self.path, {'step': step, 'epoch': epoch, 'loss': loss,
+                                 'grad_norm': float(metrics['grad_norm']),
+                                 'examples_per_sec': rate})
+      self.bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
+    self.bar.update(1)
+
+  def validation(self, step: int, epoch: int, val, improved: bool) -> None:
+    if self.write:
+      _write_jsonl(self.path, {'step': step, 'epoch': epoch,
+                               **{f'val_{k}': v for k, v in val.items()}})
+    tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
+               f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
+
+
+def _every(interval: int, step: int) -> bool:
+  """Whether ``step`` is a multiple of ``interval`` (0: never)."""
+  return bool(interval) and step % interval == 0
+
+
+def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) -> None:
+  """Raises FloatingPointError, naming step ``step`` and its epoch, on a NaN/inf loss."""
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+        f'loss is {loss} at step {step} (epoch {(step - 1) // steps_per_epoch}); stopping. '
+        f'The last good checkpoint under {workdir}/checkpoints/latest is intact: lower '
+        'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
 def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step, validate,
@@ -69,92 +142,55 @@ def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_s
   Validation (``validate(trainables) -> {accuracy, nll, ...}``, written to metrics.jsonl as
   ``val_*``) runs at each epoch end, at the last step and every ``config.eval_every_steps``
   steps (learning curves); each one saves a checkpoint, the best by validation accuracy.
-  Checkpoints: at the end of each epoch, every ``config.checkpoint.every_steps`` steps, and
-  once ``config.checkpoint.every_minutes`` have passed since the last save (bounds the work a
-  SIGKILL loses). ``identity``: see :func:`run_identity`. ``member_streams``: see
-  :func:`train_batches`.
+  Checkpoints (with the data iterator's state): at each epoch end, every
+  ``config.checkpoint.every_steps`` steps, and ``config.checkpoint.every_minutes`` after the
+  last save (bounds the work a SIGKILL loses). ``member_streams``: :func:`train_batches`.
   """
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  position = pipeline.Position()
-  best_val = -1.
-  restored = checkpointer.restore_latest(abstract_state)
-  if restored is not None:
-    state, meta = restored
-    ckpt.check_fingerprint(meta, frozen, f'{workdir}/checkpoints/latest')
-    position = pipeline.Position.from_dict(meta['position'])
-    best_val = float(meta.get('best_val_accuracy', -1.))
-    logging.info('resumed at step %d (epoch %d, batch %d)', int(state.step), position.epoch,
-                 position.step)
+  workers = config.data.num_workers  # grain's iterator state has one form per worker count
+  state, data_state, best_val = _resume(checkpointer, state, abstract_state, frozen, workdir,
+                                        steps_per_epoch, workers)
   step = int(jax.device_get(state.step))
   if step >= total_steps:
     return state
+  batches = pipeline.iterate(train_batches(config, sources['train'], transform, member_streams),
+                             num_workers=workers, state=data_state)
 
-  stop = {'signal': None}
+  def save(best=False):
+    meta = {ckpt.DATA_ITERATOR: ckpt.data_iterator_meta(batches, workers), 'step': int(state.step),
+            'best_val_accuracy': best_val, 'factors_fingerprint': fingerprint, 'identity': identity}
+    checkpointer.save(state, meta, best=best)
+    return time.monotonic()
 
-  def request_stop(signum, _):
-    stop['signal'] = signal.Signals(signum).name
-
-  previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-
-  def meta_for(pos, best):
-    return {'position': pos.as_dict(), 'best_val_accuracy': best, 'step': int(state.step),
-            'factors_fingerprint': fingerprint, 'identity': identity}
-
-  batches = train_batches(config, sources['train'], transform, position, member_streams)
-  bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
-             disable=jax.process_index() != 0)
-  t_last, n_last = time.time(), 0
-  last_save = time.monotonic()
+  progress, last_save = _Progress(config, workdir, step, total_steps), time.monotonic()
   try:
-    for raw_batch, next_position in batches:
-      batch = sharding.shard_batch(raw_batch, mesh, per_member=member_streams > 0)
-      state, metrics = train_step(state, frozen, batch)
-      step += 1
-      loss = float(metrics['loss'])
-      if not np.isfinite(loss):
-        raise FloatingPointError(
-            f'loss is {loss} at step {step} (epoch {position.epoch}); stopping. The last good '
-            f'checkpoint under {workdir}/checkpoints/latest is intact: lower '
-            'config.optim.learning_rate or check the data, then rerun to resume.')
-      position = next_position
-      n_last += config.batch_size
-      if step % config.log_every_steps == 0 or step == total_steps:
-        rate = n_last / max(time.time() - t_last, 1e-9)
-        t_last, n_last = time.time(), 0
-        record = {'step': step, 'epoch': position.epoch, 'loss': loss,
-                  'grad_norm': float(metrics['grad_norm']), 'examples_per_sec': rate}
-        if jax.process_index() == 0:
-          _write_jsonl(metrics_path, record)
-        bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
-      bar.update(1)
-      end_of_epoch = position.step == 0
-      periodic = config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
-      last = step >= total_steps
-      scheduled_eval = config.eval_every_steps and step % config.eval_every_steps == 0
-      if end_of_epoch or last or scheduled_eval:
-        val = validate(state.trainables)
-        if jax.process_index() == 0:
-          _write_jsonl(metrics_path, {'step': step, 'epoch': position.epoch,
-                                      **{f'val_{k}': v for k, v in val.items()}})
-        improved = val['accuracy'] > best_val
-        best_val = max(best_val, val['accuracy'])
-        checkpointer.save(state, meta_for(position, best_val), best=improved)
-        last_save = time.monotonic()
-        tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
-                   f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
-      elif periodic or ckpt.wall_time_due(last_save, config.checkpoint.every_minutes):
-        checkpointer.save(state, meta_for(position, best_val))
-        last_save = time.monotonic()
-      if last:
-        break
-      if stop['signal']:
-        checkpointer.save(state, meta_for(position, best_val))
-        raise TrainingInterrupted(
-            f'{stop["signal"]} at step {step}: checkpoint written to {workdir}/checkpoints/'
-            'latest; rerun the same command to resume')
+    with _stop_requests() as stop:
+      for raw_batch in batches:
+        batch = sharding.shard_batch(raw_batch, mesh, per_member=member_streams > 0)
+        state, metrics = train_step(state, frozen, batch)
+        step += 1
+        loss = float(metrics['loss'])
+        _check_finite(loss, step, steps_per_epoch, workdir)
+        epoch = step // steps_per_epoch  # epochs done
+        progress.step(step, epoch, loss, metrics)
+        last = step >= total_steps
+        if step % steps_per_epoch == 0 or last or _every(config.eval_every_steps, step):
+          val = validate(state.trainables)
+          improved = val['accuracy'] > best_val
+          best_val = max(best_val, val['accuracy'])
+          progress.validation(step, epoch, val, improved)
+          last_save = save(best=improved)
+        elif (_every(config.checkpoint.every_steps, step)
+              or ckpt.wall_time_due(last_save, config.checkpoint.every_minutes)):
+          last_save = save()
+        if last:
+          break
+        if stop['signal']:
+          save()
+          raise TrainingInterrupted(
+              f'{stop["signal"]} at step {step}: checkpoint written to {workdir}/checkpoints/'
+              'latest; rerun the same command to resume')
   finally:
-    bar.close()
-    for s, handler in previous.items():
-      signal.signal(s, handler)
+    progress.bar.close()
+    batches.close()
     checkpointer.wait()  # asynchronous saves: on disk before resuming, evaluating or failing
   return state
