@@ -116,6 +116,17 @@ def _named_config(config: tfds.core.BuilderConfig,
                              description=json.dumps(values, default=list))
 
 
+def _default_with(builder_cls: type, values: Mapping[str, Any],
+                  tuple_keys: Sequence[str] = ()) -> tfds.core.BuilderConfig:
+  """`builder_cls`'s default config with `values` overridden, after checking their names.
+
+  Lists and dicts among `values[tuple_keys]` become tuples (configs must stay hashable).
+  """
+  check_options(builder_cls.name, builder_options(builder_cls), values)
+  default = builder_cls.BUILDER_CONFIGS[0]
+  return _named_config(dataclasses.replace(default, **_tupled(values, tuple_keys)), default)
+
+
 def _plan_splits(sizes: Mapping[str | None, int],
                  fractions: Sequence[tuple[str, float]],
                  seed: int) -> dict[str, tuple[str | None, np.ndarray]]:
@@ -345,10 +356,7 @@ class TweetSentiment(CsvText):
   @classmethod
   def make_config(cls, **values) -> CsvTextConfig:
     """The default config with `split_fractions` / `split_seed` overridden."""
-    check_options(cls.name, builder_options(cls), values)
-    values = _tupled(values, ('split_fractions',))
-    default = cls.BUILDER_CONFIGS[0]
-    return _named_config(dataclasses.replace(default, **values), default)
+    return _default_with(cls, values, ('split_fractions',))
 
   def _checked_config(self) -> CsvTextConfig:
     return self.builder_config
@@ -379,10 +387,7 @@ class OodText(tfds.core.GeneratorBasedBuilder):
 
   @classmethod
   def make_config(cls, **values) -> OodTextConfig:
-    check_options(cls.name, builder_options(cls), values)
-    values = _tupled(values, ('modules',))
-    default = cls.BUILDER_CONFIGS[0]
-    return _named_config(dataclasses.replace(default, **values), default)
+    return _default_with(cls, values, ('modules',))
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -414,6 +419,40 @@ class OodText(tfds.core.GeneratorBasedBuilder):
       yield i, {'text': sentence, 'id': i}
 
 
+# ---------------------------------------------------------------- grey image sets
+
+
+class _GreyImageBuilder:
+  """What the grey image builders share (mixed in before `GeneratorBasedBuilder`).
+
+  Features: `image` `(SIDE, SIDE, 1)` uint8, `label` (`LABEL_NAMES`) and `id` (`ID_DOC`);
+  `_generate_examples` turns `(N, SIDE, SIDE)` images and `(N,)` labels into examples keyed
+  by their index, which is also their `id`.
+  """
+  SIDE: int
+  LABEL_NAMES: Sequence[str]
+  ID_DOC: str
+  DESCRIPTION: str
+  HOMEPAGE: str | None = None
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(self.SIDE, self.SIDE, 1), dtype=np.uint8),
+            'label': tfds.features.ClassLabel(names=list(self.LABEL_NAMES)),
+            'id': tfds.features.Scalar(np.int64, doc=self.ID_DOC),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage=self.HOMEPAGE,
+    )
+
+  def _generate_examples(self, images, labels):
+    for i, (image, label) in enumerate(zip(images, labels)):
+      yield i, {'image': image[..., None], 'label': int(label), 'id': i}
+
+
 # ---------------------------------------------------------------- fashion_mnist_local
 
 
@@ -429,7 +468,7 @@ class FashionMnistConfig(tfds.core.BuilderConfig):
   max_examples_per_split: int | None = None
 
 
-class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
+class FashionMnistLocal(_GreyImageBuilder, tfds.core.GeneratorBasedBuilder):
   """Fashion-MNIST from the IDX files of Debian's `dataset-fashion-mnist`."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -437,27 +476,15 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [FashionMnistConfig(name='default')]
   OPTIONS_CLASS = FashionMnistConfig
   IDX_STEMS = {'train': 'train', 'test': 't10k'}
+  SIDE, LABEL_NAMES, ID_DOC = 28, FASHION_MNIST_LABELS, 'index in the IDX file'
+  DESCRIPTION = ('Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of 10 '
+                 'clothing classes, 60k train / 10k test, from local IDX '
+                 'files; feature `id` is the index in the IDX file.')
+  HOMEPAGE = 'https://github.com/zalandoresearch/fashion-mnist'
 
   @classmethod
   def make_config(cls, **values) -> FashionMnistConfig:
-    check_options(cls.name, builder_options(cls), values)
-    default = cls.BUILDER_CONFIGS[0]
-    return _named_config(dataclasses.replace(default, **values), default)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=('Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of 10 '
-                     'clothing classes, 60k train / 10k test, from local IDX '
-                     'files; feature `id` is the index in the IDX file.'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=list(FASHION_MNIST_LABELS)),
-            'id': tfds.features.Scalar(np.int64, doc='index in the IDX file'),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://github.com/zalandoresearch/fashion-mnist',
-    )
+    return _default_with(cls, values)
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -465,10 +492,6 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
                 self.builder_config.idx_dir, split,
                 self.builder_config.max_examples_per_split))
             for split in self.IDX_STEMS}
-
-  def _generate_examples(self, images, labels):
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {'image': image[..., None], 'label': int(label), 'id': i}
 
 
 def read_fashion_mnist(idx_dir: str, split: str,
@@ -491,35 +514,21 @@ def read_fashion_mnist(idx_dir: str, split: str,
 # ---------------------------------------------------------------- digits_ood
 
 
-class DigitsOod(tfds.core.GeneratorBasedBuilder):
+class DigitsOod(_GreyImageBuilder, tfds.core.GeneratorBasedBuilder):
   """scikit-learn's 1,797 8x8 handwritten digits, as an OOD image set."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=('UCI optical digits bundled with scikit-learn (load_digits): '
-                     '1,797 8x8 images, grey levels 0..16 scaled to 0..255. '
-                     'Split `test` only.'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=[str(d) for d in range(10)]),
-            'id': tfds.features.Scalar(np.int64, doc='index in load_digits'),
-        }),
-        supervised_keys=('image', 'label'),
-    )
+  SIDE, LABEL_NAMES, ID_DOC = 8, tuple(str(d) for d in range(10)), 'index in load_digits'
+  DESCRIPTION = ('UCI optical digits bundled with scikit-learn (load_digits): '
+                 '1,797 8x8 images, grey levels 0..16 scaled to 0..255. '
+                 'Split `test` only.')
 
   def _split_generators(self, dl_manager):
     del dl_manager
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
     digits = load_digits()
     return {'test': self._generate_examples(digits_to_uint8(digits.images), digits.target)}
-
-  def _generate_examples(self, images, labels):
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {'image': image[..., None], 'label': int(label), 'id': i}
 
 
 def digits_to_uint8(images: np.ndarray) -> np.ndarray:
