@@ -82,11 +82,10 @@ def factored_paths(frozen: PyTree) -> frozenset[tuple[str, ...]]:
 
 def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:
   """SVE's :data:`MemberParams`: composed kernels, or factored kernels for interception."""
+  execution_lib.check_execution(execution)
   if execution == 'compose':
     return factorize.compose(frozen, s_m)
-  if execution in ('factored', 'auto'):
-    return execution_lib.factored_params(frozen, s_m)
-  raise ValueError(f'execution must be one of {execution_lib.EXECUTIONS}, got {execution!r}')
+  return execution_lib.factored_params(frozen, s_m)
 
 
 def vmap_members(apply_fn: Callable[..., Any], member_params_fn: MemberParams, *,
@@ -150,8 +149,7 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
     ``apply_fn`` as given (e.g. ``train=True``), except ``rngs={'dropout': key}``, which is
     split so that every member gets its own key.
   """
-  if execution not in execution_lib.EXECUTIONS:
-    raise ValueError(f'execution must be one of {execution_lib.EXECUTIONS}, got {execution!r}')
+  execution_lib.check_execution(execution)
 
   def apply_member(p, *args, **kwargs):
     if execution == 'compose':

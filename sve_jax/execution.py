@@ -45,6 +45,13 @@ from sve_jax import layout as layout_lib
 EXECUTIONS = ('compose', 'factored', 'auto')
 
 
+def check_execution(execution: str, key: str = 'execution') -> None:
+  """Raises ValueError naming ``key`` (e.g. ``config.execution``) unless ``execution`` is one
+  of :data:`EXECUTIONS`."""
+  if execution not in EXECUTIONS:
+    raise ValueError(f'{key}={execution!r} must be one of {EXECUTIONS}')
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class FactoredKernel:

@@ -42,7 +42,8 @@ def test_default_schedule_is_unchanged_and_official_follows_the_authors_release(
   assert float(official(0)) == pytest.approx(lr / 5)
   assert float(official(100)) == pytest.approx(lr)
   assert float(official(total)) == pytest.approx(lr / 10)
-  with pytest.raises(ValueError, match="schedule must be one of .*'linear'"):
+  with pytest.raises(ValueError, match=r"schedule='linear' must be one of \('warmup_cosine', "
+                                       r"'official'\)"):
     train_state.schedule_for('linear', lr, total, 0.1)
 
 

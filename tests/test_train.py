@@ -169,6 +169,8 @@ def test_trainables_file_round_trips_and_rejects_another_backbone(tmp_path, tiny
     ('execution', 'fast', "config.execution='fast'"),
     ('method', 'dropout', "config.method='dropout'"),
     ('model.dtype', 'float16', "config.model.dtype='float16'"),
+    ('ensemble_mode', 'mean', r"config.ensemble_mode='mean' must be one of \('probs', "
+                              r"'logits'\)"),
 ])
 def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
   config = tiny_train_config('', str(tmp_path / 'data'), **{key: value})

@@ -65,12 +65,18 @@ def ensemble_probs(member_logits: ArrayLike,
   Returns:
     ``(N, C)`` probabilities.
   """
+  check_ensemble_mode(mode)
   member_logits = jnp.asarray(member_logits)
   if mode == 'probs':
     return jnp.mean(member_probs(member_logits, temperature), axis=0)
-  if mode == 'logits':
-    return jax.nn.softmax(jnp.mean(member_logits, axis=0) / temperature, axis=-1)
-  raise ValueError(f'mode must be one of {ENSEMBLE_MODES}, got {mode!r}')
+  return jax.nn.softmax(jnp.mean(member_logits, axis=0) / temperature, axis=-1)
+
+
+def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
+  """Raises ValueError naming ``key`` (e.g. ``config.ensemble_mode``) unless ``mode`` is one
+  of :data:`ENSEMBLE_MODES`."""
+  if mode not in ENSEMBLE_MODES:
+    raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
 
 
 # --------------------------------------------------------------------------------------------

@@ -65,13 +65,19 @@ def schedule_for(name: str, learning_rate: float, total_steps: int,
   Raises:
     ValueError: an unknown ``name``.
   """
-  if name == 'warmup_cosine':
-    return make_schedule(learning_rate, total_steps, int(warmup_fraction * total_steps))
+  check_schedule(name)
   if name == 'official':
     return make_schedule(learning_rate, total_steps,
                          int(OFFICIAL_WARMUP_FRACTION * total_steps),
                          end_factor=OFFICIAL_END_FACTOR, init_factor=OFFICIAL_INIT_FACTOR)
-  raise ValueError(f'schedule must be one of {SCHEDULES}, got {name!r}')
+  return make_schedule(learning_rate, total_steps, int(warmup_fraction * total_steps))
+
+
+def check_schedule(name: str, key: str = 'schedule') -> None:
+  """Raises ValueError naming ``key`` (e.g. ``config.optim.schedule``) unless ``name`` is one
+  of :data:`SCHEDULES`."""
+  if name not in SCHEDULES:
+    raise ValueError(f'{key}={name!r} must be one of {SCHEDULES}')
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0,
