@@ -4,10 +4,9 @@ r"""Every method on one config, several seeds, through train.py's own code path.
   python -m benchmarks.quality --config=configs/default.py --seeds=1 \
       --methods=sve,single_svf --config.data.max_train_examples=800
 
-Each (method, seed) is one ``train.run`` in ``--workdir/<method>/seed_<k>`` (default
-``workdir/quality``) (an interrupted
-benchmark resumes: finished runs are read back, unfinished ones resume from their
-checkpoints). Writes ``benchmarks/results/quality.json`` and prints the Markdown table that
+Each (method, seed) is one :func:`sve_jax.train.run.run` in ``--workdir/<method>/seed_<k>``
+(default ``workdir/quality``) (an interrupted benchmark resumes: finished runs are read back,
+unfinished ones resume from their checkpoints). Writes ``benchmarks/results/quality.json`` and prints the Markdown table that
 BENCHMARKS.md records: mean ± std over seeds per method.
 """
 from __future__ import annotations
@@ -20,8 +19,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-import train
+import train  # pylint: disable=unused-import  # Defines --config and --workdir.
 from sve_jax import methods
+from sve_jax.train import run as run_lib
 
 # --config and --workdir are train.py's flags (the base config, and the root of the runs).
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
@@ -54,7 +54,7 @@ def run_one(config, method: str, seed: int, workdir: str) -> dict:
   # One prepared copy of the data for every run.
   config.data.data_dir = config.data.data_dir or os.path.join(_root(), 'tfds_data')
   t0 = time.time()
-  results = train.run(config, workdir, 'train')
+  results = run_lib.run(config, workdir, 'train')
   results['train_time_s'] = time.time() - t0
   with open(path, 'w') as f:  # add the wall time to the run's own report
     json.dump(results, f, indent=2)
@@ -62,7 +62,7 @@ def run_one(config, method: str, seed: int, workdir: str) -> dict:
 
 
 def _learning_rate(results: dict) -> float | None:
-  """The peak learning rate of a run (recorded by train.run; older runs: the config's)."""
+  """The peak learning rate of a run (recorded by the run's report; older runs: the config's)."""
   if 'learning_rate' in results:
     return results['learning_rate']
   return _get(results, ('config', 'optim', 'learning_rate'))

@@ -54,8 +54,8 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
   import json
   import os
 
-  import train
   from benchmarks import sweep
+  from sve_jax.train import run as run_lib
   from conftest import tiny_train_config
   config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{
       'ood.name': '', 'max_steps': 2, 'eval_every_steps': 1, 'data.max_eval_examples': 8})
@@ -99,7 +99,7 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
   def no_training(*args, **kwargs):
     raise AssertionError('a finished setting was trained again')
 
-  monkeypatch.setattr(train, 'run', no_training)
+  monkeypatch.setattr(run_lib, 'run', no_training)
   again = sweep.run_grid(config, settings, root, seeds=1)
   assert again['base'][0]['test'] == base['test']
   with pytest.raises(ValueError, match="--grid='nope' is not a preset"):

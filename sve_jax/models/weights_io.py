@@ -1,9 +1,14 @@
-"""Reading foreign checkpoint files into flat ``{name: np.ndarray}`` state dicts.
+"""Reading foreign weight files into flat ``{name: np.ndarray}`` state dicts.
 
-One place for every backbone loader: file formats (safetensors, npz, torch pickles),
-strict key accounting and shape checks. A loader either gets every key it expects with the
-shape it expects, or raises :class:`WeightsError` naming the file and the key; a partially
-loaded model is never returned.
+Foreign weights are the pretrained backbones' checkpoints as other libraries write them (Hugging
+Face, timm, torch). One place for every backbone loader: file formats (safetensors, npz,
+torch pickles), strict key accounting and shape checks. A loader either gets every key it
+expects with the shape it expects, or raises :class:`WeightsError` naming the file and the
+key; a partially loaded model is never returned.
+
+The run's own checkpoints (the orbax train state, the trainables file) are
+:mod:`sve_jax.train.checkpoint` and :mod:`sve_jax.export`; their error is
+:class:`sve_jax.train.checkpoint.CheckpointError`.
 """
 from __future__ import annotations
 
@@ -14,11 +19,12 @@ import numpy as np
 
 
 class WeightsError(ValueError):
-  """A checkpoint file does not hold what its loader expects."""
+  """A foreign weights file (a pretrained backbone's checkpoint, its config or tokenizer) is
+  missing, unreadable, or does not hold what its loader expects."""
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a checkpoint file into a flat dict of numpy arrays.
+  """Reads a weights file into a flat dict of numpy arrays.
 
   Args:
     path: a ``.safetensors`` or ``.npz`` file (read without torch), or a torch pickle
@@ -32,7 +38,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise WeightsError(f'checkpoint file not found: {path}')
+    raise WeightsError(f'weights file not found: {path}')
   suffix = os.path.splitext(path)[1].lower()
   try:
     if suffix == '.safetensors':
@@ -46,9 +52,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except WeightsError:
     raise
   except Exception as e:  # Parsers raise many types; name the file in one.
-    raise WeightsError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
+    raise WeightsError(f'cannot read weights file {path}: {type(e).__name__}: {e}') from e
   raise WeightsError(
-      f'unknown checkpoint format {suffix!r} for {path}; expected .safetensors, .npz, '
+      f'unknown weights file format {suffix!r} for {path}; expected .safetensors, .npz, '
       '.bin, .pt or .pth')
 
 

@@ -34,7 +34,9 @@ PyTree = Any
 
 
 class CheckpointError(RuntimeError):
-  """No usable checkpoint, or one that does not belong to this run."""
+  """The run's own checkpoints (orbax train state, trainables file): none usable, or one that
+  does not belong to this run. Foreign weight files raise
+  :class:`sve_jax.models.weights_io.WeightsError`."""
 
 
 def factors_fingerprint(frozen: PyTree) -> float:
