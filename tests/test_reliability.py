@@ -20,6 +20,7 @@ import pytest
 
 import train
 from sve_jax.train import loop
+from sve_jax.train import run as run_lib
 from conftest import ROOT, tiny_train_argv, tiny_train_config
 from sve_jax import export
 from sve_jax.train import checkpoint as ckpt
@@ -274,7 +275,7 @@ def test_workdir_of_another_run_is_refused_by_name(change, message, short_run,
   if change.get('model.path') == 'OTHER':  # another backbone folder
     change = {'model.path': shutil.copytree(tiny_bert_folder, str(tmp_path / 'other_bert'))}
   loaded = []
-  monkeypatch.setattr(train, 'load_data', lambda *a: loaded.append(1))
+  monkeypatch.setattr(run_lib, 'load_data', lambda *a: loaded.append(1))
   config = tiny_train_config(tiny_bert_folder, shared_data_dir,
                              **{'ood.name': '', 'max_steps': 2, **change})
   with pytest.raises(ckpt.CheckpointError, match='belongs to another run') as raised:
