@@ -20,6 +20,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.datasets import load_digits, load_sample_images
 
 import sve_jax
+from sve_jax import models
 from sve_jax.models import efficientnet_lite
 from sve_jax.models.weights_io import WeightsError
 
@@ -135,6 +136,21 @@ def test_new_head_starts_at_zero(checkpoint):
   assert model.num_classes == 7 and 'classifier' not in params
   assert params['head']['kernel'].shape == (1280, 7) and params['head']['bias'].shape == (7,)
   assert not np.any(params['head']['kernel']) and not np.any(params['head']['bias'])
+
+
+def test_config_loader_gives_the_file_loaders_params_and_the_inception_statistics(checkpoint):
+  backbone = models.load_backbone({'name': 'efficientnet_lite0', 'path': checkpoint,
+                                   'image_size': 97, 'dropout_rate': -1., 'dtype': 'float32'},
+                                  num_classes=7)
+  _, params = efficientnet_lite.load_efficientnet_lite0(checkpoint, num_classes=7)
+  jax.tree.map(np.testing.assert_array_equal, backbone.params, params)
+  assert backbone.module.num_classes == 7 and backbone.image_size == (97, 97)
+  assert backbone.dropout_rate == 0.2  # the reference recipe's, as no rate is configured
+  # The [0, 1]-scale statistics give the reference's (x - 127) / 128 on 0..255 pixels.
+  pixels = np.arange(256, dtype=np.float64)
+  mean, std = (np.asarray(v)[:, None] for v in (backbone.image_mean, backbone.image_std))
+  np.testing.assert_allclose((pixels / 255 - mean) / std,
+                             np.broadcast_to((pixels - 127) / 128, (3, 256)), atol=1e-12)
 
 
 def test_dropout_only_in_training_and_unbiased(imagenet_model, real_case):

@@ -36,20 +36,20 @@ from sve_jax.train.evaluate import make_evaluate
 from sve_jax.train.loop import _train
 
 
+def _sync(name: str) -> None:
+  """A barrier named ``name`` across processes (nothing with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 @contextlib.contextmanager
 def process_zero_first(name: str):
   """Runs the block on process 0, then on the other processes (a barrier named ``name``)."""
-  if jax.process_count() > 1 and jax.process_index() != 0:
-    multihost_utils.sync_global_devices(name)
+  if jax.process_index() != 0:
+    _sync(name)
   yield
-  if jax.process_count() > 1 and jax.process_index() == 0:
-    multihost_utils.sync_global_devices(name)
-
-
-def _sync(name: str) -> None:
-  """A barrier across processes (nothing with one process)."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
+  if jax.process_index() == 0:
+    _sync(name)
 
 
 # --------------------------------------------------------------------------------------------
