@@ -176,6 +176,8 @@ def test_count_params_bert_base_overhead_under_one_percent():
   assert counts['backbone'] == backbone
   assert counts['overhead'] == pytest.approx(4 * per_member / backbone)
   assert counts['overhead'] < 0.01
+  # U and Vᵀ: r·(d_in + d_out) per matrix; 4 attention 768², FFN 768×3072 and 3072×768.
+  assert counts['frozen_factors'] == 12 * (4 * 768 * 1536 + 2 * 768 * (768 + 3072))
 
 
 def test_materialized_members_run_as_plain_models_equal_sve_apply(tiny):

@@ -7,6 +7,7 @@ import pytest
 
 import sve_jax
 from sve_jax import factorize
+from sve_jax import layout
 from sve_jax import tree
 
 
@@ -68,6 +69,17 @@ def test_default_rules_roles(tiny):
   assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(frozen))
   out = jax.jit(sve_jax.compose)(frozen, s)
   chex.assert_trees_all_close(out, params, atol=1e-5)
+
+
+def test_select_finds_the_kernels_and_member_leaves_that_decompose_uses(tiny):
+  _, params, _ = tiny
+  frozen, s = sve_jax.decompose(params)
+  kernels, members = layout.select(params, None)
+  assert {'/'.join(p): lay for p, lay in kernels.items()} == factorize.layouts(frozen)
+  assert set(kernels) | set(members) == set(tree.flatten_paths(s))
+  assert not set(kernels) & set(members)
+  with pytest.raises(sve_jax.LayoutError, match=r'd/bias: matched as a kernel .* \(5,\)'):
+    layout.select({'d': {'bias': jnp.ones((5,))}}, [(r'.*', 'decompose')])
 
 
 def test_predicate_rules_and_first_match_wins():
