@@ -57,6 +57,8 @@ def _check_bounds(config) -> None:
        f'config.head_init_std={config.head_init_std} must be >= 0, or -1 for noise_std'),
       (isinstance(config.member_data_order, bool),
        f'config.member_data_order={config.member_data_order!r} must be True or False'),
+      (isinstance(config.sve_dropout, bool),
+       f'config.sve_dropout={config.sve_dropout!r} must be True or False'),
       (config.eval_every_steps >= 0,
        f'config.eval_every_steps={config.eval_every_steps} must be >= 0 (0: epoch ends only)'),
       (config.checkpoint.every_steps >= 0,
