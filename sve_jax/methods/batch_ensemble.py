@@ -81,9 +81,9 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     weights = tree_lib.flatten_paths(frozen)
     r_m = tree_lib.flatten_paths(t_m['fast_r'])
     s_m = tree_lib.flatten_paths(t_m['fast_s'])
-    scaled = {p: layout_lib.map_matrices(weights[p], layout,
-                                   lambda w, p=p: scale_matrix(w, r_m[p], s_m[p]))
-              for p, layout in kernels.items()}
+    scaled = {p: layout_lib.map_matrices(weights[p], lay,
+                                         lambda w, p=p: scale_matrix(w, r_m[p], s_m[p]))
+              for p, lay in kernels.items()}
     return tree_lib.replace_leaves(frozen, {**tree_lib.flatten_paths(t_m['params']), **scaled})
 
   forward = base.vmap_forward(backbone.apply, member_params)

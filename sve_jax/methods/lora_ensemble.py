@@ -86,9 +86,9 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     weights = tree_lib.flatten_paths(frozen)
     a_m = tree_lib.flatten_paths(t_m['lora_a'])
     b_m = tree_lib.flatten_paths(t_m['lora_b'])
-    adapted = {p: layout_lib.map_matrices(weights[p], layout,
-                                    lambda w, p=p: w + scale * (a_m[p] @ b_m[p]))
-               for p, layout in kernels.items()}
+    adapted = {p: layout_lib.map_matrices(weights[p], lay,
+                                          lambda w, p=p: w + scale * (a_m[p] @ b_m[p]))
+               for p, lay in kernels.items()}
     heads = {('head',) + p: v for p, v in tree_lib.flatten_paths(t_m['head']).items()}
     return tree_lib.replace_leaves(frozen, {**adapted, **heads})
 
