@@ -2,6 +2,11 @@
 
 ``trainables`` is the ``s`` tree of :func:`sve_jax.decompose` with a leading member axis ``M``
 on every leaf: member ``m``'s singular values and per-member leaves are ``trainables[...][m]``.
+(Each baseline's trainables have a leading member axis in the same way.)
+
+:func:`vmap_members` is the one place members run: :func:`make_sve_apply` and every
+baseline's forward (:func:`sve_jax.methods.base.vmap_forward`) are built on it, so members
+read their own params slice, optionally their own inputs, and their own random keys alike.
 """
 from __future__ import annotations
 

@@ -215,6 +215,7 @@ def resolve_role(path: str, leaf: Any, rules: Rules | None) -> Role:
   raise ValueError(f'{path}: unknown role {role!r}; expected one of {_ROLE_NAMES} or a '
                    'sve_jax.Decompose(...)')
 
+
 def assign(path: str, leaf: Any, rules: Rules | None) -> str | KernelLayout:
   """A leaf's role with its layout: :data:`FROZEN`, :data:`MEMBER` or a kernel's layout.
 
