@@ -144,7 +144,7 @@ def to_host(tree: PyTree) -> PyTree:
 
 
 def gather_process_slices(local: np.ndarray) -> np.ndarray:
-  """Every process's block of a batch (see ``pipeline.process_slice``), concatenated in order.
+  """Every process's block of a batch (see ``pipeline.eval_dataset``), concatenated in order.
 
   Collective with several processes; the identity with one.
   """
