@@ -97,9 +97,12 @@ def _assert_same_run(workdir, reference):
   """Same trainables and test metrics (float tolerance) as the reference run."""
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                          _trainables(workdir), _trainables(reference))
-  for section in ('test', 'test_temperature_scaled'):
-    assert _results(workdir)[section] == pytest.approx(_results(reference)[section],
-                                                       rel=1e-5, abs=1e-6)
+  assert _results(workdir)['test'] == pytest.approx(_results(reference)['test'],
+                                                    rel=1e-5, abs=1e-6)
+  # The fitted temperature is resolved only to ~sqrt(float32 eps) ≈ 3e-4 where the validation
+  # NLL is flat, so logits that agree to 1e-6 may fit temperatures that differ about that much.
+  assert _results(workdir)['test_temperature_scaled'] == pytest.approx(
+      _results(reference)['test_temperature_scaled'], rel=1e-3, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
