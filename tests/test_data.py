@@ -6,6 +6,7 @@ import gzip
 import importlib.util
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -81,6 +82,16 @@ def test_tweet_sentiment_counts_splits_and_text(data_dir):
   assert again.info.data_dir == dataset.info.data_dir
   assert stamps == {f: os.stat(os.path.join(dataset.info.data_dir, f)).st_mtime_ns
                     for f in files}
+
+
+def test_local_splits_survive_pickling_as_grain_workers_receive_them(data_dir):
+  for options in ({'name': 'tweet_sentiment'},  # the predefined config
+                  {'name': 'tweet_sentiment', 'split_seed': 3}):  # a custom one
+    source = data.get_dataset(options, data_dir).splits['validation']
+    copy = pickle.loads(pickle.dumps(source))
+    assert len(copy) == len(source)
+    assert [ex['id'] for ex in copy.__getitems__([0, 7])] == [
+        source[0]['id'], source[7]['id']]
 
 
 def test_tweets_carry_the_annotators_agreement(data_dir):

@@ -84,6 +84,20 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tiny_bert_folder, shar
                          a, b)
 
 
+def test_a_grain_worker_process_trains_exactly_as_in_process(tiny_bert_folder, shared_data_dir,
+                                                            tmp_path):
+  from absl import flags  # grain's workers read absl flags, parsed under train.py's app.run
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  trained = []
+  for workers in (0, 1):  # 1: the source and transform (tokenizer, model) are pickled to it
+    config = tiny_train_config(tiny_bert_folder, shared_data_dir,
+                               **{'ood.name': '', 'data.num_workers': workers})
+    train.run(config, str(tmp_path / f'workers{workers}'), 'train')
+    trained.append(_trainables(str(tmp_path / f'workers{workers}')))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, *trained)
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
   config = tiny_train_config(tiny_bert_folder, shared_data_dir,

@@ -150,6 +150,10 @@ def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):
   builder_cls = builders.LOCAL_BUILDERS[name]
   builders.check_options(name, option_types(name), options)
   config = builder_cls.make_config(**options) if hasattr(builder_cls, 'make_config') else None
+  if any(config is predefined for predefined in builder_cls.BUILDER_CONFIGS):
+    # By name: tfds accepts a predefined config object only as that very instance, which a
+    # builder unpickled in a grain worker process would not hold.
+    config = config.name
   builder = builder_cls(data_dir=data_dir, config=config,
                         file_format=builders.FILE_FORMAT)
   builder.download_and_prepare()
