@@ -8,8 +8,8 @@ with one element per global step, built from the indices alone:
     -> batch (per-process size) -> this process's batches -> read -> transform
 
 * the order of epoch `e` is grain's index shuffle seeded `(h(seed) + e) mod 2**32`,
-  `h(seed)` a hash of the seed (`epoch_order`), so it is a function of
-  `(seed, epoch)` and no two seeds share an epoch's order by accident;
+  `h(seed)` a hash of the seed (`epoch_order`): a function of `(seed, epoch)`, and
+  seeds `s` and `s + 1` (ensemble members) do not share epochs, as `seed + e` would;
 * every process computes the same global batches and keeps its own contiguous
   block of each (`[process_index::process_count]` of the per-process batches);
 * augmentation draws from per-example seeds of `(seed, epoch, index)`
@@ -18,8 +18,9 @@ with one element per global step, built from the indices alone:
   `__getitems__` (tfds reads a batch of records much faster that way), which
   grain's own per-record reads would not.
 
-`iterate` runs a dataset; its iterator's `get_state()` (`{'next_index': step}`,
-the same on every process) goes into the checkpoint, and `iterate(..., state=...)`
+`iterate` runs a dataset; its iterator's `get_state()` (`{'next_index': step}` when
+read in this process; grain's interleave state with worker processes; the same on
+every process either way) goes into the checkpoint, and `iterate(..., state=...)`
 continues with exactly the batches an uninterrupted run gets.
 """
 
@@ -218,10 +219,10 @@ def iterate(dataset: grain.MapDataset, *, num_workers: int = 0,
 
   Args:
     dataset: e.g. from `train_dataset` or `eval_dataset`.
-    num_workers: 0 reads and transforms in this process; more run batches in that many
-      grain worker processes (spawned: each imports the project and unpickles the
+    num_workers: 0 reads and transforms in this process; more prepare batches in that
+      many grain worker processes (spawned: each imports the project and unpickles the
       source and transform; under absl, after flags are parsed). The batches are the
-      same either way, and so is the state: either resumes the other.
+      same either way; the state's form depends on the worker count.
     state: a `get_state()` of an iterator over the same dataset; iteration continues
       with the batch that iterator would have produced next.
 
