@@ -65,7 +65,8 @@ class Setting:
 
 _SVE = {'method': 'sve'}
 #: The presets. ``lr``/``steps``: cheap single-model questions (``single_svf``) about fit.
-#: ``diversity``: SVE, one knob at a time away from the base.
+#: ``diversity``: SVE, one knob at a time away from the base. ``default_vs_ft``: the config
+#: unchanged next to ``single_ft`` on the same data and seeds.
 GRIDS: dict[str, tuple[Setting, ...]] = {
     'lr': tuple(Setting(f'lr_{lr:g}', {'method': 'single_svf', 'optim.learning_rate': lr})
                 for lr in (1e-3, 3e-3, 1e-2, 3e-2)),
@@ -86,6 +87,8 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
         Setting('official_schedule', {**_SVE, 'optim.schedule': 'official'}),
         Setting('noise_0.03', {**_SVE, 'noise_std': 0.03}),
     ),
+    # The config as given against a single full fine-tune: the issue's acceptance table.
+    'default_vs_ft': (Setting('default', {}), Setting('single_ft', {'method': 'single_ft'})),
 }
 
 #: Summary columns: (name, key path into results.json).

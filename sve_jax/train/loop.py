@@ -134,7 +134,7 @@ def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) ->
         'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
-def _train(config, workdir, checkpointer, state, abstract_state, frozen, train_step, validate,
+def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, train_step, validate,
            sources, transform, total_steps, steps_per_epoch, fingerprint, mesh, identity,
            member_streams: int = 0):
   """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.

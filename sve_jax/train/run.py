@@ -33,7 +33,7 @@ from sve_jax.train import state as train_state
 from sve_jax.train import steps
 from sve_jax.train.checks import check_workdir_writable, run_identity, validate_config
 from sve_jax.train.evaluate import make_evaluate
-from sve_jax.train.loop import _train
+from sve_jax.train.loop import train_loop
 
 
 def _sync(name: str) -> None:
@@ -355,12 +355,12 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
 
   # --- Train loop -----------------------------------------------------------------------
   if mode == 'train':
-    _train(config, workdir, checkpointer, training.state, training.abstract_state,
-           training.frozen, training.train_step,
-           make_validate(config, setup, evaluate, sources['validation']), sources,
-           train_transform, training.total_steps, training.steps_per_epoch,
-           ckpt.factors_fingerprint(setup.frozen), mesh, identity,
-           member_streams=members if setup.per_member_data else 0)
+    train_loop(config, workdir, checkpointer, training.state, training.abstract_state,
+               training.frozen, training.train_step,
+               make_validate(config, setup, evaluate, sources['validation']), sources,
+               train_transform, training.total_steps, training.steps_per_epoch,
+               ckpt.factors_fingerprint(setup.frozen), mesh, identity,
+               member_streams=members if setup.per_member_data else 0)
 
   # --- Evaluate the best checkpoint, save its trainables, report -------------------------
   best = evaluate_best(checkpointer, training, setup, workdir, evaluate, sources, ood, backbone)
