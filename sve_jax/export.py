@@ -58,7 +58,7 @@ def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict
         f'cannot read trainables file {path}: {type(e).__name__}: {e}') from e
   trainables = tree_lib.nest({tuple(key.split('/')): value for key, value in flat.items()})
   if frozen is not None:
-    ckpt.check_fingerprint(meta, frozen, path)
+    ckpt.check_fingerprint(meta, ckpt.factors_fingerprint(frozen), path)
     expected = factorize.member_shapes(frozen)
     got = {'/'.join(p): tuple(v.shape[1:])
            for p, v in tree_lib.flatten_paths(trainables).items()}

@@ -277,10 +277,13 @@ def data_iterator_state(meta: Mapping[str, Any], where: str, num_workers: int) -
   raise CheckpointError(f'{where} holds no data iterator state (meta keys {sorted(meta)}).')
 
 
-def check_fingerprint(meta: Mapping[str, Any], frozen: PyTree, where: str) -> None:
-  """Raises if a checkpoint was made with different frozen factors (another backbone)."""
+def check_fingerprint(meta: Mapping[str, Any], now: float, where: str) -> None:
+  """Raises if a checkpoint was made with different frozen factors (another backbone).
+
+  ``now``: :func:`factors_fingerprint` of this run's frozen tree (computed once per run: it
+  reads every frozen leaf).
+  """
   saved = meta.get('factors_fingerprint')
-  now = factors_fingerprint(frozen)
   if saved is not None and not np.isclose(saved, now, rtol=1e-5):
     raise CheckpointError(
         f'{where} was trained on different frozen factors (fingerprint {saved:.6g} vs '

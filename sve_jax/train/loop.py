@@ -68,8 +68,8 @@ def _stop_requests():
       signal.signal(s, handler)
 
 
-def _resume(checkpointer, state, abstract_state, frozen, workdir: str, steps_per_epoch: int,
-            num_workers: int):
+def _resume(checkpointer, state, abstract_state, fingerprint: float, workdir: str,
+            steps_per_epoch: int, num_workers: int):
   """``(state, data iterator state, best validation accuracy)`` of the latest checkpoint.
 
   Without a checkpoint: ``(state, None, -1)``, a fresh start.
@@ -79,7 +79,7 @@ def _resume(checkpointer, state, abstract_state, frozen, workdir: str, steps_per
     return state, None, -1.
   state, meta = restored
   where = f'{workdir}/checkpoints/latest'
-  ckpt.check_fingerprint(meta, frozen, where)
+  ckpt.check_fingerprint(meta, fingerprint, where)
   data_state = ckpt.data_iterator_state(meta, where, num_workers)
   step = int(state.step)
   logging.info('resumed at step %d (epoch %d, batch %d)', step, *divmod(step, steps_per_epoch))
@@ -134,9 +134,9 @@ def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) ->
         'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
-def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, train_step, validate,
-           sources, transform, total_steps, steps_per_epoch, fingerprint, mesh, identity,
-           member_streams: int = 0):
+def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
+               validate, sources, transform, total_steps, steps_per_epoch, fingerprint, mesh,
+               identity, member_streams: int = 0):
   """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.
 
   Validation (``validate(trainables) -> {accuracy, nll, ...}``, written to metrics.jsonl as
@@ -147,8 +147,8 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
   last save (bounds the work a SIGKILL loses). ``member_streams``: :func:`train_batches`.
   """
   workers = config.data.num_workers  # grain's iterator state has one form per worker count
-  state, data_state, best_val = _resume(checkpointer, state, abstract_state, frozen, workdir,
-                                        steps_per_epoch, workers)
+  state, data_state, best_val = _resume(checkpointer, state, abstract_state, fingerprint,
+                                        workdir, steps_per_epoch, workers)
   step = int(jax.device_get(state.step))
   if step >= total_steps:
     return state

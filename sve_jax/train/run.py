@@ -253,11 +253,12 @@ class BestEvaluation(NamedTuple):
   ood_logits: np.ndarray | None
 
 
-def evaluate_best(checkpointer: ckpt.Checkpointer, training: Training, setup: methods.Setup,
+def evaluate_best(checkpointer: ckpt.Checkpointer, training: Training, fingerprint: float,
                   workdir: str, evaluate, sources, ood, backbone) -> BestEvaluation:
-  """Restores the best checkpoint (its factors checked) and evaluates it on every split."""
+  """Restores the best checkpoint (its factors checked against ``fingerprint``) and
+  evaluates it on every split."""
   state, meta = checkpointer.restore_best(training.abstract_state)
-  ckpt.check_fingerprint(meta, setup.frozen, f'{workdir}/checkpoints/best')
+  ckpt.check_fingerprint(meta, fingerprint, f'{workdir}/checkpoints/best')
   validation = evaluate(state.trainables, source=sources['validation'])
   test = evaluate(state.trainables, source=sources['test'])
   ood_logits = None
@@ -347,6 +348,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   # --- Method: decompose and initialise members -----------------------------------------
   init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
   setup = build_method(config, backbone, init_rng)
+  fingerprint = ckpt.factors_fingerprint(setup.frozen)  # once: it reads every frozen leaf
 
   # --- Train state, shardings, jitted steps ---------------------------------------------
   training = make_training(config, setup, mesh, len(sources['train']), state_rng)
@@ -359,11 +361,12 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
                training.frozen, training.train_step,
                make_validate(config, setup, evaluate, sources['validation']), sources,
                train_transform, training.total_steps, training.steps_per_epoch,
-               ckpt.factors_fingerprint(setup.frozen), mesh, identity,
+               fingerprint, mesh, identity,
                member_streams=members if setup.per_member_data else 0)
 
   # --- Evaluate the best checkpoint, save its trainables, report -------------------------
-  best = evaluate_best(checkpointer, training, setup, workdir, evaluate, sources, ood, backbone)
+  best = evaluate_best(checkpointer, training, fingerprint, workdir, evaluate, sources, ood,
+                       backbone)
   trainables_path = save_best_trainables(config, workdir, best, setup, members)
   results = make_report(config, workdir, best, setup, training, backbone, trainables_path)
   checkpointer.close()
