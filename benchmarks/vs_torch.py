@@ -2,6 +2,7 @@ r"""sve_jax's SVE train step against a plain PyTorch SVE, side by side in one pr
 
   python -m benchmarks.vs_torch                      # 2-core CPU: about 6 minutes
   python -m benchmarks.vs_torch --preset=gpu         # one GPU (torch and jax on the same card)
+  python -m benchmarks.vs_torch --decompose_only --repeats=7 --out=benchmarks/results/decompose_cpu.json
 
 The PyTorch reference is written from the paper's formula, the way the authors' release runs
 it: every targeted ``nn.Linear`` holds frozen ``U``, ``Vᵀ`` and per-member ``s_m``, biases and
@@ -41,6 +42,8 @@ _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed run.')
 _BACKBONES = flags.DEFINE_list('backbones', None, 'Subset of backbones to run.')
 _EXECUTIONS = flags.DEFINE_list('executions', ['compose', 'factored', 'auto'],
                                 'sve_jax execution paths to time.')
+_DECOMPOSE_ONLY = flags.DEFINE_bool('decompose_only', False,
+                                    'Time only the one-off decomposition (torch vs sve_jax).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
 
 #: backbone -> (batch, tokens, members)
@@ -90,7 +93,7 @@ def measure_backbone(name: str, batch: int, tokens: int, members: int, execution
                      repeats: int, steps_per_run: int) -> dict[str, Any]:
   """Step times of torch SVE and each sve_jax path on one backbone, alternating runs."""
   import torch  # pylint: disable=g-import-not-at-top
-  device = 'cuda' if jax.devices()[0].platform == 'gpu' and torch.cuda.is_available() else 'cpu'
+  device = _torch_device()
   backbone, weights = common.make_backbone(name, tokens)
   data = common.make_batch(backbone, batch, tokens, members, per_member=False)
   runs, setups = {}, {}
@@ -118,17 +121,35 @@ def measure_backbone(name: str, batch: int, tokens: int, members: int, execution
     for key, fn in runs.items():
       times[key].append(common.median_time(fn, 1, steps_per_run))
   medians = {key: float(np.median(v)) for key, v in times.items()}
-  # The one-off decomposition: torch.linalg.svd per kernel vs sve_jax.decompose.
-  torch_decompose = float(np.median([
-      torch_sve.TorchSVE(backbone, device, None, members).decompose_s for _ in range(repeats)]))
   return {
       'batch': batch, 'tokens': tokens, 'members': members, 'weights': weights,
       'device': device, 'parity_max_abs_logit_diff': parity,
       'step_s': medians, 'step_s_all': times,
       'vs_torch': {k: medians[k] / medians['torch'] for k in medians if k != 'torch'},
-      'decompose_s': {'torch': torch_decompose,
-                      'sve_jax': common.decomposition_time(backbone, repeats)},
+      'decompose_s': decomposition_times(backbone, device, members, repeats),
   }
+
+
+def _torch_device() -> str:
+  """torch's device: the GPU where jax has one too, else the CPU."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return 'cuda' if jax.devices()[0].platform == 'gpu' and torch.cuda.is_available() else 'cpu'
+
+
+def decomposition_times(backbone, device: str, members: int, repeats: int) -> dict[str, float]:
+  """The one-off decomposition, medians of ``repeats`` alternating runs: torch's
+  ``torch.linalg.svd`` per kernel against ``sve_jax.decompose`` (after one warm-up each)."""
+  import sve_jax  # pylint: disable=g-import-not-at-top
+  runs = {
+      'torch': lambda: torch_sve.TorchSVE(backbone, device, None, members).decompose_s,
+      'sve_jax': lambda: common.median_time(
+          lambda: sve_jax.decompose(backbone.params, rules=backbone.rules)[1], 1, 1),
+  }
+  times = {key: [] for key in runs}
+  for _ in range(repeats + 1):
+    for key, run in runs.items():
+      times[key].append(run())
+  return {key: float(np.median(v[1:])) for key, v in times.items()}
 
 
 def markdown_table(entry: dict[str, Any]) -> str:
@@ -155,13 +176,19 @@ def main(argv):
              'repeats': _REPEATS.value, 'steps_per_run': _STEPS.value, 'backbones': {}}
   for name in _BACKBONES.value or list(preset):
     batch, tokens, members = preset[name]
-    entry = measure_backbone(name, batch, tokens, members, _EXECUTIONS.value,
-                             _REPEATS.value, _STEPS.value)
+    if _DECOMPOSE_ONLY.value:
+      backbone, weights = common.make_backbone(name, tokens)
+      entry = {'weights': weights, 'decompose_s': decomposition_times(
+          backbone, _torch_device(), members, _REPEATS.value)}
+      print(f'{name} ({weights}): decomposition {entry["decompose_s"]}', flush=True)
+    else:
+      entry = measure_backbone(name, batch, tokens, members, _EXECUTIONS.value,
+                               _REPEATS.value, _STEPS.value)
+      print(f'\n{name}, batch {batch} x {tokens} tokens, M = {members}\n'
+            + markdown_table(entry), flush=True)
     results['backbones'][name] = entry
     with open(out, 'w') as f:
       json.dump(results, f, indent=2)
-    print(f'\n{name}, batch {batch} x {tokens} tokens, M = {members}\n'
-          + markdown_table(entry), flush=True)
   print(f'wrote {out}')
 
 

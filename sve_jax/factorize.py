@@ -76,29 +76,90 @@ def _thin_svd(w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return jnp.linalg.svd(w, full_matrices=False)
 
 
+# Below this ratio of smallest to largest singular value, :func:`gram_svd` declines (dividing
+# by s would amplify the Gram matrix's rounding); LAPACK's SVD then takes the batch.
+GRAM_MIN_RATIO = 1e-6
+
+
+def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+  """Thin SVD of a batch ``w: (..., m, n)`` by the float64 eigendecomposition of its Gram matrix.
+
+  With ``k = min(m, n)`` and ``w`` (or its transpose) wide, ``w wᵀ = U diag(s²) Uᵀ`` is
+  ``k × k``; then ``Vᵀ = diag(1/s) Uᵀ w``, re-orthonormalised by one Newton–Schulz step. In float64 the
+  singular values are accurate to ~1e-10 of the largest (float32 LAPACK: ~1e-7), and U, V
+  orthonormal to float32 precision. On CPU this is ~2 × faster than LAPACK's divide and
+  conquer as jax calls it, which also fares badly on square and wide row-major matrices.
+
+  Args:
+    w: real matrices, ``(..., m, n)``.
+
+  Returns:
+    ``(u, s, vh)`` in float32 with ``s`` descending, as ``jnp.linalg.svd(w,
+    full_matrices=False)``; or ``None`` where some matrix is numerically rank-deficient
+    (``s_min < GRAM_MIN_RATIO · s_max``).
+  """
+  w = np.asarray(w, np.float64)
+  tall = w.shape[-2] > w.shape[-1]
+  if tall:  # factor the wide transpose, swap the factors back below
+    w = np.swapaxes(w, -1, -2)
+  eigenvalues, u = np.linalg.eigh(w @ np.swapaxes(w, -1, -2))
+  s = np.sqrt(np.maximum(eigenvalues[..., ::-1], 0.))  # eigh ascends; the SVD descends
+  if np.any(s[..., -1] < GRAM_MIN_RATIO * s[..., 0]) or not np.all(np.isfinite(s)):
+    return None
+  u = u[..., ::-1]
+  vh = (np.swapaxes(u, -1, -2) @ w) / s[..., :, None]
+  # Rows of vh with tiny s are orthonormal only to ~1e-16·(s_max/s)²; one Newton–Schulz step,
+  # vh ← (3/2 − ½ vh vhᵀ) vh, squares that error and moves U diag(s) Vᵀ by ~1e-11 of s_max.
+  vh = 1.5 * vh - 0.5 * (vh @ np.swapaxes(vh, -1, -2)) @ vh
+  if tall:
+    u, vh = np.swapaxes(vh, -1, -2), np.swapaxes(u, -1, -2)
+  return u.astype(np.float32), s.astype(np.float32), vh.astype(np.float32)
+
+
+def _host_matrices(kernel: Any, layout: layout_lib.KernelLayout) -> np.ndarray:
+  """:func:`sve_jax.layout.as_matrices` on the host, in float64."""
+  w = np.transpose(np.asarray(kernel, np.float64), layout.permutation)
+  return w.reshape(layout.stack_shape + (layout.d_in, layout.d_out))
+
+
+def _factorise_batch(group: list[tuple[Any, layout_lib.KernelLayout]]
+                     ) -> tuple[Any, Any, Any]:
+  """``(u, s, vh)`` of a same-shape group of kernels, stacked on a leading axis.
+
+  On the CPU backend with concrete kernels, :func:`gram_svd` on the host (already the device);
+  elsewhere, or where it declines, one compiled ``jnp.linalg.svd`` of the stack.
+  """
+  concrete = not any(isinstance(kernel, jax.core.Tracer) for kernel, _ in group)
+  if concrete and jax.default_backend() == 'cpu':
+    factors = gram_svd(np.stack([_host_matrices(*kernel) for kernel in group]))
+    if factors is not None:
+      return factors
+  return _thin_svd(jnp.stack([layout_lib.as_matrices(*kernel) for kernel in group]))
+
+
 def svd_kernels(kernels: Sequence[tuple[jax.Array, layout_lib.KernelLayout]]
                 ) -> list[tuple[Factored, jax.Array]]:
   """Thin SVDs of many kernels, one batched call per matrix shape.
 
-  Kernels whose matrix views share ``(*stack, d_in, d_out)`` are stacked and factorised by a
-  single compiled SVD, so a transformer's dozens of kernels cost a handful of calls (one per
-  distinct shape) instead of one call each.
+  Kernels whose matrix views share ``(*stack, d_in, d_out)`` are stacked and factorised in
+  one call (:func:`gram_svd` on CPU, else a compiled ``jnp.linalg.svd``), so a transformer's
+  dozens of kernels cost a handful of calls (one per distinct shape) instead of one each.
 
   Args:
     kernels: ``(kernel, layout)`` pairs.
 
   Returns:
-    ``(Factored(u, vh), s)`` per kernel, in the order given.
+    ``(Factored(u, vh), s)`` per kernel, in the order given, as jax arrays in float32.
   """
   groups: dict[tuple[int, ...], list[int]] = {}
   for i, (_, layout) in enumerate(kernels):
     groups.setdefault(layout.stack_shape + (layout.d_in, layout.d_out), []).append(i)
   out: list[Any] = [None] * len(kernels)
   for members in groups.values():
-    batch = jnp.stack([layout_lib.as_matrices(*kernels[i]) for i in members])
-    u, s, vh = _thin_svd(batch)
+    u, s, vh = _factorise_batch([kernels[i] for i in members])
     for j, i in enumerate(members):
-      out[i] = (Factored(u=u[j], vh=vh[j], layout=kernels[i][1]), s[j])
+      out[i] = (Factored(u=jnp.asarray(u[j]), vh=jnp.asarray(vh[j]), layout=kernels[i][1]),
+                jnp.asarray(s[j]))
   return out
 
 

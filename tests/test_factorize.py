@@ -144,3 +144,42 @@ def test_decompose_is_traceable_for_parameter_accounting():
   frozen, s = jax.eval_shape(sve_jax.decompose, params)
   assert s['d']['kernel'].shape == (32,)
   assert frozen['d']['kernel'].u.shape == (64, 32)
+
+
+def _with_spectrum(shape, spectrum, seed=0):
+  """A batch of matrices with known singular values: random orthonormal U, V (float64)."""
+  rng = np.random.default_rng(seed)
+  *batch, m, n = shape
+  k = min(m, n)
+  u = np.linalg.qr(rng.normal(size=(*batch, m, k)))[0]
+  v = np.linalg.qr(rng.normal(size=(*batch, n, k)))[0]
+  return (u * spectrum) @ np.swapaxes(v, -1, -2)
+
+
+@pytest.mark.parametrize('shape', [(2, 128, 128), (2, 96, 160), (2, 160, 96)],
+                         ids=['square', 'wide', 'tall'])
+def test_gram_svd_is_an_svd_even_when_ill_conditioned(shape):
+  # Singular values spread over 5.7 decades (MiniLM's kernels reach s_min / s_max ~ 1e-5),
+  # just inside gram_svd's range: without the re-orthonormalisation V is off by ~1e-4.
+  spectrum = np.logspace(0, -5.7, min(shape[-2:]))
+  w = _with_spectrum(shape, spectrum).astype(np.float32)
+  u, s, vh = factorize.gram_svd(w)
+  reference = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+  np.testing.assert_allclose(s, reference, atol=1e-6)
+  eye = np.eye(s.shape[-1])
+  eye = np.broadcast_to(eye, u.shape[:-2] + eye.shape)
+  np.testing.assert_allclose(np.swapaxes(u, -1, -2) @ u, eye, atol=1e-6)
+  np.testing.assert_allclose(vh @ np.swapaxes(vh, -1, -2), eye, atol=1e-6)
+  np.testing.assert_allclose((u * s[..., None, :]) @ vh, w, atol=1e-6)
+
+
+def test_rank_deficient_kernels_fall_back_to_lapack_and_still_decompose():
+  # Rank 3 of 8: the Gram route declines (it would divide by s = 0) and LAPACK factorises.
+  w = (_rand((12, 3), 1) @ _rand((3, 8), 2))
+  assert factorize.gram_svd(w) is None
+  params = {'Dense_0': {'kernel': jnp.asarray(w)}}
+  frozen, s = sve_jax.decompose(params, rules=[(r'.*', 'decompose')])
+  np.testing.assert_allclose(s['Dense_0']['kernel'][3:], 0., atol=1e-5)
+  chex.assert_trees_all_close(sve_jax.compose(frozen, s), params, atol=1e-5)
+  u = frozen['Dense_0']['kernel'].u
+  np.testing.assert_allclose(u.T @ u, np.eye(8), atol=1e-5)
