@@ -3,6 +3,7 @@ r"""The offline default's train step alone, for profilers: compile, then time ``
   python -m benchmarks.profile_step                       # MiniLM-L6, 16 x 40 tokens, M = 4
   perf record -F 499 -p <pid> -- sleep 20                 # while it runs, after "timing"
   python -m benchmarks.profile_step --trace=/tmp/trace    # jax.profiler trace (TensorBoard)
+  python -m benchmarks.profile_step --tokens=64           # the vs_torch step (16 x 64)
 
 Same problem as ``configs/default.py``'s step (real weights, batch 16 of 40 tokens, M = 4,
 ``execution='auto'``); prints the median step time.
@@ -24,18 +25,19 @@ from sve_jax.train import state as train_state
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
 _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['compose', 'factored', 'auto'], 'Path.')
 _TRACE = flags.DEFINE_string('trace', None, 'Write a jax.profiler trace of the timed steps.')
-BATCH, TOKENS, MEMBERS = 16, 40, 4
+_TOKENS = flags.DEFINE_integer('tokens', 40, 'Tokens per example (vs_torch times 64).')
+BATCH, MEMBERS = 16, 4
 
 
 def main(argv):
   del argv
-  backbone, _ = common.make_backbone('minilm_l6', TOKENS)
+  backbone, _ = common.make_backbone('minilm_l6', _TOKENS.value)
   setup = methods.build('sve', backbone,
                         common.method_config('sve', MEMBERS, _EXECUTION.value),
                         jax.random.key(0))
   optimizer = train_state.make_optimizer(1e-2, total_steps=1000, warmup_steps=10)
   state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
-  data = common.make_batch(backbone, BATCH, TOKENS, MEMBERS, per_member=False)
+  data = common.make_batch(backbone, BATCH, _TOKENS.value, MEMBERS, per_member=False)
   step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,))
   state, metrics = step(state, setup.frozen, data)
   jax.block_until_ready(metrics)
