@@ -82,3 +82,9 @@ def decomposition_time(backbone: models.Backbone, repeats: int) -> float:
   run = lambda: sve_jax.decompose(backbone.params, rules=backbone.rules)[1]
   jax.block_until_ready(run())
   return median_time(run, repeats, 1)
+
+
+def xla_flops(jitted, *args) -> float:
+  """XLA's ``cost_analysis()`` flop count of ``jitted`` compiled for ``args``."""
+  analysis = jitted.lower(*args).compile().cost_analysis()
+  return float((analysis[0] if isinstance(analysis, list) else analysis)['flops'])

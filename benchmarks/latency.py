@@ -21,6 +21,7 @@ Writes ``benchmarks/results/latency_<platform>.json`` and prints the Markdown ta
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -40,25 +41,26 @@ _BACKBONE = flags.DEFINE_string('backbone', 'minilm_l6', 'minilm_l6 | bert_base.
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
 
 
-def configurations(backbone, members: int, inputs) -> dict[str, callable]:
-  """``{name: zero-argument call returning logits}``, each compiled and warmed up."""
+def configurations(backbone, members: int, inputs) -> tuple[dict[str, callable], dict[str, float]]:
+  """``({name: zero-argument call returning logits}, {name: XLA flops})``, each compiled and
+  warmed up (flops for the jax configurations only)."""
   frozen, s = sve_jax.decompose(backbone.params, rules=backbone.rules)
   trainables = sve_jax.init_members(jax.random.key(0), frozen, s, members, noise_std=0.01)
   sve_params = {'frozen': frozen, 'trainables': trainables}
   stacked = sve_jax.materialize_members(frozen, trainables)
   frozen_m, trainables_m = sve_jax.materialize_kernels(frozen, trainables)
-  plain = jax.jit(backbone.apply)
-  vmapped = jax.jit(jax.vmap(backbone.apply, in_axes=(0, None)))
-  auto = jax.jit(sve_jax.make_sve_apply(backbone.apply, 'auto'))
   compose = jax.jit(sve_jax.make_sve_apply(backbone.apply, 'compose'))
-  calls = {
-      'one model': lambda: plain(backbone.params, inputs),
-      'deep ensemble': lambda: vmapped(stacked, inputs),
-      'sve_apply (auto)': lambda: auto(sve_params, inputs),
-      'sve_apply (compose)': lambda: compose(sve_params, inputs),
-      'materialised kernels': lambda: compose({'frozen': frozen_m, 'trainables': trainables_m},
-                                              inputs),
+  programs = {  # name -> (jitted function, its arguments)
+      'one model': (jax.jit(backbone.apply), (backbone.params, inputs)),
+      'deep ensemble': (jax.jit(jax.vmap(backbone.apply, in_axes=(0, None))), (stacked, inputs)),
+      'sve_apply (auto)': (jax.jit(sve_jax.make_sve_apply(backbone.apply, 'auto')),
+                           (sve_params, inputs)),
+      'sve_apply (compose)': (compose, (sve_params, inputs)),
+      'materialised kernels': (compose, ({'frozen': frozen_m, 'trainables': trainables_m},
+                                         inputs)),
   }
+  calls = {name: functools.partial(fn, *args) for name, (fn, args) in programs.items()}
+  flops = {name: common.xla_flops(fn, *args) for name, (fn, args) in programs.items()}
   reference = torch_sve.TorchSVE(backbone, 'cpu', trainables, members)
   ids, mask = torch_sve.torch_inputs(inputs, reference)
 
@@ -74,7 +76,7 @@ def configurations(backbone, members: int, inputs) -> dict[str, callable]:
     if name != 'one model' and not np.allclose(out, expected, atol=1e-3):
       raise AssertionError(f'{name}: logits differ from sve_apply by '
                            f'{np.max(np.abs(out - expected))}')
-  return calls
+  return calls, flops
 
 
 def main(argv):
@@ -82,7 +84,7 @@ def main(argv):
   backbone, weights = common.make_backbone(_BACKBONE.value, _TOKENS.value)
   inputs = {k: v[:1] for k, v in common.make_batch(backbone, 1, _TOKENS.value, 1,
                                                     per_member=False)['inputs'].items()}
-  calls = configurations(backbone, _MEMBERS.value, inputs)
+  calls, flops = configurations(backbone, _MEMBERS.value, inputs)
   times = {name: [] for name in calls}
   for _ in range(_CALLS.value):
     for name, call in calls.items():
@@ -92,14 +94,18 @@ def main(argv):
   results = {'backbone': _BACKBONE.value, 'weights': weights, 'members': _MEMBERS.value,
              'tokens': _TOKENS.value, 'calls': _CALLS.value,
              'device': jax.devices()[0].device_kind, 'latency_s': medians,
-             'vs_one_model': {k: v / one for k, v in medians.items()}}
+             'vs_one_model': {k: v / one for k, v in medians.items()},
+             'xla_flops': flops,
+             'gflop_per_s': {k: flops[k] / medians[k] / 1e9 for k in flops}}
   out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                                    f'latency_{jax.devices()[0].platform}.json')
   with open(out, 'w') as f:
     json.dump(results, f, indent=2)
   lines = [f'{_BACKBONE.value}, batch 1 x {_TOKENS.value} tokens, M = {_MEMBERS.value}',
-           '| configuration | ms | ÷ one model |', '|---|---|---|']
-  lines += [f'| {k} | {v * 1e3:.1f} | {v / one:.2f} |' for k, v in medians.items()]
+           '| configuration | ms | ÷ one model | XLA GFLOP | GFLOP/s |', '|---|---|---|---|---|']
+  for k, v in medians.items():
+    rate = (f'{flops[k] / 1e9:.2f} | {flops[k] / v / 1e9:.0f}' if k in flops else '– | –')
+    lines.append(f'| {k} | {v * 1e3:.1f} | {v / one:.2f} | {rate} |')
   print('\n'.join(lines))
   print(f'wrote {out}')
 

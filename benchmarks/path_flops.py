@@ -34,10 +34,8 @@ def step_flops(backbone, execution: str, batch: int, size: int, members: int = 4
   optimizer = train_state.make_optimizer(1e-3, total_steps=10, warmup_steps=1)
   state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
   data = common.make_batch(backbone, batch, size, members, per_member=False)
-  compiled = jax.jit(steps.make_train_step(setup.forward, optimizer)).lower(
-      state, setup.frozen, data).compile()
-  analysis = compiled.cost_analysis()
-  return float((analysis[0] if isinstance(analysis, list) else analysis)['flops'])
+  return common.xla_flops(jax.jit(steps.make_train_step(setup.forward, optimizer)),
+                          state, setup.frozen, data)
 
 
 def main(argv):
