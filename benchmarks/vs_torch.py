@@ -42,6 +42,8 @@ _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed run.')
 _BACKBONES = flags.DEFINE_list('backbones', None, 'Subset of backbones to run.')
 _EXECUTIONS = flags.DEFINE_list('executions', ['compose', 'factored', 'auto'],
                                 'sve_jax execution paths to time.')
+_STEPS_PER_CALL = flags.DEFINE_integer(
+    'steps_per_execution', 4, 'Also time auto with this many steps per call (1: not).')
 _DECOMPOSE_ONLY = flags.DEFINE_bool('decompose_only', False,
                                     'Time only the one-off decomposition (torch vs sve_jax).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
@@ -58,8 +60,12 @@ PRESETS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _jax_step(backbone, execution: str, members: int, data):
-  """A jitted, compiled sve_jax train step on ``data``; returns ``(run, setup)``."""
+def _jax_step(backbone, execution: str, members: int, data, steps_per_call: int = 1):
+  """A jitted, compiled sve_jax train step on ``data``; returns ``(run, setup)``.
+
+  ``steps_per_call > 1``: ``run`` makes one call of the multi-step (as the training loop
+  does with ``config.steps_per_execution``), that many steps on copies of ``data``.
+  """
   setup = methods.build('sve', backbone, common.method_config('sve', members, execution),
                         jax.random.key(0))
   optimizer = train_state.make_optimizer(torch_sve.LEARNING_RATE, total_steps=1000, warmup_steps=10,
@@ -67,7 +73,11 @@ def _jax_step(backbone, execution: str, members: int, data):
   # A copy: the step donates its state, and setup.trainables seed the torch reference.
   state = train_state.create_train_state(jax.tree.map(jnp.copy, setup.trainables), optimizer,
                                          jax.random.key(1))
-  step = jax.jit(steps.make_train_step(setup.forward, optimizer), donate_argnums=(0,))
+  train_step = steps.make_train_step(setup.forward, optimizer)
+  if steps_per_call > 1:
+    train_step = steps.make_multi_step(train_step)
+    data = jax.tree.map(lambda x: jnp.stack([x] * steps_per_call), data)
+  step = jax.jit(train_step, donate_argnums=(0,))
   holder = {'state': step(state, setup.frozen, data)[0]}  # compile + warm-up
 
   def run():
@@ -90,8 +100,13 @@ def check_parity(torch_model, setup, data) -> float:
 
 
 def measure_backbone(name: str, batch: int, tokens: int, members: int, executions,
-                     repeats: int, steps_per_run: int) -> dict[str, Any]:
-  """Step times of torch SVE and each sve_jax path on one backbone, alternating runs."""
+                     repeats: int, steps_per_run: int, steps_per_call: int = 1
+                     ) -> dict[str, Any]:
+  """Step times of torch SVE and each sve_jax path on one backbone, alternating runs.
+
+  ``steps_per_call > 1`` adds ``auto`` run as the training loop runs it with
+  ``config.steps_per_execution``: that many steps per call.
+  """
   import torch  # pylint: disable=g-import-not-at-top
   device = _torch_device()
   backbone, weights = common.make_backbone(name, tokens)
@@ -99,6 +114,12 @@ def measure_backbone(name: str, batch: int, tokens: int, members: int, execution
   runs, setups = {}, {}
   for execution in executions:
     runs[execution], setups[execution] = _jax_step(backbone, execution, members, data)
+  # (calls per timed run, steps they make)
+  work = {key: (steps_per_run, steps_per_run) for key in ('torch', *executions)}
+  if steps_per_call > 1:
+    key = f'auto, {steps_per_call} steps per call'
+    runs[key], _ = _jax_step(backbone, 'auto', members, data, steps_per_call)
+    work[key] = (1, steps_per_call)
   reference = torch_sve.TorchSVE(backbone, device, setups[executions[0]].trainables, members)
   parity = check_parity(reference, setups[executions[0]], data)
   if not parity < 1e-3:
@@ -118,8 +139,9 @@ def measure_backbone(name: str, batch: int, tokens: int, members: int, execution
   runs = {'torch': run_torch, **runs}
   times = {key: [] for key in runs}
   for _ in range(repeats):
-    for key, fn in runs.items():
-      times[key].append(common.median_time(fn, 1, steps_per_run))
+    for key, fn in runs.items():  # seconds per step
+      calls, steps_made = work[key]
+      times[key].append(common.median_time(fn, 1, calls) * calls / steps_made)
   medians = {key: float(np.median(v)) for key, v in times.items()}
   return {
       'batch': batch, 'tokens': tokens, 'members': members, 'weights': weights,
@@ -183,7 +205,7 @@ def main(argv):
       print(f'{name} ({weights}): decomposition {entry["decompose_s"]}', flush=True)
     else:
       entry = measure_backbone(name, batch, tokens, members, _EXECUTIONS.value,
-                               _REPEATS.value, _STEPS.value)
+                               _REPEATS.value, _STEPS.value, _STEPS_PER_CALL.value)
       print(f'\n{name}, batch {batch} x {tokens} tokens, M = {members}\n'
             + markdown_table(entry), flush=True)
     results['backbones'][name] = entry

@@ -113,6 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.every_minutes = 10.  # also once this much wall time passed since the last save
   c.checkpoint.asynchronous = True  # write in a background thread; the step does not wait
 
+  # Steps per call of the jitted step (one lax.scan over that many batches). >1 saves the
+  # per-call cost (on CPU, XLA's fresh temporaries: 15% of the vs_torch step at 4); the
+  # chunks end early at every validation or counted checkpoint.
+  c.steps_per_execution = 1
   c.log_every_steps = 10
   c.eval_every_steps = 0            # also validate every N steps (learning curves); 0 = epochs
   c.max_steps = -1                  # stop after this many steps in total (tests, smoke runs)

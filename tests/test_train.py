@@ -52,9 +52,13 @@ def test_end_to_end_writes_the_promised_report_and_eval_mode_reproduces_it(
   assert again['test'] == pytest.approx(results['test'])
 
 
-def test_resume_after_sigterm_equals_an_uninterrupted_run(tiny_bert_folder, shared_data_dir,
-                                                           tmp_path, monkeypatch):
-  config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{'ood.name': ''})
+@pytest.mark.parametrize('steps_per_execution,signal_call,stop_step', [(1, 5, 5), (4, 1, 4)])
+def test_resume_after_sigterm_equals_an_uninterrupted_run(
+    tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch, steps_per_execution, signal_call,
+    stop_step):
+  # 12 steps, 6 per epoch: both stops are mid-epoch, where the data position matters.
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir,
+                             **{'ood.name': '', 'steps_per_execution': steps_per_execution})
   straight = str(tmp_path / 'straight')
   train.run(config, straight, 'train')
 
@@ -66,7 +70,7 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tiny_bert_folder, shar
 
     def wrapped(*a):
       calls['n'] += 1
-      if calls['n'] == 5:  # mid-epoch: the data position matters on resume
+      if calls['n'] == signal_call:
         signal.raise_signal(signal.SIGTERM)
       return step(*a)
 
@@ -74,7 +78,7 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tiny_bert_folder, shar
 
   monkeypatch.setattr(sharding, 'jit_train_step', interrupting_jit)
   resumed = str(tmp_path / 'resumed')
-  with pytest.raises(train.TrainingInterrupted, match='SIGTERM at step 5'):
+  with pytest.raises(train.TrainingInterrupted, match=f'SIGTERM at step {stop_step}'):
     train.run(config, resumed, 'train')
   assert os.listdir(os.path.join(resumed, 'checkpoints', 'latest'))
   monkeypatch.setattr(sharding, 'jit_train_step', original)
@@ -82,6 +86,44 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tiny_bert_folder, shar
   a, b = _trainables(straight), _trainables(resumed)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
                          a, b)
+
+
+def test_several_steps_per_call_train_as_one_step_per_call(tiny_bert_folder, shared_data_dir,
+                                                           tmp_path):
+  # eval_every_steps=5 cuts the 4-step chunks unevenly: calls end at 4, 5, 6, 8, 10, 12.
+  runs = {}
+  for k in (1, 4):
+    config = tiny_train_config(tiny_bert_folder, shared_data_dir,
+                               **{'ood.name': '', 'steps_per_execution': k,
+                                  'eval_every_steps': 5})
+    workdir = str(tmp_path / f'k{k}')
+    train.run(config, workdir, 'train')
+    records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+    runs[k] = (_trainables(workdir),
+               {r['step']: r['loss'] for r in records if 'loss' in r},
+               [r['step'] for r in records if 'val_accuracy' in r])
+  (one, losses_one, vals_one), (four, losses_four, vals_four) = runs[1], runs[4]
+  assert sorted(losses_one) == sorted(losses_four) == list(range(1, 13))  # every step logged
+  np.testing.assert_allclose([losses_four[s] for s in range(1, 13)],
+                             [losses_one[s] for s in range(1, 13)], rtol=1e-5)
+  assert vals_one == vals_four == [5, 6, 10, 12]
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+                         one, four)
+
+
+def test_chunks_end_at_every_multiple_and_every_counted_event():
+  from sve_jax.train import loop
+  from configs import default
+  config = default.get_config()
+  config.steps_per_execution, config.eval_every_steps, config.checkpoint.every_steps = 4, 7, 9
+  total, per_epoch = 30, 11
+  ends, step = [], 0
+  while step < total:
+    step = loop.chunk_end(step, config, total, per_epoch)
+    ends.append(step)
+  # Independent value: the sorted union of each interval's multiples up to the last step.
+  expected = sorted({s for n in (4, 7, 9, 11) for s in range(n, total + 1, n)} | {total})
+  assert ends == expected
 
 
 def test_a_grain_worker_process_trains_exactly_as_in_process(tiny_bert_folder, shared_data_dir,

@@ -99,7 +99,7 @@ class _Progress:
                     disable=not self.write)
     self.t_last, self.n_last = time.time(), 0
 
-  def step(self, step: int, epoch: int, loss: float, metrics) -> None:
+  def step(self, step: int, epoch: int, loss: float, grad_norm: float) -> None:
     """Counts a step; every ``log_every_steps`` (and the last) logs loss and throughput."""
     self.n_last += self.batch_size
     if step % self.every == 0 or step == self.total_steps:
@@ -107,8 +107,7 @@ class _Progress:
       self.t_last, self.n_last = time.time(), 0
       if self.write:
         _write_jsonl(self.path, {'step': step, 'epoch': epoch, 'loss': loss,
-                                 'grad_norm': float(metrics['grad_norm']),
-                                 'examples_per_sec': rate})
+                                 'grad_norm': grad_norm, 'examples_per_sec': rate})
       self.bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
     self.bar.update(1)
 
@@ -123,6 +122,28 @@ class _Progress:
 def _every(interval: int, step: int) -> bool:
   """Whether ``step`` is a multiple of ``interval`` (0: never)."""
   return bool(interval) and step % interval == 0
+
+
+def chunk_end(step: int, config, total_steps: int, steps_per_epoch: int) -> int:
+  """The step the next call of the multi-step ends at, from ``step``.
+
+  The next multiple of ``config.steps_per_execution``, or earlier: the next step that
+  validates or checkpoints by count (epoch end, ``eval_every_steps``,
+  ``checkpoint.every_steps``) or the last. Chunk ends depend on the step alone, so a resumed
+  run makes the same calls as an uninterrupted one.
+  """
+  def next_multiple(interval: int) -> int:
+    return (step // interval + 1) * interval if interval else total_steps
+
+  return min(next_multiple(config.steps_per_execution), next_multiple(steps_per_epoch),
+             next_multiple(config.eval_every_steps),
+             next_multiple(config.checkpoint.every_steps), total_steps)
+
+
+def _next_chunk(batches, size: int):
+  """``size`` batches from ``batches``, stacked on a new leading (steps) axis."""
+  chunk = [next(batches) for _ in range(size)]
+  return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *chunk)
 
 
 def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) -> None:
@@ -164,14 +185,18 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
   progress, last_save = _Progress(config, workdir, step, total_steps), time.monotonic()
   try:
     with _stop_requests() as stop:
-      for raw_batch in batches:
-        batch = sharding.shard_batch(raw_batch, mesh, per_member=member_streams > 0)
-        state, metrics = train_step(state, frozen, batch)
-        step += 1
-        loss = float(metrics['loss'])
-        _check_finite(loss, step, steps_per_epoch, workdir)
+      while True:
+        end = chunk_end(step, config, total_steps, steps_per_epoch)
+        chunk = sharding.shard_batch(_next_chunk(batches, end - step), mesh,
+                                     per_member=member_streams > 0, steps_axis=True)
+        state, metrics = train_step(state, frozen, chunk)
+        losses, grad_norms = (np.reshape(jax.device_get(metrics[k]), -1)
+                              for k in ('loss', 'grad_norm'))
+        for loss, grad_norm in zip(losses, grad_norms):
+          step += 1
+          _check_finite(float(loss), step, steps_per_epoch, workdir)
+          progress.step(step, step // steps_per_epoch, float(loss), float(grad_norm))
         epoch = step // steps_per_epoch  # epochs done
-        progress.step(step, epoch, loss, metrics)
         last = step >= total_steps
         if step % steps_per_epoch == 0 or last or _every(config.eval_every_steps, step):
           val = validate(state.trainables)

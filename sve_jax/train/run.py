@@ -175,7 +175,9 @@ class Training(NamedTuple):
     state: the train state on the mesh (members sharded over ``member``).
     abstract_state: its shapes, dtypes and shardings, to restore checkpoints into.
     frozen: the method's frozen tree, replicated on the mesh.
-    train_step: ``(state, frozen, batch) -> (state, metrics)``, jitted with shardings.
+    train_step: ``(state, frozen, batches) -> (state, metrics)``, jitted with shardings:
+      the steps of ``batches``' leading axis in one call
+      (:func:`sve_jax.train.steps.make_multi_step`), metrics stacked along it.
     learning_rate: the method's peak learning rate.
     total_steps: optimiser steps of the whole run.
     steps_per_epoch: optimiser steps per pass over the training split.
@@ -208,8 +210,10 @@ def make_training(config, setup: methods.Setup, mesh: jax.sharding.Mesh, num_tra
   state = sharding.place(state, sharding.state_shardings(mesh, state))
   abstract_state = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  train_step = sharding.jit_train_step(steps.make_train_step(setup.forward, optimizer), mesh,
-                                       state, setup.frozen, setup.per_member_data)
+  # One call runs up to config.steps_per_execution steps (the loop stacks their batches).
+  train_step = sharding.jit_train_step(
+      steps.make_multi_step(steps.make_train_step(setup.forward, optimizer)), mesh, state,
+      setup.frozen, setup.per_member_data, steps_axis=True)
   return Training(state, abstract_state, frozen, train_step, learning_rate, total_steps,
                   steps_per_epoch)
 

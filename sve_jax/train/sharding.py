@@ -64,15 +64,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh: Mesh, per_member: bool = False) -> NamedSharding:
+def batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = False
+                   ) -> NamedSharding:
   """A batch's examples split over ``data``.
 
   Args:
     mesh: the mesh.
     per_member: the batch is member-stacked, ``(M, B, ...)`` (each member its own batch):
       the example axis is then the second one, and the member axis is kept whole.
+    steps_axis: the batch stacks several steps' batches on a new leading axis (kept whole),
+      as :func:`sve_jax.train.steps.make_multi_step` takes them.
   """
-  return NamedSharding(mesh, P(None, DATA) if per_member else P(DATA))
+  spec = (None, DATA) if per_member else (DATA,)
+  return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
 def member_sharding(mesh: Mesh) -> NamedSharding:
@@ -121,12 +125,13 @@ def check_members_divisible(num_members: int, mesh: Mesh) -> None:
                      f'config.mesh.member={mesh.shape[MEMBER]}')
 
 
-def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False) -> PyTree:
+def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False,
+                steps_axis: bool = False) -> PyTree:
   """Assembles per-process numpy batches into global arrays split over ``data``.
 
-  ``per_member``: see :func:`batch_sharding`.
+  ``per_member``, ``steps_axis``: see :func:`batch_sharding`.
   """
-  sharding = batch_sharding(mesh, per_member)
+  sharding = batch_sharding(mesh, per_member, steps_axis)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
@@ -173,18 +178,19 @@ def _put_from_host(x, sharding: NamedSharding):
 
 
 def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
-                   per_member_data: bool = False):
+                   per_member_data: bool = False, steps_axis: bool = False):
   """``jax.jit`` of ``train_step(state, frozen, batch)`` with this mesh's shardings.
 
   The state is donated (updated in place); frozen factors are replicated and never donated;
-  the batch is split over ``data`` (``per_member_data``: a member-stacked batch, see
-  :func:`batch_sharding`); metrics come back replicated.
+  the batch is split over ``data`` (``per_member_data``: a member-stacked batch;
+  ``steps_axis``: several steps' batches, for a multi-step; see :func:`batch_sharding`);
+  metrics come back replicated.
   """
   state_sh = state_shardings(mesh, state)
   return jax.jit(
       train_step,
       in_shardings=(state_sh, replicated_shardings(mesh, frozen),
-                    batch_sharding(mesh, per_member_data)),
+                    batch_sharding(mesh, per_member_data, steps_axis)),
       out_shardings=(state_sh, replicated(mesh)),
       donate_argnums=(0,))
 

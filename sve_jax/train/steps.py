@@ -64,6 +64,22 @@ def make_train_step(forward: Forward, optimizer: optax.GradientTransformation):
   return train_step
 
 
+def make_multi_step(train_step):
+  """``multi_step(state, frozen, batches) -> (state, metrics)``: ``train_step`` applied to
+  each batch along ``batches``' leading (steps) axis in one ``lax.scan``; ``metrics`` are
+  stacked along that axis.
+
+  One call then runs several steps. On CPU, XLA allocates a program's temporaries afresh
+  per call, and the kernel zeroing those pages was 13–18% of the default's step
+  (BENCHMARKS.md, "Where the step's time goes"); a scan pays it once per call.
+  """
+
+  def multi_step(state: TrainState, frozen: PyTree, batches: dict):
+    return jax.lax.scan(lambda s, batch: train_step(s, frozen, batch), state, batches)
+
+  return multi_step
+
+
 def make_eval_step(forward: Forward):
   """``eval_step(trainables, frozen, inputs, rng) -> member_logits (M, B, C)`` in float32."""
 
