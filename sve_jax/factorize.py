@@ -108,9 +108,12 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return None
   u = u[..., ::-1]
   vh = (np.swapaxes(u, -1, -2) @ w) / s[..., :, None]
-  # Rows of vh with tiny s are orthonormal only to ~1e-16·(s_max/s)²; one Newton–Schulz step,
-  # vh ← (3/2 − ½ vh vhᵀ) vh, squares that error and moves U diag(s) Vᵀ by ~1e-11 of s_max.
-  vh = 1.5 * vh - 0.5 * (vh @ np.swapaxes(vh, -1, -2)) @ vh
+  # Rows of vh with tiny s are orthonormal only to ~1e-16·(s_max/s)²; where that shows
+  # above float32's resolution, one Newton–Schulz step, vh ← vh + ½ (I − vh vhᵀ) vh, squares
+  # the error and moves U diag(s) Vᵀ by ~1e-11 of s_max.
+  residual = np.eye(vh.shape[-2]) - vh @ np.swapaxes(vh, -1, -2)
+  if np.max(np.abs(residual)) > 1e-8:
+    vh = vh + 0.5 * residual @ vh
   if tall:
     u, vh = np.swapaxes(vh, -1, -2), np.swapaxes(u, -1, -2)
   return u.astype(np.float32), s.astype(np.float32), vh.astype(np.float32)
