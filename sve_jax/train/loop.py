@@ -155,6 +155,18 @@ def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) ->
         'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
+def _log_steps(metrics, step: int, progress: _Progress, steps_per_epoch: int,
+               workdir: str) -> int:
+  """Checks and logs each step of one call's stacked ``metrics``; returns the step reached."""
+  losses, grad_norms = (np.reshape(jax.device_get(metrics[k]), -1)
+                        for k in ('loss', 'grad_norm'))
+  for loss, grad_norm in zip(losses, grad_norms):
+    step += 1
+    _check_finite(float(loss), step, steps_per_epoch, workdir)
+    progress.step(step, step // steps_per_epoch, float(loss), float(grad_norm))
+  return step
+
+
 def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
                validate, sources, transform, total_steps, steps_per_epoch, fingerprint, mesh,
                identity, member_streams: int = 0):
@@ -190,12 +202,7 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
         chunk = sharding.shard_batch(_next_chunk(batches, end - step), mesh,
                                      per_member=member_streams > 0, steps_axis=True)
         state, metrics = train_step(state, frozen, chunk)
-        losses, grad_norms = (np.reshape(jax.device_get(metrics[k]), -1)
-                              for k in ('loss', 'grad_norm'))
-        for loss, grad_norm in zip(losses, grad_norms):
-          step += 1
-          _check_finite(float(loss), step, steps_per_epoch, workdir)
-          progress.step(step, step // steps_per_epoch, float(loss), float(grad_norm))
+        step = _log_steps(metrics, step, progress, steps_per_epoch, workdir)
         epoch = step // steps_per_epoch  # epochs done
         last = step >= total_steps
         if step % steps_per_epoch == 0 or last or _every(config.eval_every_steps, step):
