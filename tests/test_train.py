@@ -220,6 +220,7 @@ def test_trainables_file_round_trips_and_rejects_another_backbone(tmp_path, tiny
     ('num_members', 0, 'config.num_members=0 must be >= 1'),
     ('optim.learning_rate', 0., 'config.optim.learning_rate=0.0 must be > 0'),
     ('data.num_workers', -1, r'config.data.num_workers=-1 must be >= 0'),
+    ('steps_per_execution', 0, r'config.steps_per_execution=0 must be an integer >= 1'),
     ('data.name', 'no_such_data', "config.data.name='no_such_data'"),
     ('model.name', 'resnet', "config.model.name='resnet'"),
     ('model.path', '/no/such/checkpoint', "config.model.path='/no/such/checkpoint' does not exist"),
