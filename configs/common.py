@@ -87,6 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   # single_ft, deep_ensemble, mc_dropout update every pretrained weight: 1e-3 destroys them.
   # -1 = learning_rate.
   c.optim.full_finetune_learning_rate = 5e-5
+  c.optim.lora_learning_rate = -1.  # lora_ensemble's; -1 = learning_rate
   c.optim.weight_decay = 0.05
   c.optim.warmup_fraction = 0.1
   # warmup_cosine: warm-up from 0 over warmup_fraction, cosine to 0 (the paper's text);

@@ -452,21 +452,23 @@ DOCUMENTED = {
     'single_ft': (1, 1, 'full_finetune_learning_rate'),
     'deep_ensemble': (M, M, 'full_finetune_learning_rate'),
     'mc_dropout': (M, 1, 'full_finetune_learning_rate'),
-    'lora_ensemble': (M, M, 'learning_rate'),
+    'lora_ensemble': (M, M, 'lora_learning_rate'),
     'batch_ensemble': (M, M, 'learning_rate'),
 }
 
 
 def test_method_records_hold_the_documented_members_and_learning_rate():
   assert methods.METHODS == tuple(DOCUMENTED)
-  optim = {'learning_rate': 1e-3, 'full_finetune_learning_rate': 5e-5}
+  optim = {'learning_rate': 1e-3, 'full_finetune_learning_rate': 5e-5,
+           'lora_learning_rate': 2e-4}
   for name, (reported, trained, rate_field) in DOCUMENTED.items():
     method = methods.get(name)
     assert method.name == name
     assert (method.num_members(M), method.trained_members(M)) == (reported, trained), name
     assert method.learning_rate(optim) == optim[rate_field], name
-  same = {'learning_rate': 1e-3, 'full_finetune_learning_rate': -1}
+  same = {'learning_rate': 1e-3, 'full_finetune_learning_rate': -1, 'lora_learning_rate': -1}
   assert methods.get('single_ft').learning_rate(same) == 1e-3
+  assert methods.get('lora_ensemble').learning_rate(same) == 1e-3
   with pytest.raises(ValueError, match="config.method='nope' is not a known method"):
     methods.get('nope')
 
@@ -475,6 +477,7 @@ def test_method_records_hold_the_documented_members_and_learning_rate():
     ('optim.full_finetune_learning_rate', 0.,
      'config.optim.full_finetune_learning_rate=0.0 must be > 0, or -1'),
     ('lora_rank', 0, 'config.lora_rank=0 must be >= 1'),
+    ('optim.lora_learning_rate', 0., 'config.optim.lora_learning_rate=0.0 must be > 0, or -1'),
     ('model.dropout_rate', 1.5, 'config.model.dropout_rate=1.5 must be'),
 ])
 def test_bad_method_config_fails_before_heavy_work(key, value, message, tmp_path):

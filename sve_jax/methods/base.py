@@ -35,6 +35,9 @@ HEAD_STD = 0.01
 #: weight; the SVE rate (1e-3) makes them diverge (a MiniLM-L6 fine-tune at 1e-3 ends at
 #: chance accuracy), so they take BERT's usual range, 2e-5 to 5e-5.
 FULL_FINETUNE_LEARNING_RATE = 'full_finetune_learning_rate'
+#: The ``config.optim`` field of LoRA-Ensemble's learning rate: its B matrices start at zero
+#: and the adapted attention collapses at SVE's 1e-2 (BENCHMARKS.md, "Quality").
+LORA_LEARNING_RATE = 'lora_learning_rate'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +93,8 @@ class Method:
     trains_ensemble: whether it trains ``config.num_members`` copies (the member axis of its
       trainables); otherwise one (MC dropout samples its members from one model).
     learning_rate_key: the ``config.optim`` field of its peak learning rate:
-      ``'learning_rate'``, or :data:`FULL_FINETUNE_LEARNING_RATE` for methods that update
-      every pretrained weight.
+      ``'learning_rate'``, :data:`FULL_FINETUNE_LEARNING_RATE` for methods that update
+      every pretrained weight, or :data:`LORA_LEARNING_RATE`.
   """
   name: str
   build: Callable[[Any, Mapping[str, Any], jax.Array], Setup]

@@ -96,4 +96,4 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
   return base.make_setup('lora_ensemble', backbone, backbone.params, trainables, forward)
 
 
-METHOD = base.Method('lora_ensemble', build)
+METHOD = base.Method('lora_ensemble', build, learning_rate_key=base.LORA_LEARNING_RATE)
