@@ -2,7 +2,8 @@ r"""sve_jax's SVE train step against a plain PyTorch SVE, side by side in one pr
 
   python -m benchmarks.vs_torch                      # 2-core CPU: about 6 minutes
   python -m benchmarks.vs_torch --preset=gpu         # one GPU (torch and jax on the same card)
-  python -m benchmarks.vs_torch --decompose_only --repeats=7 --out=benchmarks/results/decompose_cpu.json
+  python -m benchmarks.vs_torch --decompose_only --repeats=7 \
+      --out=benchmarks/results/decompose_cpu.json   # the one-off decomposition alone
 
 The PyTorch reference is written from the paper's formula, the way the authors' release runs
 it: every targeted ``nn.Linear`` holds frozen ``U``, ``Vᵀ`` and per-member ``s_m``, biases and
