@@ -97,7 +97,9 @@ def markdown_table(summary: dict[str, dict]) -> str:
     for name in ('accuracy', 'nll', 'brier', 'ece', 'nll_ts', 'ece_ts', 'auroc_mi',
                  'auroc_msp', 'train_time_s'):
       stat = row.get(name)
-      fmt = '{:.0f} ± {:.0f}' if name == 'train_time_s' else '{:.4f} ± {:.4f}'
+      fmt = '{:.0f}' if name == 'train_time_s' else '{:.4f}'
+      if row.get('seeds', 1) > 1:  # one seed has no spread to show
+        fmt = f'{fmt} ± {fmt}'
       cells.append(fmt.format(stat['mean'], stat['std']) if stat else '–')
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)

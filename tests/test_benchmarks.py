@@ -47,6 +47,9 @@ def test_quality_summary_is_mean_and_std_over_seeds():
   assert row['auroc_mi']['mean'] == pytest.approx(0.85) and row['seeds'] == 2
   table = quality.markdown_table(summary)
   assert '| sve | 4 | 10 | 0.001 | 0.7500 ± 0.0500 |' in table
+  # One seed has no spread: its cells are the values alone, not '± 0.0000'.
+  one_seed = quality.markdown_table(quality.summarise({'sve': [result(0.7, 0.8)]}))
+  assert '| sve | 4 | 10 | 0.001 | 0.7000 | 0.5000 |' in one_seed and '±' not in one_seed
 
 
 def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
