@@ -60,6 +60,12 @@ def make_batch(backbone: models.Backbone, batch: int, size: int, members: int,
   return {'inputs': inputs, 'label': labels}
 
 
+def repeat_steps(data: dict[str, Any], steps: int) -> dict[str, Any]:
+  """``steps`` copies of a batch on a new leading axis: the input of
+  :func:`sve_jax.train.steps.make_multi_step`."""
+  return jax.tree.map(lambda x: np.stack([x] * steps), data)
+
+
 def method_config(method: str, members: int, execution: str) -> dict[str, Any]:
   return {'num_members': members, 'noise_std': 0.01, 'execution': execution,
           'lora_rank': 8, 'model': {'dropout_rate': -1}, 'seed': 0}

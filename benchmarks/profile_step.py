@@ -42,7 +42,7 @@ def main(argv):
   state = train_state.create_train_state(setup.trainables, optimizer, jax.random.key(1))
   data = common.make_batch(backbone, BATCH, _TOKENS.value, MEMBERS, per_member=False)
   per_call = _PER_CALL.value
-  data = jax.tree.map(lambda x: np.stack([x] * per_call), data)
+  data = common.repeat_steps(data, per_call)
   step = jax.jit(steps.make_multi_step(steps.make_train_step(setup.forward, optimizer)),
                  donate_argnums=(0,))
   state, metrics = step(state, setup.frozen, data)

@@ -77,7 +77,7 @@ def _jax_step(backbone, execution: str, members: int, data, steps_per_call: int 
   train_step = steps.make_train_step(setup.forward, optimizer)
   if steps_per_call > 1:
     train_step = steps.make_multi_step(train_step)
-    data = jax.tree.map(lambda x: jnp.stack([x] * steps_per_call), data)
+    data = common.repeat_steps(data, steps_per_call)
   step = jax.jit(train_step, donate_argnums=(0,))
   holder = {'state': step(state, setup.frozen, data)[0]}  # compile + warm-up
 

@@ -120,12 +120,6 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
   return u.astype(np.float32), s.astype(np.float32), vh.astype(np.float32)
 
 
-def _host_matrices(kernel: Any, layout: layout_lib.KernelLayout) -> np.ndarray:
-  """:func:`sve_jax.layout.as_matrices` on the host, in float64."""
-  w = np.transpose(np.asarray(kernel, np.float64), layout.permutation)
-  return w.reshape(layout.stack_shape + (layout.d_in, layout.d_out))
-
-
 def _factorise_batch(group: list[tuple[Any, layout_lib.KernelLayout]]
                      ) -> tuple[Any, Any, Any]:
   """``(u, s, vh)`` of a same-shape group of kernels, stacked on a leading axis.
@@ -133,12 +127,13 @@ def _factorise_batch(group: list[tuple[Any, layout_lib.KernelLayout]]
   On the CPU backend with concrete kernels, :func:`gram_svd` on the host (already the device);
   elsewhere, or where it declines, one compiled ``jnp.linalg.svd`` of the stack.
   """
-  concrete = not any(isinstance(kernel, jax.core.Tracer) for kernel, _ in group)
+  matrices = [layout_lib.as_matrices(*kernel) for kernel in group]
+  concrete = not any(isinstance(m, jax.core.Tracer) for m in matrices)
   if concrete and jax.default_backend() == 'cpu':
-    factors = gram_svd(np.stack([_host_matrices(*kernel) for kernel in group]))
+    factors = gram_svd(np.stack([np.asarray(m) for m in matrices]))
     if factors is not None:
       return factors
-  return _thin_svd(jnp.stack([layout_lib.as_matrices(*kernel) for kernel in group]))
+  return _thin_svd(jnp.stack(matrices))
 
 
 def svd_kernels(kernels: Sequence[tuple[jax.Array, layout_lib.KernelLayout]]

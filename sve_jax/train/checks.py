@@ -40,13 +40,10 @@ def _check_bounds(config) -> None:
       (config.noise_std >= 0, f'config.noise_std={config.noise_std} must be >= 0'),
       (config.optim.learning_rate > 0,
        f'config.optim.learning_rate={config.optim.learning_rate} must be > 0'),
-      (config.optim.full_finetune_learning_rate > 0
-       or config.optim.full_finetune_learning_rate == -1,
-       f'config.optim.full_finetune_learning_rate={config.optim.full_finetune_learning_rate} '
-       f'must be > 0, or -1 for config.optim.learning_rate'),
-      (config.optim.lora_learning_rate > 0 or config.optim.lora_learning_rate == -1,
-       f'config.optim.lora_learning_rate={config.optim.lora_learning_rate} must be > 0, or -1 '
-       f'for config.optim.learning_rate'),
+      *((config.optim[key] > 0 or config.optim[key] == -1,
+         f'config.optim.{key}={config.optim[key]} must be > 0, or -1 for '
+         'config.optim.learning_rate')
+        for key in ('full_finetune_learning_rate', 'lora_learning_rate')),  # per-method rates
       (0 <= config.optim.warmup_fraction < 1,
        f'config.optim.warmup_fraction={config.optim.warmup_fraction} must be in [0, 1)'),
       (config.num_epochs >= 1, f'config.num_epochs={config.num_epochs} must be >= 1'),
