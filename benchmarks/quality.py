@@ -12,8 +12,10 @@ BENCHMARKS.md records: mean ± std over seeds per method.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -36,7 +38,31 @@ COLUMNS = (
 )
 
 
+def _nll_over_members(results: dict) -> float | None:
+  """The ensemble's test NLL ÷ its members' mean test NLL (< 1: the ensemble earns its keep)."""
+  members = _get(results, ('members_mean', 'nll'))
+  return results['test']['nll'] / members if members else None
+
+
+#: Is the ensemble at work, and does its uncertainty track people's? (name, key path or
+#: function of results.json). ``rho_*``: Spearman correlation of each per-example uncertainty
+#: with 1 − annotator agreement, where the data set carries one.
+ENSEMBLE_COLUMNS = (
+    ('val_nll', ('validation', 'nll')),
+    ('members_accuracy', ('members_mean', 'accuracy')),
+    ('members_nll', ('members_mean', 'nll')), ('nll_over_members', _nll_over_members),
+    ('disagreement', ('diversity', 'disagreement')),
+    ('mi', ('diversity', 'mutual_information')),
+    ('rho_entropy', ('human_disagreement', 'entropy')),
+    ('rho_mi', ('human_disagreement', 'mutual_information')),
+    ('rho_max_prob', ('human_disagreement', 'one_minus_max_prob')),
+)
+
+
 def _get(results, keys):
+  """The value at key path ``keys`` in ``results`` (None where absent), or ``keys(results)``."""
+  if callable(keys):
+    return keys(results)
   for key in keys:
     results = results.get(key) if isinstance(results, dict) else None
   return results
@@ -69,9 +95,11 @@ def _learning_rate(results: dict) -> float | None:
 
 
 def summarise(runs: dict[str, list[dict]],
-              columns: tuple[tuple[str, tuple[str, ...]], ...] = COLUMNS) -> dict[str, dict]:
-  """Mean and std over seeds of each of ``columns`` (name, key path) and the wall time, per
-  method (or per named setting: benchmarks/sweep.py)."""
+              columns: tuple[tuple[str, Any], ...] = COLUMNS + ENSEMBLE_COLUMNS
+              ) -> dict[str, dict]:
+  """Mean and std over seeds of each of ``columns`` (name, key path or function of a run's
+  results) and the wall time, per method (or per named setting: benchmarks/sweep.py).
+  Absent and NaN values (a single model's MI) are left out; a column with none is omitted."""
   summary = {}
   for method, results in runs.items():
     row = {'num_members': results[0]['num_members'],
@@ -79,30 +107,52 @@ def summarise(runs: dict[str, list[dict]],
            'overhead': results[0]['params']['overhead'], 'seeds': len(results),
            'learning_rate': _learning_rate(results[0])}
     for name, keys in columns + (('train_time_s', ('train_time_s',)),):
-      values = [v for v in (_get(r, keys) for r in results) if v is not None]
+      values = [v for v in (_get(r, keys) for r in results)
+                if v is not None and not math.isnan(v)]
       if values:
         row[name] = {'mean': float(np.mean(values)), 'std': float(np.std(values))}
     summary[method] = row
   return summary
 
 
-def markdown_table(summary: dict[str, dict]) -> str:
-  header = ['method', 'M', 'trainable', 'lr', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)',
-            'ECE (TS)', 'AUROC MI', 'AUROC MSP', 'train s']
+def format_stat(stat: dict | None, seeds: int, fmt: str = '{:.4f}') -> str:
+  """``mean ± std`` of a summarised column; the mean alone for one seed (it has no spread);
+  '–' where the column is absent."""
+  if not stat:
+    return '–'
+  return (f'{fmt} ± {fmt}' if seeds > 1 else fmt).format(stat['mean'], stat['std'])
+
+
+def table(summary: dict[str, dict], header: list[str], lead, keys: tuple[str, ...]) -> str:
+  """A Markdown table: per row ``lead(name, row)`` cells, then each of ``keys``."""
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for method, row in summary.items():
-    lr = row.get('learning_rate')
-    cells = [method, str(row['num_members']), f"{row['trainable_total']:,}",
-             f'{lr:g}' if lr is not None else '–']
-    for name in ('accuracy', 'nll', 'brier', 'ece', 'nll_ts', 'ece_ts', 'auroc_mi',
-                 'auroc_msp', 'train_time_s'):
-      stat = row.get(name)
-      fmt = '{:.0f}' if name == 'train_time_s' else '{:.4f}'
-      if row.get('seeds', 1) > 1:  # one seed has no spread to show
-        fmt = f'{fmt} ± {fmt}'
-      cells.append(fmt.format(stat['mean'], stat['std']) if stat else '–')
+  for name, row in summary.items():
+    seeds = row.get('seeds', 1)
+    cells = lead(name, row) + [
+        format_stat(row.get(key), seeds, '{:.0f}' if key == 'train_time_s' else '{:.4f}')
+        for key in keys]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+def markdown_table(summary: dict[str, dict]) -> str:
+  """Test metrics, OOD and wall time per method: BENCHMARKS.md's main quality table."""
+  def lead(method, row):
+    lr = row.get('learning_rate')
+    return [method, str(row['num_members']), f"{row['trainable_total']:,}",
+            f'{lr:g}' if lr is not None else '–']
+  header = ['method', 'M', 'trainable', 'lr', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)',
+            'ECE (TS)', 'AUROC MI', 'AUROC MSP', 'train s']
+  return table(summary, header, lead, ('accuracy', 'nll', 'brier', 'ece', 'nll_ts', 'ece_ts',
+                                        'auroc_mi', 'auroc_msp', 'train_time_s'))
+
+
+def ensemble_table(summary: dict[str, dict]) -> str:
+  """Members against the ensemble, diversity, and ρ with human disagreement, per method."""
+  header = ['method', 'seeds', 'val NLL', 'members acc', 'members NLL', 'NLL ÷ members',
+            'disagreement', 'MI (nats)', 'ρ entropy', 'ρ MI', 'ρ 1 − max p']
+  return table(summary, header, lambda method, row: [method, str(row['seeds'])],
+                tuple(name for name, _ in ENSEMBLE_COLUMNS))
 
 
 def _root() -> str:
@@ -133,6 +183,8 @@ def main(argv):
       runs[method].append(run_one(config, method, seed, workdir))
       summary = write_summary(config, runs)
   print(markdown_table(summary))
+  print()
+  print(ensemble_table(summary))
 
 
 if __name__ == '__main__':

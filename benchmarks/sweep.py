@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 from typing import Any, Mapping
 
@@ -251,19 +250,10 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
             'ECE (TS)', 'disagreement', 'MI', 'AUROC MI', 's change', 'train s')
   keys = ('val_nll', 'val_accuracy', 'accuracy', 'members_accuracy', 'nll', 'members_nll',
           'ece_ts', 'disagreement', 'mi', 'auroc_mi', 's_change', 'train_time_s')
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for name, row in summary['settings'].items():
-    cells = [f'**{name}**' if name == summary['best'] else name]
-    for key in keys:
-      stat = row.get(key)
-      if not stat or stat['mean'] is None or math.isnan(stat['mean']):
-        cells.append('–')
-      elif key == 'train_time_s':
-        cells.append(f"{stat['mean']:.0f}")
-      else:
-        cells.append(f"{stat['mean']:.4f} ± {stat['std']:.4f}")
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
+  def lead(name, row):
+    del row
+    return [f'**{name}**' if name == summary['best'] else name]
+  return quality.table(summary['settings'], list(header), lead, keys)
 
 
 def main(argv):

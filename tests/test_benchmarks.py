@@ -52,6 +52,28 @@ def test_quality_summary_is_mean_and_std_over_seeds():
   assert '| sve | 4 | 10 | 0.001 | 0.7000 | 0.5000 |' in one_seed and '±' not in one_seed
 
 
+def test_quality_ensemble_table_reads_members_diversity_and_human_agreement():
+  def result(members_nll, rho_mi):
+    return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
+            'test': {'accuracy': 0.7, 'nll': 0.6}, 'validation': {'nll': 0.65},
+            'members_mean': {'accuracy': 0.68, 'nll': members_nll},
+            'diversity': {'disagreement': 0.1, 'mutual_information': 0.02},
+            'human_disagreement': {'entropy': 0.3, 'mutual_information': rho_mi,
+                                   'one_minus_max_prob': 0.31}}
+  summary = quality.summarise({'sve': [result(0.75, 0.2), result(0.6, float('nan'))]})
+  # The ratio is per run, then averaged: (0.6/0.75 + 0.6/0.6) / 2, not 0.6 / mean(members).
+  assert summary['sve']['nll_over_members']['mean'] == pytest.approx((0.8 + 1.0) / 2)
+  # A NaN (MI of a single model) is left out of the mean, not propagated.
+  assert summary['sve']['rho_mi'] == {'mean': pytest.approx(0.2), 'std': 0.0}
+  table = quality.ensemble_table(summary)
+  assert '| sve | 2 | 0.6500 ± 0.0000 | 0.6800 ± 0.0000 | 0.6750 ± 0.0750 | 0.9000 ± 0.1000 |' in table
+  # A data set without annotator agreement: the ρ cells say so instead of inventing a value.
+  no_people = result(0.75, 0.2)
+  del no_people['human_disagreement']
+  assert quality.ensemble_table(quality.summarise({'svf': [no_people]})).endswith(
+      '| 0.1000 | 0.0200 | – | – | – |')
+
+
 def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
   import json
