@@ -8,6 +8,8 @@ import contextlib
 import io
 import os
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -270,3 +272,21 @@ def test_sve_rules_make_a_new_head_per_member():
       p for p in roles if p.endswith(('expand_conv/kernel', 'project_conv/kernel'))
   } | {'top_conv/kernel'}
   assert len(roles) - sum(r == 'frozen' for r in roles.values()) == 2 + 32
+
+
+@pytest.mark.parametrize('size,kernel_size,stride', [(9, 3, 1), (9, 5, 2), (8, 3, 2), (7, 5, 1)])
+def test_depthwise_conv_matches_xla_grouped_conv_and_its_gradients(size, kernel_size, stride):
+  from sve_jax.models.efficientnet_lite import DepthwiseConv
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 6))
+  args = dict(features=6, kernel_size=(kernel_size, kernel_size), strides=stride,
+              padding='SAME', feature_group_count=6, use_bias=False)
+  reference, ours = nn.Conv(**args), DepthwiseConv(**args)
+  params = reference.init(jax.random.key(1), x)
+  chex.assert_trees_all_close(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
+  loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+  chex.assert_trees_all_close(jax.grad(loss(ours), (0, 1))(params, x),
+                              jax.grad(loss(reference), (0, 1))(params, x), atol=1e-4)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(
+      jnp.shape, params)
+  with pytest.raises(ValueError, match='feature_group_count'):
+    DepthwiseConv(**{**args, 'feature_group_count': 3}).init(jax.random.key(1), x)

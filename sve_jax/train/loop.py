@@ -97,14 +97,25 @@ class _Progress:
     self.write = jax.process_index() == 0  # one line per step, whatever the process count
     self.bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
                     disable=not self.write)
-    self.t_last, self.n_last = time.time(), 0
+    self.call_start = time.time()
+    self.n_last, self.seconds_last = 0, 0.
 
-  def step(self, step: int, epoch: int, loss: float, grad_norm: float) -> None:
-    """Counts a step; every ``log_every_steps`` (and the last) logs loss and throughput."""
+  def start_call(self) -> None:
+    """Marks the start of a call of the (multi-)step: its batches are read from here."""
+    self.call_start = time.time()
+
+  def step(self, step: int, epoch: int, loss: float, grad_norm: float, seconds: float) -> None:
+    """Counts a step that took ``seconds`` (its share of its call's wall time); every
+    ``log_every_steps`` (and the last) logs loss and throughput since the last log.
+
+    The time is per step, not the clock at logging: a multi-step call's steps all reach the
+    host at once, so two logs within one call would otherwise divide by ~0 s.
+    """
     self.n_last += self.batch_size
+    self.seconds_last += seconds
     if step % self.every == 0 or step == self.total_steps:
-      rate = self.n_last / max(time.time() - self.t_last, 1e-9)
-      self.t_last, self.n_last = time.time(), 0
+      rate = self.n_last / max(self.seconds_last, 1e-9)
+      self.n_last, self.seconds_last = 0, 0.
       if self.write:
         _write_jsonl(self.path, {'step': step, 'epoch': epoch, 'loss': loss,
                                  'grad_norm': grad_norm, 'examples_per_sec': rate})
@@ -160,10 +171,11 @@ def _log_steps(metrics, step: int, progress: _Progress, steps_per_epoch: int,
   """Checks and logs each step of one call's stacked ``metrics``; returns the step reached."""
   losses, grad_norms = (np.reshape(jax.device_get(metrics[k]), -1)
                         for k in ('loss', 'grad_norm'))
+  seconds = (time.time() - progress.call_start) / losses.size  # the call has finished
   for loss, grad_norm in zip(losses, grad_norms):
     step += 1
     _check_finite(float(loss), step, steps_per_epoch, workdir)
-    progress.step(step, step // steps_per_epoch, float(loss), float(grad_norm))
+    progress.step(step, step // steps_per_epoch, float(loss), float(grad_norm), seconds)
   return step
 
 
@@ -199,6 +211,7 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
     with _stop_requests() as stop:
       while True:
         end = chunk_end(step, config, total_steps, steps_per_epoch)
+        progress.start_call()
         chunk = sharding.shard_batch(_next_chunk(batches, end - step), mesh,
                                      per_member=member_streams > 0, steps_axis=True)
         state, metrics = train_step(state, frozen, chunk)
