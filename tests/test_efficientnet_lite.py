@@ -290,3 +290,45 @@ def test_depthwise_conv_matches_xla_grouped_conv_and_its_gradients(size, kernel_
       jnp.shape, params)
   with pytest.raises(ValueError, match='feature_group_count'):
     DepthwiseConv(**{**args, 'feature_group_count': 3}).init(jax.random.key(1), x)
+
+
+def test_full_fine_tunes_train_every_weight_but_never_the_batch_norm_statistics(checkpoint):
+  import optax
+  from sve_jax import methods, tree
+  backbone = models.load_backbone({'name': 'efficientnet_lite0', 'path': checkpoint,
+                                   'image_size': 16, 'dropout_rate': 0.1, 'dtype': 'float32'},
+                                  num_classes=3)
+  paths = {'/'.join(p) for p in tree.flatten_paths(backbone.params)}
+  statistics = {p for p in paths if p.endswith(('_bn/mean', '_bn/var'))}
+  assert len(statistics) == 2 * (1 + 3 * 16 - 1 + 1)  # stem, 3 per block (block 0: 2), top
+  for method in ('single_ft', 'deep_ensemble', 'mc_dropout'):
+    setup = methods.build(method, backbone, {'num_members': 2}, jax.random.key(0))
+    assert {'/'.join(p) for p in tree.flatten_paths(setup.frozen)} == statistics, method
+    assert {'/'.join(p) for p in tree.flatten_paths(setup.trainables)} == paths - statistics
+
+  setup = methods.build('single_ft', backbone, {'num_members': 1}, jax.random.key(0))
+  images = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
+  # At its pretrained weights and a zero head the forward is the backbone's own.
+  zero_head = jax.tree.map(jnp.zeros_like, setup.trainables)['head']
+  start = {**setup.trainables, 'head': zero_head}
+  logits = setup.forward(setup.frozen, start, images, jax.random.key(2), False)
+  chex.assert_trees_all_close(logits[0], backbone.apply(backbone.params, images), atol=1e-5)
+
+  # A rate far above any recipe's: variances that were trainable would cross zero and give
+  # NaN; the frozen statistics keep every step finite.
+  labels = jnp.array([[0, 1, 2, 0]])
+  optimizer = optax.adam(0.1)
+
+  @jax.jit
+  def step(trainables, opt_state):
+    def loss(t):
+      out = setup.forward(setup.frozen, t, images, jax.random.key(2), True)
+      return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+    value, grads = jax.value_and_grad(loss)(trainables)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(trainables, updates), opt_state, value
+
+  trainables, opt_state = setup.trainables, optimizer.init(setup.trainables)
+  for _ in range(3):
+    trainables, opt_state, value = step(trainables, opt_state)
+    assert np.isfinite(float(value))

@@ -1,6 +1,8 @@
 """Full fine-tuning (``single_ft``, M = 1) and the mechanism the explicit ensembles share.
 
-Every backbone param is trainable; nothing is frozen. The fresh head is drawn ``N(0, 0.01²)``
+Every backbone weight is trainable. Only the backbone's statistics stay frozen
+(:attr:`sve_jax.models.Backbone.statistics`: batch norm's running mean and variance, which
+a gradient step would corrupt: AdamW can push a variance below zero). The fresh head is drawn ``N(0, 0.01²)``
 (bias 0) per member from the member's own key (:func:`base.init_heads`). Training uses the
 backbone's dropout (``config.model.dropout_rate``, default the checkpoint's own).
 """
@@ -8,15 +10,28 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import re
+
 import jax
 
+from sve_jax import tree as tree_lib
 from sve_jax.methods import base
 
 
 def member_params(frozen, t_m):
-  """A member's params are its trainables: ``frozen`` is empty."""
-  del frozen
-  return t_m
+  """A member's params: its trainables, with the frozen statistics (if any) put back."""
+  if not frozen:
+    return t_m
+  return tree_lib.nest({**tree_lib.flatten_paths(frozen), **tree_lib.flatten_paths(t_m)})
+
+
+def split_statistics(backbone) -> tuple[dict, dict]:
+  """``(statistics, weights)``: the backbone's params split by ``backbone.statistics``."""
+  flat = tree_lib.flatten_paths(backbone.params)
+  is_statistic = {path: any(re.search(rule, '/'.join(path)) for rule in backbone.statistics)
+                  for path in flat}
+  return (tree_lib.nest({p: v for p, v in flat.items() if is_statistic[p]}),
+          tree_lib.nest({p: v for p, v in flat.items() if not is_statistic[p]}))
 
 
 def full_copies(name: str, backbone, key: jax.Array, num_members: int,
@@ -30,11 +45,11 @@ def full_copies(name: str, backbone, key: jax.Array, num_members: int,
     num_members: M.
     per_member_data: see :attr:`base.Setup.per_member_data`.
   """
-  params = dict(backbone.params)
+  statistics, params = split_statistics(backbone)
   heads = base.init_heads(key, base.head_of(params, name), num_members)
   trainables = {**base.stack_members(params, num_members), 'head': heads}
   forward = base.vmap_forward(backbone.apply, member_params, per_member_data=per_member_data)
-  return base.make_setup(name, backbone, {}, trainables, forward, per_member_data)
+  return base.make_setup(name, backbone, statistics, trainables, forward, per_member_data)
 
 
 def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:

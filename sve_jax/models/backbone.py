@@ -40,6 +40,8 @@ class Backbone:
     attention_rules: the backbone's ``ATTENTION_RULES`` (SVE rules restricted to the attention
       q, k, v, o kernels), or ``None`` for a backbone without attention.
     dropout_rate: the largest dropout rate :meth:`apply` uses with ``train=True``.
+    statistics: regexes over '/'-joined param paths of leaves that are statistics, not
+      weights (batch norm's running mean and variance): no method trains them.
   """
   name: str
   module: Any
@@ -52,6 +54,7 @@ class Backbone:
   image_std: tuple[float, ...] | None = None
   attention_rules: tuple | None = None
   dropout_rate: float = 0.
+  statistics: tuple[str, ...] = ()
 
   def apply(self, params: PyTree, inputs: Any, *, train: bool = False,
             rngs: Mapping[str, jax.Array] | None = None) -> jax.Array:

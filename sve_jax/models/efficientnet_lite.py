@@ -26,10 +26,12 @@ Inputs are NHWC float32 at 224×224, normalised by :func:`normalize_images`: ``(
 the PyTorch package's commented demo uses ImageNet mean/std instead, which gives visibly
 less confident predictions on real photos.
 
-Batch norm is frozen: its scale, bias, running mean and variance are ordinary leaves under
-``params`` (``*_bn/{scale,bias,mean,var}``), so ``apply`` is a pure function of one params
-tree, ``train=True`` only switches dropout on (needs ``rngs={'dropout': key}``), and the
-statistics never change.
+Batch norm runs in inference mode: its scale, bias, running mean and variance are ordinary
+leaves under ``params`` (``*_bn/{scale,bias,mean,var}``), so ``apply`` is a pure function of
+one params tree and ``train=True`` only switches dropout on (needs ``rngs={'dropout': key}``).
+The running statistics are never trained (:data:`STATISTICS`, the backbone's ``statistics``):
+a full fine-tune updates scale and bias only, as a gradient step on a variance (639 of them
+are below 1e-3) would push it below zero.
 
 SVE targets (:data:`SVE_RULES`): every 1×1 pointwise conv (the expand and project convs of
 the blocks, and the 1×1 ``top_conv`` to 1280 channels, which is a pointwise channel mixer
@@ -85,6 +87,9 @@ SVE_RULES: tuple[tuple[str, str], ...] = (
     (r'^classifier/kernel$', 'decompose'),
     (r'^classifier/bias$', 'member'),
 )
+
+#: Batch norm's running statistics: frozen for every method, full fine-tunes included.
+STATISTICS: tuple[str, ...] = (r'_bn/(mean|var)$',)
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +431,7 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
                   image_size=square_image_size(model),
                   image_mean=tuple(m / 255. for m in INPUT_MEAN_RGB),
                   image_std=tuple(s / 255. for s in INPUT_STD_RGB),
-                  dropout_rate=module.dropout_rate)
+                  dropout_rate=module.dropout_rate, statistics=STATISTICS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
