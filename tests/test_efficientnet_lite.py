@@ -332,3 +332,15 @@ def test_full_fine_tunes_train_every_weight_but_never_the_batch_norm_statistics(
   for _ in range(3):
     trainables, opt_state, value = step(trainables, opt_state)
     assert np.isfinite(float(value))
+
+
+def test_pointwise_conv_matches_nn_conv_per_member_under_vmap():
+  from sve_jax.models.efficientnet_lite import PointwiseConv
+  x = jax.random.normal(jax.random.key(0), (3, 2, 5, 5, 6))  # (members, batch, h, w, c)
+  args = dict(features=4, kernel_size=(1, 1), use_bias=True)
+  reference, ours = nn.Conv(**args), PointwiseConv(**args)
+  params = jax.vmap(lambda k: reference.init(k, x[0]))(jax.random.split(jax.random.key(1), 3))
+  members = lambda module: jax.vmap(module.apply)(params, x)
+  chex.assert_trees_all_close(members(ours), members(reference), atol=1e-5)
+  with pytest.raises(ValueError, match='1×1 kernel'):
+    PointwiseConv(features=4, kernel_size=(3, 3)).init(jax.random.key(1), x[0])
