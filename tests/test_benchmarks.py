@@ -131,19 +131,19 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     sweep.settings_for('nope')
 
 
-def test_depthwise_benchmark_covers_every_depthwise_shape_and_compares_equal_outputs():
-  from benchmarks import depthwise
+def test_lite_convs_benchmark_covers_every_depthwise_shape_and_compares_equal_outputs():
+  from benchmarks import lite_convs
   from sve_jax.models import efficientnet_lite
-  shapes = depthwise.depthwise_shapes(64)
+  shapes = lite_convs.depthwise_shapes(64)
   # Independent value: the first block sees the stem's 32 × 32 × 32 output (64 px, stride 2).
   assert shapes[0] == (32, 32, 3, 1)
   expected = {(spec.in_features * spec.expand_ratio, spec.kernel_size, spec.stride)
               for spec in efficientnet_lite.lite0_blocks()}
   assert {shape[1:] for shape in shapes} == expected
   # (The whole network's equality is test_efficientnet_lite's, against torch.)
-  rows = depthwise.layer_rows(batch=2, image_size=0, repeats=1,
+  rows = lite_convs.layer_rows(batch=2, image_size=0, repeats=1,
                               shapes=[(9, 6, 3, 2), (7, 6, 5, 1)])
   assert [r['kind'] for r in rows] == ['forward', 'gradient'] * 2
   assert all(r['max_abs_diff'] < 1e-4 and r['grouped_s'] > 0 and r['ours_s'] > 0
              for r in rows)
-  assert len(depthwise.markdown_table(rows).splitlines()) == 2 + len(rows)
+  assert len(lite_convs.markdown_table(rows).splitlines()) == 2 + len(rows)

@@ -1,15 +1,18 @@
-r"""EfficientNet-Lite0's depthwise convs: XLA's grouped conv against ``DepthwiseConv``.
+r"""EfficientNet-Lite0's convs: XLA's convolutions against ``DepthwiseConv`` and ``PointwiseConv``.
 
-  python -m benchmarks.depthwise                 # ~2 minutes on 2 CPU cores
-  python -m benchmarks.depthwise --image_size=96 --batch=32
+  python -m benchmarks.lite_convs                # ~3 minutes on 2 CPU cores
+  python -m benchmarks.lite_convs --image_size=96 --batch=32 --members=4
 
-Times, side by side in one process, each distinct depthwise conv of Lite0 at the given
-input size (forward, and the gradient with respect to kernel and input, as a full
-fine-tune needs), then the whole network (forward, and the gradient of a cross-entropy
-with respect to every parameter), once with ``nn.Conv(feature_group_count=C)`` and once
-with :class:`sve_jax.models.efficientnet_lite.DepthwiseConv`, which the model uses. Reports
-medians and grouped ÷ ours, and the largest output difference. Random weights: the time
-does not depend on the values.
+Times, side by side in one process ("XLA conv" against ours; medians, ratio XLA ÷ ours, and
+the largest output difference):
+* each distinct depthwise conv of Lite0 at the given input size: ``nn.Conv(
+  feature_group_count=C)`` against :class:`~sve_jax.models.efficientnet_lite.DepthwiseConv`,
+  forward and the gradient with respect to kernel and input (a full fine-tune needs both);
+* the whole network, forward and the gradient of a cross-entropy with respect to every
+  parameter, once as one model and once vmapped over ``--members`` members' own params (a
+  deep ensemble's step), built with XLA convs throughout against the model as it ships
+  (:class:`DepthwiseConv`, and :class:`PointwiseConv` for the 1×1 convs).
+Random weights: the time does not depend on the values.
 """
 from __future__ import annotations
 
@@ -67,13 +70,15 @@ def layer_rows(batch: int, image_size: int, repeats: int,
     loss = lambda module: lambda p, x: jnp.sum(module.apply(p, x) ** 2)
     for kind, make in (('forward', lambda m: m.apply),
                        ('gradient', lambda m: jax.grad(loss(m), (0, 1)))):
-      rows.append({'layer': f'{size}×{size}×{channels}, k{kernel} s{stride}', 'kind': kind,
-                   **_time_pair(jax.jit(make(grouped)), jax.jit(make(ours)), (params, x), repeats)})
+      layer = f'depthwise {size}×{size}×{channels}, k{kernel} s{stride}'
+      pair = _time_pair(jax.jit(make(grouped)), jax.jit(make(ours)), (params, x), repeats)
+      rows.append({'layer': layer, 'kind': kind, **pair})
   return rows
 
 
-def network_rows(batch: int, image_size: int, repeats: int) -> list[dict]:
-  """Forward and full gradient of the whole network, with grouped convs against ours."""
+def network_rows(batch: int, image_size: int, repeats: int, members: int = 1) -> list[dict]:
+  """Forward and full gradient of the whole network (vmapped over ``members`` members' own
+  params if > 1), built with XLA convs against ours."""
   model = efficientnet_lite.EfficientNetLite0(num_classes=10)
   images = jax.random.normal(jax.random.key(0), (batch, image_size, image_size, 3))
   params = model.init(jax.random.key(1), images)['params']
@@ -82,6 +87,9 @@ def network_rows(batch: int, image_size: int, repeats: int) -> list[dict]:
   params['head']['kernel'] = 0.05 * jax.random.normal(jax.random.key(2),
                                                       params['head']['kernel'].shape)
   labels = jnp.arange(batch) % 10
+  if members > 1:
+    params = jax.tree.map(lambda x: jnp.stack([x * (1. + 0.01 * m) for m in range(members)]),
+                          params)
 
   def make(kind: str):
     def forward(p):
@@ -90,22 +98,25 @@ def network_rows(batch: int, image_size: int, repeats: int) -> list[dict]:
     def loss(p):
       logits = forward(p)
       return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
-    return forward if kind == 'forward' else jax.grad(loss)
+    fn = forward if kind == 'forward' else jax.grad(loss)
+    return jax.vmap(fn) if members > 1 else fn
 
   rows = []
   for kind in ('forward', 'gradient'):
     ours, grouped = jax.jit(make(kind)), jax.jit(make(kind))
-    # The same model, its depthwise convs built as XLA grouped convs: traced (and cached by
-    # jit) under the patch.
-    with mock.patch.object(efficientnet_lite, 'DepthwiseConv', nn.Conv):
+    # The same model built with XLA convs only: traced (and cached by jit) under the patch.
+    with mock.patch.object(efficientnet_lite, 'DepthwiseConv', nn.Conv), \
+         mock.patch.object(efficientnet_lite, 'PointwiseConv', nn.Conv):
       jax.block_until_ready(grouped(params))
     row = _time_pair(grouped, ours, (params,), repeats)
-    rows.append({'layer': f'whole network, {batch} × {image_size} px', 'kind': kind, **row})
+    who = f'{members} members vmapped' if members > 1 else 'one model'
+    rows.append({'layer': f'whole network, {who}, {batch} × {image_size} px', 'kind': kind,
+                 **row})
   return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
-  lines = ['| layer | pass | grouped conv ms | DepthwiseConv ms | grouped ÷ ours | max diff |',
+  lines = ['| layer | pass | XLA conv ms | ours ms | XLA ÷ ours | max diff |',
            '|---|---|---|---|---|---|']
   for r in rows:
     lines.append(f"| {r['layer']} | {r['kind']} | {1e3 * r['grouped_s']:.1f} | "
@@ -120,6 +131,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('image_size', 64, 'Input height and width.')
   flags.DEFINE_integer('batch', 32, 'Images per batch.')
   flags.DEFINE_integer('repeats', 5, 'Timed runs per variant (median).')
+  flags.DEFINE_integer('members', 4, 'Members of the vmapped whole-network rows.')
   flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
 
 
@@ -127,11 +139,12 @@ def main(argv):
   del argv
   args = flags.FLAGS
   size = (args.batch, args.image_size, args.repeats)
-  rows = layer_rows(*size) + network_rows(*size)
-  out = args.out or os.path.join('benchmarks', 'results', 'depthwise.json')
+  rows = (layer_rows(*size) + network_rows(*size)
+          + network_rows(*size, members=args.members))
+  out = args.out or os.path.join('benchmarks', 'results', 'lite_convs.json')
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, 'w') as f:
-    json.dump({'image_size': args.image_size, 'batch': args.batch,
+    json.dump({'image_size': args.image_size, 'batch': args.batch, 'members': args.members,
                'device': str(jax.devices()[0]), 'rows': rows}, f, indent=2)
   print(markdown_table(rows))
 
