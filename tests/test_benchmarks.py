@@ -66,7 +66,8 @@ def test_quality_ensemble_table_reads_members_diversity_and_human_agreement():
   # A NaN (MI of a single model) is left out of the mean, not propagated.
   assert summary['sve']['rho_mi'] == {'mean': pytest.approx(0.2), 'std': 0.0}
   table = quality.ensemble_table(summary)
-  assert '| sve | 2 | 0.6500 ± 0.0000 | 0.6800 ± 0.0000 | 0.6750 ± 0.0750 | 0.9000 ± 0.1000 |' in table
+  assert ('| sve | 2 | 0.6500 ± 0.0000 | 0.6800 ± 0.0000 | 0.6750 ± 0.0750 | 0.9000 ± 0.1000 |'
+          in table)
   # A data set without annotator agreement: the ρ cells say so instead of inventing a value.
   no_people = result(0.75, 0.2)
   del no_people['human_disagreement']

@@ -2,15 +2,15 @@
 
 Every backbone weight is trainable. Only the backbone's statistics stay frozen
 (:attr:`sve_jax.models.Backbone.statistics`: batch norm's running mean and variance, which
-a gradient step would corrupt: AdamW can push a variance below zero). The fresh head is drawn ``N(0, 0.01²)``
-(bias 0) per member from the member's own key (:func:`base.init_heads`). Training uses the
-backbone's dropout (``config.model.dropout_rate``, default the checkpoint's own).
+a gradient step would corrupt: AdamW can push a variance below zero). The fresh head is
+drawn ``N(0, 0.01²)`` (bias 0) per member from the member's own key
+(:func:`base.init_heads`). Training uses the backbone's dropout (``config.model.dropout_rate``,
+default the checkpoint's own).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import re
+from typing import Any, Mapping
 
 import jax
 
