@@ -168,9 +168,9 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
   Equals ``lax.conv_general_dilated(..., feature_group_count=C)`` with ``kernel`` of shape
   ``(k, k, 1, C)`` on NHWC ``x``. Written out because XLA's CPU grouped convolution is slow at
-  EfficientNet's shapes: 8–100× the forward time and 4–10× the gradient time of these fused
-  multiply-adds (measured at 32 × 64-pixel batches), and a full fine-tune trains every
-  depthwise kernel.
+  EfficientNet's shapes: 7.6–28× the forward time and 2.8–66× the gradient time of these fused
+  multiply-adds at 32 × 64-pixel batches (``python -m benchmarks.lite_convs``), and a full
+  fine-tune trains every depthwise kernel.
   """
   kh, kw = kernel.shape[:2]
   (top, bottom), (left, right) = (_same_padding(x.shape[1], kh, stride),
@@ -215,8 +215,8 @@ class PointwiseConv(nn.Conv):
 
   Same params (``kernel`` of shape ``(1, 1, C_in, C_out)``) and outputs as the ``nn.Conv`` it
   replaces. Under ``jax.vmap`` over members with their own kernels (deep ensembles, composed
-  SVE kernels) XLA turns a convolution into a grouped one, whose CPU gradient was 28× the
-  batched product's at Lite0's shapes.
+  SVE kernels) XLA turns a convolution into a grouped one: with XLA convs throughout, 4
+  vmapped members' whole-network gradient took 9.1× as long (``benchmarks/lite_convs.py``).
   """
 
   @nn.compact
