@@ -12,6 +12,8 @@ import pytest
 
 import train
 
+pytestmark = pytest.mark.e2e
+
 CONFIGS = ['default', 'cifar100_dino_vits16', 'flowers102_dino_vits16', 'dtd_dino_vits16',
            'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0']
 

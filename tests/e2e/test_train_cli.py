@@ -18,7 +18,9 @@ from sve_jax.train import checkpoint as ckpt
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
 
 
 def _trainables(workdir):
