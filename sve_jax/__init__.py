@@ -38,7 +38,7 @@ from sve_jax.ensemble import member_params
 from sve_jax.ensemble import num_members
 # Execution paths and the ensemble's prediction.
 from sve_jax.execution import prefer_factored
-from sve_jax.eval.metrics import ensemble_probs
+from sve_jax.ensemble import ensemble_probs
 
 __all__ = [
     # Rules and layouts.

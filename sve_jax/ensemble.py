@@ -281,6 +281,59 @@ def singular_value_change(frozen: PyTree, s: Mapping, trainables: PyTree) -> flo
   return float(jnp.mean(jnp.concatenate(ratios))) if ratios else 0.
 
 
+#: How member predictions are averaged (:func:`ensemble_probs`).
+ENSEMBLE_MODES = ('probs', 'logits')
+
+
+# --------------------------------------------------------------------------------------------
+# The ensemble's prediction.
+# --------------------------------------------------------------------------------------------
+
+
+def member_probs(member_logits: jax.typing.ArrayLike,
+                 temperature: jax.typing.ArrayLike = 1.) -> jax.Array:
+  """Each member's predictive distribution ``softmax(z_m / T)``.
+
+  Args:
+    member_logits: ``(M, N, C)`` (any leading shape works).
+    temperature: T > 0; divides every member's logits before the softmax.
+
+  Returns:
+    Probabilities with the shape of ``member_logits``.
+  """
+  return jax.nn.softmax(jnp.asarray(member_logits) / temperature, axis=-1)
+
+
+def ensemble_probs(member_logits: jax.typing.ArrayLike,
+                   mode: str = 'probs',
+                   temperature: jax.typing.ArrayLike = 1.) -> jax.Array:
+  """The ensemble's predictive distribution; the one place it is computed.
+
+  * ``mode='probs'`` (default, as in the paper): ``p̄ = (1/M) Σ_m softmax(z_m / T)``.
+  * ``mode='logits'`` (the authors' minimal release): ``p̄ = softmax((1/M) Σ_m z_m / T)``.
+
+  Args:
+    member_logits: ``(M, N, C)``.
+    mode: ``'probs'`` or ``'logits'``; static under ``jax.jit``.
+    temperature: T > 0, applied to every member's logits.
+
+  Returns:
+    ``(N, C)`` probabilities.
+  """
+  check_ensemble_mode(mode)
+  member_logits = jnp.asarray(member_logits)
+  if mode == 'probs':
+    return jnp.mean(member_probs(member_logits, temperature), axis=0)
+  return jax.nn.softmax(jnp.mean(member_logits, axis=0) / temperature, axis=-1)
+
+
+def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
+  """Raises ValueError naming ``key`` (e.g. ``config.ensemble_mode``) unless ``mode`` is one
+  of :data:`ENSEMBLE_MODES`."""
+  if mode not in ENSEMBLE_MODES:
+    raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
+
+
 def num_members(trainables: PyTree) -> int:
   """M, the size of the trainables' leading axis (checked to be the same on every leaf)."""
   sizes = {int(x.shape[0]) for x in jax.tree_util.tree_leaves(trainables)}

@@ -22,61 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from sve_jax.ensemble import check_ensemble_mode
+from sve_jax.ensemble import ENSEMBLE_MODES
+from sve_jax.ensemble import ensemble_probs
+from sve_jax.ensemble import member_probs
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-ENSEMBLE_MODES = ('probs', 'logits')
 NUM_ECE_BINS = 15
 NLL_EPS = 1e-12
 TEMPERATURE_BOUNDS = (0.05, 20.)
-
-
-# --------------------------------------------------------------------------------------------
-# Ensemble prediction.
-# --------------------------------------------------------------------------------------------
-
-
-def member_probs(member_logits: ArrayLike, temperature: ArrayLike = 1.) -> Array:
-  """Each member's predictive distribution ``softmax(z_m / T)``.
-
-  Args:
-    member_logits: ``(M, N, C)`` (any leading shape works).
-    temperature: T > 0; divides every member's logits before the softmax.
-
-  Returns:
-    Probabilities with the shape of ``member_logits``.
-  """
-  return jax.nn.softmax(jnp.asarray(member_logits) / temperature, axis=-1)
-
-
-def ensemble_probs(member_logits: ArrayLike,
-                   mode: str = 'probs',
-                   temperature: ArrayLike = 1.) -> Array:
-  """The ensemble's predictive distribution; the one place it is computed.
-
-  * ``mode='probs'`` (default, as in the paper): ``p̄ = (1/M) Σ_m softmax(z_m / T)``.
-  * ``mode='logits'`` (the authors' minimal release): ``p̄ = softmax((1/M) Σ_m z_m / T)``.
-
-  Args:
-    member_logits: ``(M, N, C)``.
-    mode: ``'probs'`` or ``'logits'``; static under ``jax.jit``.
-    temperature: T > 0, applied to every member's logits.
-
-  Returns:
-    ``(N, C)`` probabilities.
-  """
-  check_ensemble_mode(mode)
-  member_logits = jnp.asarray(member_logits)
-  if mode == 'probs':
-    return jnp.mean(member_probs(member_logits, temperature), axis=0)
-  return jax.nn.softmax(jnp.mean(member_logits, axis=0) / temperature, axis=-1)
-
-
-def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
-  """Raises ValueError naming ``key`` (e.g. ``config.ensemble_mode``) unless ``mode`` is one
-  of :data:`ENSEMBLE_MODES`."""
-  if mode not in ENSEMBLE_MODES:
-    raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
 
 
 # --------------------------------------------------------------------------------------------

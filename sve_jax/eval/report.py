@@ -103,7 +103,7 @@ def build_results(*,
       ``num_members · trainable_per_member`` (MC dropout: M samples of one trained model).
     ood_logits: optional ``(M, N_ood, C)`` member logits on an OOD dataset.
     ood_dataset: name of the OOD dataset; required with ``ood_logits``.
-    mode: ensemble averaging mode, see :func:`sve_jax.eval.metrics.ensemble_probs`.
+    mode: ensemble averaging mode, see :func:`sve_jax.ensemble_probs`.
     test_agreement: optional ``(N_test,)`` annotator agreement (0–1, NaN where unknown).
     singular_value_change, checkpoint, learning_rate, config: what a training run adds
       (module docstring); each ``None`` leaves its section out.
@@ -283,7 +283,7 @@ def reliability_diagram(path: str | os.PathLike,
     member_logits: ``(M, N, C)``.
     labels: ``(N,)``.
     member_index: which member to draw beside the ensemble.
-    mode: ensemble averaging mode, see :func:`sve_jax.eval.metrics.ensemble_probs`.
+    mode: ensemble averaging mode, see :func:`sve_jax.ensemble_probs`.
     temperature: T applied to the ensemble and to the member.
   """
   curves = {

@@ -23,10 +23,12 @@ import jax.numpy as jnp
 
 from sve_jax import ensemble
 from sve_jax import tree as tree_lib
-from sve_jax.train import steps
-
 PyTree = Any
 Path = tree_lib.Path
+#: A method's forward, what the train and eval steps call:
+#: ``forward(frozen, trainables, inputs, rng, train) -> member_logits (M, B, C)``; ``rng``
+#: feeds stochastic layers (dropout) and ``train`` says whether the step trains.
+Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
 
 #: Standard deviation of the fresh per-member heads of the baselines (DESIGN.md §1: the
 #: paper's head initialisation, weights ``N(0, 0.01²)``, bias 0).
@@ -60,7 +62,7 @@ class Setup:
   name: str
   frozen: PyTree
   trainables: PyTree
-  forward: steps.Forward
+  forward: Forward
   backbone_params: int
   trainable_per_member: int
   per_member_data: bool = False
@@ -73,7 +75,7 @@ class Setup:
 
 
 def make_setup(name: str, backbone, frozen: PyTree, trainables: PyTree,
-               forward: steps.Forward, per_member_data: bool = False,
+               forward: Forward, per_member_data: bool = False,
                pretrained_s: PyTree | None = None) -> Setup:
   """A :class:`Setup` whose counts come from ``backbone.params`` and ``trainables``."""
   per_member = tree_lib.num_params(trainables) // ensemble.num_members(trainables)
@@ -126,7 +128,7 @@ class Method:
 
 
 def vmap_forward(apply_fn: Callable[..., jax.Array], member_params: ensemble.MemberParams, *,
-                 per_member_data: bool = False) -> steps.Forward:
+                 per_member_data: bool = False) -> Forward:
   """Runs every member under one ``jax.vmap`` (:func:`sve_jax.ensemble.vmap_members`).
 
   Member ``m`` computes ``apply_fn(member_params(frozen, trainables[m]), inputs_m,

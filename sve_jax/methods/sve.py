@@ -37,12 +37,11 @@ import jax
 from sve_jax import ensemble
 from sve_jax import factorize
 from sve_jax.methods import base
-from sve_jax.train import steps
 
 
 def make_forward(sve_apply: Callable[..., jax.Array],
                  train_apply: Callable[..., jax.Array] | None = None, *,
-                 dropout: bool = False) -> steps.Forward:
+                 dropout: bool = False) -> base.Forward:
   """Adapts ``sve_apply(params, inputs, **kwargs)`` to the train step's forward signature.
 
   Args:

@@ -30,23 +30,9 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sve_jax.export import CheckpointError
+
 PyTree = Any
-
-
-class CheckpointError(RuntimeError):
-  """The run's own checkpoints (orbax train state, trainables file): none usable, or one that
-  does not belong to this run. Foreign weight files raise
-  :class:`sve_jax.models.weights_io.WeightsError`."""
-
-
-def factors_fingerprint(frozen: PyTree) -> float:
-  """A float summarising the frozen tree (U, Vᵀ and shared leaves), to detect another backbone.
-
-  U and Vᵀ alone are blind to rescaled weights, so the shared leaves (embeddings, norms) count
-  too.
-  """
-  leaves = jax.tree_util.tree_leaves(frozen)  # arrays only: U, Vᵀ and shared leaves
-  return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in leaves))
 
 
 class Checkpointer:
@@ -275,16 +261,3 @@ def data_iterator_state(meta: Mapping[str, Any], where: str, num_workers: int) -
         f'position {dict(meta["position"])}); its data order cannot be continued exactly. '
         'Start again in a fresh --workdir, or finish this run with the version that began it.')
   raise CheckpointError(f'{where} holds no data iterator state (meta keys {sorted(meta)}).')
-
-
-def check_fingerprint(meta: Mapping[str, Any], now: float, where: str) -> None:
-  """Raises if a checkpoint was made with different frozen factors (another backbone).
-
-  ``now``: :func:`factors_fingerprint` of this run's frozen tree (computed once per run: it
-  reads every frozen leaf).
-  """
-  saved = meta.get('factors_fingerprint')
-  if saved is not None and not np.isclose(saved, now, rtol=1e-5):
-    raise CheckpointError(
-        f'{where} was trained on different frozen factors (fingerprint {saved:.6g} vs '
-        f'{now:.6g} now): another backbone checkpoint, rules or dtype?')

@@ -11,7 +11,7 @@ import numpy as np
 from sve_jax import ensemble
 from sve_jax import execution
 from sve_jax import factorize
-from sve_jax.data import builders
+from sve_jax import data
 from sve_jax.data import pipeline
 from sve_jax.train import sharding
 from sve_jax.train import steps
@@ -19,7 +19,7 @@ from sve_jax.train import steps
 
 class Predictions(NamedTuple):
   """Member logits ``(M, N, C)``, labels ``(N,)`` and, where the data set records it, the
-  annotators' agreement ``(N,)`` (feature ``builders.AGREEMENT_FEATURE``; NaN = unknown)."""
+  annotators' agreement ``(N,)`` (feature ``data.AGREEMENT_FEATURE``; NaN = unknown)."""
   logits: np.ndarray
   labels: np.ndarray
   agreement: np.ndarray | None
@@ -45,9 +45,9 @@ def predict(eval_fn, state_trainables, frozen, source, transform, mesh,
                    for v in (raw['mask'], batch['label']))
     logits.append(out[:, mask])
     labels.append(label[mask])
-    if builders.AGREEMENT_FEATURE in raw:
+    if data.AGREEMENT_FEATURE in raw:
       agreement.append(sharding.gather_process_slices(
-          np.asarray(raw[builders.AGREEMENT_FEATURE], np.float32))[mask])
+          np.asarray(raw[data.AGREEMENT_FEATURE], np.float32))[mask])
   return Predictions(np.concatenate(logits, axis=1), np.concatenate(labels),
                      np.concatenate(agreement) if agreement else None)
 

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from sve_jax import export
 from sve_jax.data import pipeline
 from sve_jax.eval import report
 from sve_jax.train import checkpoint as ckpt
@@ -79,7 +80,7 @@ def _resume(checkpointer, state, abstract_state, fingerprint: float, workdir: st
     return state, None, -1.
   state, meta = restored
   where = f'{workdir}/checkpoints/latest'
-  ckpt.check_fingerprint(meta, fingerprint, where)
+  export.check_fingerprint(meta, fingerprint, where)
   data_state = ckpt.data_iterator_state(meta, where, num_workers)
   step = int(state.step)
   logging.info('resumed at step %d (epoch %d, batch %d)', step, *divmod(step, steps_per_epoch))

@@ -262,7 +262,7 @@ def evaluate_best(checkpointer: ckpt.Checkpointer, training: Training, fingerpri
   """Restores the best checkpoint (its factors checked against ``fingerprint``) and
   evaluates it on every split."""
   state, meta = checkpointer.restore_best(training.abstract_state)
-  ckpt.check_fingerprint(meta, fingerprint, f'{workdir}/checkpoints/best')
+  export.check_fingerprint(meta, fingerprint, f'{workdir}/checkpoints/best')
   validation = evaluate(state.trainables, source=sources['validation'])
   test = evaluate(state.trainables, source=sources['test'])
   ood_logits = None
@@ -352,7 +352,7 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   # --- Method: decompose and initialise members -----------------------------------------
   init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
   setup = build_method(config, backbone, init_rng)
-  fingerprint = ckpt.factors_fingerprint(setup.frozen)  # once: it reads every frozen leaf
+  fingerprint = export.factors_fingerprint(setup.frozen)  # once: it reads every frozen leaf
 
   # --- Train state, shardings, jitted steps ---------------------------------------------
   training = make_training(config, setup, mesh, len(sources['train']), state_rng)
