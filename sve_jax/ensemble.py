@@ -116,7 +116,7 @@ def vmap_members(apply_fn: Callable[..., Any], member_params_fn: MemberParams, *
 
   def run(frozen, trainables, *args, rngs=None, **kwargs):
     member_rngs = None if rngs is None else {
-        name: jax.random.split(key, num_members(trainables)) for name, key in rngs.items()}
+        name: jax.random.split(key, member_axis_size(trainables)) for name, key in rngs.items()}
 
     def one_member(t_m, member_args, rngs_m):
       extra = {} if rngs_m is None else {'rngs': rngs_m}
@@ -334,7 +334,7 @@ def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
     raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
 
 
-def num_members(trainables: PyTree) -> int:
+def member_axis_size(trainables: PyTree) -> int:
   """M, the size of the trainables' leading axis (checked to be the same on every leaf)."""
   sizes = {int(x.shape[0]) for x in jax.tree_util.tree_leaves(trainables)}
   if len(sizes) != 1:
@@ -359,7 +359,7 @@ def count_params(frozen: PyTree, trainables: PyTree) -> dict[str, float]:
     dict with ``backbone``, ``trainable_per_member``, ``trainable_total``, ``overhead``,
     ``num_members`` and ``frozen_factors``.
   """
-  m = num_members(trainables)
+  m = member_axis_size(trainables)
   total = tree_lib.num_params(trainables)
   backbone = tree_lib.num_params(factorize.original_shapes(frozen))
   factors = tree_lib.num_params(list(factored_nodes(frozen).values()))  # their u and vh
