@@ -33,10 +33,10 @@ from sve_jax.ensemble import init_members
 from sve_jax.ensemble import make_sve_apply
 from sve_jax.ensemble import materialize_kernels
 from sve_jax.ensemble import materialize_members
-from sve_jax.ensemble import materialize_pays_off
-from sve_jax.ensemble import member_params
 from sve_jax.ensemble import member_axis_size
 # Execution paths and the ensemble's prediction.
+from sve_jax.execution import materialize_pays_off
+from sve_jax.execution import member_params
 from sve_jax.execution import prefer_factored
 from sve_jax.ensemble import ensemble_probs
 

@@ -90,7 +90,7 @@ def make_predictor(setup: methods.MethodSetup, backbone, training: Training,
 
 def _materialize_pays_off(setup: methods.MethodSetup, backbone, trainables,
                           mesh: jax.sharding.Mesh, batch_size: int, split: Split) -> bool:
-  """:func:`ensemble.materialize_pays_off` over ``split``'s batches, with the positions each
+  """:func:`execution.materialize_pays_off` over ``split``'s batches, with the positions each
   decomposed kernel meets in one batch on one device (abstract evaluation of its first batch).
   """
   if not factorize.layouts(setup.frozen):
@@ -104,5 +104,5 @@ def _materialize_pays_off(setup: methods.MethodSetup, backbone, trainables,
   member_0 = jax.tree_util.tree_map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype),
                                     trainables)
   positions = execution.kernel_positions(backbone.apply, setup.frozen, member_0, inputs)
-  return ensemble.materialize_pays_off(setup.frozen, positions,
-                                       -(-len(split.source) // batch_size))
+  return execution.materialize_pays_off(setup.frozen, positions,
+                                        -(-len(split.source) // batch_size))

@@ -19,7 +19,6 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sve_jax import ensemble
 from sve_jax import export
 from sve_jax import methods
 from sve_jax import models
@@ -207,11 +206,11 @@ def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
 
 def singular_value_change(setup: methods.MethodSetup, trainables) -> float | None:
   """SVE family: how far the members' s moved from the pretrained s
-  (:func:`ensemble.singular_value_change`); other methods: ``None``. A collective: every
+  (:func:`metrics_lib.singular_value_change`); other methods: ``None``. A collective: every
   process calls it."""
   if setup.pretrained_s is None:
     return None
-  return ensemble.singular_value_change(setup.frozen, setup.pretrained_s,
+  return metrics_lib.singular_value_change(setup.frozen, setup.pretrained_s,
                                         sharding.to_host(trainables))
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import sve_jax
 import train
+from sve_jax.eval import metrics
 from sve_jax.train import evaluate as train_evaluate
 from conftest import tiny_train_config
 from sve_jax import methods
@@ -102,9 +103,9 @@ def test_singular_value_change_is_the_mean_relative_distance_from_pretrained():
   trainables = {**trainables, 'a': {**trainables['a'], 'bias': trainables['a']['bias'] + 9.}}
   expected = np.mean([np.linalg.norm(np.asarray(trainables[k]['kernel'][m]) - s[k]['kernel'])
                       / np.linalg.norm(s[k]['kernel']) for k in 'ab' for m in range(3)])
-  assert sve_jax.ensemble.singular_value_change(frozen, s, trainables) == pytest.approx(
+  assert metrics.singular_value_change(frozen, s, trainables) == pytest.approx(
       expected, rel=1e-5)  # the biases, moved by 9, are not counted
-  assert sve_jax.ensemble.singular_value_change(
+  assert metrics.singular_value_change(
       frozen, s, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 2), s)) == 0.
 
 
