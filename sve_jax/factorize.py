@@ -32,8 +32,8 @@ import numpy as np
 
 from sve_jax import layout as layout_lib
 from sve_jax import tree as tree_lib
+from sve_jax.tree import PyTree
 
-PyTree = Any
 
 # --------------------------------------------------------------------------------------------
 # Frozen tree nodes.
@@ -87,9 +87,9 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
   With ``k = min(m, n)`` and ``w`` (or its transpose) wide, ``w wᵀ = U diag(s²) Uᵀ`` is
   ``k × k``; then ``Vᵀ = diag(1/s) Uᵀ w``, re-orthonormalised by one Newton–Schulz step
   where needed. In float64 the singular values are accurate to ~1e-10 of the largest
-  (float32 LAPACK: ~1e-7), and U, V orthonormal to float32 precision. On CPU it beats
-  LAPACK's divide and conquer as jax calls it (MiniLM-L6: 0.8 s against 1.6 s), which fares
-  badly on square and wide row-major matrices.
+  (float32 LAPACK: ~1e-7), and U, V orthonormal to float32 precision. On CPU it is faster
+  than LAPACK's divide and conquer as jax calls it, which fares badly on square and wide
+  row-major matrices.
 
   Args:
     w: real matrices, ``(..., m, n)``.

@@ -10,15 +10,15 @@ params and the vmapped forward.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import jax
 
 from sve_jax import layout as layout_lib
 from sve_jax import tree as tree_lib
 from sve_jax.methods import base
+from sve_jax.tree import PyTree
 
-PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 
 from sve_jax import ensemble
 from sve_jax import tree as tree_lib
-PyTree = Any
+from sve_jax.tree import PyTree
+
 Path = tree_lib.Path
 #: A method's forward, what the train and eval steps call:
 #: ``forward(frozen, trainables, inputs, rng, train) -> member_logits (M, B, C)``; ``rng``

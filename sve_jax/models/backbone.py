@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from sve_jax import layout
+
 PyTree = Any
 
 #: A fresh task head starts at zero; SVE's per-member noise then makes the members' heads
@@ -21,7 +23,7 @@ PyTree = Any
 HEAD_INIT = nn.initializers.zeros
 
 #: The SVE rule of the task head: its kernel and bias are trained per member.
-HEAD_RULE: tuple[str, str] = (r'(^|/)head/(kernel|bias)$', 'member')
+HEAD_RULE = layout.HEAD_RULE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,14 +7,13 @@ factors and shared leaves are replicated. Steps are plain ``jax.jit`` with these
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-PyTree = Any
+from sve_jax.tree import PyTree
+
 DATA = 'data'
 MEMBER = 'member'
 

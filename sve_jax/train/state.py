@@ -5,14 +5,13 @@ optimiser moments and are not rewritten by checkpoints.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-PyTree = Any
+from sve_jax import choices
+from sve_jax.tree import PyTree
 
 
 @flax.struct.dataclass
@@ -76,8 +75,7 @@ def schedule_for(name: str, learning_rate: float, total_steps: int,
 def check_schedule(name: str, key: str = 'schedule') -> None:
   """Raises ValueError naming ``key`` (e.g. ``config.optim.schedule``) unless ``name`` is one
   of :data:`SCHEDULES`."""
-  if name not in SCHEDULES:
-    raise ValueError(f'{key}={name!r} must be one of {SCHEDULES}')
+  choices.check_choice(name, SCHEDULES, key)
 
 
 #: AdamW's moment decay rates (the method's reference values).
