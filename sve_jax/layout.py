@@ -155,7 +155,7 @@ def default_layout(path: str, shape: tuple[int, ...],
       'rule for this path, or mark it frozen.')
 
 
-def make_layout(path: str, leaf: Any, spec: Decompose) -> KernelLayout:
+def _make_layout(path: str, leaf: Any, spec: Decompose) -> KernelLayout:
   """Validates ``spec`` against ``leaf`` and returns its :class:`KernelLayout`."""
   shape = tuple(int(d) for d in np.shape(leaf))
   if spec.stack_axes < 0:
@@ -242,7 +242,7 @@ def assign(path: str, leaf: Any, rules: Rules | None) -> str | KernelLayout:
         f'{path}: matched as a kernel to decompose but has shape {tuple(np.shape(leaf))};'
         f' a kernel needs at least 2 axes after {spec.stack_axes} stack axes. Mark it '
         "'member' or 'frozen' in the rules.")
-  return make_layout(path, leaf, spec)
+  return _make_layout(path, leaf, spec)
 
 
 def select(params: PyTree, rules: Rules | None

@@ -29,7 +29,7 @@ from sve_jax.methods import adapters
 from sve_jax.methods import base
 
 
-def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
+def _init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
                       num_members: int, noise_std: float) -> tuple[dict, dict]:
   """Per-member ``r ~ N(1, noise_std²)`` and ``s ~ N(1, noise_std²)`` of every kernel.
 
@@ -47,7 +47,7 @@ def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.Ker
   return r, s
 
 
-def scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
+def _scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
   """``W ⊙ (r sᵀ) = diag(r) W diag(s)``, so that ``x (W ⊙ r sᵀ) = ((x ⊙ r) W) ⊙ s``.
 
   Args:
@@ -74,8 +74,8 @@ def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodS
                                  num_members)
   adapter = adapters.KernelAdapter(
       factor_keys=('fast_r', 'fast_s'),
-      init_factors=lambda k: init_fast_weights(k, kernels, num_members, noise_std),
-      adapt=scale_matrix, own_key='params', own_prefix=())
+      init_factors=lambda k: _init_fast_weights(k, kernels, num_members, noise_std),
+      adapt=_scale_matrix, own_key='params', own_prefix=())
   return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members,
                                 own_leaves=lambda heads: {**copies, 'head': heads})
 

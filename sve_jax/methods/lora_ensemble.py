@@ -27,7 +27,7 @@ from sve_jax.methods import base
 A_GAIN = 10.
 
 
-def xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN) -> jax.Array:
+def _xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN) -> jax.Array:
   """Uniform ``(..., fan_in, fan_out)`` draws with variance ``gain² · 2 / (fan_in + fan_out)``.
 
   Leading axes (stack axes) are batch axes, as in ``torch.nn.init.xavier_uniform_`` applied
@@ -39,7 +39,7 @@ def xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN)
   return init(key, shape, jnp.float32)
 
 
-def init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
+def _init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
                   num_members: int, rank: int) -> tuple[dict, dict]:
   """Per-member ``A`` (Xavier-uniform, gain 10) and ``B`` (zeros) of every kernel.
 
@@ -52,7 +52,7 @@ def init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelL
   a, b = {}, {}
   for i, (path, layout) in enumerate(kernels.items()):
     shape = layout.stack_shape + (layout.d_in, rank)
-    a[path] = jax.vmap(lambda k, shape=shape, i=i: xavier_uniform(
+    a[path] = jax.vmap(lambda k, shape=shape, i=i: _xavier_uniform(
         jax.random.fold_in(k, i), shape))(keys)
     b[path] = jnp.zeros((num_members,) + layout.stack_shape + (rank, layout.d_out),
                         jnp.float32)
@@ -78,7 +78,7 @@ def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodS
   scale = 1.  # alpha / rank with alpha = rank
   adapter = adapters.KernelAdapter(
       factor_keys=('lora_a', 'lora_b'),
-      init_factors=lambda k: init_adapters(k, kernels, num_members, rank),
+      init_factors=lambda k: _init_adapters(k, kernels, num_members, rank),
       adapt=lambda w, a_m, b_m: w + scale * (a_m @ b_m))
   return adapters.build_adapted('lora_ensemble', backbone, kernels, adapter, key, num_members)
 

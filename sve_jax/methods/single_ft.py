@@ -23,7 +23,7 @@ def member_params(frozen, t_m):
   return tree_lib.nest({**tree_lib.flatten_paths(frozen), **tree_lib.flatten_paths(t_m)})
 
 
-def split_statistics(backbone) -> tuple[dict, dict]:
+def _split_statistics(backbone) -> tuple[dict, dict]:
   """``(statistics, weights)``: the backbone's params split by ``backbone.statistics``."""
   flat = tree_lib.flatten_paths(backbone.params)
   is_statistic = {path: any(re.search(rule, '/'.join(path)) for rule in backbone.statistics)
@@ -43,7 +43,7 @@ def full_copies(name: str, backbone, key: jax.Array, num_members: int,
     num_members: M.
     per_member_data: see :attr:`base.MethodSetup.per_member_data`.
   """
-  statistics, params = split_statistics(backbone)
+  statistics, params = _split_statistics(backbone)
   heads = base.init_heads(key, base.head_of(params, name), num_members)
   trainables = {**base.identical_copies(params, num_members), 'head': heads}
   forward = base.vmap_forward(backbone.apply, member_params, per_member_data=per_member_data)

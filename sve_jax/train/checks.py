@@ -26,10 +26,10 @@ def validate_config(config) -> None:
   metrics.check_ensemble_mode(config.ensemble_mode, 'config.ensemble_mode')
   train_state.check_schedule(config.optim.schedule, 'config.optim.schedule')
   models.validate_model_config(config.model)
-  check_dataset_name(config.data.name, 'config.data.name')
+  _check_dataset_name(config.data.name, 'config.data.name')
   datasets.check_options(config.data.name, config.data.options, 'config.data.options')
   if config.ood.name:
-    check_dataset_name(config.ood.name, 'config.ood.name')
+    _check_dataset_name(config.ood.name, 'config.ood.name')
     datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
 
 
@@ -97,7 +97,7 @@ def run_identity(config, num_members: int) -> dict[str, Any]:
           'num_members': num_members}
 
 
-def check_dataset_name(name: str, key: str) -> None:
+def _check_dataset_name(name: str, key: str) -> None:
   """Raises unless ``name`` is a local builder or a registered tfds catalog data set."""
   if not datasets.is_known_dataset(name):
     raise ValueError(f'{key}={name!r} is neither a local data set '

@@ -46,7 +46,7 @@ def _sync(name: str) -> None:
 
 
 @contextlib.contextmanager
-def process_zero_first(name: str):
+def _process_zero_first(name: str):
   """Runs the block on process 0, then on the other processes (a barrier named ``name``)."""
   if jax.process_index() != 0:
     _sync(name)
@@ -111,7 +111,7 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str,
 # --------------------------------------------------------------------------------------------
 
 
-def data_dir_for(config, workdir: str) -> str:
+def _data_dir_for(config, workdir: str) -> str:
   """``config.data.data_dir``, or ``tfds_data`` beside the workdir."""
   return config.data.data_dir or os.path.join(os.path.dirname(os.path.abspath(workdir)),
                                               'tfds_data')
@@ -138,7 +138,7 @@ def _data_options(section, seed: int) -> dict[str, Any]:
 
 def load_data(config, workdir: str):
   """``(dataset, {role: source}, (ood_dataset, ood_source) or None)`` with caps applied."""
-  data_dir = data_dir_for(config, workdir)
+  data_dir = _data_dir_for(config, workdir)
   d = config.data
   dataset = datasets.get_dataset(_data_options(d, config.seed), data_dir)
   roles = {'train': 'train', 'validation': 'validation', 'test': 'test'}
@@ -334,7 +334,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Data -----------------------------------------------------------------------------
   # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
-  with process_zero_first('data prepared'):
+  with _process_zero_first('data prepared'):
     dataset, sources, ood = load_data(config, workdir)
 
   # --- Backbone and its input transforms ------------------------------------------------
