@@ -15,8 +15,7 @@ import jax
 import numpy as np
 
 from sve_jax import layout
-
-PyTree = Any
+from sve_jax.tree import PyTree
 
 #: A fresh task head starts at zero; SVE's per-member noise then makes the members' heads
 #: differ (N(0, σ²) weights).

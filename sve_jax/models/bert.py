@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax.choices import check_choice
 from sve_jax.models import hub
 from sve_jax.models import tokenizer as tokenizer_lib
 from sve_jax.models import weights_io
@@ -255,8 +256,7 @@ def make_head(num_classes: int, dtype: Any = jnp.float32) -> nn.Dense:
 
 
 def _check_pooling(pooling: str) -> str:
-  if pooling not in POOLINGS:
-    raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
+  check_choice(pooling, POOLINGS, 'pooling')
   return pooling
 
 

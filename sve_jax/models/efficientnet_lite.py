@@ -18,10 +18,11 @@ The copy goes to ``DIR/efficientnet_lite0.safetensors``; DIR defaults to ``$SVE_
 else ``~/.cache/sve_jax``. Then, without torch::
 
   model, params = load_efficientnet_lite0(num_classes=10)
-  logits = model.apply({'params': params}, normalize_images(images_0_255))
+  inputs = sve_jax.data.transforms.normalize_images(images_0_255, IMAGE_MEAN, IMAGE_STD)
+  logits = model.apply({'params': params}, inputs)
 
-Inputs are NHWC float32 at 224×224, normalised by :func:`normalize_images`: ``(x - 127) /
-128`` on 0–255 pixels. That is the official TF Lite builder's ``MEAN_RGB``/``STDDEV_RGB``
+Inputs are NHWC float32 at 224×224, normalised to ``(x - 127) / 128`` on 0–255 pixels
+(:data:`IMAGE_MEAN` and :data:`IMAGE_STD` on the [0, 1] scale). That is the official TF Lite builder's ``MEAN_RGB``/``STDDEV_RGB``
 ("inception-style" for post-quantisation), which these converted weights were trained with;
 the PyTorch package's commented demo uses ImageNet mean/std instead, which gives visibly
 less confident predictions on real photos.
@@ -68,6 +69,10 @@ from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict,
 #: Pixel statistics on the 0–255 scale (TF EfficientNet-Lite builder ``MEAN_RGB``/``STDDEV_RGB``).
 INPUT_MEAN_RGB = (127.0, 127.0, 127.0)
 INPUT_STD_RGB = (128.0, 128.0, 128.0)
+#: The same on the [0, 1] scale, as ``Backbone.image_mean``/``image_std`` and the data
+#: transforms take them.
+IMAGE_MEAN = tuple(m / 255. for m in INPUT_MEAN_RGB)
+IMAGE_STD = tuple(s / 255. for s in INPUT_STD_RGB)
 #: Training resolution of Lite0; other sizes work (TF-'SAME' padding is computed per size).
 IMAGE_SIZE = 224
 BATCH_NORM_EPSILON = 1e-3
@@ -136,13 +141,6 @@ def lite0_blocks() -> tuple[BlockSpec, ...]:
   return tuple(blocks)
 
 
-def normalize_images(images: jax.Array) -> jax.Array:
-  """Maps RGB pixels on the 0–255 scale (NHWC) to the model's input scale, ``(x-127)/128``."""
-  mean = jnp.asarray(INPUT_MEAN_RGB, jnp.float32)
-  std = jnp.asarray(INPUT_STD_RGB, jnp.float32)
-  return (jnp.asarray(images, jnp.float32) - mean) / std
-
-
 class FrozenBatchNorm(nn.Module):
   """Batch norm in inference mode whose statistics are params (so apply needs params only)."""
   epsilon: float = BATCH_NORM_EPSILON
@@ -168,9 +166,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
   Equals ``lax.conv_general_dilated(..., feature_group_count=C)`` with ``kernel`` of shape
   ``(k, k, 1, C)`` on NHWC ``x``. Written out because XLA's CPU grouped convolution is slow at
-  EfficientNet's shapes: 7.6–28× the forward time and 2.8–66× the gradient time of these fused
-  multiply-adds at 32 × 64-pixel batches (``python -m benchmarks.lite_convs``), and a full
-  fine-tune trains every depthwise kernel.
+  EfficientNet's shapes, forward and backward, and a full fine-tune trains every depthwise
+  kernel (the measurements: ``python -m benchmarks.lite_convs`` and BENCHMARKS.md).
   """
   kh, kw = kernel.shape[:2]
   (top, bottom), (left, right) = (_same_padding(x.shape[1], kh, stride),
@@ -215,8 +212,8 @@ class PointwiseConv(nn.Conv):
 
   Same params (``kernel`` of shape ``(1, 1, C_in, C_out)``) and outputs as the ``nn.Conv`` it
   replaces. Under ``jax.vmap`` over members with their own kernels (deep ensembles, composed
-  SVE kernels) XLA turns a convolution into a grouped one: with XLA convs throughout, 4
-  vmapped members' whole-network gradient took 9.1× as long (``benchmarks/lite_convs.py``).
+  SVE kernels) XLA turns a convolution into a grouped one, which is slow on CPU; a matrix
+  product stays a batched matrix product (measured by ``python -m benchmarks.lite_convs``).
   """
 
   @nn.compact
@@ -267,7 +264,7 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-  """EfficientNet-Lite0 on NHWC float32 images normalised by :func:`normalize_images`.
+  """EfficientNet-Lite0 on NHWC float32 images normalised as the module docstring says.
 
   Attributes:
     num_classes: ``None`` keeps the ImageNet classifier (``classifier``, 1000 logits); a
@@ -459,8 +456,7 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   # The reference feeds (x - 127) / 128 on the 0..255 scale.
   return Backbone('efficientnet_lite0', module, params, tuple(SVE_RULES), 'image',
                   image_size=square_image_size(model),
-                  image_mean=tuple(m / 255. for m in INPUT_MEAN_RGB),
-                  image_std=tuple(s / 255. for s in INPUT_STD_RGB),
+                  image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
                   dropout_rate=module.dropout_rate, statistics=STATISTICS)
 
 

@@ -17,7 +17,9 @@ the Hugging Face hub repo ``timm/<preset name>`` (``timm/vit_small_patch16_224.d
 
   model, params = load_vit('/ckpt/dino_vits16.safetensors', 'vit_small_patch16_224.dino',
                            num_classes=102)
-  logits = model.apply({'params': params}, normalize_images(images_0_1, model.config))
+  inputs = sve_jax.data.transforms.normalize_images(
+      images_0_255, model.config.image_mean, model.config.image_std)
+  logits = model.apply({'params': params}, inputs)
   features = model.apply({'params': params}, images, method='features')   # pre-head
 
 The original DINO release (``dino_deitsmall16_pretrain.pth``) uses the same key names and
@@ -33,7 +35,8 @@ they are. This matches timm, not the original DINO/DINOv2 repositories, which in
 every forward pass with their own settings.
 
 Inputs are NHWC float32, already normalised with the preset's ``image_mean``/``image_std``
-(:func:`normalize_images`): ImageNet statistics for DINO and DINOv2, 0.5/0.5 for AugReg.
+(``sve_jax.data.transforms.normalize_images``): ImageNet statistics for DINO and DINOv2,
+0.5/0.5 for AugReg.
 
 SVE targets (:data:`SVE_RULES`): the fused ``qkv`` kernel (one ``D×3D`` matrix), the attention
 output ``proj`` and the MLP's ``fc1``/``fc2`` kernels of every block are decomposed; their
@@ -59,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax.choices import check_choice
 from sve_jax.image_stats import IMAGENET_MEAN
 from sve_jax.image_stats import IMAGENET_STD
 from sve_jax.image_stats import INCEPTION_MEAN
@@ -148,8 +152,7 @@ class ViTConfig:
                        f'{self.patch_size}')
     if self.width % self.num_heads:
       raise ValueError(f'width {self.width} is not divisible by num_heads {self.num_heads}')
-    if self.pooling not in POOLINGS:
-      raise ValueError(f'pooling must be one of {POOLINGS}, got {self.pooling!r}')
+    check_choice(self.pooling, POOLINGS, 'pooling')
     if self.pooling == 'cls' and not self.class_token:
       raise ValueError("pooling='cls' needs class_token=True")
 
@@ -238,13 +241,6 @@ def preset_from_timm_config(path: str | os.PathLike) -> str:
     raise WeightsError(f"{path}: timm model {name!r} ('architecture' and "
                           f"'pretrained_cfg.tag') has no ViT preset; known: {sorted(PRESETS)}")
   return name
-
-
-def normalize_images(images: jax.Array, config: ViTConfig) -> jax.Array:
-  """Maps NHWC pixels in [0, 1] to the statistics ``config``'s weights were trained with."""
-  mean = jnp.asarray(config.image_mean, jnp.float32)
-  std = jnp.asarray(config.image_std, jnp.float32)
-  return (jnp.asarray(images, jnp.float32) - mean) / std
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sklearn.datasets import load_digits, load_sample_images
 
 import sve_jax
 from sve_jax import models
+from sve_jax.data import transforms
 from sve_jax.models import efficientnet_lite
 from sve_jax.models.weights_io import WeightsError
 
@@ -57,6 +58,12 @@ def _center_crop(image, size):
   return np.asarray(pil.crop((left, top, left + size, top + size)))
 
 
+def _normalized(images_0_255):
+  """The images normalised with the backbone's statistics, as the data layer does."""
+  return transforms.normalize_images(images_0_255, efficientnet_lite.IMAGE_MEAN,
+                                     efficientnet_lite.IMAGE_STD)
+
+
 def _real_images(size=224):
   """Two photos (china.jpg, flower.jpg) and three 8×8 digits upscaled to RGB, 0–255 NHWC."""
   photos = [_center_crop(im, size) for im in load_sample_images().images]
@@ -89,7 +96,7 @@ def imagenet_model(checkpoint):
 def real_case(imagenet_model):
   """``(images, reference logits, Flax logits)`` on the five real images at 224×224."""
   model, params = imagenet_model
-  images = np.asarray(efficientnet_lite.normalize_images(_real_images()))
+  images = _normalized(_real_images())
   expected = _reference_logits(_reference(), images)
   logits = np.asarray(jax.jit(model.apply)({'params': params}, images))
   return images, expected, logits
@@ -118,7 +125,7 @@ def test_features_match_reference_at_odd_size(checkpoint):
   # 97 is odd at every stride-2 conv input (97, 49, 25, 13), where TF 'SAME' pads
   # symmetrically; the reference is rebuilt with its static padding for 97.
   model, params = efficientnet_lite.load_efficientnet_lite0(checkpoint, num_classes=0)
-  images = np.asarray(efficientnet_lite.normalize_images(_real_images(97)[:2]))
+  images = _normalized(_real_images(97)[:2])
   features = np.asarray(jax.jit(model.apply)({'params': params}, images))
   with torch.no_grad():
     expected = _reference(image_size=97).extract_features(
@@ -127,10 +134,11 @@ def test_features_match_reference_at_odd_size(checkpoint):
   np.testing.assert_allclose(features, expected, rtol=0, atol=1e-4)
 
 
-def test_normalize_images_maps_pixels_to_inception_scale():
-  pixels = jnp.array([0., 127., 255.]).reshape(1, 1, 3, 1) * jnp.ones(3)
-  np.testing.assert_allclose(efficientnet_lite.normalize_images(pixels)[0, 0, :, 0],
-                             [-127. / 128., 0., 1.], rtol=1e-7)
+def test_backbone_statistics_map_pixels_to_inception_scale():
+  # The TF Lite builder's (x - 127) / 128 on 0-255 pixels, through the data transforms.
+  pixels = np.array([0, 127, 255], np.uint8).reshape(1, 1, 3, 1) * np.ones(3, np.uint8)
+  np.testing.assert_allclose(_normalized(pixels)[0, 0, :, 0], [-127. / 128., 0., 1.],
+                             rtol=1e-6, atol=1e-6)
 
 
 def test_new_head_starts_at_zero(checkpoint):

@@ -19,6 +19,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 import sve_jax
 from sve_jax import factorize
 from sve_jax import tree
+from sve_jax.data import transforms
 from sve_jax.models import vit
 from sve_jax.models.weights_io import WeightsError
 
@@ -143,9 +144,10 @@ def test_presets_match_timm_pretrained_configs(name):
   assert config.num_classes == timm_cfg.num_classes
   assert config.image_mean == tuple(timm_cfg.mean)
   assert config.image_std == tuple(timm_cfg.std)
-  images = np.random.default_rng(0).uniform(size=(1, 2, 2, 3)).astype(np.float32)
-  expected = (images - np.array(timm_cfg.mean)) / np.array(timm_cfg.std)
-  np.testing.assert_allclose(vit.normalize_images(images, config), expected, rtol=1e-6)
+  pixels = np.random.default_rng(0).integers(0, 256, size=(1, 2, 2, 3), dtype=np.uint8)
+  expected = (pixels / 255. - np.array(timm_cfg.mean)) / np.array(timm_cfg.std)
+  normalized = transforms.normalize_images(pixels, config.image_mean, config.image_std)
+  np.testing.assert_allclose(normalized, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_aliases_name_presets():
