@@ -32,6 +32,16 @@ HUB_BACKBONES = ('bert', 'vit')
 #: Computation dtypes (params stay float32; SVD factors are float32 in any case).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
+__all__ = [
+    # What a loader returns.
+    'Backbone',
+    # Backbones by name.
+    'BACKBONES', 'COMPUTE_DTYPES', 'HUB_BACKBONES', 'LOADERS', 'load_backbone',
+    'validate_model_config',
+    # One module per backbone, and the hub.
+    'bert', 'efficientnet_lite', 'hub', 'vit',
+]
+
 
 def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """Loads the backbone a config's ``model`` section names (its :data:`LOADERS` entry).

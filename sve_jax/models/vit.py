@@ -13,7 +13,7 @@ pickle). :func:`load_vit` downloads nothing: pass the path of e.g. ``model.safet
 the Hugging Face hub repo ``timm/<preset name>`` (``timm/vit_small_patch16_224.dino``).
 :func:`from_config` (``sve_jax.models.load_backbone``) also takes the repo id itself
 (``sve_jax.models.hub``), and infers the preset from the repo's ``config.json``
-(:func:`preset_from_timm_config`)::
+(:func:`_preset_from_timm_config`)::
 
   model, params = load_vit('/ckpt/dino_vits16.safetensors', 'vit_small_patch16_224.dino',
                            num_classes=102)
@@ -216,7 +216,7 @@ def get_config(preset: str | ViTConfig) -> ViTConfig:
 HUB_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 
 
-def preset_from_timm_config(path: str | os.PathLike) -> str:
+def _preset_from_timm_config(path: str | os.PathLike) -> str:
   """The :data:`PRESETS` name a timm hub ``config.json`` describes.
 
   timm writes the architecture (``vit_small_patch16_224``) under ``architecture`` and the
@@ -428,7 +428,7 @@ def resample_pos_embed(pos_embed: np.ndarray | jax.Array, new_grid: tuple[int, i
 # --------------------------------------------------------------------------------------------
 
 
-def timm_key(path: tuple[str, ...]) -> str:
+def _timm_key(path: tuple[str, ...]) -> str:
   """timm state-dict key of a Flax param path, e.g. ``blocks_0/norm1/scale`` →
   ``blocks.0.norm1.weight``."""
   renamed = {'kernel': 'weight', 'scale': 'weight'}
@@ -568,7 +568,7 @@ def _params_from_state(model: ViT, state: Mapping[str, np.ndarray], fresh_head: 
   leaves = jax.tree_util.tree_flatten_with_path(shapes)[0]
   leaf_paths = {tuple(k.key for k in keypath): leaf for keypath, leaf in leaves}
   loaded = {p: s for p, s in leaf_paths.items() if not (fresh_head and p[0] == 'head')}
-  check_keys(state, [timm_key(p) for p in loaded], path,
+  check_keys(state, [_timm_key(p) for p in loaded], path,
              ignore=('head.weight', 'head.bias') if fresh_head else ())
   params = {}
   for leaf_path, leaf in leaf_paths.items():
@@ -579,7 +579,7 @@ def _params_from_state(model: ViT, state: Mapping[str, np.ndarray], fresh_head: 
       value = resample_pos_embed(np.asarray(state['pos_embed'], np.float32), config.grid_size,
                                  config.num_pos_embed_prefix)
     else:
-      key = timm_key(leaf_path)
+      key = _timm_key(leaf_path)
       value = take(state, key, _torch_shape(leaf_path, leaf.shape), path)
       value = _to_flax(leaf_path, np.asarray(value, np.float32))
     node = params
@@ -606,7 +606,7 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   repo = hub.repo_id(path)
   if repo:
     folder, path = hub.fetch(repo, HUB_WEIGHT_FILES)
-    preset = _hub_preset(preset_from_timm_config(os.path.join(folder, 'config.json')),
+    preset = _hub_preset(_preset_from_timm_config(os.path.join(folder, 'config.json')),
                          preset, repo)
   rate = dropout_override(model)
   if rate is not None:

@@ -110,6 +110,7 @@ def test_converted_copy_holds_the_torch_state_dict(checkpoint):
     np.testing.assert_array_equal(copy[key], value.numpy(), err_msg=key)
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_logits_match_reference_on_real_images(real_case):
   # At 224 every stride-2 conv sees an even size, where TF 'SAME' pads only bottom/right:
   # symmetric padding would fail here.
@@ -121,6 +122,7 @@ def test_logits_match_reference_on_real_images(real_case):
   assert len(set(expected.argmax(-1))) >= 3
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_features_match_reference_at_odd_size(checkpoint):
   # 97 is odd at every stride-2 conv input (97, 49, 25, 13), where TF 'SAME' pads
   # symmetrically; the reference is rebuilt with its static padding for 97.
@@ -163,6 +165,7 @@ def test_config_loader_gives_the_file_loaders_params_and_the_inception_statistic
                              np.broadcast_to((pixels - 127) / 128, (3, 256)), atol=1e-12)
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_dropout_only_in_training_and_unbiased(imagenet_model, real_case):
   model, params = imagenet_model
   images, _, eval_logits = real_case
@@ -233,6 +236,7 @@ def _reference_pointwise_singular_values():
   return total
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_sve_members_at_zero_noise_reproduce_the_model(imagenet_model, real_case):
   model, params = imagenet_model
   images, _, plain = real_case
@@ -282,6 +286,7 @@ def test_sve_rules_make_a_new_head_per_member():
   assert len(roles) - sum(r == 'frozen' for r in roles.values()) == 2 + 32
 
 
+@pytest.mark.slow  # XLA's grouped convolution and its gradients
 @pytest.mark.parametrize('size,kernel_size,stride', [(9, 3, 1), (9, 5, 2), (8, 3, 2), (7, 5, 1)])
 def test_depthwise_conv_matches_xla_grouped_conv_and_its_gradients(size, kernel_size, stride):
   from sve_jax.models.efficientnet_lite import DepthwiseConv
@@ -300,6 +305,7 @@ def test_depthwise_conv_matches_xla_grouped_conv_and_its_gradients(size, kernel_
     DepthwiseConv(**{**args, 'feature_group_count': 3}).init(jax.random.key(1), x)
 
 
+@pytest.mark.slow  # trains Lite0 with every method
 def test_full_fine_tunes_train_every_weight_but_never_the_batch_norm_statistics(checkpoint):
   import optax
   from sve_jax import methods, tree
@@ -342,6 +348,7 @@ def test_full_fine_tunes_train_every_weight_but_never_the_batch_norm_statistics(
     assert np.isfinite(float(value))
 
 
+@pytest.mark.slow  # vmapped members' convolutions and their gradients
 def test_pointwise_conv_matches_nn_conv_per_member_under_vmap():
   from sve_jax.models.efficientnet_lite import PointwiseConv
   x = jax.random.normal(jax.random.key(0), (3, 2, 5, 5, 6))  # (members, batch, h, w, c)
