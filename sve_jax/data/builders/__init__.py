@@ -22,7 +22,7 @@ One module per family:
 * `image_folder`: `image_folder` (a folder with one subfolder per class).
 
 Adding a builder: write its module here, add its class to `LOCAL_BUILDERS`, and test that it
-reads back (`tests/data/test_builders.py`).
+reads back what its source holds (`tests/data/builders/test_<module>.py`).
 """
 
 from __future__ import annotations
