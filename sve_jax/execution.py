@@ -92,7 +92,8 @@ def factored_params(frozen: Any, s_m: Mapping) -> Any:
 
 
 def member_params(frozen: Any, s_m: Mapping, execution: str = 'compose') -> Any:
-  """SVE's :data:`sve_jax.ensemble.MemberParams`: composed kernels, or factored kernels for interception."""
+  """SVE's :data:`sve_jax.ensemble.MemberParams`: composed kernels, or factored kernels for
+  interception."""
   check_execution(execution)
   if execution == 'compose':
     return factorize.compose(frozen, s_m)

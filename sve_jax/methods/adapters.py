@@ -10,7 +10,7 @@ params and the vmapped forward.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import jax
 
@@ -19,6 +19,8 @@ from sve_jax import tree as tree_lib
 from sve_jax.methods import base
 from sve_jax.tree import PyTree
 
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +43,8 @@ class KernelAdapter:
   own_prefix: base.Path = ('head',)
 
 
-def build_adapted(name: str, backbone, kernels: Mapping[base.Path, layout_lib.KernelLayout],
+def build_adapted(name: str, backbone: Backbone,
+                  kernels: Mapping[base.Path, layout_lib.KernelLayout],
                   adapter: KernelAdapter, key: jax.Array, num_members: int,
                   own_leaves: Callable[[PyTree], PyTree] = lambda heads: heads
                   ) -> base.MethodSetup:
@@ -65,7 +68,7 @@ def build_adapted(name: str, backbone, kernels: Mapping[base.Path, layout_lib.Ke
                 adapter.factor_keys[1]: tree_lib.nest(second),
                 adapter.own_key: own_leaves(heads)}
 
-  def member_params(frozen, t_m):
+  def member_params(frozen: PyTree, t_m: PyTree) -> PyTree:
     weights = tree_lib.flatten_paths(frozen)
     first_m, second_m = (tree_lib.flatten_paths(t_m[k]) for k in adapter.factor_keys)
     adapted = {p: layout_lib.map_matrices(

@@ -3,9 +3,9 @@
 
 A method is a way of turning one backbone into M members. Each method module defines a
 ``build(backbone, options, key) -> MethodSetup`` (``options``: the :class:`MethodOptions` a
-run's config holds, :meth:`MethodOptions.from_config`) and one :class:`Method` record with the
-facts the run needs (how many members it reports and trains, its learning-rate group); the registry in
-:mod:`sve_jax.methods` lists the records. Every method describes member ``m``'s ordinary
+run's config holds, :meth:`MethodOptions.from_config`) and one :class:`Method` record with
+the facts the run needs (how many members it reports and trains, its learning-rate group);
+the registry in :mod:`sve_jax.methods` lists the records. Every method describes member ``m``'s ordinary
 params the same way, from the shared ``frozen`` tree and its own slice ``t_m`` of the
 trainables (:data:`sve_jax.ensemble.MemberParams`)::
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,9 @@ import jax.numpy as jnp
 from sve_jax import ensemble
 from sve_jax import tree as tree_lib
 from sve_jax.tree import PyTree
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
 Path = tree_lib.Path
 #: A method's forward, what the train and eval steps call:
@@ -110,7 +113,7 @@ class MethodSetup:
     return tree_lib.num_params(self.trainables)
 
 
-def make_setup(name: str, backbone, frozen: PyTree, trainables: PyTree,
+def make_setup(name: str, backbone: Backbone, frozen: PyTree, trainables: PyTree,
                forward: Forward, per_member_data: bool = False,
                pretrained_s: PyTree | None = None) -> MethodSetup:
   """A :class:`MethodSetup` whose counts come from ``backbone.params`` and ``trainables``."""

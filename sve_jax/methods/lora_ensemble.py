@@ -7,14 +7,14 @@ output, ViT's fused qkv and proj) member ``m`` adds a rank-``r`` update in the k
 
   W_m = W + (alpha / r) · A_m B_m,   A_m: (d_in, r),  B_m: (r, d_out),   alpha = r (scale 1)
 
-with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m`` is Xavier-uniform with gain 10 (variance
-``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
+with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m``
+is Xavier-uniform with gain 10 (variance ``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
 as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0). Biases
 and everything else stay shared and frozen. Training uses the backbone's dropout.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,10 @@ import jax.numpy as jnp
 from sve_jax import layout as layout_lib
 from sve_jax.methods import adapters
 from sve_jax.methods import base
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
+
 
 #: Gain of the Xavier-uniform initialisation of ``A`` (the LoRA-Ensemble reference).
 A_GAIN = 10.
@@ -59,7 +63,7 @@ def _init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.Kernel
   return a, b
 
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """``options.num_members`` LoRA members of rank ``options.lora_rank`` (alpha = rank).
 
   Raises:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ml_collections
+
 from sve_jax import execution
 from sve_jax import methods
 from sve_jax import models
@@ -13,7 +15,7 @@ from sve_jax.eval import metrics
 from sve_jax.train import state as train_state
 
 
-def validate_config(config) -> None:
+def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the config key for values that cannot work.
 
   A value's check belongs to the module that uses it (the method registry, the execution
@@ -90,7 +92,7 @@ def check_workdir_writable(workdir: str) -> None:
                   'folder this user can create files in', e.filename) from e
 
 
-def run_identity(config, num_members: int) -> dict[str, Any]:
+def run_identity(config: ml_collections.ConfigDict, num_members: int) -> dict[str, Any]:
   """What a workdir's checkpoints must match to be resumed: backbone, method, members."""
   return {'method': config.method, 'backbone': config.model.name,
           'model_path': config.model.path, 'model_preset': config.model.preset,

@@ -76,7 +76,8 @@ def _write_jsonl(path: str, record: dict) -> None:
     f.write(json.dumps(report.to_jsonable(record)) + '\n')
 
 
-def train_batches(config, source, transform, member_streams: int = 0):
+def train_batches(config: ml_collections.ConfigDict, source: Any,
+                  transform: Callable[[dict], dict] | None, member_streams: int = 0):
   """The training batches, one per step, as a ``grain.MapDataset`` (see :mod:`pipeline`).
 
   With ``member_streams = M > 0`` member ``m`` reads its own stream, seeded
@@ -184,7 +185,7 @@ def _every(interval: int, step: int) -> bool:
   return bool(interval) and step % interval == 0
 
 
-def chunk_end(step: int, config, total_steps: int, steps_per_epoch: int) -> int:
+def chunk_end(step: int, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> int:
   """The step the next call of the multi-step ends at, from ``step``.
 
   The next multiple of ``config.steps_per_execution``, or earlier: the next step that
@@ -215,7 +216,7 @@ def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) ->
         'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
-def log_steps(metrics, step: int, progress: Progress, steps_per_epoch: int,
+def log_steps(metrics: dict[str, Any], step: int, progress: Progress, steps_per_epoch: int,
               workdir: str) -> int:
   """Checks and logs each step of one call's stacked ``metrics``; returns the step reached.
 
@@ -303,5 +304,6 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
   finally:
     progress.bar.close()
     batches.close()
-    workdir.checkpointer.wait()  # asynchronous saves: on disk before resuming, evaluating or failing
+    # Asynchronous saves: on disk before resuming, evaluating or failing.
+    workdir.checkpointer.wait()
   return state

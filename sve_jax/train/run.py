@@ -136,7 +136,7 @@ def _data_options(section, seed: int) -> dict[str, Any]:
   return options
 
 
-def load_data(config, workdir: str):
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict, Any]:
   """``(dataset, {role: source}, (ood_dataset, ood_source) or None)`` with caps applied."""
   data_dir = _data_dir_for(config, workdir)
   d = config.data
@@ -176,8 +176,8 @@ def build_method(config: ml_collections.ConfigDict, backbone: models.Backbone,
   return setup
 
 
-def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup, mesh: jax.sharding.Mesh, num_train: int,
-                  rng: jax.Array) -> Training:
+def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
+                  mesh: jax.sharding.Mesh, num_train: int, rng: jax.Array) -> Training:
   """The optimiser and its schedule, the train state placed on ``mesh``, the jitted step."""
   steps_per_epoch = pipeline.steps_per_epoch(num_train, config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
@@ -204,7 +204,7 @@ def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
                   total_steps, steps_per_epoch)
 
 
-def singular_value_change(setup: methods.MethodSetup, trainables) -> float | None:
+def singular_value_change(setup: methods.MethodSetup, trainables: Any) -> float | None:
   """SVE family: how far the members' s moved from the pretrained s
   (:func:`metrics_lib.singular_value_change`); other methods: ``None``. A collective: every
   process calls it."""

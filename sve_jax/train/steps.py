@@ -1,7 +1,7 @@
 """Pure train and eval steps over the member axis; the caller jits them with shardings.
 
-A *forward* (:data:`sve_jax.methods.base.Forward`) is any ``forward(frozen, trainables, inputs, rng, train) -> member_logits`` with
-``member_logits: (M, B, C)``; ``rng`` feeds stochastic layers (dropout) and ``train`` says
+A *forward* (:data:`sve_jax.methods.base.Forward`) is any ``forward(frozen, trainables,
+inputs, rng, train) -> member_logits`` with ``member_logits: (M, B, C)``; ``rng`` feeds stochastic layers (dropout) and ``train`` says
 whether the step trains. Every method supplies its own (:mod:`sve_jax.methods`) and shares
 everything else (loss, step, checkpoints, report).
 """
