@@ -6,8 +6,11 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
 
 SCRIPT = textwrap.dedent('''
     import json, sys
