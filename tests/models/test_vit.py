@@ -183,6 +183,7 @@ def test_new_head_replaces_checkpoint_head_and_keeps_features(checkpoints):
   np.testing.assert_allclose(features, _timm_outputs(reference, images)[1], atol=ATOL)
 
 
+@pytest.mark.slow  # compiles ViT-S/16 in training and evaluation mode
 def test_dropout_only_in_training(checkpoints):
   reference, path = checkpoints[DINO]
   model, params = vit.load_vit(path, _config(DINO, dropout_rate=0.3))
@@ -270,6 +271,7 @@ def sve_dino(checkpoints):
   return reference, model, frozen, s, trainables
 
 
+@pytest.mark.slow  # decomposes every matrix of ViT-S/16 (the sve_dino fixture)
 def test_sve_rules_select_block_matrices_biases_and_head(sve_dino):
   _, _, frozen, s, _ = sve_dino
   targets = [f'blocks_{i}/{layer}' for i in range(DEPTH)
@@ -280,6 +282,7 @@ def test_sve_rules_select_block_matrices_biases_and_head(sve_dino):
                      | {'head/kernel', 'head/bias'})
 
 
+@pytest.mark.slow  # decomposes every matrix of ViT-S/16 (the sve_dino fixture)
 @pytest.mark.parametrize('execution', ['compose', 'factored'])
 def test_sve_members_without_noise_reproduce_the_model(sve_dino, execution):
   reference, model, frozen, _, trainables = sve_dino
