@@ -79,7 +79,7 @@ def check_option_names(name: str, accepted: Iterable[str], values: Iterable[str]
 
 
 def named_config(config: tfds.core.BuilderConfig,
-                 default: tfds.core.BuilderConfig | None = None):
+                 default: tfds.core.BuilderConfig | None = None) -> tfds.core.BuilderConfig:
   """`default` itself if `config` has its values, else `config` named by a hash.
 
   tfds refuses a custom config that shares a name with a predefined one, and

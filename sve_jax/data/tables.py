@@ -11,7 +11,7 @@ import contextlib
 import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 TABLE_SUFFIXES = {'.csv': 'csv', '.tsv': 'tsv', '.jsonl': 'jsonl', '.ndjson': 'jsonl'}
 # A table line or field longer than this is a broken file (often an unbalanced quote that
@@ -63,7 +63,8 @@ def read_table(path: str | os.PathLike,
 
 
 @contextlib.contextmanager
-def table_lines(path: str | os.PathLike, encoding: str, header_lines: int):
+def table_lines(path: str | os.PathLike, encoding: str,
+                header_lines: int) -> Iterator[Iterable[str]]:
   """The lines of a table file, turning what users' files get wrong into clear errors.
 
   Use as `with table_lines(path, encoding, header_lines) as lines:` and read `lines`

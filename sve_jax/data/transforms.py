@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,15 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
 Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
+
+
+class Preprocessing(Protocol):
+  """What the data layer reads of a backbone (a :class:`sve_jax.models.Backbone` has it all)."""
+  modality: str  # 'text' or 'image'
+  tokenize: Tokenize | None  # text
+  image_size: tuple[int, int] | None  # images: (height, width)
+  image_mean: tuple[float, ...] | None  # images: per channel, on the [0, 1] scale
+  image_std: tuple[float, ...] | None
 
 
 # ---------------------------------------------------------------- text
@@ -202,7 +211,7 @@ def _with_label_and_mask(out: dict[str, Any], batch: pipeline.Batch,
 _LABEL_AND_MASK = ('label', 'mask')
 
 
-def make_transform(backbone, input_key: str, label_key: str | None, *,
+def make_transform(backbone: Preprocessing, input_key: str, label_key: str | None, *,
                    augment: bool = False) -> pipeline.Transform:
   """The backbone's preprocessing of one raw batch, regrouped for the steps.
 

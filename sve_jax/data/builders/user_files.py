@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import tensorflow_datasets as tfds
+
+_Config = TypeVar('_Config')  # a config dataclass
 
 
 def label_feature(names: Sequence[str] | None) -> tfds.features.ClassLabel:
@@ -28,7 +31,8 @@ def set_label_names(info: tfds.core.DatasetInfo, names: Sequence[str]) -> None:
   info.features['label'].names = list(names)
 
 
-def single_or_per_split(one: str | None, per_split, what: str):
+def single_or_per_split(one: str | None, per_split: Iterable[tuple[str, str]] | Mapping[str, str],
+                        what: str) -> dict[str | None, str]:
   """`{None: one}` or `{split: path}`; exactly one of the two must be given."""
   if bool(one) == bool(per_split):
     raise ValueError(f'give exactly one of `{what}` (split by fractions) or '
@@ -36,7 +40,7 @@ def single_or_per_split(one: str | None, per_split, what: str):
   return {None: one} if one else dict(per_split)
 
 
-def absolute_paths(config, one: str, per_split: str):
+def absolute_paths(config: _Config, one: str, per_split: str) -> _Config:
   """`config` with its input paths made absolute, so the cwd does not matter."""
   return dataclasses.replace(config, **{
       one: getattr(config, one) and os.path.abspath(getattr(config, one)),
