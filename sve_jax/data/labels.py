@@ -39,6 +39,18 @@ def check_train_has_every_class(splits: Mapping[str, tuple[str, np.ndarray, np.n
                      '(or set `label_names`), or change `split_seed` / `split_fractions`.')
 
 
+def check_at_least_two_classes(names: Sequence[str], source: str) -> None:
+  """Raises unless there are two classes or more: one class leaves nothing to classify (a
+  model would reach accuracy 1.0 by construction).
+
+  Raises:
+    ValueError: naming `source` and the one class found.
+  """
+  if len(names) < 2:
+    raise ValueError(f'{source}: the labels hold {len(names)} class(es) {list(names)}; a '
+                     'classifier needs at least two. Is the label column the right one?')
+
+
 def label_vocabulary(labels: Iterable[str]) -> tuple[str, ...]:
   """Sorted distinct labels: numerically if all are integers, else as text.
 

@@ -152,7 +152,8 @@ def table_rows(lines: Iterable[str], kind: str, path: str | os.PathLike,
 
   Raises:
     ValueError: naming the file (and line) of a header or JSON record without one of
-      `columns`, or of a line that is not a JSON object.
+      `columns`, of a line that is not a JSON object, or of a CSV/TSV row with more fields
+      than the header has columns (often an unquoted delimiter inside the text).
   """
   if kind == 'jsonl':
     yield from _jsonl_rows(lines, path, columns)
@@ -163,7 +164,12 @@ def table_rows(lines: Iterable[str], kind: str, path: str | os.PathLike,
     raise ValueError(f'{path}: missing column(s) {missing}; the header has '
                      f'columns {reader.fieldnames}.')
   # Line numbers count the header as line 1.
-  yield from enumerate(reader, start=2)
+  for line, row in enumerate(reader, start=2):
+    if None in row:   # DictReader puts the fields beyond the header under the key None.
+      raise ValueError(f'{path}:{line}: {len(reader.fieldnames) + len(row[None])} fields, but '
+                       f'the header has {len(reader.fieldnames)} columns '
+                       f'{reader.fieldnames}; quote a text that holds the delimiter.')
+    yield line, row
 
 
 def _jsonl_rows(lines: Iterable[str], path, columns: Sequence[str]):

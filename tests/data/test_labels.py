@@ -77,3 +77,10 @@ def test_a_declared_label_with_no_example_at_all(tmp_path):
   with pytest.raises(ValueError, match=r"'c' has no example at all"):
     data.get_dataset({'name': 'csv_text', 'file': path, 'label_names': ['a', 'b', 'c']},
                      str(tmp_path / 'tfds'))
+
+
+def test_labels_of_a_single_class_are_refused_before_training(tmp_path):
+  path = write_jsonl(tmp_path / 'one.jsonl', ['positive'] * 12)
+  with pytest.raises(ValueError, match=r"one\.jsonl, column 'label': the labels hold 1 "
+                                       r"class\(es\) \['positive'\]; a classifier needs"):
+    data.get_dataset({'name': 'csv_text', 'file': path}, str(tmp_path / 'tfds'))

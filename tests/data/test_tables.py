@@ -114,6 +114,12 @@ def test_row_with_an_empty_text_or_label(bad_row, column, tmp_path):
     csv_text(tmp_path, 'rows.csv', content)
 
 
+def test_a_row_with_more_fields_than_the_header_names_the_line(tmp_path):
+  content = 'text,label\n' + rows(2) + 'an unquoted, comma,b\n' + rows(1)
+  with pytest.raises(ValueError, match=r"rows\.csv:4: 3 fields, but the header has 2 columns"):
+    csv_text(tmp_path, 'rows.csv', content)
+
+
 def test_jsonl_empty_label_names_the_line(tmp_path):
   lines = [{'text': 'fine', 'label': 'a'}, {'text': 'no label', 'label': ''}]
   with pytest.raises(ValueError, match=r"rows\.jsonl:2: empty value in column 'label'"):

@@ -117,6 +117,8 @@ class CsvText(tfds.core.GeneratorBasedBuilder):
             for key, path in files.items()}
     names = config.label_names or labels.label_vocabulary(
         label for table in read.values() for label in table[config.label_column])
+    labels.check_at_least_two_classes(
+        names, f'{", ".join(files.values())}, column {config.label_column!r}')
     user_files.set_label_names(self.info, names)
     examples = {
         key: (table[config.text_column],

@@ -94,6 +94,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     listings = {key: images.list_image_folder(folder) for key, folder in folders.items()}
     names = config.label_names or tuple(sorted(
         {name for files in listings.values() for _, name in files}))
+    labels.check_at_least_two_classes(names, ', '.join(folders.values()))
     user_files.set_label_names(self.info, names)
     plan = splits.plan_splits({key: len(files) for key, files in listings.items()},
                               config.split_fractions, config.split_seed)
