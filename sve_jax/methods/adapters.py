@@ -33,21 +33,23 @@ class KernelAdapter:
       selected kernel for all M members (jitted here).
     adapt: ``(w, first_m, second_m) -> w_m`` on one kernel's ``(*stack, d_in, d_out)``
       float32 matrices, with member ``m``'s two factors of that kernel.
-    own_key: the trainables key of the member's own full leaves (``own_leaves``).
+    own_leaves: ``heads -> tree`` of every member's full leaves, given its fresh heads
+      (:func:`base.init_heads`, ``(M, ...)``); by default the heads alone.
+    own_key: the trainables key of those leaves.
     own_prefix: the path under which those leaves replace the backbone's.
   """
   factor_keys: tuple[str, str]
   init_factors: Callable[[jax.Array], tuple[dict, dict]]
   adapt: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+  own_leaves: Callable[[PyTree], PyTree] = lambda heads: heads
   own_key: str = 'head'
   own_prefix: base.Path = ('head',)
 
 
 def build_adapted(name: str, backbone: Backbone,
                   kernels: Mapping[base.Path, layout_lib.KernelLayout],
-                  adapter: KernelAdapter, key: jax.Array, num_members: int,
-                  own_leaves: Callable[[PyTree], PyTree] = lambda heads: heads
-                  ) -> base.MethodSetup:
+                  adapter: KernelAdapter, key: jax.Array,
+                  num_members: int) -> base.MethodSetup:
   """The :class:`~sve_jax.methods.base.MethodSetup` of an adapter method.
 
   Args:
@@ -57,16 +59,13 @@ def build_adapted(name: str, backbone: Backbone,
     adapter: the method's :class:`KernelAdapter`.
     key: PRNG key; split into the factors' key and the heads' key.
     num_members: M.
-    own_leaves: ``heads -> tree`` of every member's full leaves, given its fresh heads
-      (:func:`base.init_heads`, ``(M, ...)``); stored at ``trainables[adapter.own_key]``.
-      By default the heads alone.
   """
   factor_key, head_key = jax.random.split(key)
   first, second = jax.jit(adapter.init_factors)(factor_key)
   heads = base.init_heads(head_key, base.head_of(backbone.params, name), num_members)
   trainables = {adapter.factor_keys[0]: tree_lib.nest(first),
                 adapter.factor_keys[1]: tree_lib.nest(second),
-                adapter.own_key: own_leaves(heads)}
+                adapter.own_key: adapter.own_leaves(heads)}
 
   def member_params(frozen: PyTree, t_m: PyTree) -> PyTree:
     weights = tree_lib.flatten_paths(frozen)

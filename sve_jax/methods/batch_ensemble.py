@@ -78,9 +78,9 @@ def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> ba
   adapter = adapters.KernelAdapter(
       factor_keys=('fast_r', 'fast_s'),
       init_factors=lambda k: _init_fast_weights(k, kernels, num_members, noise_std),
-      adapt=_scale_matrix, own_key='params', own_prefix=())
-  return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members,
-                                own_leaves=lambda heads: {**copies, 'head': heads})
+      adapt=_scale_matrix, own_leaves=lambda heads: {**copies, 'head': heads},
+      own_key='params', own_prefix=())
+  return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members)
 
 
 METHOD = base.Method('batch_ensemble', build)
