@@ -36,9 +36,14 @@ Weights: :func:`load_gguf` reads a GGUF file (llama.cpp's format; tensors dequan
 SVE targets (:data:`SVE_RULES`): the q, k, v, o, gate, up and down kernels of every layer are
 decomposed, one SVD per layer (``Decompose(stack_axes=1)``), and their biases, where a
 checkpoint has them, trained per member; embeddings, norms and the LM head stay frozen.
-SmolLM2-135M (134.5M params, 30 layers, d 576, FFN 1536, 9 heads / 3 KV heads of 64): per layer
-``4·576 + 2·192 + 576`` (attention; k and v have rank 192) ``+ 3·576`` (MLP) = 4,992 singular
-values, 149,760 per member (0.111 %), 599,040 for M = 4 (0.45 %).
+Trainable values per member (``Σ min(d_in, d_out)`` over the 7·L matrices; the tied LM head is
+shared, so there is nothing else)::
+
+  backbone (params)                  per layer    per member           M = 4
+  SmolLM2-135M (134,515,008)         3,264        97,920 (0.073 %)     391,680 (0.29 %)
+
+(30 layers, d 576, FFN 1536, 9 query / 3 KV heads of 64: q, o, gate, up and down have rank 576,
+k and v rank 192.) ``tests/models/test_llama.py`` recomputes this row from the parameter shapes.
 
 :data:`GEMMA_RULES` does the same for the param tree of Google's ``gemma`` library, whose
 projections are einsum kernels with a layout of their own.

@@ -418,6 +418,22 @@ def test_untied_head_restricts_its_own_rows(small):
                              np.asarray(full)[np.arange(3), [6, 3, 0]][:, LABELS], atol=1e-5)
 
 
+def test_docstring_overhead_row():
+  config = llama.LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30,
+                             num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
+                             tie_word_embeddings=True)
+  batch = {'input_ids': jnp.zeros((1, 4), jnp.int32), 'attention_mask': jnp.ones((1, 4))}
+  params = jax.eval_shape(llama.LlamaDecoder(config).init, jax.random.key(0), batch)['params']
+  kernels, members = layout_lib.select(params, llama.SVE_RULES)
+  assert not members
+  per_member = sum(lay.rank * lay.stack_shape[0] for lay in kernels.values())
+  backbone = sve_jax.tree.num_params(params)
+  row = next(line for line in llama.__doc__.splitlines() if 'SmolLM2-135M (' in line)
+  assert f'({backbone:,})' in row and f'{per_member // 30:,} ' in row
+  assert f'{per_member:,} ({100 * per_member / backbone:.3f} %)' in row
+  assert f'{4 * per_member:,} ({400 * per_member / backbone:.2f} %)' in row
+
+
 # --------------------------------------------------------------------------------------------
 # Gemma's einsum kernels (the `gemma` library's param tree, built by hand).
 # --------------------------------------------------------------------------------------------
