@@ -13,6 +13,8 @@
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
                                                                  (only with agreement)
+  zero_shot: validation, test, test_temperature_scaled (, ood)  (backbones without a fresh
+                                                                 head: the pretrained model)
   singular_value_change                                          (SVE family runs)
   checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
               backbone_bytes                                     (:class:`BestCheckpoint`)
@@ -28,9 +30,12 @@
 * ``ood``: the test split as in-distribution against the OOD logits, raw (T = 1).
 * ``human_disagreement``: Spearman correlations of the test uncertainties with
   ``1 − agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
+* ``zero_shot``: the pretrained model before any training, scored as the trained ensemble is
+  (:func:`zero_shot_results`): a decoder classifying by prompt with its LM's own head has a
+  meaningful one, and every trained row is read against it.
 * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
   ``overhead = trainable_total / backbone``.
-* The last four are what a training run adds (``sve_jax.train.run``); a bare
+* The last four (and ``zero_shot``) are what a training run adds (``sve_jax.train.run``); a bare
   :func:`build_results` call leaves them out.
 
 :func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
@@ -85,6 +90,7 @@ def build_results(*,
                   ood_dataset: str | None = None,
                   mode: str = 'probs',
                   test_agreement: jax.typing.ArrayLike | None = None,
+                  zero_shot: Mapping[str, Any] | None = None,
                   singular_value_change: float | None = None,
                   checkpoint: BestCheckpoint | None = None,
                   learning_rate: float | None = None,
@@ -105,6 +111,7 @@ def build_results(*,
     ood_dataset: name of the OOD dataset; required with ``ood_logits``.
     mode: ensemble averaging mode, see :func:`sve_jax.eval.metrics.ensemble_probs`.
     test_agreement: optional ``(N_test,)`` annotator agreement (0–1, NaN where unknown).
+    zero_shot: :func:`zero_shot_results` of the pretrained model, or ``None``.
     singular_value_change, checkpoint, learning_rate, config: what a training run adds
       (module docstring); each ``None`` leaves its section out.
 
@@ -126,8 +133,20 @@ def build_results(*,
   if test_agreement is not None and np.isfinite(np.asarray(test_agreement, float)).any():
     results['human_disagreement'] = metrics.disagreement_correlation(
         test_logits, test_agreement, mode=mode)
+  if zero_shot is not None:
+    results['zero_shot'] = dict(zero_shot)
   results.update(_run_sections(singular_value_change, checkpoint, learning_rate, config))
   return results
+
+
+def zero_shot_results(val_logits: jax.typing.ArrayLike, val_labels: jax.typing.ArrayLike,
+                      test_logits: jax.typing.ArrayLike, test_labels: jax.typing.ArrayLike,
+                      ood_logits: jax.typing.ArrayLike | None = None) -> dict[str, Any]:
+  """The ``zero_shot`` section: one model's ``(1, N, C)`` logits scored as the ensemble's
+  ``test`` rows are (``validation``, ``test``, ``test_temperature_scaled`` with T fitted on
+  validation, and ``ood`` AUROCs; mutual information is 0 for one model)."""
+  return _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits,
+                       mode='probs')
 
 
 def _params_section(backbone_params: int, trainable_per_member: int,
@@ -250,6 +269,11 @@ def summary_table(results: Mapping[str, Any]) -> str:
   splits = [(label, results[key]) for key, label in
             (('test', 'test (raw)'), ('test_temperature_scaled', 'test (T-scaled)'))
             if key in results]
+  zero_shot = results.get('zero_shot', {})
+  splits += [(label, zero_shot[key]) for key, label in
+             (('test', 'zero-shot test (raw)'), ('test_temperature_scaled',
+                                                 'zero-shot test (T-scaled)'))
+             if key in zero_shot]
   if splits:
     lines += ['', *_table(list(_SCORE_KEYS), splits)]
   if results.get('members'):

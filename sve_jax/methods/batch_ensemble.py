@@ -73,8 +73,7 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
   weights = tree_lib.flatten_paths(backbone.params)
   per_member = base.stack_members(tree_lib.nest({p: weights[p] for p in member_paths}),
                                   num_members)
-  per_member['head'] = base.init_heads(
-      head_key, base.head_of(backbone.params, 'batch_ensemble'), num_members)
+  per_member.update(base.member_heads(head_key, backbone.params, num_members))
   trainables = {'fast_r': tree_lib.nest(r), 'fast_s': tree_lib.nest(s), 'params': per_member}
 
   def member_params(frozen, t_m):

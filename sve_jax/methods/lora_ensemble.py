@@ -9,8 +9,9 @@ output, ViT's fused qkv and proj) member ``m`` adds a rank-``r`` update in the k
 
 with ``r = config.lora_rank`` (default 8). ``A_m`` is Xavier-uniform with gain 10 (variance
 ``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
-as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0). Biases
-and everything else stay shared and frozen. Training uses the backbone's dropout.
+as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0), where the
+backbone has one (a decoder classifying by prompt shares its LM head). Biases and everything
+else stay shared and frozen. Training uses the backbone's dropout.
 """
 from __future__ import annotations
 
@@ -77,9 +78,8 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     raise ValueError(f'lora_ensemble: the {backbone.name} attention rules select no kernel')
   adapter_key, head_key = jax.random.split(key)
   a, b = jax.jit(lambda k: init_adapters(k, kernels, num_members, rank))(adapter_key)
-  heads = base.init_heads(head_key, base.head_of(backbone.params, 'lora_ensemble'),
-                          num_members)
-  trainables = {'lora_a': tree_lib.nest(a), 'lora_b': tree_lib.nest(b), 'head': heads}
+  trainables = {'lora_a': tree_lib.nest(a), 'lora_b': tree_lib.nest(b),
+                **base.member_heads(head_key, backbone.params, num_members)}
   scale = 1.  # alpha / rank with alpha = rank
 
   def member_params(frozen, t_m):
@@ -89,7 +89,7 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     adapted = {p: layout_lib.map_matrices(weights[p], lay,
                                           lambda w, p=p: w + scale * (a_m[p] @ b_m[p]))
                for p, lay in kernels.items()}
-    heads = {('head',) + p: v for p, v in tree_lib.flatten_paths(t_m['head']).items()}
+    heads = {('head',) + p: v for p, v in tree_lib.flatten_paths(t_m.get('head', {})).items()}
     return tree_lib.replace_leaves(frozen, {**adapted, **heads})
 
   forward = base.vmap_forward(backbone.apply, member_params)

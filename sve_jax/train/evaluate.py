@@ -81,6 +81,27 @@ def make_evaluate(setup, backbone, trainables, frozen, mesh, batch_size: int, so
   return evaluate
 
 
+def make_zero_shot_evaluate(backbone, mesh, batch_size: int, transform):
+  """``evaluate(source, transform=transform) -> Predictions`` of the pretrained backbone
+  itself, as one member (logits ``(1, N, C)``): the zero-shot model, before any training.
+
+  Meaningful for a backbone without a fresh head (a decoder scoring its verbaliser's tokens
+  with its LM head); a fresh head would score every class alike.
+  """
+  params = sharding.place(backbone.params, sharding.replicated_shardings(mesh, backbone.params))
+  forward = jax.jit(
+      lambda p, inputs: backbone.apply(p, inputs)[None].astype(np.float32),
+      in_shardings=(sharding.replicated_shardings(mesh, params), sharding.batch_sharding(mesh)),
+      out_shardings=jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec(None, sharding.DATA)))
+
+  def evaluate(source, transform=transform):
+    eval_fn = lambda trainables, frozen, inputs, rng: forward(frozen, inputs)
+    return predict(eval_fn, None, params, source, transform, mesh, batch_size)
+
+  return evaluate
+
+
 def _materialize_pays_off(setup, backbone, trainables, mesh, batch_size: int, source,
                           transform) -> bool:
   """:func:`ensemble.materialize_pays_off` over ``source``'s batches, with the positions each

@@ -33,6 +33,7 @@ from sve_jax.train import state as train_state
 from sve_jax.train import steps
 from sve_jax.train.checks import check_workdir_writable, run_identity, validate_config
 from sve_jax.train.evaluate import make_evaluate
+from sve_jax.train.evaluate import make_zero_shot_evaluate
 from sve_jax.train.loop import train_loop
 
 
@@ -274,6 +275,26 @@ def evaluate_best(checkpointer: ckpt.Checkpointer, training: Training, fingerpri
   return BestEvaluation(state, meta, validation, test, ood_logits)
 
 
+def evaluate_zero_shot(config, backbone: models.Backbone, mesh, sources, ood,
+                       eval_transform) -> dict[str, Any] | None:
+  """The pretrained backbone's own scores before any training (:func:`report.zero_shot_results`),
+  for a backbone without a fresh head (a decoder classifying by prompt); else ``None``."""
+  if 'head' in backbone.params:
+    return None
+  evaluate = make_zero_shot_evaluate(backbone, mesh, config.eval_batch_size, eval_transform)
+  validation = evaluate(sources['validation'])
+  test = evaluate(sources['test'])
+  ood_logits = None
+  if ood is not None:
+    ood_dataset, ood_source = ood
+    ood_logits = evaluate(ood_source, transform=transforms.make_transform(
+        backbone, ood_dataset.input_key, None)).logits
+  logging.info('zero-shot: test accuracy %.4f', metrics_lib.evaluate(
+      test.logits, test.labels)['accuracy'])
+  return report.zero_shot_results(validation.logits, validation.labels, test.logits,
+                                  test.labels, ood_logits)
+
+
 def save_best_trainables(config, workdir: str, best: BestEvaluation, setup: methods.Setup,
                          num_members: int) -> str:
   """Writes the best members' trainables to ``workdir/trainables.safetensors``; its path."""
@@ -297,7 +318,8 @@ def _dir_bytes(path: str) -> int:
 
 def make_report(config, workdir: str, best: BestEvaluation, setup: methods.Setup,
                 training: Training, backbone: models.Backbone,
-                trainables_path: str) -> dict[str, Any]:
+                trainables_path: str, zero_shot: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
   """The results dict (:func:`report.build_results`); process 0 writes it and prints it."""
   results = report.build_results(
       method=config.method, val_logits=best.validation.logits,
@@ -306,7 +328,7 @@ def make_report(config, workdir: str, best: BestEvaluation, setup: methods.Setup
       trainable_per_member=setup.trainable_per_member,
       trainable_total=setup.trainable_total, ood_logits=best.ood_logits,
       ood_dataset=config.ood.name or None, mode=config.ensemble_mode,
-      test_agreement=best.test.agreement,
+      test_agreement=best.test.agreement, zero_shot=zero_shot,
       singular_value_change=singular_value_change(setup, best.state.trainables),
       checkpoint=report.BestCheckpoint(
           best_step=int(jax.device_get(best.state.step)),
@@ -372,6 +394,8 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   best = evaluate_best(checkpointer, training, fingerprint, workdir, evaluate, sources, ood,
                        backbone)
   trainables_path = save_best_trainables(config, workdir, best, setup, members)
-  results = make_report(config, workdir, best, setup, training, backbone, trainables_path)
+  zero_shot = evaluate_zero_shot(config, backbone, mesh, sources, ood, eval_transform)
+  results = make_report(config, workdir, best, setup, training, backbone, trainables_path,
+                        zero_shot)
   checkpointer.close()
   return results
