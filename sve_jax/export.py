@@ -15,9 +15,37 @@ import numpy as np
 
 from sve_jax import factorize
 from sve_jax import tree as tree_lib
-from sve_jax.train import checkpoint as ckpt
 
 PyTree = Any
+
+
+class CheckpointError(RuntimeError):
+  """The run's own checkpoints (this trainables file, and the orbax train state of
+  :mod:`sve_jax.train.checkpoint`): none usable, or one that does not belong to this run.
+  Foreign weight files raise :class:`sve_jax.models.weights_io.WeightsError`."""
+
+
+def factors_fingerprint(frozen: PyTree) -> float:
+  """A float summarising the frozen tree (U, Vᵀ and shared leaves), to detect another backbone.
+
+  U and Vᵀ alone are blind to rescaled weights, so the shared leaves (embeddings, norms) count
+  too.
+  """
+  leaves = jax.tree_util.tree_leaves(frozen)  # arrays only: U, Vᵀ and shared leaves
+  return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in leaves))
+
+
+def check_fingerprint(meta: Mapping[str, Any], now: float, where: str) -> None:
+  """Raises if a checkpoint was made with different frozen factors (another backbone).
+
+  ``now``: :func:`factors_fingerprint` of this run's frozen tree (computed once per run: it
+  reads every frozen leaf).
+  """
+  saved = meta.get('factors_fingerprint')
+  if saved is not None and not np.isclose(saved, now, rtol=1e-5):
+    raise CheckpointError(
+        f'{where} was trained on different frozen factors (fingerprint {saved:.6g} vs '
+        f'{now:.6g} now): another backbone checkpoint, rules or dtype?')
 
 
 def save_trainables(path: str, trainables: PyTree, metadata: Mapping[str, Any] | None = None,
@@ -35,7 +63,7 @@ def save_trainables(path: str, trainables: PyTree, metadata: Mapping[str, Any] |
           for p, v in tree_lib.flatten_paths(trainables).items()}
   meta = dict(metadata or {})
   if frozen is not None:
-    meta['factors_fingerprint'] = ckpt.factors_fingerprint(frozen)
+    meta['factors_fingerprint'] = factors_fingerprint(frozen)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   save_file(flat, path, metadata={'sve_jax': json.dumps(meta)})
   return path
@@ -45,7 +73,7 @@ def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict
   """Reads a file written by :func:`save_trainables`: ``(trainables, metadata)``.
 
   Raises:
-    sve_jax.train.checkpoint.CheckpointError: unreadable file, or (with ``frozen``)
+    CheckpointError: unreadable file, or (with ``frozen``)
       trainables that do not fit it or a fingerprint of other frozen factors.
   """
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
@@ -54,17 +82,17 @@ def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict
       meta = json.loads((f.metadata() or {}).get('sve_jax', '{}'))
       flat = {k: f.get_tensor(k) for k in f.keys()}
   except Exception as e:
-    raise ckpt.CheckpointError(
+    raise CheckpointError(
         f'cannot read trainables file {path}: {type(e).__name__}: {e}') from e
   trainables = tree_lib.nest({tuple(key.split('/')): value for key, value in flat.items()})
   if frozen is not None:
-    ckpt.check_fingerprint(meta, ckpt.factors_fingerprint(frozen), path)
+    check_fingerprint(meta, factors_fingerprint(frozen), path)
     expected = factorize.member_shapes(frozen)
     got = {'/'.join(p): tuple(v.shape[1:])
            for p, v in tree_lib.flatten_paths(trainables).items()}
     if expected != got:
       bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
-      raise ckpt.CheckpointError(
+      raise CheckpointError(
           f'{path}: trainables do not fit this backbone at {bad[:5]}: expected per-member '
           f'shapes {[expected.get(k) for k in bad[:5]]}, file has '
           f'{[got.get(k) for k in bad[:5]]}')

@@ -13,6 +13,7 @@ files, so no TensorFlow is needed. Typical use (see `sve_jax.train.loop`):
     ...  # save `batches.get_state()` with each checkpoint
 """
 
+from sve_jax.data.builders import AGREEMENT_FEATURE
 from sve_jax.data.datasets import Dataset
 from sve_jax.data.datasets import get_dataset
 from sve_jax.data.datasets import is_known_dataset

@@ -15,68 +15,26 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from sve_jax import factorize
+from sve_jax import tree as tree_lib
+from sve_jax.ensemble import check_ensemble_mode
+from sve_jax.ensemble import ENSEMBLE_MODES
+from sve_jax.ensemble import ensemble_probs
+from sve_jax.ensemble import member_probs
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-ENSEMBLE_MODES = ('probs', 'logits')
 NUM_ECE_BINS = 15
 NLL_EPS = 1e-12
 TEMPERATURE_BOUNDS = (0.05, 20.)
-
-
-# --------------------------------------------------------------------------------------------
-# Ensemble prediction.
-# --------------------------------------------------------------------------------------------
-
-
-def member_probs(member_logits: ArrayLike, temperature: ArrayLike = 1.) -> Array:
-  """Each member's predictive distribution ``softmax(z_m / T)``.
-
-  Args:
-    member_logits: ``(M, N, C)`` (any leading shape works).
-    temperature: T > 0; divides every member's logits before the softmax.
-
-  Returns:
-    Probabilities with the shape of ``member_logits``.
-  """
-  return jax.nn.softmax(jnp.asarray(member_logits) / temperature, axis=-1)
-
-
-def ensemble_probs(member_logits: ArrayLike,
-                   mode: str = 'probs',
-                   temperature: ArrayLike = 1.) -> Array:
-  """The ensemble's predictive distribution; the one place it is computed.
-
-  * ``mode='probs'`` (default, as in the paper): ``p̄ = (1/M) Σ_m softmax(z_m / T)``.
-  * ``mode='logits'`` (the authors' minimal release): ``p̄ = softmax((1/M) Σ_m z_m / T)``.
-
-  Args:
-    member_logits: ``(M, N, C)``.
-    mode: ``'probs'`` or ``'logits'``; static under ``jax.jit``.
-    temperature: T > 0, applied to every member's logits.
-
-  Returns:
-    ``(N, C)`` probabilities.
-  """
-  check_ensemble_mode(mode)
-  member_logits = jnp.asarray(member_logits)
-  if mode == 'probs':
-    return jnp.mean(member_probs(member_logits, temperature), axis=0)
-  return jax.nn.softmax(jnp.mean(member_logits, axis=0) / temperature, axis=-1)
-
-
-def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
-  """Raises ValueError naming ``key`` (e.g. ``config.ensemble_mode``) unless ``mode`` is one
-  of :data:`ENSEMBLE_MODES`."""
-  if mode not in ENSEMBLE_MODES:
-    raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,3 +465,33 @@ def ood_metrics(member_logits_in: ArrayLike,
   for name in scores_in:
     results[f'fpr95_{name}'] = fpr_at_tpr(scores_in[name], scores_out[name], tpr=0.95)
   return results
+
+
+# --------------------------------------------------------------------------------------------
+# How far training moved the members (SVE family).
+# --------------------------------------------------------------------------------------------
+
+
+def singular_value_change(frozen: Any, s: Mapping, trainables: Any) -> float:
+  """How far the members' singular values moved from the pretrained ones.
+
+  ``mean over members m and decomposed matrices ℓ of ‖s_{m,ℓ} − s_ℓ‖₂ / ‖s_ℓ‖₂``; each matrix
+  of a stacked (scanned) kernel counts once. Biases and heads are not counted.
+
+  Args:
+    frozen: first output of :func:`sve_jax.decompose`.
+    s: second output of :func:`sve_jax.decompose` (the pretrained values).
+    trainables: the members (leading axis ``M`` on every leaf).
+
+  Returns:
+    The mean relative change as a Python float (0 when no kernel is decomposed).
+  """
+  singular = factorize.factored_paths(frozen)
+  pretrained = tree_lib.flatten_paths(s)
+  ratios = []
+  for path, members in tree_lib.flatten_paths(trainables).items():
+    if path in singular:
+      s0 = jnp.asarray(pretrained[path], jnp.float32)
+      moved = jnp.linalg.norm(jnp.asarray(members, jnp.float32) - s0, axis=-1)
+      ratios.append((moved / jnp.maximum(jnp.linalg.norm(s0, axis=-1), 1e-12)).ravel())
+  return float(jnp.mean(jnp.concatenate(ratios))) if ratios else 0.

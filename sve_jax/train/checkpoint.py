@@ -23,30 +23,16 @@ import errno
 import logging
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sve_jax.export import CheckpointError
+
 PyTree = Any
-
-
-class CheckpointError(RuntimeError):
-  """The run's own checkpoints (orbax train state, trainables file): none usable, or one that
-  does not belong to this run. Foreign weight files raise
-  :class:`sve_jax.models.weights_io.WeightsError`."""
-
-
-def factors_fingerprint(frozen: PyTree) -> float:
-  """A float summarising the frozen tree (U, Vᵀ and shared leaves), to detect another backbone.
-
-  U and Vᵀ alone are blind to rescaled weights, so the shared leaves (embeddings, norms) count
-  too.
-  """
-  leaves = jax.tree_util.tree_leaves(frozen)  # arrays only: U, Vᵀ and shared leaves
-  return float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in leaves))
 
 
 class Checkpointer:
@@ -123,7 +109,7 @@ class Checkpointer:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
       except Exception:  # pylint: disable=broad-except
         continue  # unreadable: restoring falls back to an older one and says so
-      check_identity(meta['meta'], identity, f'{manager.directory}/{step}')
+      _check_saved_identity(meta['meta'], identity, f'{manager.directory}/{step}')
 
   def restore_latest(self, abstract_state: PyTree) -> tuple[PyTree, dict] | None:
     """The newest readable checkpoint, falling back to older ones if it is corrupt.
@@ -149,6 +135,20 @@ class Checkpointer:
     finally:
       self.latest.close()
       self.best.close()
+
+
+class Workdir(NamedTuple):
+  """A run's folder: where it lives, its checkpoints, and what its checkpoints must match.
+
+  Attributes:
+    path: the ``--workdir``.
+    checkpointer: its :class:`Checkpointer`.
+    identity: this run's identity (backbone, method, members), stored in every checkpoint's
+      ``meta['identity']`` and checked by :meth:`Checkpointer.check_identity`.
+  """
+  path: str
+  checkpointer: Checkpointer
+  identity: dict[str, Any]
 
 
 @contextlib.contextmanager
@@ -226,7 +226,8 @@ def _restore_newest(manager: ocp.CheckpointManager, abstract_state: PyTree):
   return None
 
 
-def check_identity(meta: Mapping[str, Any], identity: Mapping[str, Any], where: str) -> None:
+def _check_saved_identity(meta: Mapping[str, Any], identity: Mapping[str, Any],
+                          where: str) -> None:
   """Raises if a checkpoint's ``meta['identity']`` differs from this run's ``identity``.
 
   ``identity`` holds what makes checkpoints incompatible (backbone, method, number of
@@ -275,16 +276,3 @@ def data_iterator_state(meta: Mapping[str, Any], where: str, num_workers: int) -
         f'position {dict(meta["position"])}); its data order cannot be continued exactly. '
         'Start again in a fresh --workdir, or finish this run with the version that began it.')
   raise CheckpointError(f'{where} holds no data iterator state (meta keys {sorted(meta)}).')
-
-
-def check_fingerprint(meta: Mapping[str, Any], now: float, where: str) -> None:
-  """Raises if a checkpoint was made with different frozen factors (another backbone).
-
-  ``now``: :func:`factors_fingerprint` of this run's frozen tree (computed once per run: it
-  reads every frozen leaf).
-  """
-  saved = meta.get('factors_fingerprint')
-  if saved is not None and not np.isclose(saved, now, rtol=1e-5):
-    raise CheckpointError(
-        f'{where} was trained on different frozen factors (fingerprint {saved:.6g} vs '
-        f'{now:.6g} now): another backbone checkpoint, rules or dtype?')

@@ -1,6 +1,6 @@
 """Pure train and eval steps over the member axis; the caller jits them with shardings.
 
-A *forward* is any ``forward(frozen, trainables, inputs, rng, train) -> member_logits`` with
+A *forward* (:data:`sve_jax.methods.base.Forward`) is any ``forward(frozen, trainables, inputs, rng, train) -> member_logits`` with
 ``member_logits: (M, B, C)``; ``rng`` feeds stochastic layers (dropout) and ``train`` says
 whether the step trains. Every method supplies its own (:mod:`sve_jax.methods`) and shares
 everything else (loss, step, checkpoints, report).
@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sve_jax.methods.base import Forward
 from sve_jax.train.state import TrainState
 
 PyTree = Any
-Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
 
 
 def member_cross_entropy(member_logits: jax.Array, labels: jax.Array,

@@ -117,6 +117,7 @@ def tiny_gguf(tiny_state, tmp_path_factory):
           'f32': write_gguf(folder / 'tiny.f32.gguf', tiny_state, quantize=False)}
 
 
+@pytest.mark.slow  # a torch reference
 def test_tiny_gguf_matches_transformers(tiny_gguf):
   import torch
   import transformers
@@ -231,6 +232,7 @@ def tiny_tokenizer(tiny_gguf):
   return llama.read_gguf(tiny_gguf['q']).tokenizer
 
 
+@pytest.mark.slow  # torch references
 @pytest.mark.parametrize('model_type,bias,tie,extra', [
     ('llama', False, True, {}),
     ('llama', False, False, {'rope_scaling': {'rope_type': 'llama3', 'factor': 8.,
@@ -366,6 +368,7 @@ def test_sve_zero_noise_members_equal_the_backbone_on_every_execution(small):
       np.testing.assert_allclose(member, expected, atol=1e-4, rtol=0, err_msg=execution)
 
 
+@pytest.mark.slow  # several compiled decoders
 def test_factored_composed_and_auto_give_the_same_logits_and_gradients(small):
   module, params, batch = small
   frozen, s = sve_jax.decompose(params, rules=llama.SVE_RULES)
@@ -385,6 +388,7 @@ def test_factored_composed_and_auto_give_the_same_logits_and_gradients(small):
                                                          err_msg=str(key)), other_grads, grads)
 
 
+@pytest.mark.slow  # several compiled decoders
 def test_remat_and_bfloat16(small):
   module, params, batch = small
   expected = module.apply({'params': params}, batch)

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from packaging.requirements import Requirement
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
 
 
 def _requirement_lines(file_name):

@@ -25,6 +25,8 @@ from conftest import ROOT, tiny_train_argv, tiny_train_config
 from sve_jax import export
 from sve_jax.train import checkpoint as ckpt
 
+pytestmark = pytest.mark.e2e
+
 LAUNCHER = os.path.join(ROOT, 'tests', 'launch_train.py')
 TIMEOUT_S = 600
 

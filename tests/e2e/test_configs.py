@@ -12,6 +12,8 @@ import pytest
 
 import train
 
+pytestmark = pytest.mark.e2e
+
 CONFIGS = ['default', 'cifar100_dino_vits16', 'flowers102_dino_vits16', 'dtd_dino_vits16',
            'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0', 'smollm2_tweets']
 
@@ -39,16 +41,9 @@ def efficientnet_cache(tmp_path_factory):
   return efficientnet_lite.convert_torch_checkpoint(str(tmp_path_factory.mktemp('cache')))
 
 
-@pytest.fixture(scope='module')
-def tiny_llm(tmp_path_factory):
-  """A tiny random decoder as a GGUF file, with the label words' first tokens."""
-  from llama_files import random_hf_state, write_gguf
-  return write_gguf(tmp_path_factory.mktemp('llm') / 'tiny.gguf', random_hf_state())
-
-
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_trains_one_step_and_reports(name, tmp_path, shared_data_dir, tiny_bert_folder,
-                                            timm_checkpoints, efficientnet_cache, tiny_llm):
+                                            timm_checkpoints, efficientnet_cache, tiny_llm_gguf):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert config.method == 'sve' and config.num_members >= 1
   assert 'python train.py --config=configs/' in importlib.import_module(
@@ -61,7 +56,7 @@ def test_config_trains_one_step_and_reports(name, tmp_path, shared_data_dir, tin
     config.model.path = tiny_bert_folder
     config.model.max_length = 16
   elif config.model.name == 'llama':
-    config.model.path = tiny_llm
+    config.model.path = tiny_llm_gguf
     config.model.max_length = 16
   else:
     config.model.path = efficientnet_cache

@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 SCRIPT = textwrap.dedent('''
     import json, sys

