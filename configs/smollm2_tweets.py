@@ -16,14 +16,13 @@ their last 64 tokens (95 % of tweet prompts fit).
   python train.py --config=configs/smollm2_tweets.py --workdir=workdir/smollm2_tweets
 
 Any CSV of texts and labels works through the csv_text options plus a prompt and one label
-word per class, in the order of the CSV's sorted label names:
+word per class, in the order of the CSV's sorted label names (here 1, 3, 5 stars):
 
   python train.py --config=configs/smollm2_tweets.py --workdir=workdir/reviews \
       --config.data.name=csv_text --config.data.options.file=reviews.csv \
       --config.data.options.text_column=review --config.data.options.label_column=stars \
-      --config.ood.name='' \
-      --config.model.prompt=$'Review: {text}\nThe review is' \
-      --config.model.verbalizer="(' bad', ' good')"
+      --config.ood.name='' --config.model.prompt='Review: {text} Stars:' \
+      --config.model.verbalizer="(' bad', ' okay', ' good')"
 """
 from configs import common
 
