@@ -361,6 +361,9 @@ def test_sve_zero_noise_members_equal_the_backbone_on_every_execution(small):
   assert expected.shape == (3, 3)
   frozen, s = sve_jax.decompose(params, rules=llama.SVE_RULES)
   trainables = sve_jax.init_members(jax.random.key(0), frozen, s, 2, noise_std=0.)
+  # The factored path reaches every projection inside the scanned layers: B·T positions each.
+  positions = sve_jax.execution.kernel_positions(apply_fn, frozen, s, batch)
+  assert positions == {f'layers/{p}/kernel': 3 * 7 for p in PROJECTIONS}
   for execution in ('compose', 'factored', 'auto'):
     sve_apply = jax.jit(sve_jax.make_sve_apply(apply_fn, execution=execution))
     got = np.asarray(sve_apply({'frozen': frozen, 'trainables': trainables}, batch))
