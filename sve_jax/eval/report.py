@@ -13,6 +13,8 @@
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
                                                                  (only with agreement)
+  zero_shot: validation, test, test_temperature_scaled (, ood)  (backbones without a fresh
+                                                                 head: the pretrained model)
   singular_value_change                                          (SVE family runs)
   checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
               backbone_bytes                                     (:class:`BestCheckpoint`)
@@ -28,9 +30,12 @@
 * ``ood``: the test split as in-distribution against the OOD logits, raw (T = 1).
 * ``human_disagreement``: Spearman correlations of the test uncertainties with
   ``1 − agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
+* ``zero_shot``: the pretrained model before any training, scored as the trained ensemble is
+  (:func:`zero_shot_results`): a decoder classifying by prompt with its LM's own head has a
+  meaningful one, and every trained row is read against it.
 * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
   ``overhead = trainable_total / backbone``.
-* The last four are what a training run adds (``sve_jax.train.run``); a bare
+* ``zero_shot`` and the last four are what a training run adds (``sve_jax.train.run``); a bare
   :func:`build_results` call leaves them out.
 
 :func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
@@ -111,11 +116,14 @@ class RunSections(NamedTuple):
   """The sections a training run adds to the results; each ``None`` leaves its section out.
 
   Attributes:
+    zero_shot: the pretrained model's own scores (:func:`zero_shot_results`), for a
+      backbone without a fresh head.
     singular_value_change: SVE family: how far the members' s moved from the pretrained s.
     checkpoint: the evaluated checkpoint (:class:`BestCheckpoint`).
     learning_rate: the method's peak learning rate.
     config: the run's config as JSON.
   """
+  zero_shot: Mapping[str, Any] | None = None
   singular_value_change: float | None = None
   checkpoint: BestCheckpoint | None = None
   learning_rate: float | None = None
@@ -171,7 +179,8 @@ def _params_section(backbone_params: int, trainable_per_member: int,
 
 def _run_sections(run: RunSections) -> dict[str, Any]:
   """The sections a training run adds, in the results dict's order; ``None`` leaves one out."""
-  sections = {'singular_value_change': run.singular_value_change,
+  sections = {'zero_shot': dict(run.zero_shot) if run.zero_shot is not None else None,
+              'singular_value_change': run.singular_value_change,
               'checkpoint': run.checkpoint._asdict() if run.checkpoint is not None else None,
               'learning_rate': run.learning_rate, 'config': run.config}
   return {key: value for key, value in sections.items() if value is not None}
@@ -212,6 +221,14 @@ def _mode_results(validation: Predictions, test: Predictions, ood_logits, *,
     ood = metrics.ood_metrics(test.logits, ood_logits, mode=mode)
     results['ood'] = {key: ood[key] for key in OOD_KEYS}
   return results
+
+
+def zero_shot_results(validation: Predictions, test: Predictions,
+                      ood_logits: jax.typing.ArrayLike | None = None) -> dict[str, Any]:
+  """The ``zero_shot`` section: one model's ``(1, N, C)`` logits scored as the ensemble's
+  ``test`` rows are: ``validation``, ``test``, ``test_temperature_scaled`` (T fitted on
+  validation) and ``ood`` AUROCs (mutual information is 0 for one model)."""
+  return _mode_results(validation, test, ood_logits, mode='probs')
 
 
 def to_jsonable(value: Any) -> Any:
@@ -277,6 +294,10 @@ def summary_table(results: Mapping[str, Any]) -> str:
   splits = [(label, results[key]) for key, label in
             (('test', 'test (raw)'), ('test_temperature_scaled', 'test (T-scaled)'))
             if key in results]
+  zero_shot = results.get('zero_shot', {})
+  splits += [(label, zero_shot[key]) for key, label in
+             (('test', 'zero-shot test (raw)'),
+              ('test_temperature_scaled', 'zero-shot test (T-scaled)')) if key in zero_shot]
   if splits:
     lines += ['', *_table(list(_SCORE_KEYS), splits)]
   if results.get('members'):

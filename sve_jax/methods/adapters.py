@@ -34,7 +34,8 @@ class KernelAdapter:
     adapt: ``(w, first_m, second_m) -> w_m`` on one kernel's ``(*stack, d_in, d_out)``
       float32 matrices, with member ``m``'s two factors of that kernel.
     own_leaves: ``heads -> tree`` of every member's full leaves, given its fresh heads
-      (:func:`base.init_heads`, ``(M, ...)``); by default the heads alone.
+      (:func:`base.init_heads`, ``(M, ...)``, or ``{}`` for a backbone without a fresh head);
+      by default the heads alone. Left out of the trainables when it holds no leaf.
     own_key: the trainables key of those leaves.
     own_prefix: the path under which those leaves replace the backbone's.
   """
@@ -54,7 +55,9 @@ def build_adapted(name: str, backbone: Backbone,
 
   Args:
     name: the method.
-    backbone: a :class:`sve_jax.models.Backbone` with a top-level ``head``; it stays frozen.
+    backbone: a :class:`sve_jax.models.Backbone`; it stays frozen. Its top-level ``head``, if
+      any, is drawn afresh per member; a backbone without one (a decoder scoring label tokens
+      with its LM head) shares its head, and ``heads`` below is ``{}``.
     kernels: ``{path: layout}`` of the kernels to adapt (:func:`sve_jax.layout.select`).
     adapter: the method's :class:`KernelAdapter`.
     key: PRNG key; split into the factors' key and the heads' key.
@@ -62,10 +65,11 @@ def build_adapted(name: str, backbone: Backbone,
   """
   factor_key, head_key = jax.random.split(key)
   first, second = jax.jit(adapter.init_factors)(factor_key)
-  heads = base.init_heads(head_key, base.head_of(backbone.params, name), num_members)
+  heads = base.member_heads(head_key, backbone.params, num_members).get('head', {})
+  own = adapter.own_leaves(heads)
   trainables = {adapter.factor_keys[0]: tree_lib.nest(first),
                 adapter.factor_keys[1]: tree_lib.nest(second),
-                adapter.own_key: adapter.own_leaves(heads)}
+                **({adapter.own_key: own} if jax.tree_util.tree_leaves(own) else {})}
 
   def member_params(frozen: PyTree, t_m: PyTree) -> PyTree:
     weights = tree_lib.flatten_paths(frozen)
@@ -74,7 +78,7 @@ def build_adapted(name: str, backbone: Backbone,
         weights[p], lay, lambda w, p=p: adapter.adapt(w, first_m[p], second_m[p]))
                for p, lay in kernels.items()}
     own = {adapter.own_prefix + p: v
-           for p, v in tree_lib.flatten_paths(t_m[adapter.own_key]).items()}
+           for p, v in tree_lib.flatten_paths(t_m.get(adapter.own_key, {})).items()}
     return tree_lib.replace_leaves(frozen, {**own, **adapted})
 
   forward = base.vmap_forward(backbone.apply, member_params)

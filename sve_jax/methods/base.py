@@ -246,9 +246,15 @@ def init_heads(key: jax.Array, head: PyTree, num_members: int,
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def head_of(params: Mapping[str, Any], method: str) -> PyTree:
-  """The backbone's classification ``head`` subtree (raises if it has none)."""
+def member_heads(key: jax.Array, params: Mapping[str, Any], num_members: int,
+                 std: float = HEAD_STD) -> dict[str, PyTree]:
+  """``{'head': fresh per-member heads}`` (:func:`init_heads`), or ``{}`` for a backbone
+  without a fresh head.
+
+  A decoder that classifies by prompt (:mod:`sve_jax.models.llama`) scores the verbaliser's
+  tokens with the LM's own head: every member shares that pretrained head, and a method adds
+  nothing for it.
+  """
   if 'head' not in params:
-    raise ValueError(f'{method}: the backbone params have no top-level "head" to train per '
-                     f'member (top-level keys: {sorted(params)})')
-  return params['head']
+    return {}
+  return {'head': init_heads(key, params['head'], num_members, std)}

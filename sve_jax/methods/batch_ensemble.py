@@ -78,7 +78,8 @@ def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> ba
   adapter = adapters.KernelAdapter(
       factor_keys=('fast_r', 'fast_s'),
       init_factors=lambda k: _init_fast_weights(k, kernels, num_members, noise_std),
-      adapt=_scale_matrix, own_leaves=lambda heads: {**copies, 'head': heads},
+      adapt=_scale_matrix,
+      own_leaves=lambda heads: {**copies, **({'head': heads} if heads else {})},
       own_key='params', own_prefix=())
   return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members)
 

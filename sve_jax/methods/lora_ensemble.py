@@ -7,10 +7,12 @@ output, ViT's fused qkv and proj) member ``m`` adds a rank-``r`` update in the k
 
   W_m = W + (alpha / r) · A_m B_m,   A_m: (d_in, r),  B_m: (r, d_out),   alpha = r (scale 1)
 
-with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m``
-is Xavier-uniform with gain 10 (variance ``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
-as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0). Biases
-and everything else stay shared and frozen. Training uses the backbone's dropout.
+with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m`` is
+Xavier-uniform with gain 10 (variance ``100 · 2 / (d_in + r)``) from member ``m``'s own key
+and ``B_m = 0``, so every member starts as the backbone; each member also has its own fresh
+head (``N(0, 0.01²)``, bias 0), where the backbone has one (a decoder classifying by prompt
+shares its LM head). Biases and everything else stay shared and frozen. Training uses the
+backbone's dropout.
 """
 from __future__ import annotations
 

@@ -44,14 +44,15 @@ def full_copies(name: str, backbone: Backbone, key: jax.Array, num_members: int,
 
   Args:
     name: the method.
-    backbone: a :class:`sve_jax.models.Backbone` with a top-level ``head``.
+    backbone: a :class:`sve_jax.models.Backbone`; its top-level ``head``, if any, is drawn
+      afresh per member (a decoder's shared LM head is simply one more trained weight).
     key: PRNG key of the heads.
     num_members: M.
     per_member_data: see :attr:`base.MethodSetup.per_member_data`.
   """
   statistics, params = _split_statistics(backbone)
-  heads = base.init_heads(key, base.head_of(params, name), num_members)
-  trainables = {**base.identical_copies(params, num_members), 'head': heads}
+  trainables = {**base.identical_copies(params, num_members),
+                **base.member_heads(key, params, num_members)}
   forward = base.vmap_forward(backbone.apply, member_params, per_member_data=per_member_data)
   return base.make_setup(name, backbone, statistics, trainables, forward, per_member_data)
 

@@ -24,7 +24,8 @@ The :class:`~sve_jax.methods.base.MethodOptions` it reads (config keys of the sa
 ``num_members``, ``noise_std`` and ``execution`` above; the rest default to the paper's):
   head_init_std: ``>= 0`` draws each member's head afresh, kernel ``N(0, head_init_std²)``
     and bias 0 (:func:`base.init_heads`), apart from the singular values' ``noise_std``;
-    ``-1`` keeps the head tied to ``noise_std``.
+    ``-1`` keeps the head tied to ``noise_std``. A backbone without a fresh head (a decoder
+    scoring label tokens with its LM head, shared by every member) has nothing to draw.
   member_data_order: member ``m`` trains on its own batch stream
     (:attr:`base.MethodSetup.per_member_data`).
   sve_dropout: see above.
@@ -78,10 +79,10 @@ def _build(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.
   frozen, s = factorize.decompose(backbone.params, rules=backbone.rules)
   trainables = ensemble.init_members(key, frozen, s, num_members, options.noise_std)
   head_init_std = float(options.head_init_std)
-  if head_init_std >= 0:
-    heads = base.init_heads(jax.random.fold_in(key, 1), base.head_of(backbone.params, name),
-                            num_members, head_init_std)
-    trainables = {**trainables, 'head': heads}
+  if head_init_std >= 0:  # a backbone without a fresh head (a decoder's LM head) has none
+    trainables = {**trainables, **base.member_heads(jax.random.fold_in(key, 1),
+                                                    backbone.params, num_members,
+                                                    head_init_std)}
   per_member_data = bool(options.member_data_order)
   sve_apply = ensemble.make_sve_apply(backbone.apply, execution=options.execution)
   # Training differentiates the forward: 'auto' then costs the backward pass as well.

@@ -92,6 +92,24 @@ def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Tra
   return predictor
 
 
+def make_zero_shot_predictor(backbone, mesh: jax.sharding.Mesh, batch_size: int
+                             ) -> Callable[[Split], Predictions]:
+  """``predictor(split) -> Predictions`` of the pretrained backbone itself, as one member
+  (logits ``(1, N, C)``): the zero-shot model, before any training.
+
+  Meaningful for a backbone without a fresh head (a decoder scoring its verbaliser's tokens
+  with its LM head); a fresh head would score every class alike.
+  """
+  params = sharding.place(backbone.params, sharding.replicated_shardings(mesh, backbone.params))
+  forward = jax.jit(
+      lambda p, inputs: backbone.apply(p, inputs)[None].astype(np.float32),
+      in_shardings=(sharding.replicated_shardings(mesh, params), sharding.batch_sharding(mesh)),
+      out_shardings=jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec(None, sharding.DATA)))
+  eval_fn = lambda trainables, frozen, inputs, rng: forward(frozen, inputs)
+  return lambda split: split_predictions(eval_fn, None, params, split, mesh, batch_size)
+
+
 def _materialize_pays_off(setup: methods.MethodSetup, backbone: Backbone, trainables,
                           mesh: jax.sharding.Mesh, batch_size: int, split: Split) -> bool:
   """:func:`execution.materialize_pays_off` over ``split``'s batches, with the positions each

@@ -33,6 +33,7 @@ from sve_jax.train import state as train_state
 from sve_jax.train import steps
 from sve_jax.train.checks import check_workdir_writable, run_identity, validate_config
 from sve_jax.train.evaluate import make_predictor
+from sve_jax.train.evaluate import make_zero_shot_predictor
 from sve_jax.train.evaluate import Split
 from sve_jax.train.loop import TrainData
 from sve_jax.train.loop import train_loop
@@ -261,6 +262,27 @@ def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable
   return BestEvaluation(state, meta, validation, test, ood_logits)
 
 
+def evaluate_zero_shot(config: ml_collections.ConfigDict, backbone: models.Backbone,
+                       mesh: jax.sharding.Mesh, splits: dict[str, Split], ood
+                       ) -> dict[str, Any] | None:
+  """The pretrained backbone's own scores before any training
+  (:func:`report.zero_shot_results`) on the validation and test ``splits`` and on ``ood``,
+  for a backbone without a fresh head (a decoder classifying by prompt); else ``None``."""
+  if 'head' in backbone.params:
+    return None
+  predictor = make_zero_shot_predictor(backbone, mesh, config.eval_batch_size)
+  validation, test = predictor(splits['validation']), predictor(splits['test'])
+  ood_logits = None
+  if ood is not None:
+    ood_dataset, ood_source = ood
+    ood_logits = predictor(Split(ood_source, transforms.make_transform(
+        backbone, ood_dataset.input_key, None))).logits
+  results = report.zero_shot_results(validation, test, ood_logits)
+  logging.info('zero-shot: test accuracy %.4f, NLL %.4f', results['test']['accuracy'],
+               results['test']['nll'])
+  return results
+
+
 def save_best_trainables(config: ml_collections.ConfigDict, workdir: str, best: BestEvaluation,
                          setup: methods.MethodSetup, num_members: int) -> str:
   """Writes the best members' trainables to ``workdir/trainables.safetensors``; its path."""
@@ -296,7 +318,8 @@ def best_checkpoint_facts(workdir: str, best: BestEvaluation, trainables_path: s
 
 def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvaluation,
                 setup: methods.MethodSetup, training: Training,
-                checkpoint: report.BestCheckpoint) -> dict[str, Any]:
+                checkpoint: report.BestCheckpoint,
+                zero_shot: dict[str, Any] | None = None) -> dict[str, Any]:
   """The results dict (:func:`report.build_results`); process 0 writes it and prints it."""
   ood = None
   if best.ood_logits is not None:
@@ -307,6 +330,7 @@ def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvalu
                          setup.trainable_total),
       ood=ood, mode=config.ensemble_mode,
       run=report.RunSections(
+          zero_shot=zero_shot,
           singular_value_change=singular_value_change(setup, best.state.trainables),
           checkpoint=checkpoint, learning_rate=training.learning_rate,
           config=json.loads(config.to_json_best_effort())))
@@ -363,7 +387,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   # --- Evaluate the best checkpoint, save its trainables, report -------------------------
   best = evaluate_best(run_dir, training, predictor, splits, ood, backbone)
   trainables_path = save_best_trainables(config, workdir, best, setup, members)
+  zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, ood)
   results = make_report(config, workdir, best, setup, training,
-                        best_checkpoint_facts(workdir, best, trainables_path, backbone))
+                        best_checkpoint_facts(workdir, best, trainables_path, backbone),
+                        zero_shot)
   run_dir.checkpointer.close()
   return results
