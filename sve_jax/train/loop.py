@@ -7,9 +7,7 @@ continues with exactly the batches an uninterrupted one gets.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import signal
 import time
 from typing import Any, Callable, NamedTuple
@@ -22,8 +20,8 @@ from tqdm import tqdm
 
 from sve_jax import export
 from sve_jax.data import pipeline
-from sve_jax.eval import report
 from sve_jax.train import checkpoint as ckpt
+from sve_jax.train import scalar_log
 from sve_jax.train import sharding
 
 
@@ -69,11 +67,6 @@ class TrainData(NamedTuple):
   source: Any
   transform: Callable[[dict], dict]
   member_streams: int = 0
-
-
-def _write_jsonl(path: str, record: dict) -> None:
-  with open(path, 'a') as f:
-    f.write(json.dumps(report.to_jsonable(record)) + '\n')
 
 
 def train_batches(config: ml_collections.ConfigDict, source: Any,
@@ -132,7 +125,8 @@ def _resume(workdir: ckpt.Workdir, training: Training, num_workers: int):
 
 
 class Progress:
-  """The progress bar, and the losses and validations logged to ``metrics.jsonl``.
+  """The progress bar, and the losses and validations logged to ``metrics.jsonl`` and
+  TensorBoard (:class:`~sve_jax.train.scalar_log.ScalarLog`).
 
   ``Progress(config, workdir, step, total_steps)`` starts the bar at ``step``; :meth:`step`
   counts one optimiser step, logging every ``config.log_every_steps`` (and the last);
@@ -143,12 +137,17 @@ class Progress:
     self.every = config.log_every_steps
     self.batch_size = config.batch_size
     self.total_steps = total_steps
-    self.path = os.path.join(workdir, 'metrics.jsonl')
     self.write = jax.process_index() == 0  # one line per step, whatever the process count
+    self.log = scalar_log.ScalarLog(workdir, enabled=self.write)
     self.bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
                     disable=not self.write)
     self.call_start = time.time()
     self.n_last, self.seconds_last = 0, 0.
+
+  def close(self) -> None:
+    """Closes the bar and flushes the TensorBoard events."""
+    self.bar.close()
+    self.log.close()
 
   def start_call(self) -> None:
     """Marks the start of a call of the (multi-)step: its batches are read from here."""
@@ -166,16 +165,13 @@ class Progress:
     if step % self.every == 0 or step == self.total_steps:
       rate = self.n_last / max(self.seconds_last, 1e-9)
       self.n_last, self.seconds_last = 0, 0.
-      if self.write:
-        _write_jsonl(self.path, {'step': step, 'epoch': epoch, 'loss': loss,
-                                 'grad_norm': grad_norm, 'examples_per_sec': rate})
+      self.log.write({'step': step, 'epoch': epoch, 'loss': loss, 'grad_norm': grad_norm,
+                      'examples_per_sec': rate})
       self.bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
     self.bar.update(1)
 
   def validation(self, step: int, epoch: int, val, improved: bool) -> None:
-    if self.write:
-      _write_jsonl(self.path, {'step': step, 'epoch': epoch,
-                               **{f'val_{k}': v for k, v in val.items()}})
+    self.log.write({'step': step, 'epoch': epoch, **{f'val_{k}': v for k, v in val.items()}})
     tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
                f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
 
@@ -302,7 +298,7 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
               f'{stop["signal"]} at step {step}: checkpoint written to {workdir.path}/'
               'checkpoints/latest; rerun the same command to resume')
   finally:
-    progress.bar.close()
+    progress.close()
     batches.close()
     # Asynchronous saves: on disk before resuming, evaluating or failing.
     workdir.checkpointer.wait()
