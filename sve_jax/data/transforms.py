@@ -38,7 +38,7 @@ class Preprocessing(Protocol):
 # ---------------------------------------------------------------- text
 
 
-def _decode_texts(values: Sequence[bytes | str | np.ndarray]) -> list[str]:
+def decode_texts(values: Sequence[bytes | str | np.ndarray]) -> list[str]:
   """Text features as `str`: tfds returns UTF-8 `bytes`, its mocks `str`."""
   texts = []
   for value in values:
@@ -58,7 +58,7 @@ def text_transform(tokenize: Tokenize, *, text_key: str = 'text',
     label_key: the label feature, or None for unlabelled (OOD) data.
   """
   def transform(batch: pipeline.Batch) -> pipeline.Batch:
-    out = dict(tokenize(_decode_texts(batch[text_key])))
+    out = dict(tokenize(decode_texts(batch[text_key])))
     return _with_label_and_mask(out, batch, label_key)
   return transform
 

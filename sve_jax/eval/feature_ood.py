@@ -59,10 +59,11 @@ def fit_class_gaussians(features: ArrayLike, labels: ArrayLike,
 
 
 def mahalanobis_scores(features: ArrayLike, gaussians: ClassGaussians) -> np.ndarray:
-  """``min_c (x − μ_c)ᵀ Σ⁻¹ (x − μ_c)`` for each row of ``features`` ``(N, D)``: ``(N,)``."""
+  """``min_c (x − μ_c)ᵀ Σ⁻¹ (x − μ_c)`` for each row of ``features`` ``(N, D)``; ``(N,)``.
+  """
   features = np.asarray(features, np.float64)
   present = ~np.isnan(gaussians.means[:, 0])
-  diffs = features[:, None, :] - gaussians.means[None, present, :]     # (N, C, D)
+  diffs = features[:, None, :] - gaussians.means[None, present, :]  # (N, C, D)
   distances = np.einsum('ncd,de,nce->nc', diffs, gaussians.precision, diffs)
   return distances.min(axis=1)
 

@@ -16,6 +16,7 @@ checkpoint does not pull in the data sets and the report):
 * :mod:`~sve_jax.train.evaluate`: evaluation passes (``make_predictor``, ``Split``).
 * :mod:`~sve_jax.train.predict`: ``--mode=predict`` on new data.
 * :mod:`~sve_jax.train.scalar_log`: metrics.jsonl and TensorBoard events.
+* :mod:`~sve_jax.train.user_errors`: which failures are a user's mistake (one line, status 2).
 """
 
 __all__ = [
@@ -27,4 +28,6 @@ __all__ = [
     'loop', 'checkpoint', 'evaluate',
     # New data, logs.
     'predict', 'scalar_log',
+    # The command line's errors.
+    'user_errors',
 ]

@@ -181,7 +181,8 @@ def _every(interval: int, step: int) -> bool:
   return bool(interval) and step % interval == 0
 
 
-def chunk_end(step: int, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> int:
+def chunk_end(step: int, config: ml_collections.ConfigDict, total_steps: int,
+              steps_per_epoch: int) -> int:
   """The step the next call of the multi-step ends at, from ``step``.
 
   The next multiple of ``config.steps_per_execution``, or earlier: the next step that

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,11 +27,59 @@ from sve_jax.eval import selective
 
 #: Rows scored per call of the model (a multiple of the evaluation batch is best).
 CHUNK_ROWS = 512
+#: The review target when the user gives none: answer 90% of the rows.
+DEFAULT_TARGET_COVERAGE = 0.9
 IMAGE_PATH_COLUMN = 'path'
 
 
 class PredictError(ValueError):
   """A user's input to ``--mode=predict`` is unusable (names the file, line or option)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictRequest:
+  """What ``--mode=predict`` scores, where it writes, and how it picks the review threshold.
+
+  Attributes:
+    input: a CSV, TSV or JSON-lines file (one row per example, the config's input column),
+      or a folder of images.
+    output: the CSV to write (replaced only when complete).
+    target_accuracy: flag rows so that the rest reach this accuracy on validation, or
+    target_coverage: flag rows so that this fraction of validation rows is answered;
+      neither: :data:`DEFAULT_TARGET_COVERAGE`.
+  """
+  input: str
+  output: str
+  target_accuracy: float | None = None
+  target_coverage: float | None = None
+
+  def targets(self) -> dict[str, float]:
+    """The one target as ``choose_threshold`` keywords."""
+    if self.target_accuracy is None and self.target_coverage is None:
+      return {'target_coverage': DEFAULT_TARGET_COVERAGE}
+    return {'target_accuracy': self.target_accuracy, 'target_coverage': self.target_coverage}
+
+  def check(self) -> None:
+    """Cheap checks before any heavy work.
+
+    Raises:
+      PredictError: a missing input, an output that is the input or lies in a folder that
+        does not exist, or targets that are both given or out of (0, 1].
+    """
+    if not self.input or not os.path.exists(self.input):
+      raise PredictError(f'--input={self.input!r} does not exist')
+    if not self.output:
+      raise PredictError('--output is required with --mode=predict (a CSV file to write)')
+    if os.path.abspath(self.output) == os.path.abspath(self.input):
+      raise PredictError(f'--output={self.output} would overwrite --input')
+    folder = os.path.dirname(os.path.abspath(self.output))
+    if not os.path.isdir(folder):
+      raise PredictError(f'--output={self.output}: the folder {folder} does not exist')
+    if self.target_accuracy is not None and self.target_coverage is not None:
+      raise PredictError('give one of --target_accuracy and --target_coverage, not both')
+    for name, value in self.targets().items():
+      if value is not None and not 0 < value <= 1:
+        raise PredictError(f'--{name}={value} must be in (0, 1]')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +158,8 @@ def prediction_columns(member_logits: np.ndarray, class_names: Sequence[str], *,
   return columns
 
 
-def _table_chunks(path: str, input_column: str, label_column: str | None,
-                  encoding: str, chunk_rows: int) -> Iterator[list[dict[str, str]]]:
+def _table_chunks(path: str, input_column: str, encoding: str,
+                  chunk_rows: int) -> Iterator[list[dict[str, str]]]:
   """Rows of a CSV, TSV or JSON-lines file in chunks, every column kept, checked per line."""
   kind = tables.TABLE_SUFFIXES[os.path.splitext(path)[1].lower()]
   chunk = []
@@ -163,7 +210,7 @@ def read_chunks(path: str, input_column: str, *, encoding: str = 'utf-8',
   if suffix not in tables.TABLE_SUFFIXES:
     raise PredictError(f'--input={path}: expected a folder of images or a table file '
                        f'({", ".join(sorted(tables.TABLE_SUFFIXES))}), not {suffix!r}')
-  return _table_chunks(path, input_column, None, encoding, chunk_rows)
+  return _table_chunks(path, input_column, encoding, chunk_rows)
 
 
 def write_predictions(output: str, chunks: Iterable[tuple[list[dict[str, Any]],
@@ -197,10 +244,98 @@ def _cell(value: Any) -> Any:
   return f'{value:.6g}' if isinstance(value, float) else value
 
 
-def labelled_accuracy(chunks_labels: Sequence[tuple[Sequence[str], Sequence[str]]]) -> float:
-  """Accuracy over ``(predictions, labels)`` pairs of chunks (labels as class names)."""
-  right = total = 0
-  for predictions, labels in chunks_labels:
-    right += sum(p == str(l) for p, l in zip(predictions, labels))
-    total += len(labels)
-  return right / total if total else math.nan
+@dataclasses.dataclass(frozen=True)
+class InputColumns:
+  """Which columns of the input rows the run reads, and the file's text encoding.
+
+  Attributes:
+    input: the column the model reads (the config's text column), or for an image folder
+      :data:`IMAGE_PATH_COLUMN`.
+    label: the label column; rows that have it get their accuracy reported.
+    encoding: the table file's encoding (the config's data option ``encoding``).
+  """
+  input: str
+  label: str | None = None
+  encoding: str = 'utf-8'
+
+
+class CheckedInput(NamedTuple):
+  """A predict request whose input was read once and found usable (:func:`check_input`)."""
+  request: PredictRequest
+  columns: InputColumns
+  total_rows: int
+
+
+def check_input(request: PredictRequest, columns: InputColumns) -> CheckedInput:
+  """Reads the whole input once, checking every row: cheap, and before any model is built.
+
+  Raises:
+    PredictError, ValueError: as :func:`read_chunks`, naming the file and line.
+  """
+  total = sum(len(chunk) for chunk in read_chunks(request.input, columns.input,
+                                                  encoding=columns.encoding))
+  return CheckedInput(request, columns, total)
+
+
+def _label_index(value: Any, class_names: Sequence[str], where: str) -> int:
+  """A label cell as a class index: a class name, or an integer index."""
+  text = str(value).strip()
+  if text in class_names:
+    return list(class_names).index(text)
+  if text.lstrip('+-').isdigit() and 0 <= int(text) < len(class_names):
+    return int(text)
+  raise PredictError(f'{where}: label {text!r} is neither one of the classes '
+                     f'{list(class_names)} nor an index below {len(class_names)}')
+
+
+def predict_to_file(checked: CheckedInput, score: Callable[[list[dict]], np.ndarray],
+                    threshold: Threshold, class_names: Sequence[str],
+                    mode: str) -> dict[str, Any]:
+  """Scores ``request.input`` chunk by chunk and writes ``request.output``.
+
+  Args:
+    checked: the request, its input (and label) columns and its rows (:func:`check_input`).
+    score: ``rows -> (M, N, C)`` member logits of a chunk of input rows.
+    threshold: the review threshold (:func:`choose_threshold`).
+    class_names: class names, by label index.
+    mode: the ensemble averaging mode.
+
+  Returns:
+    The ``predict`` section of ``results.json``: input, output, rows, rows flagged for
+    review, the threshold and how it was chosen, and, when the rows carry labels, the
+    accuracy over all rows and over the rows not flagged.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  request, columns = checked.request, checked.columns
+  counts = {'rows': 0, 'flagged': 0, 'labelled': 0, 'right': 0, 'answered': 0,
+            'answered_right': 0}
+
+  def chunks():
+    with tqdm(desc='predict', unit='row', total=checked.total_rows) as bar:
+      for rows in read_chunks(request.input, columns.input, encoding=columns.encoding):
+        predicted = prediction_columns(score(rows), class_names, mode=mode,
+                                       threshold=threshold.confidence)
+        flagged = np.asarray(predicted['review'])
+        counts['rows'] += len(rows)
+        counts['flagged'] += int(flagged.sum())
+        if columns.label and columns.label in rows[0]:
+          labels = np.array([_label_index(r[columns.label], class_names,
+                                          f'{request.input}:{r["_line"]}') for r in rows])
+          right = labels == np.array([list(class_names).index(p)
+                                      for p in predicted['prediction']])
+          counts['labelled'] += len(rows)
+          counts['right'] += int(right.sum())
+          counts['answered'] += int((~flagged).sum())
+          counts['answered_right'] += int(right[~flagged].sum())
+        bar.update(len(rows))
+        yield rows, predicted
+
+  write_predictions(request.output, chunks())
+  section = {'input': os.path.abspath(request.input), 'output': os.path.abspath(request.output),
+             'rows': counts['rows'], 'flagged_for_review': counts['flagged'],
+             'threshold': dataclasses.asdict(threshold)}
+  if counts['labelled']:
+    section['accuracy'] = counts['right'] / counts['labelled']
+    section['accuracy_of_answered'] = (counts['answered_right'] / counts['answered']
+                                       if counts['answered'] else math.nan)
+  return section

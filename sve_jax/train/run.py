@@ -23,11 +23,15 @@ from sve_jax import export
 from sve_jax import methods
 from sve_jax import models
 from sve_jax.data import datasets
+from sve_jax.data import images
 from sve_jax.data import pipeline
 from sve_jax.data import transforms
 from sve_jax.eval import metrics as metrics_lib
+from sve_jax.eval import html_report
 from sve_jax.eval import report
 from sve_jax.train import checkpoint as ckpt
+from sve_jax.train import predict
+from sve_jax.train import scalar_log
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 from sve_jax.train import steps
@@ -94,17 +98,30 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str,
 
   Raises:
     OSError: the workdir is not writable.
-    ckpt.CheckpointError: its checkpoints belong to another run, or ``mode='eval'`` finds no
-      best checkpoint.
+    ckpt.CheckpointError: its checkpoints belong to another run, ``mode='eval'`` finds no
+      best checkpoint, or ``mode='predict'`` no finished run.
   """
   check_workdir_writable(workdir)
   identity = run_identity(config, num_members)
   checkpointer = ckpt.Checkpointer(workdir, keep=config.checkpoint.keep,
                                    asynchronous=config.checkpoint.asynchronous)
-  checkpointer.check_identity(identity)
+  try:
+    checkpointer.check_identity(identity)
+    _check_finished_run(checkpointer, workdir, mode)
+  except Exception:
+    checkpointer.close()  # its background threads must not outlive the error
+    raise
+  return ckpt.Workdir(workdir, checkpointer, identity)
+
+
+def _check_finished_run(checkpointer: ckpt.Checkpointer, workdir: str, mode: str) -> None:
+  """``eval`` needs a best checkpoint; ``predict`` a finished run (and its results.json)."""
   if mode == 'eval' and not checkpointer.best.all_steps():
     raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
-  return ckpt.Workdir(workdir, checkpointer, identity)
+  if mode == 'predict' and not (checkpointer.best.all_steps() and os.path.exists(
+      os.path.join(workdir, report.RESULTS_FILENAME))):
+    raise ckpt.CheckpointError(f'--mode=predict: {workdir} holds no finished run (no best '
+                               f'checkpoint and {report.RESULTS_FILENAME}); train first')
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,13 +262,19 @@ class BestEvaluation(NamedTuple):
   ood_logits: np.ndarray | None
 
 
-def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable,
-                  splits: dict[str, Split], ood, backbone: models.Backbone) -> BestEvaluation:
-  """Restores the best checkpoint (its factors checked against ``training.fingerprint``)
-  and evaluates it on the validation and test ``splits`` and on ``ood``
-  (``(ood_dataset, ood_source)`` or ``None``)."""
+def restore_best(workdir: ckpt.Workdir, training: Training) -> tuple[Any, dict[str, Any]]:
+  """The best checkpoint's state and metadata, its factors checked against
+  ``training.fingerprint``."""
   state, meta = workdir.checkpointer.restore_best(training.abstract_state)
   export.check_fingerprint(meta, training.fingerprint, f'{workdir.path}/checkpoints/best')
+  return state, meta
+
+
+def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable,
+                  splits: dict[str, Split], ood, backbone: models.Backbone) -> BestEvaluation:
+  """Restores the best checkpoint (:func:`restore_best`) and evaluates it on the validation
+  and test ``splits`` and on ``ood`` (``(ood_dataset, ood_source)`` or ``None``)."""
+  state, meta = restore_best(workdir, training)
   validation = predictor(state.trainables, splits['validation'])
   test = predictor(state.trainables, splits['test'])
   ood_logits = None
@@ -342,54 +365,133 @@ def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvalu
   return results
 
 
+def write_html_report(workdir: str, results: dict[str, Any], best: BestEvaluation,
+                      dataset: datasets.Dataset, test_source: Any) -> str:
+  """``workdir/report.html`` (:mod:`sve_jax.eval.html_report`) of the evaluated run."""
+  def describe(index: int) -> str:
+    if dataset.input_key == 'image':
+      return f'test image #{index}'
+    return transforms.decode_texts([test_source[index][dataset.input_key]])[0]
+
+  return html_report.write_html_report(workdir, html_report.ReportInputs(
+      results=results, test_logits=best.test.logits, test_labels=best.test.labels,
+      class_names=dataset.label_names, describe=describe,
+      metrics_path=os.path.join(workdir, scalar_log.METRICS_FILENAME),
+      reliability_png=os.path.join(workdir, 'reliability.png'), ood_logits=best.ood_logits))
+
+
+def _input_columns(config: ml_collections.ConfigDict, dataset: datasets.Dataset,
+                   request: predict.PredictRequest) -> predict.InputColumns:
+  """The input rows' columns: the config's text/label columns (or the data set's)."""
+  if os.path.isdir(request.input):
+    return predict.InputColumns(predict.IMAGE_PATH_COLUMN)
+  options = config.data.options
+  return predict.InputColumns(options.get('text_column') or dataset.input_key,
+                              options.get('label_column') or dataset.label_key,
+                              options.get('encoding') or 'utf-8')
+
+
+def predict_new_data(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
+                     training: Training, predictor: Callable, splits: dict[str, Split],
+                     dataset: datasets.Dataset, backbone: models.Backbone,
+                     checked: predict.CheckedInput) -> dict[str, Any]:
+  """``--mode=predict``: scores the checked input with the best checkpoint, the review
+  threshold chosen on the validation split; adds the ``predict`` section to results.json."""
+  request, columns = checked.request, checked.columns
+  state, _ = restore_best(workdir, training)
+  validation = predictor(state.trainables, splits['validation'])
+  threshold = predict.choose_threshold(validation.logits, validation.labels,
+                                       mode=config.ensemble_mode, **request.targets())
+  transform = transforms.make_transform(backbone, dataset.input_key, None)
+
+  def score(rows: list[dict]) -> np.ndarray:
+    if columns.input == predict.IMAGE_PATH_COLUMN:
+      source = [{dataset.input_key: images.load_image(
+          os.path.join(request.input, r[columns.input]), backbone.image_size)} for r in rows]
+    else:
+      source = [{dataset.input_key: str(r[columns.input])} for r in rows]
+    return predictor(state.trainables, Split(source, transform)).logits
+
+  section = predict.predict_to_file(checked, score, threshold, dataset.label_names,
+                                    config.ensemble_mode)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir.path, report.RESULTS_FILENAME)) as f:
+      results = json.load(f)
+    results['predict'] = section
+    report.write_results(workdir.path, results)
+    print(f"predict: {section['rows']} rows -> {section['output']}; "
+          f"{section['flagged_for_review']} flagged for review (confidence < "
+          f"{threshold.confidence:.4f}, {threshold.target} {threshold.target_value:g} on "
+          'validation)' + (f"; accuracy {section['accuracy']:.4f}" if 'accuracy' in section
+                           else ''))
+  return section
+
+
 # --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        mode: str = 'train') -> dict[str, Any] | None:
-  """Trains (``mode='train'``) and/or evaluates; returns the results dict."""
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
+        request: predict.PredictRequest | None = None) -> dict[str, Any] | None:
+  """Trains (``mode='train'``) and/or evaluates (``'eval'``); returns the results dict. With
+  ``mode='predict'``, scores ``request``'s input instead and returns its ``predict``
+  section."""
   # --- Config, mesh and workdir (cheap checks first) ------------------------------------
   validate_config(config)
+  if mode == 'predict':
+    if request is None:
+      raise ValueError("mode='predict' needs a PredictRequest")
+    request.check()
   tfds.disable_progress_bar()
   mesh, members = join_processes_and_make_mesh(config)
   run_dir = open_workdir(config, workdir, mode, members)
+  # Closed on every way out: its background threads must not outlive an error.
+  with contextlib.closing(run_dir.checkpointer):
 
-  # --- Data -----------------------------------------------------------------------------
-  # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
-  with _process_zero_first('data prepared'):
-    dataset, sources, ood = load_data(config, workdir)
+    # --- Data -----------------------------------------------------------------------------
+    # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
+    with _process_zero_first('data prepared'):
+      dataset, sources, ood = load_data(config, workdir)
 
-  # --- Backbone and its input transforms ------------------------------------------------
-  backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
-  train_transform = transforms.make_transform(
-      backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
-  eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
-  splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
+    if mode == 'predict':  # a bad input file fails here, before the model loads
+      checked = predict.check_input(request, _input_columns(config, dataset, request))
 
-  # --- Method: decompose and initialise members -----------------------------------------
-  init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
-  setup = build_method(config, backbone, init_rng)
+    # --- Backbone and its input transforms ------------------------------------------------
+    backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
+    train_transform = transforms.make_transform(
+        backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
+    eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
+    splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
 
-  # --- Train state, shardings, jitted steps ---------------------------------------------
-  training = make_training(config, setup, mesh, len(sources['train']), state_rng)
-  predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
-                             splits['validation'])
+    # --- Method: decompose and initialise members -----------------------------------------
+    init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
+    setup = build_method(config, backbone, init_rng)
 
-  # --- Train loop -----------------------------------------------------------------------
-  if mode == 'train':
-    train_data = TrainData(sources['train'], train_transform,
-                           member_streams=members if setup.per_member_data else 0)
-    train_loop(config, training, run_dir, train_data,
-               make_validate(config, setup, predictor, splits['validation']), mesh)
+    # --- Train state, shardings, jitted steps ---------------------------------------------
+    training = make_training(config, setup, mesh, len(sources['train']), state_rng)
+    predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
+                               splits['validation'])
 
-  # --- Evaluate the best checkpoint, save its trainables, report -------------------------
-  best = evaluate_best(run_dir, training, predictor, splits, ood, backbone)
-  trainables_path = save_best_trainables(config, workdir, best, setup, members)
-  zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, ood)
-  results = make_report(config, workdir, best, setup, training,
-                        best_checkpoint_facts(workdir, best, trainables_path, backbone),
-                        zero_shot)
-  run_dir.checkpointer.close()
-  return results
+    # --- Predict: score new data with the best checkpoint ----------------------------------
+    if mode == 'predict':
+      return predict_new_data(config, run_dir, training, predictor, splits, dataset, backbone,
+                              checked)
+
+    # --- Train loop -----------------------------------------------------------------------
+    if mode == 'train':
+      train_data = TrainData(sources['train'], train_transform,
+                             member_streams=members if setup.per_member_data else 0)
+      train_loop(config, training, run_dir, train_data,
+                 make_validate(config, setup, predictor, splits['validation']), mesh)
+
+    # --- Evaluate the best checkpoint, save its trainables, report -------------------------
+    best = evaluate_best(run_dir, training, predictor, splits, ood, backbone)
+    trainables_path = save_best_trainables(config, workdir, best, setup, members)
+    zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, ood)
+    results = make_report(config, workdir, best, setup, training,
+                          best_checkpoint_facts(workdir, best, trainables_path, backbone),
+                          zero_shot)
+    if jax.process_index() == 0:
+      write_html_report(workdir, results, best, dataset, sources['test'])
+    return results

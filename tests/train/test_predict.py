@@ -88,3 +88,50 @@ def test_output_appears_whole_or_not_at_all(tmp_path):
   with pytest.raises(predict.PredictError):
     predict.write_predictions(str(tmp_path / 'new.csv'), failing())
   assert sorted(os.listdir(tmp_path)) == ['out.csv']
+
+
+@pytest.mark.parametrize('request_kw,message', [
+    ({'input': 'missing.csv'}, 'does not exist'),
+    ({'output': ''}, '--output is required'),
+    ({'output': 'IN'}, 'would overwrite --input'),
+    ({'output': '/no/such/folder/out.csv'}, 'does not exist'),
+    ({'target_accuracy': 0.9, 'target_coverage': 0.8}, 'not both'),
+    ({'target_coverage': 0.}, 'must be in (0, 1]'),
+])
+def test_a_bad_request_is_refused_before_any_work(request_kw, message, tmp_path):
+  source = tmp_path / 'in.csv'
+  source.write_text('text\nhello\n')
+  kw = {'input': str(source), 'output': str(tmp_path / 'out.csv'), **request_kw}
+  if kw['output'] == 'IN':
+    kw['output'] = str(source)
+  with pytest.raises(predict.PredictError, match=message.replace('(', r'\(').replace(
+      ']', r'\]').replace('[', r'\[').replace(')', r'\)')):
+    predict.PredictRequest(**kw).check()
+
+
+def test_no_target_means_the_default_coverage():
+  request = predict.PredictRequest('in.csv', 'out.csv')
+  assert request.targets() == {'target_coverage': predict.DEFAULT_TARGET_COVERAGE}
+
+
+@pytest.mark.parametrize('name,content,message', [
+    ('no_text.csv', 'tweet\nhi\n', r"no_text\.csv:2: no column 'text'"),
+    ('blank.jsonl', '{"text": " "}\n', r"blank\.jsonl:1: empty value in column 'text'"),
+    ('extra.csv', 'text\n"a",b\n', r'extra\.csv:2: 2 fields, but the header has 1'),
+    ('empty.tsv', '', r'empty\.tsv: the file is empty'),
+    ('notes.xlsx', 'x', r"expected a folder of images or a table file"),
+])
+def test_hostile_inputs_name_the_file_and_line(name, content, message, tmp_path):
+  path = tmp_path / name
+  path.write_text(content)
+  with pytest.raises(ValueError, match=message):
+    predict.check_input(predict.PredictRequest(str(path), str(tmp_path / 'o.csv')),
+                        predict.InputColumns('text'))
+
+
+def test_rows_stream_in_chunks_in_file_order_with_every_column(tmp_path):
+  path = tmp_path / 'many.csv'
+  path.write_text('id,text\n' + ''.join(f'{i},row {i}\n' for i in range(7)))
+  chunks = list(predict.read_chunks(str(path), 'text', chunk_rows=3))
+  assert [len(c) for c in chunks] == [3, 3, 1]
+  assert chunks[2][0] == {'id': '6', 'text': 'row 6', '_line': 8}
