@@ -35,6 +35,9 @@ COLUMNS = (
     ('brier', ('test', 'brier')), ('ece', ('test', 'ece')),
     ('nll_ts', ('test_temperature_scaled', 'nll')), ('ece_ts', ('test_temperature_scaled', 'ece')),
     ('auroc_mi', ('ood', 'auroc_mi')), ('auroc_msp', ('ood', 'auroc_msp')),
+    # Selective prediction: area under the risk-coverage curve by max probability (lower is
+    # better; results.json's selective section).
+    ('aurc', ('selective', 'msp', 'aurc')),
 )
 
 

@@ -39,12 +39,13 @@ def test_quality_summary_is_mean_and_std_over_seeds():
             'test': {'accuracy': acc, 'nll': 0.5, 'brier': 0.2, 'ece': 0.05},
             'test_temperature_scaled': {'nll': 0.4, 'ece': 0.02},
             'ood': {'auroc_mi': auroc, 'auroc_msp': 0.6}, 'train_time_s': 60.,
-            'learning_rate': 1e-3}
+            'selective': {'msp': {'aurc': acc / 10}}, 'learning_rate': 1e-3}
   summary = quality.summarise({'sve': [result(0.7, 0.8), result(0.8, 0.9)]})
   row = summary['sve']
   assert row['accuracy']['mean'] == pytest.approx(0.75)
   assert row['accuracy']['std'] == pytest.approx(np.std([0.7, 0.8]))
   assert row['auroc_mi']['mean'] == pytest.approx(0.85) and row['seeds'] == 2
+  assert row['aurc']['mean'] == pytest.approx(0.075)
   table = quality.markdown_table(summary)
   assert '| sve | 4 | 10 | 0.001 | 0.7500 ± 0.0500 |' in table
   # One seed has no spread: its cells are the values alone, not '± 0.0000'.
