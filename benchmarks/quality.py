@@ -145,9 +145,9 @@ def markdown_table(summary: dict[str, dict]) -> str:
     return [method, str(row['num_members']), f"{row['trainable_total']:,}",
             f'{lr:g}' if lr is not None else '–']
   header = ['method', 'M', 'trainable', 'lr', 'acc', 'NLL', 'Brier', 'ECE', 'NLL (TS)',
-            'ECE (TS)', 'AUROC MI', 'AUROC MSP', 'train s']
+            'ECE (TS)', 'AUROC MI', 'AUROC MSP', 'AURC', 'train s']
   return table(summary, header, lead, ('accuracy', 'nll', 'brier', 'ece', 'nll_ts', 'ece_ts',
-                                        'auroc_mi', 'auroc_msp', 'train_time_s'))
+                                        'auroc_mi', 'auroc_msp', 'aurc', 'train_time_s'))
 
 
 def ensemble_table(summary: dict[str, dict]) -> str:

@@ -46,6 +46,7 @@ def test_quality_summary_is_mean_and_std_over_seeds():
   assert row['accuracy']['std'] == pytest.approx(np.std([0.7, 0.8]))
   assert row['auroc_mi']['mean'] == pytest.approx(0.85) and row['seeds'] == 2
   assert row['aurc']['mean'] == pytest.approx(0.075)
+  assert '| 0.0750 ± 0.0050 | 60 ± 0 |' in quality.markdown_table(summary)  # AURC, train s
   table = quality.markdown_table(summary)
   assert '| sve | 4 | 10 | 0.001 | 0.7500 ± 0.0500 |' in table
   # One seed has no spread: its cells are the values alone, not '± 0.0000'.
