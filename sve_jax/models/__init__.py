@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from sve_jax.models import bert
 from sve_jax.models import efficientnet_lite
 from sve_jax.models import hub
+from sve_jax.models import llama
 from sve_jax.models import vit
 from sve_jax.models.backbone import Backbone
 
@@ -24,10 +25,13 @@ LOADERS: dict[str, Callable[[Mapping[str, Any], int], Backbone]] = {
     'bert': bert.from_config,
     'vit': vit.from_config,
     'efficientnet_lite0': efficientnet_lite.from_config,
+    'llama': llama.from_config,
 }
 BACKBONES = tuple(LOADERS)
 #: Backbones whose ``config.model.path`` may be a Hugging Face repo id.
-HUB_BACKBONES = ('bert', 'vit')
+HUB_BACKBONES = ('bert', 'vit', 'llama')
+#: Backbones that compute in bfloat16 when ``config.model.dtype`` asks for it.
+LOW_PRECISION_BACKBONES = ('bert', 'llama')
 #: Computation dtypes (params stay float32; SVD factors are float32 in any case).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
@@ -36,11 +40,12 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """Loads the backbone a config's ``model`` section names (its :data:`LOADERS` entry).
 
   Args:
-    model: ``name``, ``path`` ('' = the offline default where one exists; bert and vit also
-      take a Hugging Face repo id, :func:`hub.repo_id`), optional
+    model: ``name``, ``path`` ('' = the offline default where one exists; bert, vit and llama
+      also take a Hugging Face repo id, :func:`hub.repo_id`), optional
       ``dropout_rate`` (every dropout rate of the backbone; -1 or absent keeps the
       checkpoint's/preset's own), and per backbone ``pooling``/``max_length``/``dtype``
-      (bert), ``preset`` (vit; '' with a repo id = the repo's), ``image_size`` (vision).
+      (bert), ``prompt``/``verbalizer``/``max_length``/``dtype``/``remat`` (llama),
+      ``preset`` (vit; '' with a repo id = the repo's), ``image_size`` (vision).
     num_classes: outputs of the fresh head.
 
   Raises:
@@ -64,9 +69,10 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
   dtype = model.get('dtype', 'float32')
   if dtype not in COMPUTE_DTYPES:
     raise ValueError(f'config.model.dtype={dtype!r} must be one of {COMPUTE_DTYPES}')
-  if dtype != 'float32' and model['name'] != 'bert':
-    raise ValueError(f'config.model.dtype={dtype!r}: only the bert backbone computes in a '
-                     f'lower precision so far; use float32 for {model["name"]}')
+  if dtype != 'float32' and model['name'] not in LOW_PRECISION_BACKBONES:
+    raise ValueError(f'config.model.dtype={dtype!r}: only the {LOW_PRECISION_BACKBONES} '
+                     f'backbones compute in a lower precision so far; use float32 for '
+                     f'{model["name"]}')
   repo = hub.repo_id(model['path'])
   if model['path'] and not repo and not os.path.exists(model['path']):
     raise FileNotFoundError(f'config.model.path={model["path"]!r} does not exist, and is not '
@@ -74,7 +80,8 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
                             '<org>/<name>)')
   if repo and model['name'] not in HUB_BACKBONES:
     raise ValueError(f'config.model.path={model["path"]!r}: weights by Hugging Face repo id '
-                     f'are supported for bert and vit, not {model["name"]}; pass a local path')
+                     f'are supported for {HUB_BACKBONES}, not {model["name"]}; pass a local '
+                     'path')
   if model['name'] == 'vit' and not model['path']:
     raise ValueError('config.model.path must name a timm ViT: a Hugging Face repo id such as '
                      f'{hub.HUB_PREFIX}timm/vit_small_patch16_224.dino, or a local timm-format '

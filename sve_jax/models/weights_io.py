@@ -12,7 +12,9 @@ The run's own checkpoints (the orbax train state, the trainables file) are
 """
 from __future__ import annotations
 
+import json
 import os
+import struct
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -42,8 +44,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   suffix = os.path.splitext(path)[1].lower()
   try:
     if suffix == '.safetensors':
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-      return dict(load_file(path))
+      return _load_safetensors(path)
     if suffix == '.npz':
       with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
@@ -56,6 +57,21 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   raise WeightsError(
       f'unknown weights file format {suffix!r} for {path}; expected .safetensors, .npz, '
       '.bin, .pt or .pth')
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+  """A safetensors file as numpy; bfloat16 tensors (which numpy lacks) become float32."""
+  with open(path, 'rb') as f:
+    header = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+  if not any(isinstance(v, Mapping) and v.get('dtype') == 'BF16' for v in header.values()):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    return dict(load_file(path))
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  state = {}
+  with safe_open(path, framework='flax') as f:  # jax reads bfloat16
+    for key in f.keys():
+      state[key] = np.asarray(f.get_tensor(key), np.float32)
+  return state
 
 
 def _load_torch_pickle(path: str) -> dict[str, np.ndarray]:
