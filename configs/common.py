@@ -51,14 +51,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.lora_rank = 8             # lora_ensemble: rank r of every adapter (alpha = r, scale 1)
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'bert'       # bert | vit | efficientnet_lite0
+  c.model.name = 'bert'       # bert | vit | efficientnet_lite0 | llama
   c.model.path = ''           # local folder/file or HF repo id; '' = the offline default
   c.model.preset = ''         # ViT: dino_vits16 | dinov2_vits14 | augreg_vitb16; '' = repo's
   c.model.pooling = ''        # BERT: cls | mean; '' = as the checkpoint folder says
-  c.model.max_length = 64     # BERT: tokens per example
+  c.model.max_length = 64     # BERT, llama: tokens per example
   c.model.image_size = 224    # vision input size
   c.model.dropout_rate = -1.  # every dropout rate of the backbone; -1 = its own (mc_dropout)
   c.model.dtype = 'float32'
+  # llama (a decoder classifying by prompt with its LM's own head): the prompt template, in
+  # which {text} stands for the example, and one label word per class, in class order; a
+  # class's logit is the LM's logit of its word's first token after the prompt.
+  c.model.prompt = '{text}'
+  c.model.verbalizer = ()
+  c.model.remat = False       # llama: rematerialise each layer in the backward pass
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'tweet_sentiment'   # a local builder, a tfds catalog name, csv_text, image_folder

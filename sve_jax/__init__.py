@@ -33,10 +33,10 @@ from sve_jax.ensemble import init_members
 from sve_jax.ensemble import make_sve_apply
 from sve_jax.ensemble import materialize_kernels
 from sve_jax.ensemble import materialize_members
-from sve_jax.ensemble import materialize_pays_off
-from sve_jax.ensemble import member_params
-from sve_jax.ensemble import num_members
+from sve_jax.ensemble import member_axis_size
 # Execution paths and the ensemble's prediction.
+from sve_jax.execution import materialize_pays_off
+from sve_jax.execution import member_params
 from sve_jax.execution import prefer_factored
 from sve_jax.ensemble import ensemble_probs
 
@@ -47,7 +47,7 @@ __all__ = [
     'compose', 'decompose', 'Factored', 'MemberSlot',
     # The member axis.
     'count_params', 'init_members', 'make_sve_apply', 'materialize_kernels',
-    'materialize_members', 'materialize_pays_off', 'member_params', 'num_members',
+    'materialize_members', 'materialize_pays_off', 'member_axis_size', 'member_params',
     # Execution and prediction.
     'ensemble_probs', 'prefer_factored',
 ]

@@ -1,4 +1,5 @@
-"""The member axis: initialising M members, running them with ``jax.vmap``, counting params.
+"""The member axis: initialising M members, running them with ``jax.vmap``, materialising
+their kernels, counting their params, and averaging their predictions.
 
 ``trainables`` is the ``s`` tree of :func:`sve_jax.decompose` with a leading member axis ``M``
 on every leaf: member ``m``'s singular values and per-member leaves are ``trainables[...][m]``.
@@ -11,7 +12,6 @@ read their own params slice, optionally their own inputs, and their own random k
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Mapping
 
 import jax
@@ -25,7 +25,7 @@ from sve_jax import tree as tree_lib
 PyTree = Any
 #: ``(frozen, t_m) -> params``: member ``m``'s ordinary params for the backbone, from the shared
 #: ``frozen`` tree and its own slice ``t_m`` of the trainables. Every method (SVE's is
-#: :func:`member_params`) describes its members this way.
+#: :func:`sve_jax.execution.member_params`) describes its members this way.
 MemberParams = Callable[[PyTree, PyTree], PyTree]
 
 
@@ -57,7 +57,7 @@ def init_members(key: jax.Array, frozen: PyTree, s: Mapping, num_members: int,
 @functools.partial(jax.jit, static_argnums=(3,))
 def _init_members(key, frozen, s, num_members, noise_std):
   flat, treedef = jax.tree_util.tree_flatten_with_path(s)
-  singular = factored_paths(frozen)
+  singular = factorize.factored_paths(frozen)
   sizes = [int(np.size(value)) for _, value in flat]
   # One draw for every leaf: a single threefry call compiles far faster than one per shape.
   eps_all = jax.random.normal(key, (num_members, max(1, sum(sizes))), jnp.float32)
@@ -71,26 +71,6 @@ def _init_members(key, frozen, s, num_members, noise_std):
     else:
       leaves.append((value.astype(jnp.float32) + noise_std * eps).astype(value.dtype))
   return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def factored_nodes(frozen: PyTree) -> dict[tuple[str, ...], factorize.Factored]:
-  """``{path: Factored}`` of the decomposed kernels in ``frozen``."""
-  return {tree_lib.keypath_to_path(kp): node for kp, node in
-          jax.tree_util.tree_flatten_with_path(frozen, is_leaf=factorize.is_sve_node)[0]
-          if isinstance(node, factorize.Factored)}
-
-
-def factored_paths(frozen: PyTree) -> frozenset[tuple[str, ...]]:
-  """Paths of the decomposed kernels in ``frozen``: their ``s`` leaves are singular values."""
-  return frozenset(factored_nodes(frozen))
-
-
-def member_params(frozen: PyTree, s_m: Mapping, execution: str = 'compose') -> PyTree:
-  """SVE's :data:`MemberParams`: composed kernels, or factored kernels for interception."""
-  execution_lib.check_execution(execution)
-  if execution == 'compose':
-    return factorize.compose(frozen, s_m)
-  return execution_lib.factored_params(frozen, s_m)
 
 
 def vmap_members(apply_fn: Callable[..., Any], member_params_fn: MemberParams, *,
@@ -116,7 +96,7 @@ def vmap_members(apply_fn: Callable[..., Any], member_params_fn: MemberParams, *
 
   def run(frozen, trainables, *args, rngs=None, **kwargs):
     member_rngs = None if rngs is None else {
-        name: jax.random.split(key, num_members(trainables)) for name, key in rngs.items()}
+        name: jax.random.split(key, member_axis_size(trainables)) for name, key in rngs.items()}
 
     def one_member(t_m, member_args, rngs_m):
       extra = {} if rngs_m is None else {'rngs': rngs_m}
@@ -162,7 +142,8 @@ def make_sve_apply(apply_fn: Callable[..., Any], execution: str = 'compose',
     with execution_lib.intercept(execution, training):
       return apply_fn(p, *args, **kwargs)
 
-  members = vmap_members(apply_member, functools.partial(member_params, execution=execution),
+  members = vmap_members(apply_member, functools.partial(execution_lib.member_params,
+                                                            execution=execution),
                          per_member_args=per_member_args, member_axis_name=member_axis_name)
 
   def sve_apply(params, *args, **kwargs):
@@ -207,14 +188,14 @@ def materialize_kernels(frozen: PyTree, trainables: PyTree) -> tuple[PyTree, dic
   every other leaf is unchanged, and shared leaves stay shared (unlike
   :func:`materialize_members`, which stacks them too). ``sve_apply`` on the result equals
   ``sve_apply`` on the inputs, with nothing composed or factored per call: the cheaper way to
-  evaluate many batches (:func:`materialize_pays_off`).
+  evaluate many batches (:func:`sve_jax.execution.materialize_pays_off`).
 
   Returns:
     ``(frozen', trainables')``: ``frozen`` with each :class:`~sve_jax.factorize.Factored`
     node replaced by a :class:`~sve_jax.factorize.MemberSlot`, and ``trainables`` with each
     kernel's singular values replaced by its ``(M, *kernel shape)`` composed kernels.
   """
-  kernels = factored_nodes(frozen)
+  kernels = factorize.factored_nodes(frozen)
 
   def slot(node):
     if isinstance(node, factorize.Factored):
@@ -230,55 +211,6 @@ def materialize_kernels(frozen: PyTree, trainables: PyTree) -> tuple[PyTree, dic
 
   frozen_m = jax.tree_util.tree_map(slot, frozen, is_leaf=factorize.is_sve_node)
   return frozen_m, jax.tree_util.tree_map_with_path(compose_kernel, trainables)
-
-
-def materialize_pays_off(frozen: PyTree, positions: Mapping[str, int],
-                         num_calls: int) -> bool:
-  """Whether :func:`materialize_kernels` once, then ``num_calls`` plain forwards, costs less
-  than ``num_calls`` forwards of ``execution='auto'``.
-
-  Counts multiply-adds per member with :func:`sve_jax.execution.path_costs`: composing costs
-  ``r·d_in·d_out`` per kernel once, and each call then ``N·d_in·d_out``, against ``auto``'s
-  cheaper path per kernel and call.
-
-  Args:
-    frozen: first output of :func:`sve_jax.decompose`.
-    positions: ``{kernel path: N}`` per call (:func:`sve_jax.execution.kernel_positions`).
-    num_calls: forwards the materialised kernels would serve (e.g. evaluation batches).
-  """
-  once = per_call = per_call_auto = 0
-  for path, lay in factorize.layouts(frozen).items():
-    stack, n = math.prod(lay.stack_shape), positions.get(path, 0)
-    once += stack * lay.rank * lay.d_in * lay.d_out
-    per_call += stack * n * lay.d_in * lay.d_out
-    per_call_auto += stack * min(
-        execution_lib.path_costs(n, lay.d_in, lay.d_out, lay.rank).values())
-  return once + num_calls * per_call < num_calls * per_call_auto
-
-
-def singular_value_change(frozen: PyTree, s: Mapping, trainables: PyTree) -> float:
-  """How far the members' singular values moved from the pretrained ones.
-
-  ``mean over members m and decomposed matrices ℓ of ‖s_{m,ℓ} − s_ℓ‖₂ / ‖s_ℓ‖₂``; each matrix
-  of a stacked (scanned) kernel counts once. Biases and heads are not counted.
-
-  Args:
-    frozen: first output of :func:`sve_jax.decompose`.
-    s: second output of :func:`sve_jax.decompose` (the pretrained values).
-    trainables: the members (leading axis ``M`` on every leaf).
-
-  Returns:
-    The mean relative change as a Python float (0 when no kernel is decomposed).
-  """
-  singular = factored_paths(frozen)
-  pretrained = tree_lib.flatten_paths(s)
-  ratios = []
-  for path, members in tree_lib.flatten_paths(trainables).items():
-    if path in singular:
-      s0 = jnp.asarray(pretrained[path], jnp.float32)
-      moved = jnp.linalg.norm(jnp.asarray(members, jnp.float32) - s0, axis=-1)
-      ratios.append((moved / jnp.maximum(jnp.linalg.norm(s0, axis=-1), 1e-12)).ravel())
-  return float(jnp.mean(jnp.concatenate(ratios))) if ratios else 0.
 
 
 #: How member predictions are averaged (:func:`ensemble_probs`).
@@ -334,7 +266,7 @@ def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
     raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
 
 
-def num_members(trainables: PyTree) -> int:
+def member_axis_size(trainables: PyTree) -> int:
   """M, the size of the trainables' leading axis (checked to be the same on every leaf)."""
   sizes = {int(x.shape[0]) for x in jax.tree_util.tree_leaves(trainables)}
   if len(sizes) != 1:
@@ -359,9 +291,9 @@ def count_params(frozen: PyTree, trainables: PyTree) -> dict[str, float]:
     dict with ``backbone``, ``trainable_per_member``, ``trainable_total``, ``overhead``,
     ``num_members`` and ``frozen_factors``.
   """
-  m = num_members(trainables)
+  m = member_axis_size(trainables)
   total = tree_lib.num_params(trainables)
   backbone = tree_lib.num_params(factorize.original_shapes(frozen))
-  factors = tree_lib.num_params(list(factored_nodes(frozen).values()))  # their u and vh
+  factors = tree_lib.num_params(list(factorize.factored_nodes(frozen).values()))  # their u and vh
   return dict(backbone=backbone, trainable_per_member=total // m, trainable_total=total,
               overhead=total / backbone, num_members=m, frozen_factors=factors)

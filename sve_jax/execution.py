@@ -91,6 +91,14 @@ def factored_params(frozen: Any, s_m: Mapping) -> Any:
   return factorize.map_frozen(build, frozen, s_m)
 
 
+def member_params(frozen: Any, s_m: Mapping, execution: str = 'compose') -> Any:
+  """SVE's :data:`sve_jax.ensemble.MemberParams`: composed kernels, or factored kernels for interception."""
+  check_execution(execution)
+  if execution == 'compose':
+    return factorize.compose(frozen, s_m)
+  return factored_params(frozen, s_m)
+
+
 def path_costs(num_positions: int, d_in: int, d_out: int, rank: int,
                training: bool = False) -> dict[str, int]:
   """Multiply-adds of one member's layer on each path (see the module docstring).
@@ -116,6 +124,31 @@ def prefer_factored(num_positions: int, d_in: int, d_out: int, rank: int,
   """Cost model of ``execution='auto'``: whether factored costs less (:func:`path_costs`)."""
   costs = path_costs(num_positions, d_in, d_out, rank, training)
   return costs['factored'] < costs['compose']
+
+
+def materialize_pays_off(frozen: Any, positions: Mapping[str, int], num_calls: int) -> bool:
+  """Whether :func:`sve_jax.materialize_kernels` once, then ``num_calls`` plain forwards,
+  costs less than ``num_calls`` forwards of ``execution='auto'``.
+
+  Counts multiply-adds per member with :func:`path_costs`: composing a kernel once is the
+  compose path at ``N = 0`` (``r·d_in·d_out``), each call with the composed kernel is the
+  rest of the compose path (``N·d_in·d_out``), against ``auto``'s cheaper path per kernel
+  and call.
+
+  Args:
+    frozen: first output of :func:`sve_jax.decompose`.
+    positions: ``{kernel path: N}`` per call (:func:`kernel_positions`).
+    num_calls: forwards the materialised kernels would serve (e.g. evaluation batches).
+  """
+  once = per_call = per_call_auto = 0
+  for path, lay in factorize.layouts(frozen).items():
+    stack, n = math.prod(lay.stack_shape), positions.get(path, 0)
+    compose_once = path_costs(0, lay.d_in, lay.d_out, lay.rank)['compose']
+    costs = path_costs(n, lay.d_in, lay.d_out, lay.rank)
+    once += stack * compose_once
+    per_call += stack * (costs['compose'] - compose_once)
+    per_call_auto += stack * min(costs.values())
+  return once + num_calls * per_call < num_calls * per_call_auto
 
 
 def _supports_factored(module: nn.Module, kernel: FactoredKernel) -> bool:

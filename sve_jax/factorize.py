@@ -284,6 +284,18 @@ def layouts(frozen: PyTree) -> dict[str, layout_lib.KernelLayout]:
   return {n.layout.path: n.layout for n in nodes if isinstance(n, Factored)}
 
 
+def factored_nodes(frozen: PyTree) -> dict[tuple[str, ...], Factored]:
+  """``{path: Factored}`` of the decomposed kernels in ``frozen``."""
+  return {tree_lib.keypath_to_path(kp): node for kp, node in
+          jax.tree_util.tree_flatten_with_path(frozen, is_leaf=is_sve_node)[0]
+          if isinstance(node, Factored)}
+
+
+def factored_paths(frozen: PyTree) -> frozenset[tuple[str, ...]]:
+  """Paths of the decomposed kernels in ``frozen``: their ``s`` leaves are singular values."""
+  return frozenset(factored_nodes(frozen))
+
+
 def member_shapes(frozen: PyTree) -> dict[str, tuple[int, ...]]:
   """``{path: shape}`` of one member's values: ``(*stack, r)`` or the per-member leaf's shape."""
   shapes = {}

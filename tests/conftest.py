@@ -57,6 +57,15 @@ def tiny_bert_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def tiny_llm_gguf(tmp_path_factory):
+  """A tiny random Llama decoder as a GGUF file (Q4_1/Q8_0), as llama.cpp writes one
+  (tests/llama_files.py). In its byte-level vocabulary ' negative', ' neutral' and ' positive'
+  start with the distinct tokens 'Ġneg', 'Ġn' and 'Ġpos'."""
+  from llama_files import random_hf_state, write_gguf
+  return write_gguf(tmp_path_factory.mktemp('tiny_llm') / 'tiny.gguf', random_hf_state(seed=2))
+
+
+@pytest.fixture(scope='session')
 def shared_data_dir(tmp_path_factory):
   """One tfds data_dir per test session, so each corpus is prepared once."""
   return str(tmp_path_factory.mktemp('tfds_data'))

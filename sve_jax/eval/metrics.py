@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from sve_jax import factorize
+from sve_jax import tree as tree_lib
 from sve_jax.ensemble import check_ensemble_mode
 from sve_jax.ensemble import ENSEMBLE_MODES
 from sve_jax.ensemble import ensemble_probs
@@ -463,3 +465,33 @@ def ood_metrics(member_logits_in: ArrayLike,
   for name in scores_in:
     results[f'fpr95_{name}'] = fpr_at_tpr(scores_in[name], scores_out[name], tpr=0.95)
   return results
+
+
+# --------------------------------------------------------------------------------------------
+# How far training moved the members (SVE family).
+# --------------------------------------------------------------------------------------------
+
+
+def singular_value_change(frozen: Any, s: Mapping, trainables: Any) -> float:
+  """How far the members' singular values moved from the pretrained ones.
+
+  ``mean over members m and decomposed matrices ℓ of ‖s_{m,ℓ} − s_ℓ‖₂ / ‖s_ℓ‖₂``; each matrix
+  of a stacked (scanned) kernel counts once. Biases and heads are not counted.
+
+  Args:
+    frozen: first output of :func:`sve_jax.decompose`.
+    s: second output of :func:`sve_jax.decompose` (the pretrained values).
+    trainables: the members (leading axis ``M`` on every leaf).
+
+  Returns:
+    The mean relative change as a Python float (0 when no kernel is decomposed).
+  """
+  singular = factorize.factored_paths(frozen)
+  pretrained = tree_lib.flatten_paths(s)
+  ratios = []
+  for path, members in tree_lib.flatten_paths(trainables).items():
+    if path in singular:
+      s0 = jnp.asarray(pretrained[path], jnp.float32)
+      moved = jnp.linalg.norm(jnp.asarray(members, jnp.float32) - s0, axis=-1)
+      ratios.append((moved / jnp.maximum(jnp.linalg.norm(s0, axis=-1), 1e-12)).ravel())
+  return float(jnp.mean(jnp.concatenate(ratios))) if ratios else 0.

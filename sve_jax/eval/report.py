@@ -13,6 +13,8 @@
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
                                                                  (only with agreement)
+  zero_shot: validation, test, test_temperature_scaled (, ood)  (backbones without a fresh
+                                                                 head: the pretrained model)
   singular_value_change                                          (SVE family runs)
   checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
               backbone_bytes                                     (:class:`BestCheckpoint`)
@@ -28,9 +30,12 @@
 * ``ood``: the test split as in-distribution against the OOD logits, raw (T = 1).
 * ``human_disagreement``: Spearman correlations of the test uncertainties with
   ``1 − agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
+* ``zero_shot``: the pretrained model before any training, scored as the trained ensemble is
+  (:func:`zero_shot_results`): a decoder classifying by prompt with its LM's own head has a
+  meaningful one, and every trained row is read against it.
 * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
   ``overhead = trainable_total / backbone``.
-* The last four are what a training run adds (``sve_jax.train.run``); a bare
+* ``zero_shot`` and the last four are what a training run adds (``sve_jax.train.run``); a bare
   :func:`build_results` call leaves them out.
 
 :func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
@@ -55,6 +60,41 @@ OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi')
 _SCORE_KEYS = ('accuracy', 'nll', 'brier', 'ece', 'temperature')
 
 
+class Predictions(NamedTuple):
+  """Member logits on one split, with its labels.
+
+  Attributes:
+    logits: ``(M, N, C)`` member logits.
+    labels: ``(N,)`` integer labels.
+    agreement: ``(N,)`` annotators' agreement (0–1, NaN = unknown) where the data set records
+      it (feature ``sve_jax.data.AGREEMENT_FEATURE``), else ``None``.
+  """
+  logits: np.ndarray
+  labels: np.ndarray
+  agreement: np.ndarray | None = None
+
+
+class ParamCounts(NamedTuple):
+  """The ``params`` section's inputs.
+
+  Attributes:
+    backbone: parameters of the pretrained backbone, head included.
+    trainable_per_member: trainable parameters of one member (singular values, biases, head).
+    trainable_total: trainable parameters of the whole ensemble, when they are not
+      ``num_members · trainable_per_member`` (MC dropout: M samples of one trained model);
+      ``None``: that product.
+  """
+  backbone: int
+  trainable_per_member: int
+  trainable_total: int | None = None
+
+
+class OodLogits(NamedTuple):
+  """Member logits ``(M, N_ood, C)`` on an out-of-distribution data set, and its name."""
+  dataset: str
+  logits: np.ndarray
+
+
 class BestCheckpoint(NamedTuple):
   """The ``checkpoint`` section: which checkpoint was evaluated, and what storing it costs.
 
@@ -72,61 +112,56 @@ class BestCheckpoint(NamedTuple):
   backbone_bytes: int
 
 
-def build_results(*,
-                  method: str,
-                  val_logits: jax.typing.ArrayLike,
-                  val_labels: jax.typing.ArrayLike,
-                  test_logits: jax.typing.ArrayLike,
-                  test_labels: jax.typing.ArrayLike,
-                  backbone_params: int,
-                  trainable_per_member: int,
-                  trainable_total: int | None = None,
-                  ood_logits: jax.typing.ArrayLike | None = None,
-                  ood_dataset: str | None = None,
-                  mode: str = 'probs',
-                  test_agreement: jax.typing.ArrayLike | None = None,
-                  singular_value_change: float | None = None,
-                  checkpoint: BestCheckpoint | None = None,
-                  learning_rate: float | None = None,
-                  config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+class RunSections(NamedTuple):
+  """The sections a training run adds to the results; each ``None`` leaves its section out.
+
+  Attributes:
+    zero_shot: the pretrained model's own scores (:func:`zero_shot_results`), for a
+      backbone without a fresh head.
+    singular_value_change: SVE family: how far the members' s moved from the pretrained s.
+    checkpoint: the evaluated checkpoint (:class:`BestCheckpoint`).
+    learning_rate: the method's peak learning rate.
+    config: the run's config as JSON.
+  """
+  zero_shot: Mapping[str, Any] | None = None
+  singular_value_change: float | None = None
+  checkpoint: BestCheckpoint | None = None
+  learning_rate: float | None = None
+  config: Mapping[str, Any] | None = None
+
+
+def build_results(method: str, validation: Predictions, test: Predictions,
+                  params: ParamCounts, *, ood: OodLogits | None = None, mode: str = 'probs',
+                  run: RunSections | None = None) -> dict[str, Any]:
   """Evaluates member logits and assembles the whole results dict (see the module docstring).
 
   Args:
     method: name of the method, e.g. ``'sve'``.
-    val_logits: ``(M, N_val, C)`` member logits on the validation split.
-    val_labels: ``(N_val,)``.
-    test_logits: ``(M, N_test, C)`` member logits on the test split.
-    test_labels: ``(N_test,)``.
-    backbone_params: number of parameters of the pretrained backbone.
-    trainable_per_member: trainable parameters of one member (singular values, biases, head).
-    trainable_total: trainable parameters of the whole ensemble, when they are not
-      ``num_members · trainable_per_member`` (MC dropout: M samples of one trained model).
-    ood_logits: optional ``(M, N_ood, C)`` member logits on an OOD dataset.
-    ood_dataset: name of the OOD dataset; required with ``ood_logits``.
+    validation: member logits and labels on the validation split.
+    test: member logits, labels and (optionally) annotator agreement on the test split.
+    params: the parameter counts (:class:`ParamCounts`).
+    ood: optional member logits on an OOD data set, with its name.
     mode: ensemble averaging mode, see :func:`sve_jax.ensemble_probs`.
-    test_agreement: optional ``(N_test,)`` annotator agreement (0–1, NaN where unknown).
-    singular_value_change, checkpoint, learning_rate, config: what a training run adds
-      (module docstring); each ``None`` leaves its section out.
+    run: what a training run adds (:class:`RunSections`); ``None`` leaves it all out.
 
   Returns:
     A dict of Python scalars, strings, lists and dicts.
   """
-  if ood_logits is not None and ood_dataset is None:
-    raise ValueError('ood_dataset must name the OOD dataset when ood_logits are given')
-  num_members = int(np.shape(test_logits)[0])
+  num_members = int(np.shape(test.logits)[0])
+  trainable_total = params.trainable_total
   if trainable_total is None:
-    trainable_total = num_members * int(trainable_per_member)
+    trainable_total = num_members * int(params.trainable_per_member)
   results = {
       'method': method,
       'num_members': num_members,
-      'params': _params_section(backbone_params, trainable_per_member, trainable_total),
-      **_score_sections(val_logits, val_labels, test_logits, test_labels, ood_logits,
-                        ood_dataset, mode=mode),
+      'params': _params_section(params.backbone, params.trainable_per_member, trainable_total),
+      **_score_sections(validation, test, ood, mode=mode),
   }
-  if test_agreement is not None and np.isfinite(np.asarray(test_agreement, float)).any():
+  agreement = test.agreement
+  if agreement is not None and np.isfinite(np.asarray(agreement, float)).any():
     results['human_disagreement'] = metrics.disagreement_correlation(
-        test_logits, test_agreement, mode=mode)
-  results.update(_run_sections(singular_value_change, checkpoint, learning_rate, config))
+        test.logits, agreement, mode=mode)
+  results.update(_run_sections(run or RunSections()))
   return results
 
 
@@ -142,49 +177,58 @@ def _params_section(backbone_params: int, trainable_per_member: int,
   }
 
 
-def _run_sections(singular_value_change: float | None, checkpoint: BestCheckpoint | None,
-                  learning_rate: float | None,
-                  config: Mapping[str, Any] | None) -> dict[str, Any]:
+def _run_sections(run: RunSections) -> dict[str, Any]:
   """The sections a training run adds, in the results dict's order; ``None`` leaves one out."""
-  sections = {'singular_value_change': singular_value_change,
-              'checkpoint': checkpoint._asdict() if checkpoint is not None else None,
-              'learning_rate': learning_rate, 'config': config}
+  sections = {'zero_shot': dict(run.zero_shot) if run.zero_shot is not None else None,
+              'singular_value_change': run.singular_value_change,
+              'checkpoint': run.checkpoint._asdict() if run.checkpoint is not None else None,
+              'learning_rate': run.learning_rate, 'config': run.config}
   return {key: value for key, value in sections.items() if value is not None}
 
 
-def _score_sections(val_logits, val_labels, test_logits, test_labels, ood_logits,
-                    ood_dataset: str | None, *, mode: str) -> dict[str, Any]:
+def _score_sections(validation: Predictions, test: Predictions, ood: OodLogits | None, *,
+                    mode: str) -> dict[str, Any]:
   """``test`` … ``ensemble_modes`` (and ``ood``) of the results dict, in its order."""
-  by_mode = {m: _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits,
-                              mode=m) for m in metrics.ENSEMBLE_MODES}
+  ood_logits = None if ood is None else ood.logits
+  by_mode = {m: _mode_results(validation, test, ood_logits, mode=m)
+             for m in metrics.ENSEMBLE_MODES}
   sections = {
       'test': by_mode[mode]['test'],
       'test_temperature_scaled': by_mode[mode]['test_temperature_scaled'],
-      'members': metrics.member_metrics(test_logits, test_labels),
-      'members_mean': metrics.members_mean(test_logits, test_labels),
-      'diversity': metrics.diversity(test_logits),
-      'validation': metrics.ensemble_and_members(val_logits, val_labels, mode=mode),
+      'members': metrics.member_metrics(test.logits, test.labels),
+      'members_mean': metrics.members_mean(test.logits, test.labels),
+      'diversity': metrics.diversity(test.logits),
+      'validation': metrics.ensemble_and_members(validation.logits, validation.labels,
+                                                 mode=mode),
       'ensemble_modes': by_mode,
   }
-  if ood_logits is not None:
-    sections['ood'] = {'dataset': ood_dataset, **by_mode[mode]['ood']}
+  if ood is not None:
+    sections['ood'] = {'dataset': ood.dataset, **by_mode[mode]['ood']}
   return sections
 
 
-def _mode_results(val_logits, val_labels, test_logits, test_labels, ood_logits, *,
+def _mode_results(validation: Predictions, test: Predictions, ood_logits, *,
                   mode: str) -> dict[str, Any]:
   """The ensemble's validation, test, temperature-scaled test (and OOD) scores in one mode."""
-  temperature = metrics.fit_temperature(val_logits, val_labels, mode=mode)
+  temperature = metrics.fit_temperature(validation.logits, validation.labels, mode=mode)
   results = {
-      'validation': metrics.evaluate(val_logits, val_labels, mode=mode),
-      'test': metrics.evaluate(test_logits, test_labels, mode=mode),
+      'validation': metrics.evaluate(validation.logits, validation.labels, mode=mode),
+      'test': metrics.evaluate(test.logits, test.labels, mode=mode),
       'test_temperature_scaled': metrics.evaluate(
-          test_logits, test_labels, temperature=temperature, mode=mode),
+          test.logits, test.labels, temperature=temperature, mode=mode),
   }
   if ood_logits is not None:
-    ood = metrics.ood_metrics(test_logits, ood_logits, mode=mode)
+    ood = metrics.ood_metrics(test.logits, ood_logits, mode=mode)
     results['ood'] = {key: ood[key] for key in OOD_KEYS}
   return results
+
+
+def zero_shot_results(validation: Predictions, test: Predictions,
+                      ood_logits: jax.typing.ArrayLike | None = None) -> dict[str, Any]:
+  """The ``zero_shot`` section: one model's ``(1, N, C)`` logits scored as the ensemble's
+  ``test`` rows are: ``validation``, ``test``, ``test_temperature_scaled`` (T fitted on
+  validation) and ``ood`` AUROCs (mutual information is 0 for one model)."""
+  return _mode_results(validation, test, ood_logits, mode='probs')
 
 
 def to_jsonable(value: Any) -> Any:
@@ -250,6 +294,10 @@ def summary_table(results: Mapping[str, Any]) -> str:
   splits = [(label, results[key]) for key, label in
             (('test', 'test (raw)'), ('test_temperature_scaled', 'test (T-scaled)'))
             if key in results]
+  zero_shot = results.get('zero_shot', {})
+  splits += [(label, zero_shot[key]) for key, label in
+             (('test', 'zero-shot test (raw)'),
+              ('test_temperature_scaled', 'zero-shot test (T-scaled)')) if key in zero_shot]
   if splits:
     lines += ['', *_table(list(_SCORE_KEYS), splits)]
   if results.get('members'):

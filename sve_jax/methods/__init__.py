@@ -1,20 +1,23 @@
 """Methods behind one interface: what is trained per member and how members run.
 
-A method turns a :class:`~sve_jax.models.Backbone` into a :class:`Setup`: the frozen tree, the
-initial per-member trainables and a forward ``(frozen, trainables, inputs, rng, train) ->
-member_logits (M, B, C)``. The train step, checkpoints and report are shared by all methods.
+A method turns a :class:`~sve_jax.models.Backbone` into a :class:`MethodSetup`: the frozen
+tree, the initial per-member trainables and a forward ``(frozen, trainables, inputs, rng,
+train) -> member_logits (M, B, C)`` (:data:`Forward`). It reads its
+:class:`MethodOptions` (the run config's ``num_members``, ``noise_std``, ``execution``,
+``lora_rank``, ``head_init_std``, ``member_data_order``, ``sve_dropout``), never the whole
+config. The train step, checkpoints and report are shared by all methods.
 
 What each method trains per member (everything else is frozen and shared) and the M it
 reports (the leading axis of its evaluation logits):
 
 * ``sve`` (M): singular values of the kernels the backbone's SVE rules decompose, the biases
-  of those layers, a head; dropout in training only with ``config.sve_dropout``.
+  of those layers, a head; dropout in training only with ``sve_dropout``.
   ``single_svf`` (1): the same with one member.
 * ``single_ft`` (1): every backbone param, fresh head, dropout in training.
 * ``deep_ensemble`` (M): M such full models, each with its own head, dropout masks and data
-  order (:attr:`Setup.per_member_data`).
+  order (:attr:`MethodSetup.per_member_data`).
 * ``mc_dropout`` (M): one ``single_ft`` model; M dropout samples at evaluation.
-* ``lora_ensemble`` (M): rank-``config.lora_rank`` LoRA on the attention q, k, v, o kernels
+* ``lora_ensemble`` (M): rank-``lora_rank`` LoRA on the attention q, k, v, o kernels
   (A Xavier-uniform with gain 10, B = 0), a head.
 * ``batch_ensemble`` (M): rank-1 fast weights ``W ⊙ r sᵀ`` on the SVE kernels, the biases of
   those layers, a head.
@@ -37,8 +40,10 @@ from sve_jax.methods import lora_ensemble
 from sve_jax.methods import mc_dropout
 from sve_jax.methods import single_ft
 from sve_jax.methods import sve
+from sve_jax.methods.base import Forward
 from sve_jax.methods.base import Method
-from sve_jax.methods.base import Setup
+from sve_jax.methods.base import MethodOptions
+from sve_jax.methods.base import MethodSetup
 
 #: Every method by ``config.method``, in the order reports list them.
 REGISTRY: dict[str, Method] = {method.name: method for method in (
@@ -59,13 +64,28 @@ def get(method: str) -> Method:
   return REGISTRY[method]
 
 
-def build(method: str, backbone, config: Mapping[str, Any], key: jax.Array) -> Setup:
-  """Builds ``method`` on ``backbone`` (``config``: the run's top-level ConfigDict).
+def build(method: str, backbone, options: MethodOptions | Mapping[str, Any],
+          key: jax.Array) -> MethodSetup:
+  """Builds ``method`` on ``backbone``.
+
+  Args:
+    method: a name of :data:`METHODS`.
+    backbone: a :class:`sve_jax.models.Backbone`.
+    options: the method's :class:`MethodOptions`, or a run's top-level config (or any
+      mapping with its keys) to read them from (:meth:`MethodOptions.from_config`).
+    key: PRNG key of the members' initialisation.
 
   Raises:
     ValueError: an unknown method, or one the backbone cannot run (names the config key).
   """
-  return get(method).build(backbone, config, key)
+  if not isinstance(options, MethodOptions):
+    options = MethodOptions.from_config(options)
+  return get(method).build(backbone, options, key)
 
 
-__all__ = ['build', 'get', 'Method', 'METHODS', 'REGISTRY', 'Setup']
+__all__ = [
+    # Building a method.
+    'build', 'get', 'METHODS', 'REGISTRY',
+    # Its records.
+    'Forward', 'Method', 'MethodOptions', 'MethodSetup',
+]

@@ -1,8 +1,10 @@
-"""What every method shares: its :class:`Method` record, the :class:`Setup`, the forward, heads.
+"""What every method shares: its :class:`Method` record, :class:`MethodOptions`, the
+:class:`MethodSetup`, the forward, heads.
 
 A method is a way of turning one backbone into M members. Each method module defines a
-``build(backbone, config, key) -> Setup`` and one :class:`Method` record with the facts the
-run needs (how many members it reports and trains, its learning-rate group); the registry in
+``build(backbone, options, key) -> MethodSetup`` (``options``: the :class:`MethodOptions` a
+run's config holds, :meth:`MethodOptions.from_config`) and one :class:`Method` record with the
+facts the run needs (how many members it reports and trains, its learning-rate group); the registry in
 :mod:`sve_jax.methods` lists the records. Every method describes member ``m``'s ordinary
 params the same way, from the shared ``frozen`` tree and its own slice ``t_m`` of the
 trainables (:data:`sve_jax.ensemble.MemberParams`)::
@@ -30,21 +32,54 @@ Path = tree_lib.Path
 #: feeds stochastic layers (dropout) and ``train`` says whether the step trains.
 Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
 
-#: Standard deviation of the fresh per-member heads of the baselines (DESIGN.md §1: the
-#: paper's head initialisation, weights ``N(0, 0.01²)``, bias 0).
+#: Standard deviation of the fresh per-member heads of the baselines (the paper's head
+#: initialisation, weights ``N(0, 0.01²)``, bias 0; ``docs/method.md``).
 HEAD_STD = 0.01
 #: The ``config.optim`` field of the learning rate of methods that update every pretrained
 #: weight; the SVE rate (1e-3) makes them diverge (a MiniLM-L6 fine-tune at 1e-3 ends at
 #: chance accuracy), so they take BERT's usual range, 2e-5 to 5e-5.
 FULL_FINETUNE_LEARNING_RATE = 'full_finetune_learning_rate'
 #: The ``config.optim`` field of LoRA-Ensemble's learning rate: its B matrices start at zero
-#: and the adapted attention collapses at SVE's 1e-2 (BENCHMARKS.md, "Quality").
+#: and the adapted attention collapses at SVE's 1e-2.
 LORA_LEARNING_RATE = 'lora_learning_rate'
 
 
 @dataclasses.dataclass(frozen=True)
-class Setup:
-  """What a method trains and how it runs.
+class MethodOptions:
+  """What the methods read of a run's config: the same keys (``--config.noise_std``, ...),
+  typed and frozen. Each method reads the fields it documents and ignores the others.
+
+  Attributes:
+    num_members: M, the members an ensemble method trains and reports (``mc_dropout``: its
+      test-time dropout samples).
+    noise_std: σ_init of SVE's singular values and per-member leaves, and of
+      BatchEnsemble's fast weights.
+    execution: SVE's execution path, ``'compose'``, ``'factored'`` or ``'auto'``.
+    lora_rank: LoRA-Ensemble's adapter rank (alpha = rank).
+    head_init_std: SVE: ``>= 0`` draws each member's head ``N(0, head_init_std²)`` apart
+      from ``noise_std``; ``-1`` keeps it tied to ``noise_std``.
+    member_data_order: SVE: member ``m`` trains on its own batch stream.
+    sve_dropout: SVE: run the backbone's dropout in training.
+  """
+  num_members: int
+  noise_std: float = 0.01
+  execution: str = 'auto'
+  lora_rank: int = 8
+  head_init_std: float = -1.
+  member_data_order: bool = False
+  sve_dropout: bool = False
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]) -> MethodOptions:
+    """The options of a run's top-level config (a ConfigDict or a mapping); a key the config
+    lacks takes the field's default."""
+    values = {f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config}
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSetup:
+  """What a method trains and how it runs: one backbone made into M members.
 
   Attributes:
     name: the method.
@@ -76,10 +111,10 @@ class Setup:
 
 def make_setup(name: str, backbone, frozen: PyTree, trainables: PyTree,
                forward: Forward, per_member_data: bool = False,
-               pretrained_s: PyTree | None = None) -> Setup:
-  """A :class:`Setup` whose counts come from ``backbone.params`` and ``trainables``."""
-  per_member = tree_lib.num_params(trainables) // ensemble.num_members(trainables)
-  return Setup(name, frozen, trainables, forward, tree_lib.num_params(backbone.params),
+               pretrained_s: PyTree | None = None) -> MethodSetup:
+  """A :class:`MethodSetup` whose counts come from ``backbone.params`` and ``trainables``."""
+  per_member = tree_lib.num_params(trainables) // ensemble.member_axis_size(trainables)
+  return MethodSetup(name, frozen, trainables, forward, tree_lib.num_params(backbone.params),
                per_member, per_member_data, pretrained_s)
 
 
@@ -89,7 +124,7 @@ class Method:
 
   Attributes:
     name: the method's ``config.method``.
-    build: ``(backbone, config, key) -> Setup``, with ``config`` the run's top-level config.
+    build: ``(backbone, options, key) -> MethodSetup`` (``options``: :class:`MethodOptions`).
     reports_ensemble: whether it reports ``config.num_members`` members (the leading axis of
       its evaluation logits); otherwise one model (M = 1).
     trains_ensemble: whether it trains ``config.num_members`` copies (the member axis of its
@@ -99,17 +134,17 @@ class Method:
       every pretrained weight, or :data:`LORA_LEARNING_RATE`.
   """
   name: str
-  build: Callable[[Any, Mapping[str, Any], jax.Array], Setup]
+  build: Callable[[Any, MethodOptions, jax.Array], MethodSetup]
   reports_ensemble: bool = True
   trains_ensemble: bool = True
   learning_rate_key: str = 'learning_rate'
 
-  def num_members(self, config_members: int) -> int:
+  def reported_members(self, config_members: int) -> int:
     """M as the method reports it: the leading axis of its evaluation logits."""
     return int(config_members) if self.reports_ensemble else 1
 
-  def trained_members(self, config_members: int) -> int:
-    """The leading (member) axis of the method's trainables: the copies it trains."""
+  def trained_copies(self, config_members: int) -> int:
+    """The leading (member) axis of the method's trainables: the models it trains."""
     return int(config_members) if self.trains_ensemble else 1
 
   def learning_rate(self, optim: Mapping[str, Any]) -> float:
@@ -160,10 +195,10 @@ def vmap_forward(apply_fn: Callable[..., jax.Array], member_params: ensemble.Mem
 # --------------------------------------------------------------------------------------------
 
 
-def stack_members(tree: PyTree, num_members: int) -> PyTree:
-  """``num_members`` identical copies of every leaf along a new leading axis."""
+def identical_copies(tree: PyTree, num_copies: int) -> PyTree:
+  """``num_copies`` identical copies of every leaf along a new leading (member) axis."""
   return jax.tree_util.tree_map(
-      lambda x: jnp.broadcast_to(x, (num_members,) + jnp.shape(x)), tree)
+      lambda x: jnp.broadcast_to(x, (num_copies,) + jnp.shape(x)), tree)
 
 
 def unstack_first(tree: PyTree) -> PyTree:
@@ -213,3 +248,17 @@ def head_of(params: Mapping[str, Any], method: str) -> PyTree:
     raise ValueError(f'{method}: the backbone params have no top-level "head" to train per '
                      f'member (top-level keys: {sorted(params)})')
   return params['head']
+
+
+def member_heads(key: jax.Array, params: Mapping[str, Any], num_members: int,
+                 std: float = HEAD_STD) -> dict[str, PyTree]:
+  """``{'head': fresh per-member heads}`` (:func:`init_heads`), or ``{}`` for a backbone
+  without a fresh head.
+
+  A decoder that classifies by prompt (:mod:`sve_jax.models.llama`) scores the verbaliser's
+  tokens with the LM's own head: every member shares that pretrained head, and a method adds
+  nothing for it.
+  """
+  if 'head' not in params:
+    return {}
+  return {'head': init_heads(key, params['head'], num_members, std)}

@@ -10,7 +10,7 @@ with its own ``r_m: (d_in,)`` and ``s_m: (d_out,)``. It also trains its own copy
 the rules mark ``'member'`` (the biases of those layers, copied from the backbone) and its
 own fresh head (``N(0, 0.01²)``, bias 0). The shared ``W`` and everything else stay frozen.
 
-Initialisation: ``r_m, s_m ~ N(1, σ²)`` elementwise with ``σ = config.noise_std`` (0.01 by
+Initialisation: ``r_m, s_m ~ N(1, σ²)`` elementwise with ``σ = noise_std`` (:class:`~sve_jax.methods.base.MethodOptions`) (0.01 by
 default, SVE's σ_init), from member ``m``'s own key. The BatchEnsemble paper's random ±1
 signs (or ``N(1, 0.5²)``) are made for training from scratch; on a pretrained backbone they
 would scramble every adapted matrix, so members start near the backbone as SVE's do.
@@ -18,13 +18,14 @@ Training uses the backbone's dropout.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 
 from sve_jax import layout as layout_lib
 from sve_jax import tree as tree_lib
+from sve_jax.methods import adapters
 from sve_jax.methods import base
 
 
@@ -57,37 +58,26 @@ def scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
   return w * r[..., :, None] * s[..., None, :]
 
 
-def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
-  """``config.num_members`` BatchEnsemble members on the backbone's SVE-targeted kernels.
+def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+  """``options.num_members`` BatchEnsemble members on the backbone's SVE-targeted kernels.
 
   Raises:
     ValueError: the SVE rules select no kernel.
   """
-  num_members = int(config['num_members'])
+  num_members = int(options.num_members)
   kernels, member_paths = layout_lib.select(backbone.params, backbone.rules)
   if not kernels:
     raise ValueError(f'batch_ensemble: the {backbone.name} SVE rules select no kernel')
-  fast_key, head_key = jax.random.split(key)
-  noise_std = float(config['noise_std'])
-  r, s = jax.jit(lambda k: init_fast_weights(k, kernels, num_members, noise_std))(fast_key)
+  noise_std = float(options.noise_std)
   weights = tree_lib.flatten_paths(backbone.params)
-  per_member = base.stack_members(tree_lib.nest({p: weights[p] for p in member_paths}),
-                                  num_members)
-  per_member['head'] = base.init_heads(
-      head_key, base.head_of(backbone.params, 'batch_ensemble'), num_members)
-  trainables = {'fast_r': tree_lib.nest(r), 'fast_s': tree_lib.nest(s), 'params': per_member}
-
-  def member_params(frozen, t_m):
-    weights = tree_lib.flatten_paths(frozen)
-    r_m = tree_lib.flatten_paths(t_m['fast_r'])
-    s_m = tree_lib.flatten_paths(t_m['fast_s'])
-    scaled = {p: layout_lib.map_matrices(weights[p], lay,
-                                         lambda w, p=p: scale_matrix(w, r_m[p], s_m[p]))
-              for p, lay in kernels.items()}
-    return tree_lib.replace_leaves(frozen, {**tree_lib.flatten_paths(t_m['params']), **scaled})
-
-  forward = base.vmap_forward(backbone.apply, member_params)
-  return base.make_setup('batch_ensemble', backbone, backbone.params, trainables, forward)
+  copies = base.identical_copies(tree_lib.nest({p: weights[p] for p in member_paths}),
+                                 num_members)
+  adapter = adapters.KernelAdapter(
+      factor_keys=('fast_r', 'fast_s'),
+      init_factors=lambda k: init_fast_weights(k, kernels, num_members, noise_std),
+      adapt=scale_matrix, own_key='params', own_prefix=())
+  return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members,
+                                own_leaves=lambda heads: {**copies, **({'head': heads} if heads else {})})
 
 
 METHOD = base.Method('batch_ensemble', build)

@@ -3,11 +3,9 @@
 Every member starts from the same pretrained backbone with its own fresh head
 (``N(0, 0.01²)`` from its own key, bias 0), keeps its own dropout masks, and is trained on its
 own batch stream (seed ``config.seed + m``: its own data order), as separate runs would be;
-all M are trained in one vmapped step (:attr:`base.Setup.per_member_data`).
+all M are trained in one vmapped step (:attr:`base.MethodSetup.per_member_data`).
 """
 from __future__ import annotations
-
-from typing import Any, Mapping
 
 import jax
 
@@ -15,9 +13,9 @@ from sve_jax.methods import base
 from sve_jax.methods import single_ft
 
 
-def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
-  """``config.num_members`` full copies of the backbone."""
-  return single_ft.full_copies('deep_ensemble', backbone, key, int(config['num_members']),
+def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+  """``options.num_members`` full copies of the backbone."""
+  return single_ft.full_copies('deep_ensemble', backbone, key, int(options.num_members),
                                per_member_data=True)
 
 

@@ -7,20 +7,21 @@ output, ViT's fused qkv and proj) member ``m`` adds a rank-``r`` update in the k
 
   W_m = W + (alpha / r) · A_m B_m,   A_m: (d_in, r),  B_m: (r, d_out),   alpha = r (scale 1)
 
-with ``r = config.lora_rank`` (default 8). ``A_m`` is Xavier-uniform with gain 10 (variance
+with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m`` is Xavier-uniform with gain 10 (variance
 ``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
-as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0). Biases
-and everything else stay shared and frozen. Training uses the backbone's dropout.
+as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0), where the
+backbone has one (a decoder classifying by prompt shares its LM head). Biases and everything
+else stay shared and frozen. Training uses the backbone's dropout.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 
 from sve_jax import layout as layout_lib
-from sve_jax import tree as tree_lib
+from sve_jax.methods import adapters
 from sve_jax.methods import base
 
 #: Gain of the Xavier-uniform initialisation of ``A`` (the LoRA-Ensemble reference).
@@ -59,8 +60,8 @@ def init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelL
   return a, b
 
 
-def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
-  """``config.num_members`` LoRA members of rank ``config.lora_rank`` (alpha = rank).
+def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+  """``options.num_members`` LoRA members of rank ``options.lora_rank`` (alpha = rank).
 
   Raises:
     ValueError: the backbone has no attention (no ``attention_rules``, e.g. EfficientNet),
@@ -69,31 +70,18 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
   if backbone.attention_rules is None:
     raise ValueError(f'lora_ensemble adapts attention matrices, and the {backbone.name} '
                      'backbone has no attention; choose another config.method')
-  num_members, rank = int(config['num_members']), int(config['lora_rank'])
+  num_members, rank = int(options.num_members), int(options.lora_rank)
   if rank < 1:
     raise ValueError(f'config.lora_rank={rank} must be >= 1')
   kernels, _ = layout_lib.select(backbone.params, backbone.attention_rules)
   if not kernels:
     raise ValueError(f'lora_ensemble: the {backbone.name} attention rules select no kernel')
-  adapter_key, head_key = jax.random.split(key)
-  a, b = jax.jit(lambda k: init_adapters(k, kernels, num_members, rank))(adapter_key)
-  heads = base.init_heads(head_key, base.head_of(backbone.params, 'lora_ensemble'),
-                          num_members)
-  trainables = {'lora_a': tree_lib.nest(a), 'lora_b': tree_lib.nest(b), 'head': heads}
   scale = 1.  # alpha / rank with alpha = rank
-
-  def member_params(frozen, t_m):
-    weights = tree_lib.flatten_paths(frozen)
-    a_m = tree_lib.flatten_paths(t_m['lora_a'])
-    b_m = tree_lib.flatten_paths(t_m['lora_b'])
-    adapted = {p: layout_lib.map_matrices(weights[p], lay,
-                                          lambda w, p=p: w + scale * (a_m[p] @ b_m[p]))
-               for p, lay in kernels.items()}
-    heads = {('head',) + p: v for p, v in tree_lib.flatten_paths(t_m['head']).items()}
-    return tree_lib.replace_leaves(frozen, {**adapted, **heads})
-
-  forward = base.vmap_forward(backbone.apply, member_params)
-  return base.make_setup('lora_ensemble', backbone, backbone.params, trainables, forward)
+  adapter = adapters.KernelAdapter(
+      factor_keys=('lora_a', 'lora_b'),
+      init_factors=lambda k: init_adapters(k, kernels, num_members, rank),
+      adapt=lambda w, a_m, b_m: w + scale * (a_m @ b_m))
+  return adapters.build_adapted('lora_ensemble', backbone, kernels, adapter, key, num_members)
 
 
 METHOD = base.Method('lora_ensemble', build, learning_rate_key=base.LORA_LEARNING_RATE)

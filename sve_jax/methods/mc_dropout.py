@@ -1,13 +1,11 @@
 """MC dropout (``mc_dropout``): one fully fine-tuned model, M dropout samples at test time.
 
 Training is :mod:`single_ft` (dropout on, one model: ``forward(train=True)`` is ``(1, B, C)``).
-Evaluation keeps dropout on and draws ``config.num_members`` samples, one per key of
+Evaluation keeps dropout on and draws ``num_members`` samples, one per key of
 ``jax.random.split(rng, M)``, so a fixed ``rng`` gives reproducible samples
 (``forward(train=False)`` is ``(M, B, C)``).
 """
 from __future__ import annotations
-
-from typing import Any, Mapping
 
 import jax
 
@@ -15,8 +13,8 @@ from sve_jax.methods import base
 from sve_jax.methods import single_ft
 
 
-def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
-  """One trainable model whose evaluation forward samples ``config.num_members`` masks.
+def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+  """One trainable model whose evaluation forward samples ``options.num_members`` masks.
 
   Raises:
     ValueError: the backbone's dropout rate is 0, so every sample would be the same.
@@ -25,7 +23,7 @@ def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
     raise ValueError(
         f'mc_dropout needs dropout, but the {backbone.name} backbone has dropout rate '
         f'{backbone.dropout_rate}; set config.model.dropout_rate to a rate in (0, 1), e.g. 0.1')
-  num_samples = int(config['num_members'])
+  num_samples = int(options.num_members)
   setup = single_ft.full_copies('mc_dropout', backbone, key, 1)
   train_forward = setup.forward
 

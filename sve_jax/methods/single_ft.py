@@ -10,8 +10,6 @@ default the checkpoint's own).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
-
 import jax
 
 from sve_jax import tree as tree_lib
@@ -35,26 +33,27 @@ def split_statistics(backbone) -> tuple[dict, dict]:
 
 
 def full_copies(name: str, backbone, key: jax.Array, num_members: int,
-                per_member_data: bool = False) -> base.Setup:
+                per_member_data: bool = False) -> base.MethodSetup:
   """``num_members`` fully trainable copies of the backbone, each with its own fresh head.
 
   Args:
     name: the method.
-    backbone: a :class:`sve_jax.models.Backbone` with a top-level ``head``.
+    backbone: a :class:`sve_jax.models.Backbone`; its top-level ``head``, if any, is drawn
+      afresh per member (a decoder's shared LM head is simply one more trained weight).
     key: PRNG key of the heads.
     num_members: M.
-    per_member_data: see :attr:`base.Setup.per_member_data`.
+    per_member_data: see :attr:`base.MethodSetup.per_member_data`.
   """
   statistics, params = split_statistics(backbone)
-  heads = base.init_heads(key, base.head_of(params, name), num_members)
-  trainables = {**base.stack_members(params, num_members), 'head': heads}
+  trainables = {**base.identical_copies(params, num_members),
+                **base.member_heads(key, params, num_members)}
   forward = base.vmap_forward(backbone.apply, member_params, per_member_data=per_member_data)
   return base.make_setup(name, backbone, statistics, trainables, forward, per_member_data)
 
 
-def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """One fully fine-tuned model."""
-  del config
+  del options
   return full_copies('single_ft', backbone, key, 1)
 
 

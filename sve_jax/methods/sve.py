@@ -1,36 +1,38 @@
 """SVE as a training method (``sve``), and its single model (``single_svf``, M = 1).
 
-What member ``m`` trains (DESIGN.md §1): on every kernel the backbone's SVE rules decompose,
-``W_m = U diag(max(s_m, 0)) Vᵀ`` with its own singular values ``s_m`` (all
+What member ``m`` trains (``docs/method.md``): on every kernel the backbone's SVE rules
+decompose, ``W_m = U diag(max(s_m, 0)) Vᵀ`` with its own singular values ``s_m`` (all
 ``r = min(d_in, d_out)`` of them); and its own copy of every leaf the rules mark ``'member'``
 (the biases of those layers, the head). U, Vᵀ and every other leaf are frozen and shared.
 ``single_svf`` is the same with one member: singular-value fine-tuning.
 
 Initialisation (:func:`sve_jax.init_members`): ``s_m = max(s ⊙ (1 + ε_m), 0)`` with
-``ε_m ~ N(0, config.noise_std²)``, per-member leaves ``b + noise_std · N(0, 1)``.
+``ε_m ~ N(0, noise_std²)``, per-member leaves ``b + noise_std · N(0, 1)``.
 
 Forward: :func:`sve_jax.make_sve_apply` runs the members under one ``jax.vmap``, so
-``config.execution`` (compose / factored / auto) applies; :func:`make_forward` adapts it to the
+``execution`` (compose / factored / auto) applies; :func:`make_forward` adapts it to the
 train step's ``forward(frozen, trainables, inputs, rng, train)``.
 
-Dropout is a choice: with ``config.sve_dropout=False`` (the default, as the authors' code,
+Dropout is a choice: with ``sve_dropout=False`` (the default, as the authors' code,
 which has none on DINO ViT) the backbone runs deterministically in training too, and the
 members differ by their initial noise and what they learn from it. With ``True`` training runs
 the backbone's dropout (``backbone.apply(..., train=True)``), every member with its own key
 (``jax.random.split(rng, M)[m]``, as the baselines' members); evaluation is deterministic
 either way.
 
-Optional config fields (absent = the paper's defaults):
+The :class:`~sve_jax.methods.base.MethodOptions` it reads (config keys of the same names;
+``num_members``, ``noise_std`` and ``execution`` above; the rest default to the paper's):
   head_init_std: ``>= 0`` draws each member's head afresh, kernel ``N(0, head_init_std²)``
     and bias 0 (:func:`base.init_heads`), apart from the singular values' ``noise_std``;
-    ``-1`` keeps the head tied to ``noise_std``.
+    ``-1`` keeps the head tied to ``noise_std``. A backbone without a fresh head (a decoder
+    scoring label tokens with its LM head, shared by every member) has nothing to draw.
   member_data_order: member ``m`` trains on its own batch stream
-    (:attr:`base.Setup.per_member_data`).
+    (:attr:`base.MethodSetup.per_member_data`).
   sve_dropout: see above.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import jax
 
@@ -68,35 +70,35 @@ def make_forward(sve_apply: Callable[..., jax.Array],
   return forward
 
 
-def _build(name: str, backbone, config: Mapping[str, Any], key: jax.Array,
-           num_members: int) -> base.Setup:
-  """SVE with ``num_members`` members (see the module docstring for ``config``'s fields)."""
+def _build(name: str, backbone, options: base.MethodOptions, key: jax.Array,
+           num_members: int) -> base.MethodSetup:
+  """SVE with ``num_members`` members (see the module docstring for the options it reads)."""
   frozen, s = factorize.decompose(backbone.params, rules=backbone.rules)
-  trainables = ensemble.init_members(key, frozen, s, num_members, config['noise_std'])
-  head_init_std = float(config.get('head_init_std', -1.))
-  if head_init_std >= 0:
-    heads = base.init_heads(jax.random.fold_in(key, 1), base.head_of(backbone.params, name),
-                            num_members, head_init_std)
-    trainables = {**trainables, 'head': heads}
-  per_member_data = bool(config.get('member_data_order', False))
-  sve_apply = ensemble.make_sve_apply(backbone.apply, execution=config['execution'])
+  trainables = ensemble.init_members(key, frozen, s, num_members, options.noise_std)
+  head_init_std = float(options.head_init_std)
+  if head_init_std >= 0:  # a backbone without a fresh head (a decoder's LM head) has none
+    trainables = {**trainables, **base.member_heads(jax.random.fold_in(key, 1),
+                                                    backbone.params, num_members,
+                                                    head_init_std)}
+  per_member_data = bool(options.member_data_order)
+  sve_apply = ensemble.make_sve_apply(backbone.apply, execution=options.execution)
   # Training differentiates the forward: 'auto' then costs the backward pass as well.
-  train_apply = ensemble.make_sve_apply(backbone.apply, execution=config['execution'],
+  train_apply = ensemble.make_sve_apply(backbone.apply, execution=options.execution,
                                         per_member_args=per_member_data, training=True)
-  forward = make_forward(sve_apply, train_apply,
-                         dropout=bool(config.get('sve_dropout', False)))
+  forward = make_forward(sve_apply, train_apply, dropout=bool(options.sve_dropout))
   return base.make_setup(name, backbone, frozen, trainables, forward, per_member_data,
                          pretrained_s=s)
 
 
-def build(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
-  """SVE with ``config.num_members`` members."""
-  return _build('sve', backbone, config, key, int(config['num_members']))
+def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+  """SVE with ``options.num_members`` members."""
+  return _build('sve', backbone, options, key, int(options.num_members))
 
 
-def build_single_svf(backbone, config: Mapping[str, Any], key: jax.Array) -> base.Setup:
+def build_single_svf(backbone, options: base.MethodOptions,
+                     key: jax.Array) -> base.MethodSetup:
   """Singular-value fine-tuning: SVE with one member."""
-  return _build('single_svf', backbone, config, key, 1)
+  return _build('single_svf', backbone, options, key, 1)
 
 
 METHOD = base.Method('sve', build)

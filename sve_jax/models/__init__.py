@@ -82,6 +82,14 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
     raise ValueError(f'config.model.path={model["path"]!r}: weights by Hugging Face repo id '
                      f'are supported for {HUB_BACKBONES}, not {model["name"]}; pass a local '
                      'path')
+  if model['name'] == 'llama':
+    words = model.get('verbalizer') or ()
+    if isinstance(words, str) or not words or not all(isinstance(w, str) for w in words):
+      raise ValueError(f'config.model.verbalizer={words!r} must be a tuple of label words, one '
+                       "per class, e.g. (' negative', ' neutral', ' positive')")
+    if '{text}' not in str(model.get('prompt', '')):
+      raise ValueError(f'config.model.prompt={model.get("prompt")!r} must contain {{text}}, '
+                       'where the example goes')
   if model['name'] == 'vit' and not model['path']:
     raise ValueError('config.model.path must name a timm ViT: a Hugging Face repo id such as '
                      f'{hub.HUB_PREFIX}timm/vit_small_patch16_224.dino, or a local timm-format '

@@ -36,9 +36,14 @@ Weights: :func:`load_gguf` reads a GGUF file (llama.cpp's format; tensors dequan
 SVE targets (:data:`SVE_RULES`): the q, k, v, o, gate, up and down kernels of every layer are
 decomposed, one SVD per layer (``Decompose(stack_axes=1)``), and their biases, where a
 checkpoint has them, trained per member; embeddings, norms and the LM head stay frozen.
-SmolLM2-135M (134.5M params, 30 layers, d 576, FFN 1536, 9 heads / 3 KV heads of 64): per layer
-``4·576 + 2·192 + 576`` (attention; k and v have rank 192) ``+ 3·576`` (MLP) = 4,992 singular
-values, 149,760 per member (0.111 %), 599,040 for M = 4 (0.45 %).
+Trainable values per member (``Σ min(d_in, d_out)`` over the 7·L matrices; the tied LM head is
+shared, so there is nothing else)::
+
+  backbone (params)                  per layer    per member           M = 4
+  SmolLM2-135M (134,515,008)         3,264        97,920 (0.073 %)     391,680 (0.29 %)
+
+(30 layers, d 576, FFN 1536, 9 query / 3 KV heads of 64: q, o, gate, up and down have rank 576,
+k and v rank 192.) ``tests/models/test_llama.py`` recomputes this row from the parameter shapes.
 
 :data:`GEMMA_RULES` does the same for the param tree of Google's ``gemma`` library, whose
 projections are einsum kernels with a layout of their own.
@@ -98,17 +103,18 @@ _INIT = nn.initializers.normal(stddev=0.02)  # HF's initializer_range, for fresh
 # Gemma's einsum kernels.
 # --------------------------------------------------------------------------------------------
 
-#: The ``gemma`` library's projection kernels: ``{name: (in_axes, out_axes)}`` of one matrix,
-#: which is the kernel's trailing axes; any leading axes are stack axes (a scanned layer axis,
-#: and the k/v axis of ``kv_einsum``, the q/k/v axis of ``qkv_einsum`` and the gate/up axis of
-#: ``gating_einsum``, which hold separate matrices).
-GEMMA_KERNELS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    'q_einsum': ((1,), (0, 2)),         # (heads, d, head_dim)
-    'kv_einsum': ((1,), (0, 2)),        # (2, kv_heads, d, head_dim)
-    'qkv_einsum': ((1,), (0, 2)),       # (3, heads, d, head_dim)
-    'attn_vec_einsum': ((0, 1), (2,)),  # (heads, head_dim, d)
-    'gating_einsum': ((1,), (0,)),      # (2, ffn, d): gate and up, each d -> ffn
-    'linear': ((0,), (1,)),             # (ffn, d)
+#: The ``gemma`` library's projection kernels: ``{name: (matrices axis, in_axes, out_axes)}``.
+#: One matrix is the kernel's trailing axes, ``in_axes``/``out_axes`` counted within them;
+#: ``kv_einsum``, ``qkv_einsum`` and ``gating_einsum`` hold separate matrices (k/v, q/k/v,
+#: gate/up) along one more leading axis. Any axes before those (a scanned layer axis) are
+#: stack axes too: one SVD per matrix.
+GEMMA_KERNELS: dict[str, tuple[bool, tuple[int, ...], tuple[int, ...]]] = {
+    'q_einsum': (False, (1,), (0, 2)),         # (heads, d, head_dim)
+    'kv_einsum': (True, (1,), (0, 2)),         # (2, kv_heads, d, head_dim)
+    'qkv_einsum': (True, (1,), (0, 2)),        # (3, heads, d, head_dim)
+    'attn_vec_einsum': (False, (0, 1), (2,)),  # (heads, head_dim, d)
+    'gating_einsum': (True, (1,), (0,)),       # (2, ffn, d): gate and up, each d -> ffn
+    'linear': (False, (0,), (1,)),             # (ffn, d)
 }
 _GEMMA_KERNEL = re.compile(r'(^|/)(attn|mlp)/(' + '|'.join(GEMMA_KERNELS) + r')(/w)?$')
 
@@ -117,23 +123,19 @@ def gemma_role(path: str, leaf: Any) -> layout_lib.Role:
   """SVE role of one leaf of a ``gemma`` params tree: its projections are decomposed, the rest
   (embedder, norms) frozen; Gemma has no biases.
 
-  A projection's matrix is its trailing axes (:data:`GEMMA_KERNELS`); leading axes are stack
-  axes, one SVD each, so the same rules fit per-layer trees (``layer_0/attn/q_einsum/w``) and
-  scanned ones with a leading layer axis.
+  The same rule fits per-layer trees (``layer_0/attn/q_einsum/w``) and scanned ones with a
+  leading layer axis (:data:`GEMMA_KERNELS`).
   """
   match = _GEMMA_KERNEL.search(path)
   if not match:
     return layout_lib.FROZEN
-  in_axes, out_axes = GEMMA_KERNELS[match.group(3)]
+  has_matrices_axis, in_axes, out_axes = GEMMA_KERNELS[match.group(3)]
   stack = np.ndim(leaf) - len(in_axes) - len(out_axes)
-  if match.group(3) in ('kv_einsum', 'qkv_einsum', 'gating_einsum'):
-    stack_needed = 1
-  else:
-    stack_needed = 0
-  if stack < stack_needed:
+  if stack < int(has_matrices_axis):
     raise layout_lib.LayoutError(
         f'{path}: shape {tuple(np.shape(leaf))} has too few axes for a gemma '
-        f'{match.group(3)} kernel (matrix axes {in_axes} -> {out_axes} after the stack axes)')
+        f'{match.group(3)} kernel ({int(has_matrices_axis)} matrices axis, then in axes '
+        f'{in_axes} and out axes {out_axes})')
   return layout_lib.Decompose(in_axes=tuple(a + stack for a in in_axes),
                               out_axes=tuple(a + stack for a in out_axes), stack_axes=stack)
 
@@ -805,8 +807,11 @@ def hf_tokenizer(folder: str) -> tuple[tokenizers.Tokenizer, int]:
   options = {}
   config_path = os.path.join(folder, 'tokenizer_config.json')
   if os.path.isfile(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      options = json.load(f)
+    try:
+      with open(config_path, encoding='utf-8') as f:
+        options = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise WeightsError(f'cannot read {config_path}: {e}') from e
   pad = None
   for key in ('pad_token', 'eos_token'):
     token = options.get(key)

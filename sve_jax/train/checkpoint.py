@@ -23,7 +23,7 @@ import errno
 import logging
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -109,7 +109,7 @@ class Checkpointer:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
       except Exception:  # pylint: disable=broad-except
         continue  # unreadable: restoring falls back to an older one and says so
-      check_identity(meta['meta'], identity, f'{manager.directory}/{step}')
+      _check_saved_identity(meta['meta'], identity, f'{manager.directory}/{step}')
 
   def restore_latest(self, abstract_state: PyTree) -> tuple[PyTree, dict] | None:
     """The newest readable checkpoint, falling back to older ones if it is corrupt.
@@ -135,6 +135,20 @@ class Checkpointer:
     finally:
       self.latest.close()
       self.best.close()
+
+
+class Workdir(NamedTuple):
+  """A run's folder: where it lives, its checkpoints, and what its checkpoints must match.
+
+  Attributes:
+    path: the ``--workdir``.
+    checkpointer: its :class:`Checkpointer`.
+    identity: this run's identity (backbone, method, members), stored in every checkpoint's
+      ``meta['identity']`` and checked by :meth:`Checkpointer.check_identity`.
+  """
+  path: str
+  checkpointer: Checkpointer
+  identity: dict[str, Any]
 
 
 @contextlib.contextmanager
@@ -212,7 +226,8 @@ def _restore_newest(manager: ocp.CheckpointManager, abstract_state: PyTree):
   return None
 
 
-def check_identity(meta: Mapping[str, Any], identity: Mapping[str, Any], where: str) -> None:
+def _check_saved_identity(meta: Mapping[str, Any], identity: Mapping[str, Any],
+                          where: str) -> None:
   """Raises if a checkpoint's ``meta['identity']`` differs from this run's ``identity``.
 
   ``identity`` holds what makes checkpoints incompatible (backbone, method, number of

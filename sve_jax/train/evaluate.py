@@ -1,44 +1,49 @@
 """Evaluation passes: member logits over every example of a split, on the mesh.
+
+:func:`make_predictor` returns ``predictor(trainables, split) -> Predictions``, what validation
+and the final evaluation call on each split.
 """
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
+from sve_jax import data
 from sve_jax import ensemble
 from sve_jax import execution
 from sve_jax import factorize
-from sve_jax import data
+from sve_jax import methods
 from sve_jax.data import pipeline
+from sve_jax.eval.report import Predictions
 from sve_jax.train import sharding
 from sve_jax.train import steps
+from sve_jax.train.loop import Training
 
 
-class Predictions(NamedTuple):
-  """Member logits ``(M, N, C)``, labels ``(N,)`` and, where the data set records it, the
-  annotators' agreement ``(N,)`` (feature ``data.AGREEMENT_FEATURE``; NaN = unknown)."""
-  logits: np.ndarray
-  labels: np.ndarray
-  agreement: np.ndarray | None
+class Split(NamedTuple):
+  """A split to evaluate: its examples, and the transform of a raw batch into
+  ``{'inputs', 'label'}``."""
+  source: Any
+  transform: Callable[[dict], dict]
 
 
-def predict(eval_fn, state_trainables, frozen, source, transform, mesh,
-            batch_size: int) -> Predictions:
-  """:class:`Predictions` over every example of ``source``.
+def split_predictions(eval_fn, trainables, frozen, split: Split, mesh: jax.sharding.Mesh,
+                       batch_size: int) -> Predictions:
+  """:class:`Predictions` of ``eval_fn`` over every example of ``split``.
 
   Eval batch ``i`` gets the rng ``fold_in(key(0), i)``: stochastic forwards (MC dropout) are
   reproducible, with independent masks from batch to batch.
   """
   logits, labels, agreement = [], [], []
-  for i, raw in enumerate(pipeline.eval_batches(source, global_batch_size=batch_size,
+  for i, raw in enumerate(pipeline.eval_batches(split.source, global_batch_size=batch_size,
                                                 process_index=jax.process_index(),
                                                 process_count=jax.process_count())):
-    batch = transform(raw)
+    batch = split.transform(raw)
     inputs = sharding.shard_batch(batch['inputs'], mesh)
-    out = eval_fn(state_trainables, frozen, inputs, jax.random.fold_in(jax.random.key(0), i))
+    out = eval_fn(trainables, frozen, inputs, jax.random.fold_in(jax.random.key(0), i))
     out = sharding.to_host(out)
     # Each process read its own slice of the batch: gather them in process order.
     mask, label = (sharding.gather_process_slices(np.asarray(v))
@@ -52,19 +57,21 @@ def predict(eval_fn, state_trainables, frozen, source, transform, mesh,
                      np.concatenate(agreement) if agreement else None)
 
 
-def make_evaluate(setup, backbone, trainables, frozen, mesh, batch_size: int, source,
-                  transform):
-  """``evaluate(trainables, source, transform=transform) -> Predictions``.
+def make_predictor(setup: methods.MethodSetup, backbone, training: Training,
+                   mesh: jax.sharding.Mesh, batch_size: int,
+                   first: Split) -> Callable[[Any, Split], Predictions]:
+  """``predictor(trainables, split) -> Predictions`` (member logits, labels, agreement).
 
-  For the SVE family, every member's kernels are composed once per evaluation
+  For the SVE family, every member's kernels are composed once per pass
   (:func:`sve_jax.ensemble.materialize_kernels`) when that costs less than the cheaper path
-  per kernel (``auto``'s choice) on each of ``source``'s batches. The choice is made once, on
-  ``source`` (the validation split), and serves every split evaluated; the logits are the
+  per kernel (``auto``'s choice) on each of ``first``'s batches. The choice is made once, on
+  ``first`` (the validation split), and serves every split evaluated; the logits are the
   same either way.
   """
+  frozen, trainables = training.frozen, training.state.trainables
   prepare = None
   eval_frozen, eval_trainables = frozen, trainables
-  if _materialize_pays_off(setup, backbone, trainables, mesh, batch_size, source, transform):
+  if _materialize_pays_off(setup, backbone, trainables, mesh, batch_size, first):
     eval_frozen, eval_trainables = jax.eval_shape(ensemble.materialize_kernels, frozen,
                                                   trainables)
     prepare = jax.jit(ensemble.materialize_kernels, out_shardings=(
@@ -74,27 +81,46 @@ def make_evaluate(setup, backbone, trainables, frozen, mesh, batch_size: int, so
   eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh, eval_trainables,
                                    eval_frozen)
 
-  def evaluate(trainables, source, transform=transform):
+  def predictor(trainables, split: Split) -> Predictions:
     f, t = prepare(frozen, trainables) if prepare else (frozen, trainables)
-    return predict(eval_fn, t, f, source, transform, mesh, batch_size)
+    return split_predictions(eval_fn, t, f, split, mesh, batch_size)
 
-  return evaluate
+  return predictor
 
 
-def _materialize_pays_off(setup, backbone, trainables, mesh, batch_size: int, source,
-                          transform) -> bool:
-  """:func:`ensemble.materialize_pays_off` over ``source``'s batches, with the positions each
+def make_zero_shot_predictor(backbone, mesh: jax.sharding.Mesh, batch_size: int
+                             ) -> Callable[[Split], Predictions]:
+  """``predictor(split) -> Predictions`` of the pretrained backbone itself, as one member
+  (logits ``(1, N, C)``): the zero-shot model, before any training.
+
+  Meaningful for a backbone without a fresh head (a decoder scoring its verbaliser's tokens
+  with its LM head); a fresh head would score every class alike.
+  """
+  params = sharding.place(backbone.params, sharding.replicated_shardings(mesh, backbone.params))
+  forward = jax.jit(
+      lambda p, inputs: backbone.apply(p, inputs)[None].astype(np.float32),
+      in_shardings=(sharding.replicated_shardings(mesh, params), sharding.batch_sharding(mesh)),
+      out_shardings=jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec(None, sharding.DATA)))
+  eval_fn = lambda trainables, frozen, inputs, rng: forward(frozen, inputs)
+  return lambda split: split_predictions(eval_fn, None, params, split, mesh, batch_size)
+
+
+def _materialize_pays_off(setup: methods.MethodSetup, backbone, trainables,
+                          mesh: jax.sharding.Mesh, batch_size: int, split: Split) -> bool:
+  """:func:`execution.materialize_pays_off` over ``split``'s batches, with the positions each
   decomposed kernel meets in one batch on one device (abstract evaluation of its first batch).
   """
   if not factorize.layouts(setup.frozen):
     return False
-  raw = next(iter(pipeline.eval_batches(source, global_batch_size=batch_size,
+  raw = next(iter(pipeline.eval_batches(split.source, global_batch_size=batch_size,
                                         process_index=jax.process_index(),
                                         process_count=jax.process_count())))
   per_device = max(1, batch_size // mesh.shape[sharding.DATA])
   inputs = jax.tree_util.tree_map(lambda x: np.asarray(x)[:per_device],
-                                  transform(raw)['inputs'])
+                                  split.transform(raw)['inputs'])
   member_0 = jax.tree_util.tree_map(lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype),
                                     trainables)
   positions = execution.kernel_positions(backbone.apply, setup.frozen, member_0, inputs)
-  return ensemble.materialize_pays_off(setup.frozen, positions, -(-len(source) // batch_size))
+  return execution.materialize_pays_off(setup.frozen, positions,
+                                        -(-len(split.source) // batch_size))

@@ -12,6 +12,9 @@ import logging
 import os
 import signal
 import time
+from typing import Any, Callable, NamedTuple
+
+import ml_collections
 
 import jax
 import numpy as np
@@ -26,6 +29,46 @@ from sve_jax.train import sharding
 
 class TrainingInterrupted(RuntimeError):
   """SIGTERM/SIGINT arrived; a checkpoint was written and the run can be resumed."""
+
+
+class Training(NamedTuple):
+  """What the training loop runs: the placed state and factors, and the jitted step.
+
+  Attributes:
+    state: the train state on the mesh (members sharded over ``member``).
+    abstract_state: its shapes, dtypes and shardings, to restore checkpoints into.
+    frozen: the method's frozen tree, replicated on the mesh.
+    fingerprint: :func:`sve_jax.export.factors_fingerprint` of ``frozen`` (computed once:
+      it reads every frozen leaf), stored with and checked against every checkpoint.
+    train_step: ``(state, frozen, batches) -> (state, metrics)``, jitted with shardings:
+      the steps of ``batches``' leading axis in one call
+      (:func:`sve_jax.train.steps.make_multi_step`), metrics stacked along it.
+    learning_rate: the method's peak learning rate.
+    total_steps: optimiser steps of the whole run.
+    steps_per_epoch: optimiser steps per pass over the training split.
+  """
+  state: Any
+  abstract_state: Any
+  frozen: Any
+  fingerprint: float
+  train_step: Callable
+  learning_rate: float
+  total_steps: int
+  steps_per_epoch: int
+
+
+class TrainData(NamedTuple):
+  """The training split and how it is read.
+
+  Attributes:
+    source: the training split (random access, see :mod:`sve_jax.data.pipeline`).
+    transform: raw batch -> ``{'inputs', 'label'}``.
+    member_streams: ``M > 0``: member ``m`` reads its own stream (:func:`train_batches`);
+      0: all members share one.
+  """
+  source: Any
+  transform: Callable[[dict], dict]
+  member_streams: int = 0
 
 
 def _write_jsonl(path: str, record: dict) -> None:
@@ -69,26 +112,31 @@ def _stop_requests():
       signal.signal(s, handler)
 
 
-def _resume(checkpointer, state, abstract_state, fingerprint: float, workdir: str,
-            steps_per_epoch: int, num_workers: int):
+def _resume(workdir: ckpt.Workdir, training: Training, num_workers: int):
   """``(state, data iterator state, best validation accuracy)`` of the latest checkpoint.
 
-  Without a checkpoint: ``(state, None, -1)``, a fresh start.
+  Without a checkpoint: ``(training.state, None, -1)``, a fresh start.
   """
-  restored = checkpointer.restore_latest(abstract_state)
+  restored = workdir.checkpointer.restore_latest(training.abstract_state)
   if restored is None:
-    return state, None, -1.
+    return training.state, None, -1.
   state, meta = restored
-  where = f'{workdir}/checkpoints/latest'
-  export.check_fingerprint(meta, fingerprint, where)
+  where = f'{workdir.path}/checkpoints/latest'
+  export.check_fingerprint(meta, training.fingerprint, where)
   data_state = ckpt.data_iterator_state(meta, where, num_workers)
   step = int(state.step)
-  logging.info('resumed at step %d (epoch %d, batch %d)', step, *divmod(step, steps_per_epoch))
+  logging.info('resumed at step %d (epoch %d, batch %d)', step,
+               *divmod(step, training.steps_per_epoch))
   return state, data_state, float(meta.get('best_val_accuracy', -1.))
 
 
-class _Progress:
-  """The progress bar, and the losses and validations logged to ``metrics.jsonl``."""
+class Progress:
+  """The progress bar, and the losses and validations logged to ``metrics.jsonl``.
+
+  ``Progress(config, workdir, step, total_steps)`` starts the bar at ``step``; :meth:`step`
+  counts one optimiser step, logging every ``config.log_every_steps`` (and the last);
+  :meth:`validation` logs one validation. Only process 0 writes the file.
+  """
 
   def __init__(self, config, workdir: str, step: int, total_steps: int):
     self.every = config.log_every_steps
@@ -167,9 +215,17 @@ def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) ->
         'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
-def _log_steps(metrics, step: int, progress: _Progress, steps_per_epoch: int,
-               workdir: str) -> int:
-  """Checks and logs each step of one call's stacked ``metrics``; returns the step reached."""
+def log_steps(metrics, step: int, progress: Progress, steps_per_epoch: int,
+              workdir: str) -> int:
+  """Checks and logs each step of one call's stacked ``metrics``; returns the step reached.
+
+  ``metrics['loss']`` and ``metrics['grad_norm']`` hold one value per step of the call (the
+  multi-step's stacked metrics); ``step`` is the step before the call. Each step's time is its
+  share of the call's wall time since :meth:`Progress.start_call`.
+
+  Raises:
+    FloatingPointError: a NaN/inf loss, naming its step and epoch.
+  """
   losses, grad_norms = (np.reshape(jax.device_get(metrics[k]), -1)
                         for k in ('loss', 'grad_norm'))
   seconds = (time.time() - progress.call_start) / losses.size  # the call has finished
@@ -180,9 +236,9 @@ def _log_steps(metrics, step: int, progress: _Progress, steps_per_epoch: int,
   return step
 
 
-def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, train_step,
-               validate, sources, transform, total_steps, steps_per_epoch, fingerprint, mesh,
-               identity, member_streams: int = 0):
+def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: ckpt.Workdir,
+               data: TrainData, validate: Callable[[Any], dict[str, float]],
+               mesh: jax.sharding.Mesh) -> Any:
   """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.
 
   Validation (``validate(trainables) -> {accuracy, nll, ...}``, written to metrics.jsonl as
@@ -190,24 +246,33 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
   steps (learning curves); each one saves a checkpoint, the best by validation accuracy.
   Checkpoints (with the data iterator's state): at each epoch end, every
   ``config.checkpoint.every_steps`` steps, and ``config.checkpoint.every_minutes`` after the
-  last save (bounds the work a SIGKILL loses). ``member_streams``: :func:`train_batches`.
+  last save (bounds the work a SIGKILL loses).
+
+  Returns:
+    The train state after the last step.
+
+  Raises:
+    TrainingInterrupted: SIGTERM/SIGINT arrived (a checkpoint was written first).
+    FloatingPointError: a NaN/inf loss.
   """
   workers = config.data.num_workers  # grain's iterator state has one form per worker count
-  state, data_state, best_val = _resume(checkpointer, state, abstract_state, fingerprint,
-                                        workdir, steps_per_epoch, workers)
+  state, data_state, best_val = _resume(workdir, training, workers)
+  total_steps, steps_per_epoch = training.total_steps, training.steps_per_epoch
   step = int(jax.device_get(state.step))
   if step >= total_steps:
     return state
-  batches = pipeline.iterate(train_batches(config, sources['train'], transform, member_streams),
+  member_streams = data.member_streams
+  batches = pipeline.iterate(train_batches(config, data.source, data.transform, member_streams),
                              num_workers=workers, state=data_state)
 
   def save(best=False):
     meta = {ckpt.DATA_ITERATOR: ckpt.data_iterator_meta(batches, workers), 'step': int(state.step),
-            'best_val_accuracy': best_val, 'factors_fingerprint': fingerprint, 'identity': identity}
-    checkpointer.save(state, meta, best=best)
+            'best_val_accuracy': best_val, 'factors_fingerprint': training.fingerprint,
+            'identity': workdir.identity}
+    workdir.checkpointer.save(state, meta, best=best)
     return time.monotonic()
 
-  progress, last_save = _Progress(config, workdir, step, total_steps), time.monotonic()
+  progress, last_save = Progress(config, workdir.path, step, total_steps), time.monotonic()
   try:
     with _stop_requests() as stop:
       while True:
@@ -215,8 +280,8 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
         progress.start_call()
         chunk = sharding.shard_batch(_next_chunk(batches, end - step), mesh,
                                      per_member=member_streams > 0, steps_axis=True)
-        state, metrics = train_step(state, frozen, chunk)
-        step = _log_steps(metrics, step, progress, steps_per_epoch, workdir)
+        state, metrics = training.train_step(state, training.frozen, chunk)
+        step = log_steps(metrics, step, progress, steps_per_epoch, workdir.path)
         epoch = step // steps_per_epoch  # epochs done
         last = step >= total_steps
         if step % steps_per_epoch == 0 or last or _every(config.eval_every_steps, step):
@@ -233,10 +298,10 @@ def train_loop(config, workdir, checkpointer, state, abstract_state, frozen, tra
         if stop['signal']:
           save()
           raise TrainingInterrupted(
-              f'{stop["signal"]} at step {step}: checkpoint written to {workdir}/checkpoints/'
-              'latest; rerun the same command to resume')
+              f'{stop["signal"]} at step {step}: checkpoint written to {workdir.path}/'
+              'checkpoints/latest; rerun the same command to resume')
   finally:
     progress.bar.close()
     batches.close()
-    checkpointer.wait()  # asynchronous saves: on disk before resuming, evaluating or failing
+    workdir.checkpointer.wait()  # asynchronous saves: on disk before resuming, evaluating or failing
   return state

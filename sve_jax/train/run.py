@@ -15,10 +15,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sve_jax import ensemble
 from sve_jax import export
 from sve_jax import methods
 from sve_jax import models
@@ -32,8 +32,12 @@ from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 from sve_jax.train import steps
 from sve_jax.train.checks import check_workdir_writable, run_identity, validate_config
-from sve_jax.train.evaluate import make_evaluate
+from sve_jax.train.evaluate import make_predictor
+from sve_jax.train.evaluate import make_zero_shot_predictor
+from sve_jax.train.evaluate import Split
+from sve_jax.train.loop import TrainData
 from sve_jax.train.loop import train_loop
+from sve_jax.train.loop import Training
 
 
 def _sync(name: str) -> None:
@@ -57,11 +61,14 @@ def process_zero_first(name: str):
 # --------------------------------------------------------------------------------------------
 
 
-def make_mesh(config) -> tuple[jax.sharding.Mesh, int]:
-  """Joins the processes, builds the ``(data, member)`` mesh and checks what must divide it.
+def join_processes_and_make_mesh(config: ml_collections.ConfigDict
+                                 ) -> tuple[jax.sharding.Mesh, int]:
+  """Joins the processes, builds the ``(data, member)`` mesh (:func:`sharding.make_mesh`) and
+  checks what must divide it.
 
   Returns:
-    ``(mesh, num_members)``: the members the method evaluates (:meth:`methods.Method.num_members`).
+    ``(mesh, num_members)``: the members the method reports
+    (:meth:`methods.Method.reported_members`).
 
   Raises:
     ValueError: a batch size, the members or the trained models do not split over the mesh.
@@ -72,18 +79,18 @@ def make_mesh(config) -> tuple[jax.sharding.Mesh, int]:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.member)
   sharding.check_batch_divisible(config.batch_size, mesh)
   sharding.check_batch_divisible(config.eval_batch_size, mesh)
-  members = methods.get(config.method).num_members(config.num_members)
+  members = methods.get(config.method).reported_members(config.num_members)
   sharding.check_members_divisible(members, mesh)
-  trained = methods.get(config.method).trained_members(config.num_members)
+  trained = methods.get(config.method).trained_copies(config.num_members)
   if trained % mesh.shape[sharding.MEMBER]:
     raise ValueError(f'config.method={config.method!r} trains {trained} model(s), which do not '
                      f'split over config.mesh.member={mesh.shape[sharding.MEMBER]}; set it to 1')
   return mesh, members
 
 
-def open_workdir(config, workdir: str, mode: str,
-                 num_members: int) -> tuple[ckpt.Checkpointer, dict[str, Any]]:
-  """``(checkpointer, identity)`` of a writable workdir that belongs to this run.
+def open_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str,
+                 num_members: int) -> ckpt.Workdir:
+  """The writable workdir of this run, its checkpointer and this run's identity.
 
   Raises:
     OSError: the workdir is not writable.
@@ -97,7 +104,7 @@ def open_workdir(config, workdir: str, mode: str,
   checkpointer.check_identity(identity)
   if mode == 'eval' and not checkpointer.best.all_steps():
     raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
-  return checkpointer, identity
+  return ckpt.Workdir(workdir, checkpointer, identity)
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,40 +165,19 @@ def load_data(config, workdir: str):
 # --------------------------------------------------------------------------------------------
 
 
-def build_method(config, backbone: models.Backbone, rng: jax.Array) -> methods.Setup:
-  """The method's decomposition and initial members (:func:`methods.build`), logged."""
+def build_method(config: ml_collections.ConfigDict, backbone: models.Backbone,
+                 rng: jax.Array) -> methods.MethodSetup:
+  """The method's decomposition and initial members (:func:`methods.build` with the
+  config's :class:`methods.MethodOptions`), logged."""
   t0 = time.time()
-  setup = methods.build(config.method, backbone, config, rng)
+  setup = methods.build(config.method, backbone, methods.MethodOptions.from_config(config), rng)
   logging.info('%s: built in %.1fs; backbone %d params, %d trainable per member',
                config.method, time.time() - t0, setup.backbone_params,
                setup.trainable_per_member)
   return setup
 
 
-class Training(NamedTuple):
-  """What the training loop runs: the placed state and factors, and the jitted step.
-
-  Attributes:
-    state: the train state on the mesh (members sharded over ``member``).
-    abstract_state: its shapes, dtypes and shardings, to restore checkpoints into.
-    frozen: the method's frozen tree, replicated on the mesh.
-    train_step: ``(state, frozen, batches) -> (state, metrics)``, jitted with shardings:
-      the steps of ``batches``' leading axis in one call
-      (:func:`sve_jax.train.steps.make_multi_step`), metrics stacked along it.
-    learning_rate: the method's peak learning rate.
-    total_steps: optimiser steps of the whole run.
-    steps_per_epoch: optimiser steps per pass over the training split.
-  """
-  state: Any
-  abstract_state: Any
-  frozen: Any
-  train_step: Callable
-  learning_rate: float
-  total_steps: int
-  steps_per_epoch: int
-
-
-def make_training(config, setup: methods.Setup, mesh: jax.sharding.Mesh, num_train: int,
+def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup, mesh: jax.sharding.Mesh, num_train: int,
                   rng: jax.Array) -> Training:
   """The optimiser and its schedule, the train state placed on ``mesh``, the jitted step."""
   steps_per_epoch = pipeline.steps_per_epoch(num_train, config.batch_size)
@@ -205,6 +191,7 @@ def make_training(config, setup: methods.Setup, mesh: jax.sharding.Mesh, num_tra
       schedule=train_state.schedule_for(config.optim.schedule, learning_rate, total_steps,
                                         config.optim.warmup_fraction),
       weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
+  fingerprint = export.factors_fingerprint(setup.frozen)  # once: it reads every frozen leaf
   state = train_state.create_train_state(setup.trainables, optimizer, rng)
   frozen = sharding.place(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
   state = sharding.place(state, sharding.state_shardings(mesh, state))
@@ -214,26 +201,27 @@ def make_training(config, setup: methods.Setup, mesh: jax.sharding.Mesh, num_tra
   train_step = sharding.jit_train_step(
       steps.make_multi_step(steps.make_train_step(setup.forward, optimizer)), mesh, state,
       setup.frozen, setup.per_member_data, steps_axis=True)
-  return Training(state, abstract_state, frozen, train_step, learning_rate, total_steps,
-                  steps_per_epoch)
+  return Training(state, abstract_state, frozen, fingerprint, train_step, learning_rate,
+                  total_steps, steps_per_epoch)
 
 
-def singular_value_change(setup: methods.Setup, trainables) -> float | None:
+def singular_value_change(setup: methods.MethodSetup, trainables) -> float | None:
   """SVE family: how far the members' s moved from the pretrained s
-  (:func:`ensemble.singular_value_change`); other methods: ``None``. A collective: every
+  (:func:`metrics_lib.singular_value_change`); other methods: ``None``. A collective: every
   process calls it."""
   if setup.pretrained_s is None:
     return None
-  return ensemble.singular_value_change(setup.frozen, setup.pretrained_s,
+  return metrics_lib.singular_value_change(setup.frozen, setup.pretrained_s,
                                         sharding.to_host(trainables))
 
 
-def make_validate(config, setup: methods.Setup, evaluate, source):
+def make_validate(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
+                  predictor: Callable, split: Split) -> Callable[[Any], dict[str, float]]:
   """``validate(trainables) -> metrics``: ensemble, members' mean and diversity on
-  ``source`` (the validation split), and the movement of s."""
+  ``split`` (the validation split), and the movement of s."""
 
   def validate(trainables) -> dict[str, float]:
-    val = evaluate(trainables, source=source)
+    val = predictor(trainables, split)
     scores = metrics_lib.ensemble_and_members(val.logits, val.labels, mode=config.ensemble_mode)
     change = singular_value_change(setup, trainables)
     if change is not None:
@@ -252,30 +240,51 @@ class BestEvaluation(NamedTuple):
   """The best checkpoint's state and metadata, and its predictions on each split."""
   state: Any
   meta: dict[str, Any]
-  validation: Any
-  test: Any
+  validation: report.Predictions
+  test: report.Predictions
   ood_logits: np.ndarray | None
 
 
-def evaluate_best(checkpointer: ckpt.Checkpointer, training: Training, fingerprint: float,
-                  workdir: str, evaluate, sources, ood, backbone) -> BestEvaluation:
-  """Restores the best checkpoint (its factors checked against ``fingerprint``) and
-  evaluates it on every split."""
-  state, meta = checkpointer.restore_best(training.abstract_state)
-  export.check_fingerprint(meta, fingerprint, f'{workdir}/checkpoints/best')
-  validation = evaluate(state.trainables, source=sources['validation'])
-  test = evaluate(state.trainables, source=sources['test'])
+def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable,
+                  splits: dict[str, Split], ood, backbone: models.Backbone) -> BestEvaluation:
+  """Restores the best checkpoint (its factors checked against ``training.fingerprint``)
+  and evaluates it on the validation and test ``splits`` and on ``ood``
+  (``(ood_dataset, ood_source)`` or ``None``)."""
+  state, meta = workdir.checkpointer.restore_best(training.abstract_state)
+  export.check_fingerprint(meta, training.fingerprint, f'{workdir.path}/checkpoints/best')
+  validation = predictor(state.trainables, splits['validation'])
+  test = predictor(state.trainables, splits['test'])
   ood_logits = None
   if ood is not None:
     ood_dataset, ood_source = ood
-    ood_logits = evaluate(state.trainables, source=ood_source,
-                          transform=transforms.make_transform(
-                              backbone, ood_dataset.input_key, None)).logits
+    ood_transform = transforms.make_transform(backbone, ood_dataset.input_key, None)
+    ood_logits = predictor(state.trainables, Split(ood_source, ood_transform)).logits
   return BestEvaluation(state, meta, validation, test, ood_logits)
 
 
-def save_best_trainables(config, workdir: str, best: BestEvaluation, setup: methods.Setup,
-                         num_members: int) -> str:
+def evaluate_zero_shot(config: ml_collections.ConfigDict, backbone: models.Backbone,
+                       mesh: jax.sharding.Mesh, splits: dict[str, Split], ood
+                       ) -> dict[str, Any] | None:
+  """The pretrained backbone's own scores before any training
+  (:func:`report.zero_shot_results`) on the validation and test ``splits`` and on ``ood``,
+  for a backbone without a fresh head (a decoder classifying by prompt); else ``None``."""
+  if 'head' in backbone.params:
+    return None
+  predictor = make_zero_shot_predictor(backbone, mesh, config.eval_batch_size)
+  validation, test = predictor(splits['validation']), predictor(splits['test'])
+  ood_logits = None
+  if ood is not None:
+    ood_dataset, ood_source = ood
+    ood_logits = predictor(Split(ood_source, transforms.make_transform(
+        backbone, ood_dataset.input_key, None))).logits
+  results = report.zero_shot_results(validation, test, ood_logits)
+  logging.info('zero-shot: test accuracy %.4f, NLL %.4f', results['test']['accuracy'],
+               results['test']['nll'])
+  return results
+
+
+def save_best_trainables(config: ml_collections.ConfigDict, workdir: str, best: BestEvaluation,
+                         setup: methods.MethodSetup, num_members: int) -> str:
   """Writes the best members' trainables to ``workdir/trainables.safetensors``; its path."""
   path = os.path.join(workdir, 'trainables.safetensors')
   trainables = sharding.to_host(best.state.trainables)  # collective: every process
@@ -295,28 +304,36 @@ def _dir_bytes(path: str) -> int:
              for root, _, files in os.walk(path) for f in files)
 
 
-def make_report(config, workdir: str, best: BestEvaluation, setup: methods.Setup,
-                training: Training, backbone: models.Backbone,
-                trainables_path: str) -> dict[str, Any]:
+def best_checkpoint_facts(workdir: str, best: BestEvaluation, trainables_path: str,
+                          backbone: models.Backbone) -> report.BestCheckpoint:
+  """The results' ``checkpoint`` section: the evaluated step and what storing it costs."""
+  return report.BestCheckpoint(
+      best_step=int(jax.device_get(best.state.step)),
+      best_val_accuracy=best.meta.get('best_val_accuracy'),
+      checkpoint_bytes=_dir_bytes(os.path.join(workdir, 'checkpoints', 'best')),
+      trainables_file_bytes=os.path.getsize(trainables_path),
+      backbone_bytes=sum(int(np.asarray(x).nbytes)
+                         for x in jax.tree_util.tree_leaves(backbone.params)))
+
+
+def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvaluation,
+                setup: methods.MethodSetup, training: Training,
+                checkpoint: report.BestCheckpoint,
+                zero_shot: dict[str, Any] | None = None) -> dict[str, Any]:
   """The results dict (:func:`report.build_results`); process 0 writes it and prints it."""
+  ood = None
+  if best.ood_logits is not None:
+    ood = report.OodLogits(config.ood.name or None, best.ood_logits)
   results = report.build_results(
-      method=config.method, val_logits=best.validation.logits,
-      val_labels=best.validation.labels, test_logits=best.test.logits,
-      test_labels=best.test.labels, backbone_params=setup.backbone_params,
-      trainable_per_member=setup.trainable_per_member,
-      trainable_total=setup.trainable_total, ood_logits=best.ood_logits,
-      ood_dataset=config.ood.name or None, mode=config.ensemble_mode,
-      test_agreement=best.test.agreement,
-      singular_value_change=singular_value_change(setup, best.state.trainables),
-      checkpoint=report.BestCheckpoint(
-          best_step=int(jax.device_get(best.state.step)),
-          best_val_accuracy=best.meta.get('best_val_accuracy'),
-          checkpoint_bytes=_dir_bytes(os.path.join(workdir, 'checkpoints', 'best')),
-          trainables_file_bytes=os.path.getsize(trainables_path),
-          backbone_bytes=sum(int(np.asarray(x).nbytes)
-                             for x in jax.tree_util.tree_leaves(backbone.params))),
-      learning_rate=training.learning_rate,
-      config=json.loads(config.to_json_best_effort()))
+      config.method, best.validation, best.test,
+      report.ParamCounts(setup.backbone_params, setup.trainable_per_member,
+                         setup.trainable_total),
+      ood=ood, mode=config.ensemble_mode,
+      run=report.RunSections(
+          zero_shot=zero_shot,
+          singular_value_change=singular_value_change(setup, best.state.trainables),
+          checkpoint=checkpoint, learning_rate=training.learning_rate,
+          config=json.loads(config.to_json_best_effort())))
   if jax.process_index() == 0:
     report.write_results(workdir, results)
     report.reliability_diagram(os.path.join(workdir, 'reliability.png'), best.test.logits,
@@ -330,13 +347,14 @@ def make_report(config, workdir: str, best: BestEvaluation, setup: methods.Setup
 # --------------------------------------------------------------------------------------------
 
 
-def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
+def run(config: ml_collections.ConfigDict, workdir: str,
+        mode: str = 'train') -> dict[str, Any] | None:
   """Trains (``mode='train'``) and/or evaluates; returns the results dict."""
   # --- Config, mesh and workdir (cheap checks first) ------------------------------------
   validate_config(config)
   tfds.disable_progress_bar()
-  mesh, members = make_mesh(config)
-  checkpointer, identity = open_workdir(config, workdir, mode, members)
+  mesh, members = join_processes_and_make_mesh(config)
+  run_dir = open_workdir(config, workdir, mode, members)
 
   # --- Data -----------------------------------------------------------------------------
   # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
@@ -348,30 +366,30 @@ def run(config, workdir: str, mode: str = 'train') -> dict[str, Any] | None:
   train_transform = transforms.make_transform(
       backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
   eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
+  splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
 
   # --- Method: decompose and initialise members -----------------------------------------
   init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
   setup = build_method(config, backbone, init_rng)
-  fingerprint = export.factors_fingerprint(setup.frozen)  # once: it reads every frozen leaf
 
   # --- Train state, shardings, jitted steps ---------------------------------------------
   training = make_training(config, setup, mesh, len(sources['train']), state_rng)
-  evaluate = make_evaluate(setup, backbone, training.state.trainables, training.frozen, mesh,
-                           config.eval_batch_size, sources['validation'], eval_transform)
+  predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
+                             splits['validation'])
 
   # --- Train loop -----------------------------------------------------------------------
   if mode == 'train':
-    train_loop(config, workdir, checkpointer, training.state, training.abstract_state,
-               training.frozen, training.train_step,
-               make_validate(config, setup, evaluate, sources['validation']), sources,
-               train_transform, training.total_steps, training.steps_per_epoch,
-               fingerprint, mesh, identity,
-               member_streams=members if setup.per_member_data else 0)
+    train_data = TrainData(sources['train'], train_transform,
+                           member_streams=members if setup.per_member_data else 0)
+    train_loop(config, training, run_dir, train_data,
+               make_validate(config, setup, predictor, splits['validation']), mesh)
 
   # --- Evaluate the best checkpoint, save its trainables, report -------------------------
-  best = evaluate_best(checkpointer, training, fingerprint, workdir, evaluate, sources, ood,
-                       backbone)
+  best = evaluate_best(run_dir, training, predictor, splits, ood, backbone)
   trainables_path = save_best_trainables(config, workdir, best, setup, members)
-  results = make_report(config, workdir, best, setup, training, backbone, trainables_path)
-  checkpointer.close()
+  zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, ood)
+  results = make_report(config, workdir, best, setup, training,
+                        best_checkpoint_facts(workdir, best, trainables_path, backbone),
+                        zero_shot)
+  run_dir.checkpointer.close()
   return results

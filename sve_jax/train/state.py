@@ -80,11 +80,15 @@ def check_schedule(name: str, key: str = 'schedule') -> None:
     raise ValueError(f'{key}={name!r} must be one of {SCHEDULES}')
 
 
-def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0,
+#: AdamW's moment decay rates (the method's reference values).
+ADAM_B1, ADAM_B2 = 0.9, 0.999
+
+
+def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0, *,
                    weight_decay: float = 0.05, clip_norm: float | None = 1.0,
-                   b1: float = 0.9, b2: float = 0.999,
                    schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
-  """The method's reference optimiser: clip by global norm, AdamW, warm-up + cosine.
+  """The method's reference optimiser: clip by global norm, AdamW (``b1, b2 = 0.9, 0.999``),
+  warm-up + cosine.
 
   ``schedule`` (e.g. from :func:`schedule_for`) replaces the default
   ``make_schedule(learning_rate, total_steps, warmup_steps)``.
@@ -99,5 +103,5 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
   if schedule is None:
     schedule = make_schedule(learning_rate, total_steps, warmup_steps)
   parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
-  parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+  parts.append(optax.adamw(schedule, b1=ADAM_B1, b2=ADAM_B2, weight_decay=weight_decay))
   return optax.chain(*parts)

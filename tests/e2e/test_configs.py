@@ -15,7 +15,7 @@ import train
 pytestmark = pytest.mark.e2e
 
 CONFIGS = ['default', 'cifar100_dino_vits16', 'flowers102_dino_vits16', 'dtd_dino_vits16',
-           'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0']
+           'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0', 'smollm2_tweets']
 
 
 @pytest.fixture(scope='module')
@@ -43,7 +43,7 @@ def efficientnet_cache(tmp_path_factory):
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_trains_one_step_and_reports(name, tmp_path, shared_data_dir, tiny_bert_folder,
-                                            timm_checkpoints, efficientnet_cache):
+                                            timm_checkpoints, efficientnet_cache, tiny_llm_gguf):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert config.method == 'sve' and config.num_members >= 1
   assert 'python train.py --config=configs/' in importlib.import_module(
@@ -54,6 +54,9 @@ def test_config_trains_one_step_and_reports(name, tmp_path, shared_data_dir, tin
     config.model.image_size = 2 * (14 if 'v2' in config.model.preset else 16)
   elif config.model.name == 'bert':
     config.model.path = tiny_bert_folder
+    config.model.max_length = 16
+  elif config.model.name == 'llama':
+    config.model.path = tiny_llm_gguf
     config.model.max_length = 16
   else:
     config.model.path = efficientnet_cache

@@ -136,10 +136,10 @@ def test_logged_throughput_of_a_multi_step_call_is_its_examples_over_its_time(
   config.batch_size, config.log_every_steps = 8, 2
   clock = iter([100., 100., 104.])  # bar start, call start, call end: 4 steps in 4 s
   monkeypatch.setattr(loop.time, 'time', lambda: next(clock))
-  progress = loop._Progress(config, str(tmp_path), step=0, total_steps=4)
+  progress = loop.Progress(config, str(tmp_path), step=0, total_steps=4)
   progress.start_call()
   metrics = {'loss': np.ones(4), 'grad_norm': np.ones(4)}
-  assert loop._log_steps(metrics, 0, progress, steps_per_epoch=4, workdir=str(tmp_path)) == 4
+  assert loop.log_steps(metrics, 0, progress, steps_per_epoch=4, workdir=str(tmp_path)) == 4
   progress.bar.close()
   logged = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   # Steps 2 and 4 reach the host together; each log covers 2 steps × 8 examples in 2 s.

@@ -39,9 +39,9 @@ def results():
   test_logits, test_labels = _split(rng, 400)
   ood_logits = (rng.normal(size=(3, 200, 4)) * 2.).astype(np.float32)
   built = report.build_results(
-      method='sve', val_logits=val_logits, val_labels=val_labels, test_logits=test_logits,
-      test_labels=test_labels, backbone_params=22_713_216, trainable_per_member=55_000,
-      ood_logits=ood_logits, ood_dataset='digits')
+      'sve', report.Predictions(val_logits, val_labels),
+      report.Predictions(test_logits, test_labels), report.ParamCounts(22_713_216, 55_000),
+      ood=report.OodLogits('digits', ood_logits))
   return built, test_logits, test_labels
 
 
@@ -136,9 +136,8 @@ def test_summary_table_tolerates_missing_sections(results):
 def test_build_results_without_ood_has_no_ood_section():
   rng = np.random.default_rng(1)
   logits, labels = _split(rng, 300)  # The fixture's validation shape: no recompilation.
-  built = report.build_results(
-      method='sve', val_logits=logits, val_labels=labels, test_logits=logits,
-      test_labels=labels, backbone_params=1000, trainable_per_member=10)
+  split = report.Predictions(logits, labels)
+  built = report.build_results('sve', split, split, report.ParamCounts(1000, 10))
   assert set(built) == PROMISED_KEYS - {'ood'}
   assert all(math.isfinite(value) for value in built['test'].values())
 
@@ -149,11 +148,11 @@ def test_build_results_adds_a_training_runs_sections_after_the_scores(tmp_path):
   logits, labels = _split(rng, 300)
   best = report.BestCheckpoint(best_step=40, best_val_accuracy=0.75, checkpoint_bytes=9_000,
                                trainables_file_bytes=4_000, backbone_bytes=88_000)
+  split = report.Predictions(logits, labels)
   built = report.build_results(
-      method='sve', val_logits=logits, val_labels=labels, test_logits=logits,
-      test_labels=labels, backbone_params=1000, trainable_per_member=10,
-      singular_value_change=0.02, checkpoint=best, learning_rate=1e-2,
-      config={'seed': 3, 'optim': {'schedule': 'cosine'}})
+      'sve', split, split, report.ParamCounts(1000, 10),
+      run=report.RunSections(singular_value_change=0.02, checkpoint=best, learning_rate=1e-2,
+                             config={'seed': 3, 'optim': {'schedule': 'cosine'}}))
   run_keys = ['singular_value_change', 'checkpoint', 'learning_rate', 'config']
   # results.json keeps the scores first and a run's record last, in this order.
   assert list(built)[-4:] == run_keys and set(built) == PROMISED_KEYS - {'ood'} | set(run_keys)

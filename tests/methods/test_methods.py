@@ -111,8 +111,8 @@ def _member(tree, m):
 def test_forward_shapes_and_a_train_step_updates_only_the_trainables(method, tiny, built):
   backbone, images, labels = tiny
   setup = built(method)
-  trained = methods.get(method).trained_members(M)
-  reported = methods.get(method).num_members(M)
+  trained = methods.get(method).trained_copies(M)
+  reported = methods.get(method).reported_members(M)
   assert reported == (1 if method in ('single_svf', 'single_ft') else M)
   assert setup.name == method
   assert setup.per_member_data == (method == 'deep_ensemble')
@@ -464,7 +464,7 @@ def test_method_records_hold_the_documented_members_and_learning_rate():
   for name, (reported, trained, rate_field) in DOCUMENTED.items():
     method = methods.get(name)
     assert method.name == name
-    assert (method.num_members(M), method.trained_members(M)) == (reported, trained), name
+    assert (method.reported_members(M), method.trained_copies(M)) == (reported, trained), name
     assert method.learning_rate(optim) == optim[rate_field], name
   same = {'learning_rate': 1e-3, 'full_finetune_learning_rate': -1, 'lora_learning_rate': -1}
   assert methods.get('single_ft').learning_rate(same) == 1e-3

@@ -14,6 +14,7 @@ import pytest
 
 import sve_jax
 import train
+from sve_jax.eval import metrics
 from sve_jax.train import evaluate as train_evaluate
 from conftest import tiny_train_config
 from sve_jax import methods
@@ -102,9 +103,9 @@ def test_singular_value_change_is_the_mean_relative_distance_from_pretrained():
   trainables = {**trainables, 'a': {**trainables['a'], 'bias': trainables['a']['bias'] + 9.}}
   expected = np.mean([np.linalg.norm(np.asarray(trainables[k]['kernel'][m]) - s[k]['kernel'])
                       / np.linalg.norm(s[k]['kernel']) for k in 'ab' for m in range(3)])
-  assert sve_jax.ensemble.singular_value_change(frozen, s, trainables) == pytest.approx(
+  assert metrics.singular_value_change(frozen, s, trainables) == pytest.approx(
       expected, rel=1e-5)  # the biases, moved by 9, are not counted
-  assert sve_jax.ensemble.singular_value_change(
+  assert metrics.singular_value_change(
       frozen, s, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 2), s)) == 0.
 
 
@@ -139,7 +140,7 @@ def test_recipe_knobs_end_to_end_learning_curves_best_checkpoint_and_report(
   assert all(-1. <= human[k] <= 1. for k in ('entropy', 'one_minus_max_prob'))
 
 
-def test_predict_keeps_each_examples_agreement_beside_its_logits_and_label():
+def test_split_predictions_keep_each_examples_agreement_beside_its_logits_and_label():
   from sve_jax.train import sharding
   agreement = [np.nan if i % 4 == 0 else i / 10 for i in range(10)]
   source = [{'x': np.float32(i), 'label': i % 3, 'agreement': np.float32(a)}
@@ -147,13 +148,15 @@ def test_predict_keeps_each_examples_agreement_beside_its_logits_and_label():
   transform = lambda raw: {'inputs': raw['x'][:, None], 'label': raw['label']}
   eval_fn = lambda trainables, frozen, inputs, rng: jnp.stack([inputs, -inputs])
   # Batches of 4: the last one is padded with copies of example 0, which must not leak.
-  got = train_evaluate.predict(eval_fn, None, None, source, transform, sharding.make_mesh(-1, 1), 4)
+  mesh = sharding.make_mesh(-1, 1)
+  got = train_evaluate.split_predictions(
+      eval_fn, None, None, train_evaluate.Split(source, transform), mesh, 4)
   np.testing.assert_array_equal(got.logits[0, :, 0], np.arange(10))
   np.testing.assert_array_equal(got.labels, np.arange(10) % 3)
   np.testing.assert_array_equal(got.agreement, np.asarray(agreement, np.float32))
   without = [{k: v for k, v in example.items() if k != 'agreement'} for example in source]
-  assert train_evaluate.predict(eval_fn, None, None, without, transform, sharding.make_mesh(-1, 1),
-                       4).agreement is None
+  assert train_evaluate.split_predictions(
+      eval_fn, None, None, train_evaluate.Split(without, transform), mesh, 4).agreement is None
 
 
 @pytest.mark.parametrize('key,value,message', [
