@@ -44,10 +44,10 @@ ensemble trainables and moments on the member axis (:func:`sharding.state_shardi
 size 1, so replicated: they are small). Each device count runs in its own subprocess, with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax starts.
 
-The decoders have no classification head to train per member (the LM head's label rows are
-every member's head): the methods get an empty ``head`` subtree. ``single_ft``'s method
-builder requires a fresh head, so its step here trains the decoder's params directly through
-the same :func:`sve_jax.train.steps.make_train_step`.
+Every set-up but inference is built by :func:`sve_jax.methods.build` (``single_ft``,
+``lora_ensemble``, ``sve``) under ``jax.eval_shape`` and stepped by
+:func:`sve_jax.train.steps.make_train_step`. The decoder has no fresh head: the LM head's
+label rows classify for every member (a full fine-tune trains them with the rest).
 
 Results: ``benchmarks/results/memory.json`` and the Markdown tables (``--tables=JSON``
 prints them again).
@@ -148,8 +148,6 @@ def make_backbone(shape: str, problem: Problem, remat: bool):
   tokens = jax.ShapeDtypeStruct((problem.batch, problem.length), jnp.int32)
   inputs = {'input_ids': tokens, 'attention_mask': tokens}
   params = jax.eval_shape(lambda k, x: module.init(k, x)['params'], jax.random.key(0), inputs)
-  # No per-member head: the LM head's label rows classify (see the module docstring).
-  params = {**params, 'head': {}}
   return models.Backbone('llama', module, params, tuple(llama.SVE_RULES), 'text',
                          attention_rules=tuple(llama.ATTENTION_RULES)), inputs
 
@@ -161,12 +159,8 @@ def abstract_setup(backbone, setup: str, problem: Problem):
   """
   import jax  # pylint: disable=g-import-not-at-top
   from sve_jax import methods  # pylint: disable=g-import-not-at-top
-  if setup == 'single_ft':  # every weight trained; M = 1 (see the module docstring)
-    def forward(frozen, trainables, inputs, rng, train):
-      del frozen, rng, train
-      return backbone.apply(trainables, inputs)[None]
-    return {}, backbone.params, forward
-  method, execution = {'lora_ensemble': ('lora_ensemble', 'compose'),
+  method, execution = {'single_ft': ('single_ft', 'compose'),
+                       'lora_ensemble': ('lora_ensemble', 'compose'),
                        'sve_factored': ('sve', 'factored'),
                        'sve_compose': ('sve', 'compose')}[setup]
   config = {'num_members': problem.members, 'noise_std': 0.01, 'execution': execution,
@@ -217,7 +211,7 @@ def measure(shape: str, setup: str, remat: bool, problem: Problem) -> dict[str, 
   optimizer = train_state.make_optimizer(1e-3, total_steps=1000, warmup_steps=10)
   state = jax.eval_shape(lambda t, k: train_state.create_train_state(t, optimizer, k),
                          trainables, jax.random.key(1))
-  if setup == 'single_ft':  # a single model: its whole state split FSDP-style
+  if setup == 'single_ft':  # one model (member axis of size 1): its whole state FSDP-style
     state_sh = sharding.fsdp_shardings(mesh, state)
   else:
     state_sh = sharding.state_shardings(mesh, state)
