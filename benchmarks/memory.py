@@ -26,7 +26,11 @@ the decoder classifies by prompt, class logits at each row's last token from the
 rows of ``--label_tokens`` verbaliser tokens (``label_token_ids``). The set-ups:
 
 * ``inference``: one model's forward pass, no gradient (remat does not apply; measured once).
-* ``single_ft``: one full fine-tune, every weight trained with AdamW.
+* ``single_ft``: one full fine-tune, every weight trained with AdamW: the decoder's params are
+  the trainables, with no member axis (what a single-model user runs; the reference of the
+  ratios and of goal 2).
+* ``single_ft_method``: the same through the package's ``single_ft`` method, whose trainables
+  carry a member axis of size 1 under ``jax.vmap`` (XLA then keeps more temporaries).
 * ``lora_ensemble``: LoRA-Ensemble, M members, rank ``--lora_rank`` on q, k, v, o
   (:mod:`sve_jax.methods.lora_ensemble`).
 * ``sve_factored`` and ``sve_compose``: SVE, M members, every projection decomposed
@@ -44,10 +48,10 @@ ensemble trainables and moments on the member axis (:func:`sharding.state_shardi
 size 1, so replicated: they are small). Each device count runs in its own subprocess, with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before jax starts.
 
-Every set-up but inference is built by :func:`sve_jax.methods.build` (``single_ft``,
-``lora_ensemble``, ``sve``) under ``jax.eval_shape`` and stepped by
-:func:`sve_jax.train.steps.make_train_step`. The decoder has no fresh head: the LM head's
-label rows classify for every member (a full fine-tune trains them with the rest).
+Every set-up but inference and ``single_ft`` is built by :func:`sve_jax.methods.build`
+(``single_ft``, ``lora_ensemble``, ``sve``) under ``jax.eval_shape``; every trained one is
+stepped by :func:`sve_jax.train.steps.make_train_step`. The decoder has no fresh head: the LM
+head's label rows classify for every member (a full fine-tune trains them with the rest).
 
 Results: ``benchmarks/results/memory.json`` and the Markdown tables (``--tables=JSON``
 prints them again).
@@ -98,8 +102,10 @@ SHAPES: dict[str, dict[str, Any]] = {
                  num_key_value_heads=2, intermediate_size=48, tie_word_embeddings=True),
 }
 #: Compiled set-ups, in table order; the deep ensemble is arithmetic (see the docstring).
-SETUPS = ('inference', 'single_ft', 'lora_ensemble', 'sve_factored', 'sve_compose')
+SETUPS = ('inference', 'single_ft', 'single_ft_method', 'lora_ensemble', 'sve_factored',
+          'sve_compose')
 _NAMES = {'inference': 'inference (1 model)', 'single_ft': 'single full fine-tune',
+          'single_ft_method': 'single FT, as the method (M = 1 axis)',
           'lora_ensemble': 'LoRA-Ensemble', 'sve_factored': 'SVE, factored',
           'sve_compose': 'SVE, composed', 'deep_ensemble': 'deep ensemble'}
 _GIB = 2.**30
@@ -159,7 +165,12 @@ def abstract_setup(backbone, setup: str, problem: Problem):
   """
   import jax  # pylint: disable=g-import-not-at-top
   from sve_jax import methods  # pylint: disable=g-import-not-at-top
-  method, execution = {'single_ft': ('single_ft', 'compose'),
+  if setup == 'single_ft':  # every weight trained, no member axis (see the module docstring)
+    def forward(frozen, trainables, inputs, rng, train):
+      del frozen, rng, train
+      return backbone.apply(trainables, inputs)[None]
+    return {}, backbone.params, forward
+  method, execution = {'single_ft_method': ('single_ft', 'compose'),
                        'lora_ensemble': ('lora_ensemble', 'compose'),
                        'sve_factored': ('sve', 'factored'),
                        'sve_compose': ('sve', 'compose')}[setup]
@@ -211,7 +222,7 @@ def measure(shape: str, setup: str, remat: bool, problem: Problem) -> dict[str, 
   optimizer = train_state.make_optimizer(1e-3, total_steps=1000, warmup_steps=10)
   state = jax.eval_shape(lambda t, k: train_state.create_train_state(t, optimizer, k),
                          trainables, jax.random.key(1))
-  if setup == 'single_ft':  # one model (member axis of size 1): its whole state FSDP-style
+  if setup.startswith('single_ft'):  # one model: its whole state FSDP-style
     state_sh = sharding.fsdp_shardings(mesh, state)
   else:
     state_sh = sharding.state_shardings(mesh, state)
