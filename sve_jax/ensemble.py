@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax import choices
 from sve_jax import execution as execution_lib
 from sve_jax import factorize
 from sve_jax import tree as tree_lib
+from sve_jax.tree import PyTree
 
-PyTree = Any
 #: ``(frozen, t_m) -> params``: member ``m``'s ordinary params for the backbone, from the shared
 #: ``frozen`` tree and its own slice ``t_m`` of the trainables. Every method (SVE's is
 #: :func:`sve_jax.execution.member_params`) describes its members this way.
@@ -262,8 +263,7 @@ def ensemble_probs(member_logits: jax.typing.ArrayLike,
 def check_ensemble_mode(mode: str, key: str = 'mode') -> None:
   """Raises ValueError naming ``key`` (e.g. ``config.ensemble_mode``) unless ``mode`` is one
   of :data:`ENSEMBLE_MODES`."""
-  if mode not in ENSEMBLE_MODES:
-    raise ValueError(f'{key}={mode!r} must be one of {ENSEMBLE_MODES}')
+  choices.check_choice(mode, ENSEMBLE_MODES, key)
 
 
 def member_axis_size(trainables: PyTree) -> int:

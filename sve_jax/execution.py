@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sve_jax import choices
 from sve_jax import factorize
 from sve_jax import layout as layout_lib
 
@@ -48,8 +49,7 @@ EXECUTIONS = ('compose', 'factored', 'auto')
 def check_execution(execution: str, key: str = 'execution') -> None:
   """Raises ValueError naming ``key`` (e.g. ``config.execution``) unless ``execution`` is one
   of :data:`EXECUTIONS`."""
-  if execution not in EXECUTIONS:
-    raise ValueError(f'{key}={execution!r} must be one of {EXECUTIONS}')
+  choices.check_choice(execution, EXECUTIONS, key)
 
 
 @jax.tree_util.register_dataclass
@@ -92,7 +92,8 @@ def factored_params(frozen: Any, s_m: Mapping) -> Any:
 
 
 def member_params(frozen: Any, s_m: Mapping, execution: str = 'compose') -> Any:
-  """SVE's :data:`sve_jax.ensemble.MemberParams`: composed kernels, or factored kernels for interception."""
+  """SVE's :data:`sve_jax.ensemble.MemberParams`: composed kernels, or factored kernels for
+  interception."""
   check_execution(execution)
   if execution == 'compose':
     return factorize.compose(frozen, s_m)

@@ -15,8 +15,8 @@ import numpy as np
 
 from sve_jax import factorize
 from sve_jax import tree as tree_lib
+from sve_jax.tree import PyTree
 
-PyTree = Any
 
 
 class CheckpointError(RuntimeError):

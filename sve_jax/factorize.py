@@ -32,8 +32,8 @@ import numpy as np
 
 from sve_jax import layout as layout_lib
 from sve_jax import tree as tree_lib
+from sve_jax.tree import PyTree
 
-PyTree = Any
 
 # --------------------------------------------------------------------------------------------
 # Frozen tree nodes.
@@ -87,9 +87,9 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
   With ``k = min(m, n)`` and ``w`` (or its transpose) wide, ``w wᵀ = U diag(s²) Uᵀ`` is
   ``k × k``; then ``Vᵀ = diag(1/s) Uᵀ w``, re-orthonormalised by one Newton–Schulz step
   where needed. In float64 the singular values are accurate to ~1e-10 of the largest
-  (float32 LAPACK: ~1e-7), and U, V orthonormal to float32 precision. On CPU it beats
-  LAPACK's divide and conquer as jax calls it (MiniLM-L6: 0.8 s against 1.6 s), which fares
-  badly on square and wide row-major matrices.
+  (float32 LAPACK: ~1e-7), and U, V orthonormal to float32 precision. On CPU it is faster
+  than LAPACK's divide and conquer as jax calls it, which fares badly on square and wide
+  row-major matrices.
 
   Args:
     w: real matrices, ``(..., m, n)``.
@@ -136,7 +136,7 @@ def _factorise_batch(group: list[tuple[Any, layout_lib.KernelLayout]]
   return _thin_svd(jnp.stack(matrices))
 
 
-def svd_kernels(kernels: Sequence[tuple[jax.Array, layout_lib.KernelLayout]]
+def _svd_kernels(kernels: Sequence[tuple[jax.Array, layout_lib.KernelLayout]]
                 ) -> list[tuple[Factored, jax.Array]]:
   """Thin SVDs of many kernels, one batched call per matrix shape.
 
@@ -162,7 +162,7 @@ def svd_kernels(kernels: Sequence[tuple[jax.Array, layout_lib.KernelLayout]]
   return out
 
 
-def check_finite(path: str, leaf: Any) -> None:
+def _check_finite(path: str, leaf: Any) -> None:
   """Raises if a weight about to be decomposed holds NaN or inf (skipped when tracing)."""
   if isinstance(leaf, jax.core.Tracer):
     return
@@ -212,10 +212,10 @@ def decompose(params: PyTree, rules: layout_lib.Rules | None = None) -> tuple[Py
                                       jnp.dtype(leaf.dtype).name))
       tree_lib.nested_set(s, path, jnp.asarray(leaf))
     else:
-      check_finite(path_str, leaf)
+      _check_finite(path_str, leaf)
       pending.append((len(frozen_leaves), path, leaf, role))
       frozen_leaves.append(None)  # filled below, after one batched SVD per shape
-  factors = svd_kernels([(leaf, layout) for _, _, leaf, layout in pending])
+  factors = _svd_kernels([(leaf, layout) for _, _, leaf, layout in pending])
   for (index, path, _, _), (factored, singular_values) in zip(pending, factors):
     frozen_leaves[index] = factored
     tree_lib.nested_set(s, path, singular_values)

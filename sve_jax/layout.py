@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sve_jax import tree as tree_lib
+from sve_jax.tree import PyTree
 
-PyTree = Any
 Path = tree_lib.Path
 
 DECOMPOSE = 'decompose'
@@ -155,7 +155,7 @@ def default_layout(path: str, shape: tuple[int, ...],
       'rule for this path, or mark it frozen.')
 
 
-def make_layout(path: str, leaf: Any, spec: Decompose) -> KernelLayout:
+def _make_layout(path: str, leaf: Any, spec: Decompose) -> KernelLayout:
   """Validates ``spec`` against ``leaf`` and returns its :class:`KernelLayout`."""
   shape = tuple(int(d) for d in np.shape(leaf))
   if spec.stack_axes < 0:
@@ -182,12 +182,22 @@ Role = Union[str, Decompose]
 Rule = tuple[str, Role]
 Rules = Union[Sequence[Rule], Callable[[str, Any], Role]]
 
+def head_rule(module_names: str, case_insensitive: bool = False) -> Rule:
+  """The rule that trains a task head per member: the kernel and bias of a module named by
+  the regex alternation ``module_names`` (e.g. ``'head'`` or ``'head|classifier'``)."""
+  flags = '(?i)' if case_insensitive else ''
+  return (rf'{flags}(^|/)({module_names})/(kernel|bias)$', MEMBER)
+
+
+#: The head rule of this package's backbones: their task head is the module ``head``.
+HEAD_RULE: Rule = head_rule('head')
+
 #: Defaults for common Flax models: Dense/DenseGeneral/Conv kernels are decomposed and their
 #: biases trained per member; embeddings, norms, positional tables and anything else frozen.
 DEFAULT_RULES: tuple[Rule, ...] = (
     (r'(?i)(^|/)[^/]*(embed|wpe|wte)[^/]*(/|$)', FROZEN),
     (r'(?i)(^|/)[^/]*(norm|ln|bn)[^/]*/', FROZEN),
-    (r'(?i)(^|/)(head|classifier)/(kernel|bias)$', MEMBER),
+    head_rule('head|classifier', case_insensitive=True),
     (r'(^|/)kernel$', DECOMPOSE),
     (r'(^|/)bias$', MEMBER),
 )
@@ -232,7 +242,7 @@ def assign(path: str, leaf: Any, rules: Rules | None) -> str | KernelLayout:
         f'{path}: matched as a kernel to decompose but has shape {tuple(np.shape(leaf))};'
         f' a kernel needs at least 2 axes after {spec.stack_axes} stack axes. Mark it '
         "'member' or 'frozen' in the rules.")
-  return make_layout(path, leaf, spec)
+  return _make_layout(path, leaf, spec)
 
 
 def select(params: PyTree, rules: Rules | None

@@ -99,3 +99,28 @@ def tiny_train_argv(model_path: str, data_dir: str, **overrides) -> list[str]:
                **overrides}
   return [os.path.join(ROOT, 'train.py'), f'--config={os.path.join(ROOT, "configs/default.py")}'
           ] + [f'--config.{key}={value}' for key, value in overrides.items()]
+
+
+# Helpers of the data tests (tests/data/): plain functions, imported with `from conftest import`.
+
+
+def all_examples(source):
+  """Every example of a random-access source (a tfds split, a `Subset`), in order."""
+  from sve_jax.data import pipeline
+  return pipeline.read_examples(source, range(len(source)))
+
+
+def assert_partition(parts, num_examples):
+  """The parts are disjoint and together hold each of range(num_examples)."""
+  import numpy as np
+  merged = np.concatenate([np.asarray(p, int) for p in parts])
+  np.testing.assert_array_equal(np.sort(merged), np.arange(num_examples))
+
+
+def write_csv(path, header, rows):
+  """Writes a CSV file (UTF-8) with the `csv` module: a header line, then the rows."""
+  import csv
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)

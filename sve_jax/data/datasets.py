@@ -24,6 +24,8 @@ import tensorflow_datasets as tfds
 
 from sve_jax.data import builders
 from sve_jax.data import pipeline
+from sve_jax.data.options import builder_options
+from sve_jax.data.options import check_option_names
 
 # Options every data config may hold; the rest are builder options.
 COMMON_OPTIONS = frozenset({
@@ -128,17 +130,17 @@ def _open_builder(name: str, options: Mapping[str, Any], data_dir: str):
     ValueError: catalog-only options for a local builder, or builder options for a catalog
       data set.
   """
-  builder_options = {k: v for k, v in options.items()
-                     if k not in COMMON_OPTIONS and v is not None}
+  local_options = {k: v for k, v in options.items()
+                   if k not in COMMON_OPTIONS and v is not None}
   if name in builders.LOCAL_BUILDERS:
     for key in ('download', 'mock_examples'):
       if options.get(key):
         raise ValueError(f'data option {key!r} applies to tfds catalog data '
                          f'sets only, not to the local builder {name!r}.')
-    builder = _prepared_local_builder(name, builder_options, data_dir)
+    builder = _prepared_local_builder(name, local_options, data_dir)
     return builder, builder.as_data_source
-  if builder_options:
-    raise ValueError(f'unknown data option(s) {sorted(builder_options)} for '
+  if local_options:
+    raise ValueError(f'unknown data option(s) {sorted(local_options)} for '
                      f'catalog data set {name!r}; known: {sorted(COMMON_OPTIONS)}.')
   return _catalog_builder(name, data_dir, download=bool(options.get('download')),
                           mock_examples=options.get('mock_examples'),
@@ -148,7 +150,7 @@ def _open_builder(name: str, options: Mapping[str, Any], data_dir: str):
 def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):
   """A local builder with its config, prepared into `data_dir` if not yet."""
   builder_cls = builders.LOCAL_BUILDERS[name]
-  builders.check_options(name, option_types(name), options)
+  check_option_names(name, option_types(name), options)
   config = builder_cls.make_config(**options) if hasattr(builder_cls, 'make_config') else None
   if any(config is predefined for predefined in builder_cls.BUILDER_CONFIGS):
     # By name: tfds accepts a predefined config object only as that very instance, which a
@@ -224,7 +226,7 @@ def _tensorflow_missing(name: str, builder, data_dir: str, what: str) -> str:
 def option_types(name: str) -> dict[str, type]:
   """`{option: type}` the data set `name` accepts: a local builder's, none for catalog data."""
   builder_cls = builders.LOCAL_BUILDERS.get(name)
-  return builders.builder_options(builder_cls) if builder_cls else {}
+  return builder_options(builder_cls) if builder_cls else {}
 
 
 def all_option_types() -> dict[str, type]:
@@ -251,7 +253,7 @@ def check_options(name: str, options: Mapping[str, Any], key: str = 'options') -
     key: how the caller names `options` in the message, e.g. `config.data.options`.
   """
   given = [k for k, v in options.items() if v is not None]
-  builders.check_options(name, option_types(name), given, key)
+  check_option_names(name, option_types(name), given, key)
 
 
 def is_known_dataset(name: str) -> bool:

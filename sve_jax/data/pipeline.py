@@ -8,7 +8,7 @@ with one element per global step, built from the indices alone:
     -> batch (per-process size) -> this process's batches -> read -> transform
 
 * the order of epoch `e` is grain's index shuffle seeded `(h(seed) + e) mod 2**32`,
-  `h(seed)` a hash of the seed (`epoch_order`): a function of `(seed, epoch)`, and
+  `h(seed)` a hash of the seed (`_epoch_order`): a function of `(seed, epoch)`, and
   seeds `s` and `s + 1` (ensemble members) do not share epochs, as `seed + e` would;
 * every process computes the same global batches and keeps its own contiguous
   block of each (`[process_index::process_count]` of the per-process batches);
@@ -49,7 +49,7 @@ _IN_PROCESS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 # ---------------------------------------------------------------- sizes
 
 
-def local_batch_size(global_batch_size: int, process_count: int) -> int:
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
   """The per-process share of a global batch; it must divide evenly."""
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(f'global batch size {global_batch_size} must be positive '
@@ -84,14 +84,14 @@ def _process_batches(positions: grain.MapDataset, global_batch_size: int,
   `sharding.shard_batch` lays a batch out over processes); process `p` keeps the `p`-th.
   """
   _check_process(process_index, process_count)
-  local = local_batch_size(global_batch_size, process_count)
+  local = _local_batch_size(global_batch_size, process_count)
   return positions.batch(local)[process_index::process_count]
 
 
 # ---------------------------------------------------------------- training
 
 
-def epoch_order(num_examples: int, seed: int) -> grain.MapDataset:
+def _epoch_order(num_examples: int, seed: int) -> grain.MapDataset:
   """Source indices in training order: element `e * N + j` is epoch `e`'s `j`-th example.
 
   Its length is one epoch, `N`; later epochs are read past the end, as grain's `slice` and
@@ -120,7 +120,7 @@ def train_dataset(source: Source, *, global_batch_size: int, seed: int,
                   transform: Transform | None = None) -> grain.MapDataset:
   """Shuffled training batches, one element per global step.
 
-  Each epoch visits `steps_per_epoch` full global batches in `epoch_order(seed)`; the
+  Each epoch visits `steps_per_epoch` full global batches in `_epoch_order(seed)`; the
   epoch's last partial batch is dropped. This process gets its block of each. Besides
   the source features a batch has `index` (source indices, int64) and `example_seed`
   (see `example_seeds`), then `transform` is applied.
@@ -138,7 +138,7 @@ def train_dataset(source: Source, *, global_batch_size: int, seed: int,
     A `grain.MapDataset` of `steps_per_epoch * num_epochs` batches; run it with `iterate`.
   """
   steps = steps_per_epoch(len(source), global_batch_size)
-  positions = epoch_order(len(source), seed)[:steps * global_batch_size].repeat(num_epochs)
+  positions = _epoch_order(len(source), seed)[:steps * global_batch_size].repeat(num_epochs)
   batches = _process_batches(positions, global_batch_size, process_index, process_count)
   return batches.map_with_index(functools.partial(_read_train_batch, source, seed, steps,
                                                   transform))
@@ -148,7 +148,7 @@ def _read_train_batch(source: Source, seed: int, steps: int, transform: Transfor
                       step: int, indices: np.ndarray) -> Batch:
   """Global step `step`'s examples at `indices`, with `index` and `example_seed`."""
   indices = np.asarray(indices, np.int64)
-  batch = read_batch(source, indices)
+  batch = _read_batch(source, indices)
   batch['index'] = indices
   batch['example_seed'] = example_seeds(seed, step // steps, indices)
   return transform(batch) if transform else batch
@@ -163,13 +163,13 @@ def member_train_dataset(source: Source, *, seeds: Sequence[int],
   `train_dataset` but `seed`.
   """
   streams = [train_dataset(source, seed=seed, **kwargs) for seed in seeds]
-  return grain.experimental.ZipMapDataset(streams).map(stack_members)
+  return grain.experimental.ZipMapDataset(streams).map(_stack_members)
 
 
-def stack_members(batches: Sequence[Any]) -> Any:
+def _stack_members(batches: Sequence[Any]) -> Any:
   """Stacks same-structured (nested dicts of) batches on a new leading axis."""
   if isinstance(batches[0], Mapping):
-    return {key: stack_members([batch[key] for batch in batches]) for key in batches[0]}
+    return {key: _stack_members([batch[key] for batch in batches]) for key in batches[0]}
   return np.stack([np.asarray(batch) for batch in batches])
 
 
@@ -199,7 +199,7 @@ def _read_eval_batch(source: Source, transform: Transform | None,
   """The examples at `positions`; those past the end are padding (`mask` False)."""
   positions = np.asarray(positions, np.int64)
   mask = positions < len(source)
-  batch = read_batch(source, np.where(mask, positions, 0))
+  batch = _read_batch(source, np.where(mask, positions, 0))
   batch['index'] = np.where(mask, positions, -1)
   batch['mask'] = mask
   return transform(batch) if transform else batch
@@ -243,7 +243,7 @@ def iterate(dataset: grain.MapDataset, *, num_workers: int = 0,
 # ---------------------------------------------------------------- reading
 
 
-def collate(examples: Sequence[dict[str, Any]]) -> Batch:
+def _collate(examples: Sequence[dict[str, Any]]) -> Batch:
   """Stacks a list of examples into a batch, key by key.
 
   Numeric or boolean values of one shape are stacked into an array; anything
@@ -261,9 +261,9 @@ def collate(examples: Sequence[dict[str, Any]]) -> Batch:
   return batch
 
 
-def read_batch(source: Source, indices: np.ndarray) -> Batch:
+def _read_batch(source: Source, indices: np.ndarray) -> Batch:
   """Reads `source[i]` for each index and collates them."""
-  return collate(read_examples(source, indices))
+  return _collate(read_examples(source, indices))
 
 
 # ---------------------------------------------------------------- sources

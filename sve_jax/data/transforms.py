@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 from PIL import Image
@@ -26,10 +26,19 @@ CROP_RATIO = (3 / 4, 4 / 3)
 Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
 
 
+class Preprocessing(Protocol):
+  """What the data layer reads of a backbone (a :class:`sve_jax.models.Backbone` has it all)."""
+  modality: str  # 'text' or 'image'
+  tokenize: Tokenize | None  # text
+  image_size: tuple[int, int] | None  # images: (height, width)
+  image_mean: tuple[float, ...] | None  # images: per channel, on the [0, 1] scale
+  image_std: tuple[float, ...] | None
+
+
 # ---------------------------------------------------------------- text
 
 
-def decode_texts(values: Sequence[bytes | str | np.ndarray]) -> list[str]:
+def _decode_texts(values: Sequence[bytes | str | np.ndarray]) -> list[str]:
   """Text features as `str`: tfds returns UTF-8 `bytes`, its mocks `str`."""
   texts = []
   for value in values:
@@ -49,7 +58,7 @@ def text_transform(tokenize: Tokenize, *, text_key: str = 'text',
     label_key: the label feature, or None for unlabelled (OOD) data.
   """
   def transform(batch: pipeline.Batch) -> pipeline.Batch:
-    out = dict(tokenize(decode_texts(batch[text_key])))
+    out = dict(tokenize(_decode_texts(batch[text_key])))
     return _with_label_and_mask(out, batch, label_key)
   return transform
 
@@ -65,7 +74,7 @@ def _checked_uint8(image: np.ndarray) -> np.ndarray:
   return image
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """Bilinear (PIL, antialiased when shrinking) resize of one uint8 HWC image."""
   image = _checked_uint8(image)
   if image.shape[:2] == tuple(size):
@@ -79,7 +88,7 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def resize_images(images: Sequence[np.ndarray] | np.ndarray,
                   size: tuple[int, int]) -> np.ndarray:
   """Resizes uint8 HWC images (any sizes) to one `(B, h, w, C)` uint8 array."""
-  return np.stack([resize_image(image, size) for image in images])
+  return np.stack([_resize_image(image, size) for image in images])
 
 
 def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -128,9 +137,9 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def augment_image(image: np.ndarray, seed: np.ndarray, size: tuple[int, int],
-                  scale: tuple[float, float] = CROP_SCALE,
-                  ratio: tuple[float, float] = CROP_RATIO) -> np.ndarray:
+def _augment_image(image: np.ndarray, seed: np.ndarray, size: tuple[int, int],
+                   scale: tuple[float, float] = CROP_SCALE,
+                   ratio: tuple[float, float] = CROP_RATIO) -> np.ndarray:
   """Random resized crop to `size`, then a horizontal flip with probability 1/2.
 
   Args:
@@ -143,15 +152,15 @@ def augment_image(image: np.ndarray, seed: np.ndarray, size: tuple[int, int],
   image = _checked_uint8(image)
   rng = np.random.default_rng(np.asarray(seed, np.uint32))
   top, left, h, w = random_resized_crop_box(*image.shape[:2], rng, scale, ratio)
-  crop = resize_image(image[top:top + h, left:left + w], size)
+  crop = _resize_image(image[top:top + h, left:left + w], size)
   return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
 def augment_images(images: Sequence[np.ndarray] | np.ndarray, seeds: np.ndarray,
                    size: tuple[int, int], scale: tuple[float, float] = CROP_SCALE,
                    ratio: tuple[float, float] = CROP_RATIO) -> np.ndarray:
-  """`augment_image` for each image with its seed row; `(B, h, w, C)` uint8."""
-  return np.stack([augment_image(image, seed, size, scale, ratio)
+  """`_augment_image` for each image with its seed row; `(B, h, w, C)` uint8."""
+  return np.stack([_augment_image(image, seed, size, scale, ratio)
                    for image, seed in zip(images, seeds)])
 
 
@@ -202,7 +211,7 @@ def _with_label_and_mask(out: dict[str, Any], batch: pipeline.Batch,
 _LABEL_AND_MASK = ('label', 'mask')
 
 
-def make_transform(backbone, input_key: str, label_key: str | None, *,
+def make_transform(backbone: Preprocessing, input_key: str, label_key: str | None, *,
                    augment: bool = False) -> pipeline.Transform:
   """The backbone's preprocessing of one raw batch, regrouped for the steps.
 

@@ -5,7 +5,7 @@ the style sheet is inline, and the one script only checks that the page rendered
 failed figures and script errors on ``<body>``, which the browser test reads). It shows:
 
 * the summary table (the ensemble raw and temperature-scaled, the members' mean, each member,
-  and a reference row such as the zero-shot model where the run has one), with AURC;
+  and the pretrained model zero-shot where the run has it), with AURC;
 * the reliability diagram, learning curves from ``metrics.jsonl`` (loss, validation NLL and
   accuracy, and OOD AUROC where recorded), the risk–coverage curves, and histograms of each
   OOD score for in-distribution against OOD examples;
@@ -177,8 +177,10 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any
       ('test', 'ensemble (raw)'), ('test_temperature_scaled', 'ensemble (T-scaled)'),
       ('members_mean', 'members, mean')) if key in results]
   rows += [(f'member {i}', member) for i, member in enumerate(results.get('members', ()))]
-  for key, entry in results.get('references', {}).items():
-    rows.append((key.replace('_', ' '), entry))
+  zero_shot = results.get('zero_shot', {})
+  rows += [(label, zero_shot[key]) for key, label in (
+      ('test', 'zero-shot (raw)'), ('test_temperature_scaled', 'zero-shot (T-scaled)'))
+      if key in zero_shot]
   return rows
 
 

@@ -11,6 +11,7 @@
   validation: the ensemble's metrics, members_mean_*, disagreement, mutual_information,
   ensemble_modes: {probs, logits}: validation, test, test_temperature_scaled (, ood),
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
+  selective: {msp, entropy, mi}: aurc, accuracy_at_coverage {0.8, 0.9, 0.95}, curve
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
                                                                  (only with agreement)
   zero_shot: validation, test, test_temperature_scaled (, ood)  (backbones without a fresh
@@ -28,6 +29,9 @@
 * ``ensemble_modes``: ``validation``, ``test``, ``test_temperature_scaled`` (and ``ood``)
   under each averaging mode, from the same logits (no retraining to compare them).
 * ``ood``: the test split as in-distribution against the OOD logits, raw (T = 1).
+* ``selective``: abstaining on the least certain test examples first, ranked by each score
+  (:func:`sve_jax.eval.selective.selective_section`): the risk–coverage curve, its area
+  (AURC, lower is better) and the accuracy at 80%, 90% and 95% coverage, raw (T = 1).
 * ``human_disagreement``: Spearman correlations of the test uncertainties with
   ``1 − agreement`` (:func:`sve_jax.eval.metrics.disagreement_correlation`).
 * ``zero_shot``: the pretrained model before any training, scored as the trained ensemble is
@@ -54,6 +58,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sve_jax.eval import metrics
+from sve_jax.eval import selective
 
 RESULTS_FILENAME = 'results.json'
 OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi')
@@ -204,7 +209,16 @@ def _score_sections(validation: Predictions, test: Predictions, ood: OodLogits |
   }
   if ood is not None:
     sections['ood'] = {'dataset': ood.dataset, **by_mode[mode]['ood']}
+  sections['selective'] = _selective_section(test, mode)
   return sections
+
+
+def _selective_section(test: Predictions, mode: str) -> dict[str, Any]:
+  """The ``selective`` section: each uncertainty score of the ensemble's test predictions
+  (:func:`sve_jax.eval.metrics.uncertainty_scores`; ``msp`` is −max probability)."""
+  scores = jax.device_get(metrics.uncertainty_scores(test.logits, mode))
+  predictions = np.asarray(metrics.ensemble_probs(test.logits, mode)).argmax(-1)
+  return selective.selective_section(scores, predictions == np.asarray(test.labels))
 
 
 def _mode_results(validation: Predictions, test: Predictions, ood_logits, *,
@@ -309,6 +323,9 @@ def summary_table(results: Mapping[str, Any]) -> str:
       title = section if 'dataset' not in entries else f"{section} ({entries['dataset']})"
       numbers = [(key, value) for key, value in entries.items() if key != 'dataset']
       lines += ['', *_table([key for key, _ in numbers], [(title, dict(numbers))])]
+  if 'selective' in results:
+    aurc = {f'aurc_{name}': entry['aurc'] for name, entry in results['selective'].items()}
+    lines += ['', *_table(list(aurc), [('selective (test)', aurc)])]
   return '\n'.join(lines) + '\n'
 
 

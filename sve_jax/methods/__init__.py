@@ -30,7 +30,7 @@ describes one member's params by ``member_params(frozen, t_m)``
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
 
@@ -44,6 +44,10 @@ from sve_jax.methods.base import Forward
 from sve_jax.methods.base import Method
 from sve_jax.methods.base import MethodOptions
 from sve_jax.methods.base import MethodSetup
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
+
 
 #: Every method by ``config.method``, in the order reports list them.
 REGISTRY: dict[str, Method] = {method.name: method for method in (
@@ -64,7 +68,7 @@ def get(method: str) -> Method:
   return REGISTRY[method]
 
 
-def build(method: str, backbone, options: MethodOptions | Mapping[str, Any],
+def build(method: str, backbone: Backbone, options: MethodOptions | Mapping[str, Any],
           key: jax.Array) -> MethodSetup:
   """Builds ``method`` on ``backbone``.
 

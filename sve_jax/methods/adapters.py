@@ -10,15 +10,17 @@ params and the vmapped forward.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import jax
 
 from sve_jax import layout as layout_lib
 from sve_jax import tree as tree_lib
 from sve_jax.methods import base
+from sve_jax.tree import PyTree
 
-PyTree = Any
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,20 +33,24 @@ class KernelAdapter:
       selected kernel for all M members (jitted here).
     adapt: ``(w, first_m, second_m) -> w_m`` on one kernel's ``(*stack, d_in, d_out)``
       float32 matrices, with member ``m``'s two factors of that kernel.
-    own_key: the trainables key of the member's own full leaves (``own_leaves``).
+    own_leaves: ``heads -> tree`` of every member's full leaves, given its fresh heads
+      (:func:`base.init_heads`, ``(M, ...)``, or ``{}`` for a backbone without a fresh head);
+      by default the heads alone. Left out of the trainables when it holds no leaf.
+    own_key: the trainables key of those leaves.
     own_prefix: the path under which those leaves replace the backbone's.
   """
   factor_keys: tuple[str, str]
   init_factors: Callable[[jax.Array], tuple[dict, dict]]
   adapt: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+  own_leaves: Callable[[PyTree], PyTree] = lambda heads: heads
   own_key: str = 'head'
   own_prefix: base.Path = ('head',)
 
 
-def build_adapted(name: str, backbone, kernels: Mapping[base.Path, layout_lib.KernelLayout],
-                  adapter: KernelAdapter, key: jax.Array, num_members: int,
-                  own_leaves: Callable[[PyTree], PyTree] = lambda heads: heads
-                  ) -> base.MethodSetup:
+def build_adapted(name: str, backbone: Backbone,
+                  kernels: Mapping[base.Path, layout_lib.KernelLayout],
+                  adapter: KernelAdapter, key: jax.Array,
+                  num_members: int) -> base.MethodSetup:
   """The :class:`~sve_jax.methods.base.MethodSetup` of an adapter method.
 
   Args:
@@ -56,19 +62,16 @@ def build_adapted(name: str, backbone, kernels: Mapping[base.Path, layout_lib.Ke
     adapter: the method's :class:`KernelAdapter`.
     key: PRNG key; split into the factors' key and the heads' key.
     num_members: M.
-    own_leaves: ``heads -> tree`` of every member's full leaves, given its fresh heads
-      (:func:`base.init_heads`, ``(M, ...)``); stored at ``trainables[adapter.own_key]``.
-      By default the heads alone. Left out of the trainables when it holds no leaf.
   """
   factor_key, head_key = jax.random.split(key)
   first, second = jax.jit(adapter.init_factors)(factor_key)
   heads = base.member_heads(head_key, backbone.params, num_members).get('head', {})
-  own = own_leaves(heads)
+  own = adapter.own_leaves(heads)
   trainables = {adapter.factor_keys[0]: tree_lib.nest(first),
                 adapter.factor_keys[1]: tree_lib.nest(second),
                 **({adapter.own_key: own} if jax.tree_util.tree_leaves(own) else {})}
 
-  def member_params(frozen, t_m):
+  def member_params(frozen: PyTree, t_m: PyTree) -> PyTree:
     weights = tree_lib.flatten_paths(frozen)
     first_m, second_m = (tree_lib.flatten_paths(t_m[k]) for k in adapter.factor_keys)
     adapted = {p: layout_lib.map_matrices(

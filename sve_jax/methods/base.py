@@ -3,9 +3,9 @@
 
 A method is a way of turning one backbone into M members. Each method module defines a
 ``build(backbone, options, key) -> MethodSetup`` (``options``: the :class:`MethodOptions` a
-run's config holds, :meth:`MethodOptions.from_config`) and one :class:`Method` record with the
-facts the run needs (how many members it reports and trains, its learning-rate group); the registry in
-:mod:`sve_jax.methods` lists the records. Every method describes member ``m``'s ordinary
+run's config holds, :meth:`MethodOptions.from_config`) and one :class:`Method` record with
+the facts the run needs (how many members it reports and trains, its learning-rate group);
+the registry in :mod:`sve_jax.methods` lists the records. Every method describes member ``m``'s ordinary
 params the same way, from the shared ``frozen`` tree and its own slice ``t_m`` of the
 trainables (:data:`sve_jax.ensemble.MemberParams`)::
 
@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from sve_jax import ensemble
 from sve_jax import tree as tree_lib
-PyTree = Any
+from sve_jax.tree import PyTree
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
+
 Path = tree_lib.Path
 #: A method's forward, what the train and eval steps call:
 #: ``forward(frozen, trainables, inputs, rng, train) -> member_logits (M, B, C)``; ``rng``
@@ -109,7 +113,7 @@ class MethodSetup:
     return tree_lib.num_params(self.trainables)
 
 
-def make_setup(name: str, backbone, frozen: PyTree, trainables: PyTree,
+def make_setup(name: str, backbone: Backbone, frozen: PyTree, trainables: PyTree,
                forward: Forward, per_member_data: bool = False,
                pretrained_s: PyTree | None = None) -> MethodSetup:
   """A :class:`MethodSetup` whose counts come from ``backbone.params`` and ``trainables``."""
@@ -240,14 +244,6 @@ def init_heads(key: jax.Array, head: PyTree, num_members: int,
     else:
       leaves.append(jnp.zeros((num_members,) + shape, dtype))
   return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def head_of(params: Mapping[str, Any], method: str) -> PyTree:
-  """The backbone's classification ``head`` subtree (raises if it has none)."""
-  if 'head' not in params:
-    raise ValueError(f'{method}: the backbone params have no top-level "head" to train per '
-                     f'member (top-level keys: {sorted(params)})')
-  return params['head']
 
 
 def member_heads(key: jax.Array, params: Mapping[str, Any], num_members: int,

@@ -10,15 +10,15 @@ with its own ``r_m: (d_in,)`` and ``s_m: (d_out,)``. It also trains its own copy
 the rules mark ``'member'`` (the biases of those layers, copied from the backbone) and its
 own fresh head (``N(0, 0.01²)``, bias 0). The shared ``W`` and everything else stay frozen.
 
-Initialisation: ``r_m, s_m ~ N(1, σ²)`` elementwise with ``σ = noise_std`` (:class:`~sve_jax.methods.base.MethodOptions`) (0.01 by
-default, SVE's σ_init), from member ``m``'s own key. The BatchEnsemble paper's random ±1
+Initialisation: ``r_m, s_m ~ N(1, σ²)`` elementwise with ``σ = noise_std``
+(:class:`~sve_jax.methods.base.MethodOptions`; 0.01 by default, SVE's σ_init), from member ``m``'s own key. The BatchEnsemble paper's random ±1
 signs (or ``N(1, 0.5²)``) are made for training from scratch; on a pretrained backbone they
 would scramble every adapted matrix, so members start near the backbone as SVE's do.
 Training uses the backbone's dropout.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +28,11 @@ from sve_jax import tree as tree_lib
 from sve_jax.methods import adapters
 from sve_jax.methods import base
 
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
-def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
+
+def _init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
                       num_members: int, noise_std: float) -> tuple[dict, dict]:
   """Per-member ``r ~ N(1, noise_std²)`` and ``s ~ N(1, noise_std²)`` of every kernel.
 
@@ -47,7 +50,7 @@ def init_fast_weights(key: jax.Array, kernels: Mapping[base.Path, layout_lib.Ker
   return r, s
 
 
-def scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
+def _scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
   """``W ⊙ (r sᵀ) = diag(r) W diag(s)``, so that ``x (W ⊙ r sᵀ) = ((x ⊙ r) W) ⊙ s``.
 
   Args:
@@ -58,7 +61,7 @@ def scale_matrix(w: jax.Array, r: jax.Array, s: jax.Array) -> jax.Array:
   return w * r[..., :, None] * s[..., None, :]
 
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """``options.num_members`` BatchEnsemble members on the backbone's SVE-targeted kernels.
 
   Raises:
@@ -74,10 +77,11 @@ def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodS
                                  num_members)
   adapter = adapters.KernelAdapter(
       factor_keys=('fast_r', 'fast_s'),
-      init_factors=lambda k: init_fast_weights(k, kernels, num_members, noise_std),
-      adapt=scale_matrix, own_key='params', own_prefix=())
-  return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members,
-                                own_leaves=lambda heads: {**copies, **({'head': heads} if heads else {})})
+      init_factors=lambda k: _init_fast_weights(k, kernels, num_members, noise_std),
+      adapt=_scale_matrix,
+      own_leaves=lambda heads: {**copies, **({'head': heads} if heads else {})},
+      own_key='params', own_prefix=())
+  return adapters.build_adapted('batch_ensemble', backbone, kernels, adapter, key, num_members)
 
 
 METHOD = base.Method('batch_ensemble', build)

@@ -7,13 +7,18 @@ all M are trained in one vmapped step (:attr:`base.MethodSetup.per_member_data`)
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 
 from sve_jax.methods import base
 from sve_jax.methods import single_ft
 
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """``options.num_members`` full copies of the backbone."""
   return single_ft.full_copies('deep_ensemble', backbone, key, int(options.num_members),
                                per_member_data=True)

@@ -7,15 +7,16 @@ output, ViT's fused qkv and proj) member ``m`` adds a rank-``r`` update in the k
 
   W_m = W + (alpha / r) · A_m B_m,   A_m: (d_in, r),  B_m: (r, d_out),   alpha = r (scale 1)
 
-with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m`` is Xavier-uniform with gain 10 (variance
-``100 · 2 / (d_in + r)``) from member ``m``'s own key and ``B_m = 0``, so every member starts
-as the backbone; each member also has its own fresh head (``N(0, 0.01²)``, bias 0), where the
-backbone has one (a decoder classifying by prompt shares its LM head). Biases and everything
-else stay shared and frozen. Training uses the backbone's dropout.
+with ``r = lora_rank`` (:class:`~sve_jax.methods.base.MethodOptions`, default 8). ``A_m`` is
+Xavier-uniform with gain 10 (variance ``100 · 2 / (d_in + r)``) from member ``m``'s own key
+and ``B_m = 0``, so every member starts as the backbone; each member also has its own fresh
+head (``N(0, 0.01²)``, bias 0), where the backbone has one (a decoder classifying by prompt
+shares its LM head). Biases and everything else stay shared and frozen. Training uses the
+backbone's dropout.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +25,15 @@ from sve_jax import layout as layout_lib
 from sve_jax.methods import adapters
 from sve_jax.methods import base
 
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
+
+
 #: Gain of the Xavier-uniform initialisation of ``A`` (the LoRA-Ensemble reference).
 A_GAIN = 10.
 
 
-def xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN) -> jax.Array:
+def _xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN) -> jax.Array:
   """Uniform ``(..., fan_in, fan_out)`` draws with variance ``gain² · 2 / (fan_in + fan_out)``.
 
   Leading axes (stack axes) are batch axes, as in ``torch.nn.init.xavier_uniform_`` applied
@@ -40,7 +45,7 @@ def xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN)
   return init(key, shape, jnp.float32)
 
 
-def init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
+def _init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelLayout],
                   num_members: int, rank: int) -> tuple[dict, dict]:
   """Per-member ``A`` (Xavier-uniform, gain 10) and ``B`` (zeros) of every kernel.
 
@@ -53,14 +58,14 @@ def init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.KernelL
   a, b = {}, {}
   for i, (path, layout) in enumerate(kernels.items()):
     shape = layout.stack_shape + (layout.d_in, rank)
-    a[path] = jax.vmap(lambda k, shape=shape, i=i: xavier_uniform(
+    a[path] = jax.vmap(lambda k, shape=shape, i=i: _xavier_uniform(
         jax.random.fold_in(k, i), shape))(keys)
     b[path] = jnp.zeros((num_members,) + layout.stack_shape + (rank, layout.d_out),
                         jnp.float32)
   return a, b
 
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """``options.num_members`` LoRA members of rank ``options.lora_rank`` (alpha = rank).
 
   Raises:
@@ -79,7 +84,7 @@ def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodS
   scale = 1.  # alpha / rank with alpha = rank
   adapter = adapters.KernelAdapter(
       factor_keys=('lora_a', 'lora_b'),
-      init_factors=lambda k: init_adapters(k, kernels, num_members, rank),
+      init_factors=lambda k: _init_adapters(k, kernels, num_members, rank),
       adapt=lambda w, a_m, b_m: w + scale * (a_m @ b_m))
   return adapters.build_adapted('lora_ensemble', backbone, kernels, adapter, key, num_members)
 

@@ -7,13 +7,18 @@ Evaluation keeps dropout on and draws ``num_members`` samples, one per key of
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 
 from sve_jax.methods import base
 from sve_jax.methods import single_ft
 
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """One trainable model whose evaluation forward samples ``options.num_members`` masks.
 
   Raises:

@@ -10,20 +10,26 @@ default the checkpoint's own).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
 import jax
 
 from sve_jax import tree as tree_lib
 from sve_jax.methods import base
+from sve_jax.tree import PyTree
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
 
-def member_params(frozen, t_m):
+def member_params(frozen: PyTree, t_m: PyTree) -> PyTree:
   """A member's params: its trainables, with the frozen statistics (if any) put back."""
   if not frozen:
     return t_m
   return tree_lib.nest({**tree_lib.flatten_paths(frozen), **tree_lib.flatten_paths(t_m)})
 
 
-def split_statistics(backbone) -> tuple[dict, dict]:
+def _split_statistics(backbone: Backbone) -> tuple[dict, dict]:
   """``(statistics, weights)``: the backbone's params split by ``backbone.statistics``."""
   flat = tree_lib.flatten_paths(backbone.params)
   is_statistic = {path: any(re.search(rule, '/'.join(path)) for rule in backbone.statistics)
@@ -32,7 +38,7 @@ def split_statistics(backbone) -> tuple[dict, dict]:
           tree_lib.nest({p: v for p, v in flat.items() if not is_statistic[p]}))
 
 
-def full_copies(name: str, backbone, key: jax.Array, num_members: int,
+def full_copies(name: str, backbone: Backbone, key: jax.Array, num_members: int,
                 per_member_data: bool = False) -> base.MethodSetup:
   """``num_members`` fully trainable copies of the backbone, each with its own fresh head.
 
@@ -44,14 +50,14 @@ def full_copies(name: str, backbone, key: jax.Array, num_members: int,
     num_members: M.
     per_member_data: see :attr:`base.MethodSetup.per_member_data`.
   """
-  statistics, params = split_statistics(backbone)
+  statistics, params = _split_statistics(backbone)
   trainables = {**base.identical_copies(params, num_members),
                 **base.member_heads(key, params, num_members)}
   forward = base.vmap_forward(backbone.apply, member_params, per_member_data=per_member_data)
   return base.make_setup(name, backbone, statistics, trainables, forward, per_member_data)
 
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """One fully fine-tuned model."""
   del options
   return full_copies('single_ft', backbone, key, 1)

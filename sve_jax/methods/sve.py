@@ -32,13 +32,16 @@ The :class:`~sve_jax.methods.base.MethodOptions` it reads (config keys of the sa
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 
 from sve_jax import ensemble
 from sve_jax import factorize
 from sve_jax.methods import base
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
 
 def make_forward(sve_apply: Callable[..., jax.Array],
@@ -70,7 +73,7 @@ def make_forward(sve_apply: Callable[..., jax.Array],
   return forward
 
 
-def _build(name: str, backbone, options: base.MethodOptions, key: jax.Array,
+def _build(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.Array,
            num_members: int) -> base.MethodSetup:
   """SVE with ``num_members`` members (see the module docstring for the options it reads)."""
   frozen, s = factorize.decompose(backbone.params, rules=backbone.rules)
@@ -90,12 +93,12 @@ def _build(name: str, backbone, options: base.MethodOptions, key: jax.Array,
                          pretrained_s=s)
 
 
-def build(backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
   """SVE with ``options.num_members`` members."""
   return _build('sve', backbone, options, key, int(options.num_members))
 
 
-def build_single_svf(backbone, options: base.MethodOptions,
+def build_single_svf(backbone: Backbone, options: base.MethodOptions,
                      key: jax.Array) -> base.MethodSetup:
   """Singular-value fine-tuning: SVE with one member."""
   return _build('single_svf', backbone, options, key, 1)

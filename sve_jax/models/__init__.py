@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
+from sve_jax.choices import check_choice
 from sve_jax.models import bert
 from sve_jax.models import efficientnet_lite
 from sve_jax.models import hub
@@ -34,6 +35,16 @@ HUB_BACKBONES = ('bert', 'vit', 'llama')
 LOW_PRECISION_BACKBONES = ('bert', 'llama')
 #: Computation dtypes (params stay float32; SVD factors are float32 in any case).
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+__all__ = [
+    # What a loader returns.
+    'Backbone',
+    # Backbones by name.
+    'BACKBONES', 'COMPUTE_DTYPES', 'HUB_BACKBONES', 'LOADERS', 'load_backbone',
+    'validate_model_config',
+    # One module per backbone, and the hub.
+    'bert', 'efficientnet_lite', 'hub', 'vit',
+]
 
 
 def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
@@ -59,16 +70,13 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
 
 def validate_model_config(model: Mapping[str, Any]) -> None:
   """Cheap checks before any heavy work (names the config key)."""
-  if model['name'] not in BACKBONES:
-    raise ValueError(f'config.model.name={model["name"]!r} is not a known backbone; '
-                     f'expected one of {BACKBONES}')
+  check_choice(model['name'], BACKBONES, 'config.model.name')
   rate = model.get('dropout_rate', -1.)
   if rate != -1 and not 0 <= rate < 1:
     raise ValueError(f'config.model.dropout_rate={rate} must be -1 (the backbone\'s own) or '
                      'in [0, 1)')
   dtype = model.get('dtype', 'float32')
-  if dtype not in COMPUTE_DTYPES:
-    raise ValueError(f'config.model.dtype={dtype!r} must be one of {COMPUTE_DTYPES}')
+  check_choice(dtype, COMPUTE_DTYPES, 'config.model.dtype')
   if dtype != 'float32' and model['name'] not in LOW_PRECISION_BACKBONES:
     raise ValueError(f'config.model.dtype={dtype!r}: only the {LOW_PRECISION_BACKBONES} '
                      f'backbones compute in a lower precision so far; use float32 for '

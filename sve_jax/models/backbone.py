@@ -14,14 +14,15 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-PyTree = Any
+from sve_jax import layout
+from sve_jax.tree import PyTree
 
 #: A fresh task head starts at zero; SVE's per-member noise then makes the members' heads
 #: differ (N(0, σ²) weights).
 HEAD_INIT = nn.initializers.zeros
 
 #: The SVE rule of the task head: its kernel and bias are trained per member.
-HEAD_RULE: tuple[str, str] = (r'(^|/)head/(kernel|bias)$', 'member')
+HEAD_RULE = layout.HEAD_RULE
 
 
 @dataclasses.dataclass(frozen=True)

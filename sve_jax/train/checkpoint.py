@@ -31,8 +31,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sve_jax.export import CheckpointError
+from sve_jax.tree import PyTree
 
-PyTree = Any
 
 
 class Checkpointer:
@@ -258,9 +258,9 @@ def data_iterator_state(meta: Mapping[str, Any], where: str, num_workers: int) -
 
   Raises:
     CheckpointError: the state was saved with another ``config.data.num_workers`` (grain's
-      state has one form per worker count); or the checkpoint comes from the input pipeline
-      before grain (it saved a ``position`` in another data order, which grain's shuffle
-      does not reproduce); or it holds no data state at all.
+      state has one form per worker count); or ``meta`` holds a data ``position`` instead
+      (another input pipeline's data order, which grain's shuffle does not reproduce); or
+      it holds no data state at all.
   """
   if DATA_ITERATOR in meta:
     saved = meta[DATA_ITERATOR]

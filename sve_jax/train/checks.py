@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ml_collections
+
 from sve_jax import execution
 from sve_jax import methods
 from sve_jax import models
@@ -13,7 +15,7 @@ from sve_jax.eval import metrics
 from sve_jax.train import state as train_state
 
 
-def validate_config(config) -> None:
+def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the config key for values that cannot work.
 
   A value's check belongs to the module that uses it (the method registry, the execution
@@ -26,10 +28,10 @@ def validate_config(config) -> None:
   metrics.check_ensemble_mode(config.ensemble_mode, 'config.ensemble_mode')
   train_state.check_schedule(config.optim.schedule, 'config.optim.schedule')
   models.validate_model_config(config.model)
-  check_dataset_name(config.data.name, 'config.data.name')
+  _check_dataset_name(config.data.name, 'config.data.name')
   datasets.check_options(config.data.name, config.data.options, 'config.data.options')
   if config.ood.name:
-    check_dataset_name(config.ood.name, 'config.ood.name')
+    _check_dataset_name(config.ood.name, 'config.ood.name')
     datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
 
 
@@ -90,14 +92,14 @@ def check_workdir_writable(workdir: str) -> None:
                   'folder this user can create files in', e.filename) from e
 
 
-def run_identity(config, num_members: int) -> dict[str, Any]:
+def run_identity(config: ml_collections.ConfigDict, num_members: int) -> dict[str, Any]:
   """What a workdir's checkpoints must match to be resumed: backbone, method, members."""
   return {'method': config.method, 'backbone': config.model.name,
           'model_path': config.model.path, 'model_preset': config.model.preset,
           'num_members': num_members}
 
 
-def check_dataset_name(name: str, key: str) -> None:
+def _check_dataset_name(name: str, key: str) -> None:
   """Raises unless ``name`` is a local builder or a registered tfds catalog data set."""
   if not datasets.is_known_dataset(name):
     raise ValueError(f'{key}={name!r} is neither a local data set '

@@ -6,7 +6,7 @@ and the final evaluation call on each split.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -21,6 +21,10 @@ from sve_jax.eval.report import Predictions
 from sve_jax.train import sharding
 from sve_jax.train import steps
 from sve_jax.train.loop import Training
+from sve_jax.tree import PyTree
+
+if TYPE_CHECKING:
+  from sve_jax.models import Backbone
 
 
 class Split(NamedTuple):
@@ -30,8 +34,8 @@ class Split(NamedTuple):
   transform: Callable[[dict], dict]
 
 
-def split_predictions(eval_fn, trainables, frozen, split: Split, mesh: jax.sharding.Mesh,
-                       batch_size: int) -> Predictions:
+def split_predictions(eval_fn: Callable[..., jax.Array], trainables: PyTree, frozen: PyTree,
+                      split: Split, mesh: jax.sharding.Mesh, batch_size: int) -> Predictions:
   """:class:`Predictions` of ``eval_fn`` over every example of ``split``.
 
   Eval batch ``i`` gets the rng ``fold_in(key(0), i)``: stochastic forwards (MC dropout) are
@@ -57,7 +61,7 @@ def split_predictions(eval_fn, trainables, frozen, split: Split, mesh: jax.shard
                      np.concatenate(agreement) if agreement else None)
 
 
-def make_predictor(setup: methods.MethodSetup, backbone, training: Training,
+def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Training,
                    mesh: jax.sharding.Mesh, batch_size: int,
                    first: Split) -> Callable[[Any, Split], Predictions]:
   """``predictor(trainables, split) -> Predictions`` (member logits, labels, agreement).
@@ -106,7 +110,7 @@ def make_zero_shot_predictor(backbone, mesh: jax.sharding.Mesh, batch_size: int
   return lambda split: split_predictions(eval_fn, None, params, split, mesh, batch_size)
 
 
-def _materialize_pays_off(setup: methods.MethodSetup, backbone, trainables,
+def _materialize_pays_off(setup: methods.MethodSetup, backbone: Backbone, trainables,
                           mesh: jax.sharding.Mesh, batch_size: int, split: Split) -> bool:
   """:func:`execution.materialize_pays_off` over ``split``'s batches, with the positions each
   decomposed kernel meets in one batch on one device (abstract evaluation of its first batch).

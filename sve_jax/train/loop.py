@@ -7,9 +7,7 @@ continues with exactly the batches an uninterrupted one gets.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import signal
 import time
 from typing import Any, Callable, NamedTuple
@@ -22,8 +20,8 @@ from tqdm import tqdm
 
 from sve_jax import export
 from sve_jax.data import pipeline
-from sve_jax.eval import report
 from sve_jax.train import checkpoint as ckpt
+from sve_jax.train import scalar_log
 from sve_jax.train import sharding
 
 
@@ -71,12 +69,8 @@ class TrainData(NamedTuple):
   member_streams: int = 0
 
 
-def _write_jsonl(path: str, record: dict) -> None:
-  with open(path, 'a') as f:
-    f.write(json.dumps(report.to_jsonable(record)) + '\n')
-
-
-def train_batches(config, source, transform, member_streams: int = 0):
+def train_batches(config: ml_collections.ConfigDict, source: Any,
+                  transform: Callable[[dict], dict] | None, member_streams: int = 0):
   """The training batches, one per step, as a ``grain.MapDataset`` (see :mod:`pipeline`).
 
   With ``member_streams = M > 0`` member ``m`` reads its own stream, seeded
@@ -131,7 +125,8 @@ def _resume(workdir: ckpt.Workdir, training: Training, num_workers: int):
 
 
 class Progress:
-  """The progress bar, and the losses and validations logged to ``metrics.jsonl``.
+  """The progress bar, and the losses and validations logged to ``metrics.jsonl`` and
+  TensorBoard (:class:`~sve_jax.train.scalar_log.ScalarLog`).
 
   ``Progress(config, workdir, step, total_steps)`` starts the bar at ``step``; :meth:`step`
   counts one optimiser step, logging every ``config.log_every_steps`` (and the last);
@@ -142,12 +137,17 @@ class Progress:
     self.every = config.log_every_steps
     self.batch_size = config.batch_size
     self.total_steps = total_steps
-    self.path = os.path.join(workdir, 'metrics.jsonl')
     self.write = jax.process_index() == 0  # one line per step, whatever the process count
+    self.log = scalar_log.ScalarLog(workdir, enabled=self.write)
     self.bar = tqdm(total=total_steps, initial=step, desc='train', unit='step',
                     disable=not self.write)
     self.call_start = time.time()
     self.n_last, self.seconds_last = 0, 0.
+
+  def close(self) -> None:
+    """Closes the bar and flushes the TensorBoard events."""
+    self.bar.close()
+    self.log.close()
 
   def start_call(self) -> None:
     """Marks the start of a call of the (multi-)step: its batches are read from here."""
@@ -165,16 +165,13 @@ class Progress:
     if step % self.every == 0 or step == self.total_steps:
       rate = self.n_last / max(self.seconds_last, 1e-9)
       self.n_last, self.seconds_last = 0, 0.
-      if self.write:
-        _write_jsonl(self.path, {'step': step, 'epoch': epoch, 'loss': loss,
-                                 'grad_norm': grad_norm, 'examples_per_sec': rate})
+      self.log.write({'step': step, 'epoch': epoch, 'loss': loss, 'grad_norm': grad_norm,
+                      'examples_per_sec': rate})
       self.bar.set_postfix(loss=f'{loss:.4f}', ex_per_s=f'{rate:.1f}')
     self.bar.update(1)
 
   def validation(self, step: int, epoch: int, val, improved: bool) -> None:
-    if self.write:
-      _write_jsonl(self.path, {'step': step, 'epoch': epoch,
-                               **{f'val_{k}': v for k, v in val.items()}})
+    self.log.write({'step': step, 'epoch': epoch, **{f'val_{k}': v for k, v in val.items()}})
     tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
                f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
 
@@ -184,7 +181,7 @@ def _every(interval: int, step: int) -> bool:
   return bool(interval) and step % interval == 0
 
 
-def chunk_end(step: int, config, total_steps: int, steps_per_epoch: int) -> int:
+def chunk_end(step: int, config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> int:
   """The step the next call of the multi-step ends at, from ``step``.
 
   The next multiple of ``config.steps_per_execution``, or earlier: the next step that
@@ -215,7 +212,7 @@ def _check_finite(loss: float, step: int, steps_per_epoch: int, workdir: str) ->
         'config.optim.learning_rate or check the data, then rerun to resume.')
 
 
-def log_steps(metrics, step: int, progress: Progress, steps_per_epoch: int,
+def log_steps(metrics: dict[str, Any], step: int, progress: Progress, steps_per_epoch: int,
               workdir: str) -> int:
   """Checks and logs each step of one call's stacked ``metrics``; returns the step reached.
 
@@ -301,7 +298,8 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
               f'{stop["signal"]} at step {step}: checkpoint written to {workdir.path}/'
               'checkpoints/latest; rerun the same command to resume')
   finally:
-    progress.bar.close()
+    progress.close()
     batches.close()
-    workdir.checkpointer.wait()  # asynchronous saves: on disk before resuming, evaluating or failing
+    # Asynchronous saves: on disk before resuming, evaluating or failing.
+    workdir.checkpointer.wait()
   return state

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from sve_jax.data import readers
+from sve_jax.data import images
+from sve_jax.data import tables
 from sve_jax.eval import metrics
 from sve_jax.eval import selective
 
@@ -113,10 +114,10 @@ def prediction_columns(member_logits: np.ndarray, class_names: Sequence[str], *,
 def _table_chunks(path: str, input_column: str, label_column: str | None,
                   encoding: str, chunk_rows: int) -> Iterator[list[dict[str, str]]]:
   """Rows of a CSV, TSV or JSON-lines file in chunks, every column kept, checked per line."""
-  kind = readers.TABLE_SUFFIXES[os.path.splitext(path)[1].lower()]
+  kind = tables.TABLE_SUFFIXES[os.path.splitext(path)[1].lower()]
   chunk = []
-  with readers.table_lines(path, encoding, header_lines=int(kind != 'jsonl')) as lines:
-    for line, row in readers.table_rows(lines, kind, path):
+  with tables.table_lines(path, encoding, header_lines=int(kind != 'jsonl')) as lines:
+    for line, row in tables.table_rows(lines, kind, path):
       if input_column not in row:
         raise PredictError(f'{path}:{line}: no column {input_column!r} (the config\'s input '
                            f'column); this row has {sorted(row)}')
@@ -135,9 +136,9 @@ def _image_chunks(folder: str, chunk_rows: int) -> Iterator[list[dict[str, Any]]
   paths = sorted(
       os.path.relpath(os.path.join(root, name), folder)
       for root, _, names in os.walk(folder) for name in names
-      if os.path.splitext(name)[1].lower() in readers.IMAGE_SUFFIXES)
+      if os.path.splitext(name)[1].lower() in images.IMAGE_SUFFIXES)
   if not paths:
-    raise PredictError(f'{folder}: no images ({", ".join(readers.IMAGE_SUFFIXES)}) in the '
+    raise PredictError(f'{folder}: no images ({", ".join(images.IMAGE_SUFFIXES)}) in the '
                        'folder')
   for start in range(0, len(paths), chunk_rows):
     yield [{IMAGE_PATH_COLUMN: p, '_line': p} for p in paths[start:start + chunk_rows]]
@@ -159,9 +160,9 @@ def read_chunks(path: str, input_column: str, *, encoding: str = 'utf-8',
   if not os.path.isfile(path):
     raise PredictError(f'--input={path} does not exist')
   suffix = os.path.splitext(path)[1].lower()
-  if suffix not in readers.TABLE_SUFFIXES:
+  if suffix not in tables.TABLE_SUFFIXES:
     raise PredictError(f'--input={path}: expected a folder of images or a table file '
-                       f'({", ".join(sorted(readers.TABLE_SUFFIXES))}), not {suffix!r}')
+                       f'({", ".join(sorted(tables.TABLE_SUFFIXES))}), not {suffix!r}')
   return _table_chunks(path, input_column, None, encoding, chunk_rows)
 
 

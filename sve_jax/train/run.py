@@ -47,7 +47,7 @@ def _sync(name: str) -> None:
 
 
 @contextlib.contextmanager
-def process_zero_first(name: str):
+def _process_zero_first(name: str):
   """Runs the block on process 0, then on the other processes (a barrier named ``name``)."""
   if jax.process_index() != 0:
     _sync(name)
@@ -112,7 +112,7 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str,
 # --------------------------------------------------------------------------------------------
 
 
-def data_dir_for(config, workdir: str) -> str:
+def _data_dir_for(config, workdir: str) -> str:
   """``config.data.data_dir``, or ``tfds_data`` beside the workdir."""
   return config.data.data_dir or os.path.join(os.path.dirname(os.path.abspath(workdir)),
                                               'tfds_data')
@@ -137,9 +137,9 @@ def _data_options(section, seed: int) -> dict[str, Any]:
   return options
 
 
-def load_data(config, workdir: str):
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict, Any]:
   """``(dataset, {role: source}, (ood_dataset, ood_source) or None)`` with caps applied."""
-  data_dir = data_dir_for(config, workdir)
+  data_dir = _data_dir_for(config, workdir)
   d = config.data
   dataset = datasets.get_dataset(_data_options(d, config.seed), data_dir)
   roles = {'train': 'train', 'validation': 'validation', 'test': 'test'}
@@ -177,8 +177,8 @@ def build_method(config: ml_collections.ConfigDict, backbone: models.Backbone,
   return setup
 
 
-def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup, mesh: jax.sharding.Mesh, num_train: int,
-                  rng: jax.Array) -> Training:
+def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
+                  mesh: jax.sharding.Mesh, num_train: int, rng: jax.Array) -> Training:
   """The optimiser and its schedule, the train state placed on ``mesh``, the jitted step."""
   steps_per_epoch = pipeline.steps_per_epoch(num_train, config.batch_size)
   total_steps = steps_per_epoch * config.num_epochs
@@ -205,7 +205,7 @@ def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
                   total_steps, steps_per_epoch)
 
 
-def singular_value_change(setup: methods.MethodSetup, trainables) -> float | None:
+def singular_value_change(setup: methods.MethodSetup, trainables: Any) -> float | None:
   """SVE family: how far the members' s moved from the pretrained s
   (:func:`metrics_lib.singular_value_change`); other methods: ``None``. A collective: every
   process calls it."""
@@ -358,7 +358,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Data -----------------------------------------------------------------------------
   # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
-  with process_zero_first('data prepared'):
+  with _process_zero_first('data prepared'):
     dataset, sources, ood = load_data(config, workdir)
 
   # --- Backbone and its input transforms ------------------------------------------------

@@ -9,14 +9,13 @@ it where it is used), for models whose frozen weights do not fit one device. Ste
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-PyTree = Any
+from sve_jax.tree import PyTree
+
 DATA = 'data'
 MEMBER = 'member'
 
@@ -66,7 +65,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = False
+def _batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = False
                    ) -> NamedSharding:
   """A batch's examples split over ``data``.
 
@@ -81,7 +80,7 @@ def batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = Fals
   return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
-def member_sharding(mesh: Mesh) -> NamedSharding:
+def _member_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (member) axis split over ``member``."""
   return NamedSharding(mesh, P(MEMBER))
 
@@ -92,7 +91,7 @@ def per_member_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
   Scalars (e.g. optimiser step counts) are replicated.
   """
   return jax.tree_util.tree_map(
-      lambda x: member_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh), tree)
+      lambda x: _member_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh), tree)
 
 
 def replicated_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
@@ -154,9 +153,9 @@ def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False,
                 steps_axis: bool = False) -> PyTree:
   """Assembles per-process numpy batches into global arrays split over ``data``.
 
-  ``per_member``, ``steps_axis``: see :func:`batch_sharding`.
+  ``per_member``, ``steps_axis``: see :func:`_batch_sharding`.
   """
-  sharding = batch_sharding(mesh, per_member, steps_axis)
+  sharding = _batch_sharding(mesh, per_member, steps_axis)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
@@ -208,14 +207,14 @@ def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
 
   The state is donated (updated in place); frozen factors are replicated and never donated;
   the batch is split over ``data`` (``per_member_data``: a member-stacked batch;
-  ``steps_axis``: several steps' batches, for a multi-step; see :func:`batch_sharding`);
+  ``steps_axis``: several steps' batches, for a multi-step; see :func:`_batch_sharding`);
   metrics come back replicated.
   """
   state_sh = state_shardings(mesh, state)
   return jax.jit(
       train_step,
       in_shardings=(state_sh, replicated_shardings(mesh, frozen),
-                    batch_sharding(mesh, per_member_data, steps_axis)),
+                    _batch_sharding(mesh, per_member_data, steps_axis)),
       out_shardings=(state_sh, replicated(mesh)),
       donate_argnums=(0,))
 
@@ -225,5 +224,5 @@ def jit_eval_step(eval_step, mesh: Mesh, trainables: PyTree, frozen: PyTree):
   return jax.jit(
       eval_step,
       in_shardings=(per_member_shardings(mesh, trainables), replicated_shardings(mesh, frozen),
-                    batch_sharding(mesh), replicated(mesh)),
+                    _batch_sharding(mesh), replicated(mesh)),
       out_shardings=NamedSharding(mesh, P(MEMBER, DATA)))

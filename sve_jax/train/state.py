@@ -5,14 +5,13 @@ optimiser moments and are not rewritten by checkpoints.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-PyTree = Any
+from sve_jax import choices
+from sve_jax.tree import PyTree
 
 
 @flax.struct.dataclass
@@ -43,7 +42,7 @@ SCHEDULES = ('warmup_cosine', 'official')
 OFFICIAL_WARMUP_FRACTION, OFFICIAL_INIT_FACTOR, OFFICIAL_END_FACTOR = 0.5, 0.2, 0.1
 
 
-def make_schedule(learning_rate: float, total_steps: int, warmup_steps: int,
+def _make_schedule(learning_rate: float, total_steps: int, warmup_steps: int,
                   end_factor: float = 0., init_factor: float = 0.) -> optax.Schedule:
   """Linear warm-up from ``init_factor·lr`` to ``lr``, then cosine decay to ``end_factor·lr``."""
   warmup_steps = min(int(warmup_steps), max(int(total_steps) - 1, 0))
@@ -67,17 +66,16 @@ def schedule_for(name: str, learning_rate: float, total_steps: int,
   """
   check_schedule(name)
   if name == 'official':
-    return make_schedule(learning_rate, total_steps,
+    return _make_schedule(learning_rate, total_steps,
                          int(OFFICIAL_WARMUP_FRACTION * total_steps),
                          end_factor=OFFICIAL_END_FACTOR, init_factor=OFFICIAL_INIT_FACTOR)
-  return make_schedule(learning_rate, total_steps, int(warmup_fraction * total_steps))
+  return _make_schedule(learning_rate, total_steps, int(warmup_fraction * total_steps))
 
 
 def check_schedule(name: str, key: str = 'schedule') -> None:
   """Raises ValueError naming ``key`` (e.g. ``config.optim.schedule``) unless ``name`` is one
   of :data:`SCHEDULES`."""
-  if name not in SCHEDULES:
-    raise ValueError(f'{key}={name!r} must be one of {SCHEDULES}')
+  choices.check_choice(name, SCHEDULES, key)
 
 
 #: AdamW's moment decay rates (the method's reference values).
@@ -91,7 +89,7 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
   warm-up + cosine.
 
   ``schedule`` (e.g. from :func:`schedule_for`) replaces the default
-  ``make_schedule(learning_rate, total_steps, warmup_steps)``.
+  ``_make_schedule(learning_rate, total_steps, warmup_steps)``.
 
   Raises:
     ValueError: for a non-positive learning rate or step count.
@@ -101,7 +99,7 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 0
   if int(total_steps) < 1:
     raise ValueError(f'total_steps must be >= 1, got {total_steps}')
   if schedule is None:
-    schedule = make_schedule(learning_rate, total_steps, warmup_steps)
+    schedule = _make_schedule(learning_rate, total_steps, warmup_steps)
   parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
   parts.append(optax.adamw(schedule, b1=ADAM_B1, b2=ADAM_B2, weight_decay=weight_decay))
   return optax.chain(*parts)

@@ -1,13 +1,13 @@
 """Pure train and eval steps over the member axis; the caller jits them with shardings.
 
-A *forward* (:data:`sve_jax.methods.base.Forward`) is any ``forward(frozen, trainables, inputs, rng, train) -> member_logits`` with
-``member_logits: (M, B, C)``; ``rng`` feeds stochastic layers (dropout) and ``train`` says
+A *forward* (:data:`sve_jax.methods.base.Forward`) is any ``forward(frozen, trainables,
+inputs, rng, train) -> member_logits`` with ``member_logits: (M, B, C)``; ``rng`` feeds stochastic layers (dropout) and ``train`` says
 whether the step trains. Every method supplies its own (:mod:`sve_jax.methods`) and shares
 everything else (loss, step, checkpoints, report).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,8 @@ import optax
 
 from sve_jax.methods.base import Forward
 from sve_jax.train.state import TrainState
+from sve_jax.tree import PyTree
 
-PyTree = Any
 
 
 def member_cross_entropy(member_logits: jax.Array, labels: jax.Array,
@@ -69,9 +69,8 @@ def make_multi_step(train_step):
   each batch along ``batches``' leading (steps) axis in one ``lax.scan``; ``metrics`` are
   stacked along that axis.
 
-  One call then runs several steps. On CPU, XLA allocates a program's temporaries afresh
-  per call, and the kernel zeroing those pages was 13–18% of the default's step
-  (BENCHMARKS.md, "Where the step's time goes"); a scan pays it once per call.
+  One call then runs several steps. On CPU, XLA allocates (and the kernel zeroes) a
+  program's temporaries afresh per call; a scan pays that once per call, not once per step.
   """
 
   def multi_step(state: TrainState, frozen: PyTree, batches: dict):

@@ -88,10 +88,10 @@ def local_data(tmp_path_factory):
   """Small real stand-ins for the README's placeholder paths (`PLACEHOLDER_DATA`)."""
   from sklearn.datasets import load_digits
   from sve_jax.data import builders
-  from sve_jax.data import readers
+  from sve_jax.data import tables
   root = tmp_path_factory.mktemp('readme_data')
-  tweets = readers.read_table(builders.tweet_corpus_path(), ('text', 'sentiment'),
-                              encoding='latin-1')
+  tweets = tables.read_table(builders.tweet_corpus_path(), ('text', 'sentiment'),
+                             encoding='latin-1')
   stars = {'negative': '1', 'neutral': '3', 'positive': '5'}
   with open(root / 'reviews.csv', 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f)

@@ -1,4 +1,5 @@
-"""train.py end to end: report, resume after SIGTERM, NaN loss, corrupt checkpoints, bad config."""
+"""train.py end to end: report, resume after SIGTERM, multi-step calls, grain workers, NaN loss,
+the knobs of the recipe, the full fine-tuning methods, eight devices."""
 import json
 import os
 import signal
@@ -14,11 +15,12 @@ import pytest
 import train
 from conftest import tiny_train_config
 from sve_jax import export
+from sve_jax import models
+from sve_jax import tree
 from sve_jax.train import checkpoint as ckpt
 from sve_jax.train import sharding
-from sve_jax.train import state as train_state
-
 from conftest import ROOT
+
 
 pytestmark = pytest.mark.e2e
 
@@ -113,39 +115,6 @@ def test_several_steps_per_call_train_as_one_step_per_call(tiny_bert_folder, sha
                          one, four)
 
 
-def test_chunks_end_at_every_multiple_and_every_counted_event():
-  from sve_jax.train import loop
-  from configs import default
-  config = default.get_config()
-  config.steps_per_execution, config.eval_every_steps, config.checkpoint.every_steps = 4, 7, 9
-  total, per_epoch = 30, 11
-  ends, step = [], 0
-  while step < total:
-    step = loop.chunk_end(step, config, total, per_epoch)
-    ends.append(step)
-  # Independent value: the sorted union of each interval's multiples up to the last step.
-  expected = sorted({s for n in (4, 7, 9, 11) for s in range(n, total + 1, n)} | {total})
-  assert ends == expected
-
-
-def test_logged_throughput_of_a_multi_step_call_is_its_examples_over_its_time(
-    tmp_path, monkeypatch):
-  from sve_jax.train import loop
-  from configs import default
-  config = default.get_config()
-  config.batch_size, config.log_every_steps = 8, 2
-  clock = iter([100., 100., 104.])  # bar start, call start, call end: 4 steps in 4 s
-  monkeypatch.setattr(loop.time, 'time', lambda: next(clock))
-  progress = loop.Progress(config, str(tmp_path), step=0, total_steps=4)
-  progress.start_call()
-  metrics = {'loss': np.ones(4), 'grad_norm': np.ones(4)}
-  assert loop.log_steps(metrics, 0, progress, steps_per_epoch=4, workdir=str(tmp_path)) == 4
-  progress.bar.close()
-  logged = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
-  # Steps 2 and 4 reach the host together; each log covers 2 steps × 8 examples in 2 s.
-  assert [(r['step'], r['examples_per_sec']) for r in logged] == [(2, 8.), (4, 8.)]
-
-
 def test_a_grain_worker_process_trains_exactly_as_in_process(tiny_bert_folder, shared_data_dir,
                                                             tmp_path):
   from absl import flags  # grain's workers read absl flags, parsed under train.py's app.run
@@ -183,78 +152,6 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     train.run(config, workdir, 'train')
   checkpointer = ckpt.Checkpointer(workdir)
   assert max(checkpointer.latest.all_steps()) == 2  # step 3 was never saved
-
-
-def _toy_state(value):
-  trainables = {'d': {'kernel': jnp.full((2, 3), value, jnp.float32)}}
-  optimizer = train_state.make_optimizer(1e-3, total_steps=4)
-  return train_state.create_train_state(trainables, optimizer, jax.random.key(0))
-
-
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
-  checkpointer = ckpt.Checkpointer(str(tmp_path), keep=3)
-  for step, value in ((1, 1.), (2, 2.)):
-    state = _toy_state(value).replace(step=jnp.int32(step))
-    checkpointer.save(state, {ckpt.DATA_ITERATOR: {'num_workers': 0,
-                                                   'state': {'next_index': step}}})
-  # Damage every data file of step 2.
-  step_dir = os.path.join(str(tmp_path), 'checkpoints', 'latest', '2')
-  for root, _, files in os.walk(step_dir):
-    for name in files:
-      with open(os.path.join(root, name), 'wb') as f:
-        f.write(b'\0garbage')
-  abstract = jax.eval_shape(lambda: _toy_state(0.))
-  restored, meta = checkpointer.restore_latest(abstract)
-  assert int(restored.step) == 1
-  assert ckpt.data_iterator_state(meta, 'latest/1', num_workers=0) == {'next_index': 1}
-  np.testing.assert_array_equal(restored.trainables['d']['kernel'], 1.)
-  assert 'unreadable' in caplog.text
-
-
-def test_data_state_of_another_worker_count_or_pipeline_is_refused_by_name():
-  saved = {ckpt.DATA_ITERATOR: {'num_workers': 2, 'state': {'next_index_in_cycle': 0}}}
-  assert ckpt.data_iterator_state(saved, 'ckpt/4', 2) == {'next_index_in_cycle': 0}
-  with pytest.raises(ckpt.CheckpointError, match='resume with --config.data.num_workers=2'):
-    ckpt.data_iterator_state(saved, 'ckpt/4', 0)
-  with pytest.raises(ckpt.CheckpointError, match='ckpt/4 was written by the input pipeline '
-                     'before grain'):
-    ckpt.data_iterator_state({'position': {'epoch': 0, 'step': 3}}, 'ckpt/4', 0)
-
-
-def test_trainables_file_round_trips_and_rejects_another_backbone(tmp_path, tiny):
-  import sve_jax
-  _, params, _ = tiny
-  frozen, s = sve_jax.decompose(params)
-  trainables = sve_jax.init_members(jax.random.key(0), frozen, s, 3)
-  path = export.save_trainables(str(tmp_path / 't.safetensors'), trainables, {'M': 3}, frozen)
-  loaded, meta = export.load_trainables(path, frozen)
-  assert meta['M'] == 3
-  jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, jax.device_get(trainables))
-  other = jax.tree_util.tree_map(lambda x: x * 2 if hasattr(x, 'shape') else x, params)
-  other_frozen, _ = sve_jax.decompose(other)
-  with pytest.raises(ckpt.CheckpointError, match='different frozen factors'):
-    export.load_trainables(path, other_frozen)
-
-
-@pytest.mark.parametrize('key,value,message', [
-    ('num_members', 0, 'config.num_members=0 must be >= 1'),
-    ('optim.learning_rate', 0., 'config.optim.learning_rate=0.0 must be > 0'),
-    ('data.num_workers', -1, r'config.data.num_workers=-1 must be >= 0'),
-    ('steps_per_execution', 0, r'config.steps_per_execution=0 must be an integer >= 1'),
-    ('data.name', 'no_such_data', "config.data.name='no_such_data'"),
-    ('model.name', 'resnet', "config.model.name='resnet'"),
-    ('model.path', '/no/such/checkpoint', "config.model.path='/no/such/checkpoint' does not exist"),
-    ('execution', 'fast', "config.execution='fast'"),
-    ('method', 'dropout', "config.method='dropout'"),
-    ('model.dtype', 'float16', "config.model.dtype='float16'"),
-    ('ensemble_mode', 'mean', r"config.ensemble_mode='mean' must be one of \('probs', "
-                              r"'logits'\)"),
-])
-def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
-  config = tiny_train_config('', str(tmp_path / 'data'), **{key: value})
-  with pytest.raises((ValueError, FileNotFoundError), match=message):
-    train.run(config, str(tmp_path / 'w'), 'train')
-  assert not os.path.exists(tmp_path / 'data')  # nothing was prepared
 
 
 EIGHT_DEVICES = textwrap.dedent('''
@@ -306,3 +203,57 @@ def test_bfloat16_compute_dtype_is_close_to_float32(tiny_bert_folder):
   assert outputs['bfloat16'].shape == (2, 2, 3)
   np.testing.assert_allclose(outputs['bfloat16'], outputs['float32'], atol=0.05)
   assert not np.array_equal(outputs['bfloat16'], outputs['float32'])  # really computed in bf16
+
+
+def test_recipe_knobs_end_to_end_learning_curves_best_checkpoint_and_report(
+    tiny_bert_folder, shared_data_dir, tmp_path):
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{
+      'ood.name': '', 'num_epochs': 1, 'eval_every_steps': 2, 'member_data_order': True,
+      'head_init_std': 0.05, 'optim.schedule': 'official', 'optim.learning_rate': 3e-2})
+  workdir = str(tmp_path / 'knobs')
+  results = train.run(config, workdir, 'train')
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  val = [r for r in records if 'val_accuracy' in r]
+  # 48 examples / batch 8 = 6 steps: validated every 2 steps (the last is the epoch end).
+  assert [r['step'] for r in val] == [2, 4, 6]
+  for r in val:
+    assert 0. <= r['val_members_mean_accuracy'] <= 1. and r['val_members_mean_nll'] > 0.
+    assert 0. <= r['val_disagreement'] <= 1. and r['val_mutual_information'] >= 0.
+    assert r['val_singular_value_change'] > 0.
+  # The best checkpoint is the first step with the highest validation accuracy.
+  best = max(r['val_accuracy'] for r in val)
+  assert results['checkpoint']['best_val_accuracy'] == pytest.approx(best)
+  assert results['checkpoint']['best_step'] == next(
+      r['step'] for r in val if r['val_accuracy'] == best)
+  assert results['validation']['accuracy'] == pytest.approx(best)
+  assert results['singular_value_change'] == pytest.approx(next(
+      r['val_singular_value_change'] for r in val if r['step'] == results['checkpoint'][
+          'best_step']), rel=1e-5)
+  # Tweets carry the annotators' agreement: the uncertainties are compared with it.
+  human = results['human_disagreement']
+  assert 0 < human['num_examples'] <= 24
+  assert set(human) == {'entropy', 'mutual_information', 'one_minus_max_prob', 'num_examples'}
+  assert all(-1. <= human[k] <= 1. for k in ('entropy', 'one_minus_max_prob'))
+
+
+@pytest.mark.parametrize('method', ['deep_ensemble', 'mc_dropout'])
+def test_train_run_reports_members_and_trainable_counts(method, tiny_bert_folder,
+                                                       shared_data_dir, tmp_path):
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{
+      'method': method, 'ood.name': '', 'num_epochs': 1, 'data.max_train_examples': 16,
+      'data.max_eval_examples': 8})
+  workdir = str(tmp_path / method)
+  results = train.run(config, workdir, 'train')
+  with open(os.path.join(workdir, 'results.json')) as f:
+    saved = json.load(f)
+  backbone = models.load_backbone(config.model, num_classes=3)
+  full = tree.num_params(backbone.params)
+  assert saved['method'] == method and saved['num_members'] == 2
+  assert len(saved['members']) == 2
+  assert saved['params']['backbone'] == full
+  assert saved['params']['trainable_per_member'] == full  # every param, head included
+  copies = 2 if method == 'deep_ensemble' else 1
+  assert saved['params']['trainable_total'] == copies * full
+  assert saved['params']['overhead'] == pytest.approx(copies)
+  assert saved['learning_rate'] == config.optim.full_finetune_learning_rate
+  assert 0. <= results['test']['accuracy'] <= 1.

@@ -34,7 +34,7 @@ def _inputs(tmp_path, with_ood=True):
       'test': scores('test'),
       'test_temperature_scaled': metrics.evaluate(logits, labels, temperature=1.3),
       'members': members, 'members_mean': metrics.members_mean(logits, labels),
-      'references': {'zero_shot': {'accuracy': 0.4, 'nll': 1.05, 'brier': 0.6, 'ece': 0.1}},
+      'zero_shot': {'test': {'accuracy': 0.4, 'nll': 1.05, 'brier': 0.6, 'ece': 0.1}},
       'selective': selective.selective_section(uncertainty, correct)}
   with open(tmp_path / 'metrics.jsonl', 'w') as f:
     for step in (5, 10):
@@ -118,7 +118,7 @@ def test_report_renders_in_chromium_with_every_figure_and_the_results_numbers(tm
   expected = {'ensemble (raw)': results['test'],
               'ensemble (T-scaled)': results['test_temperature_scaled'],
               'members, mean': results['members_mean'], 'member 2': results['members'][2],
-              'zero shot': results['references']['zero_shot']}
+              'zero-shot (raw)': results['zero_shot']['test']}
   for row, scores in expected.items():
     for key in ('accuracy', 'nll', 'ece'):
       assert float(dom.rows[row][key]) == pytest.approx(scores[key], abs=5e-5), (row, key)

@@ -2,10 +2,13 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+import sve_jax
 from sve_jax.eval import metrics
 
 
@@ -306,3 +309,19 @@ def test_disagreement_correlation_is_spearman_with_one_minus_agreement():
   # One member has no mutual information to rank.
   assert math.isnan(metrics.disagreement_correlation(member_logits[:1], agreement)[
       'mutual_information'])
+
+
+def test_singular_value_change_is_the_mean_relative_distance_from_pretrained():
+  rng = np.random.default_rng(0)
+  params = {'a': {'kernel': jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
+                  'bias': jnp.zeros((4,))},
+            'b': {'kernel': jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)}}
+  frozen, s = sve_jax.decompose(params)
+  trainables = sve_jax.init_members(jax.random.key(1), frozen, s, 3, noise_std=0.2)
+  trainables = {**trainables, 'a': {**trainables['a'], 'bias': trainables['a']['bias'] + 9.}}
+  expected = np.mean([np.linalg.norm(np.asarray(trainables[k]['kernel'][m]) - s[k]['kernel'])
+                      / np.linalg.norm(s[k]['kernel']) for k in 'ab' for m in range(3)])
+  assert metrics.singular_value_change(frozen, s, trainables) == pytest.approx(
+      expected, rel=1e-5)  # the biases, moved by 9, are not counted
+  assert metrics.singular_value_change(
+      frozen, s, jax.tree_util.tree_map(lambda x: jnp.stack([x] * 2), s)) == 0.

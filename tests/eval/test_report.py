@@ -10,7 +10,7 @@ from sve_jax.eval import report
 
 PROMISED_KEYS = {
     'method', 'num_members', 'params', 'test', 'test_temperature_scaled', 'members',
-    'members_mean', 'diversity', 'validation', 'ensemble_modes', 'ood'
+    'members_mean', 'diversity', 'validation', 'ensemble_modes', 'ood', 'selective'
 }
 PARAMS_KEYS = {'backbone', 'trainable_per_member', 'trainable_total', 'overhead'}
 SCORE_KEYS = {'accuracy', 'nll', 'brier', 'ece', 'temperature'}
@@ -123,6 +123,25 @@ def test_summary_table_contains_the_numbers(results):
   for key in OOD_KEYS - {'dataset'}:
     assert f"{built['ood'][key]:.4f}" in table
   assert 'digits' in table and '22,713,216' in table and '165,000' in table
+  for name in ('msp', 'entropy', 'mi'):
+    assert f"{built['selective'][name]['aurc']:.4f}" in table
+
+
+def test_selective_section_ranks_the_test_predictions_by_each_score(results):
+  built, test_logits, test_labels = results
+  member_probs = _np_softmax(test_logits.astype(np.float64))
+  ensemble = member_probs.mean(0)
+  correct = ensemble.argmax(-1) == test_labels
+  # AURC written out: the mean error rate of the k most confident predictions, k = 1..N.
+  order = np.argsort(-ensemble.max(-1), kind='stable')
+  expected = np.mean(np.cumsum(~correct[order]) / np.arange(1, len(order) + 1))
+  assert built['selective']['msp']['aurc'] == pytest.approx(expected, rel=1e-4)
+  entropy = -(ensemble * np.log(ensemble)).sum(-1)
+  by_entropy = np.argsort(entropy, kind='stable')
+  expected = np.mean(np.cumsum(~correct[by_entropy]) / np.arange(1, len(order) + 1))
+  assert built['selective']['entropy']['aurc'] == pytest.approx(expected, rel=1e-3)
+  at_80 = correct[order[:math.ceil(0.8 * len(order))]].mean()
+  assert built['selective']['msp']['accuracy_at_coverage']['0.8'] == pytest.approx(at_80)
 
 
 def test_summary_table_tolerates_missing_sections(results):

@@ -1,8 +1,8 @@
-"""BERT backbone: parity with HF transformers (torch), loader errors, tokenizer, SVE targets.
+"""BERT backbone: parity with HF transformers (torch), loader errors, SVE targets.
 
 References are independent of our code: ``transformers.BertModel`` / ``BertForSequence
-Classification`` run in torch on the same folders, and transformers' pure-Python
-``BertTokenizer`` on ``vocab.txt``.
+Classification`` run in torch on the same folders. The tokenizer's tests are in
+``test_tokenizer.py``.
 """
 import functools
 import json
@@ -117,6 +117,7 @@ def minilm_torch_hidden(minilm_folder, minilm_batch):
     return model(**_torch_inputs(minilm_batch)).last_hidden_state.numpy()
 
 
+@pytest.mark.slow  # torch parity on the real MiniLM-L6 weights
 def test_minilm_matches_transformers(minilm, minilm_batch, minilm_torch_hidden):
   module, _ = minilm
   assert module.pooling == 'mean'  # from the folder's 1_Pooling/config.json
@@ -125,20 +126,6 @@ def test_minilm_matches_transformers(minilm, minilm_batch, minilm_torch_hidden):
   hidden, features = _hidden_and_features(minilm, minilm_batch)
   np.testing.assert_allclose(hidden[mask], minilm_torch_hidden[mask], atol=TOL, rtol=0)
   np.testing.assert_allclose(features, _mean_pool(minilm_torch_hidden, mask), atol=TOL, rtol=0)
-
-
-def test_tokenize_matches_transformers_python_tokenizer(minilm_folder, tmp_path):
-  reference = transformers.BertTokenizer(os.path.join(minilm_folder, 'vocab.txt'),
-                                         do_lower_case=True)(
-      SENTENCES, padding='max_length', truncation=True, max_length=MAX_LENGTH)
-  # tokenizer.json, and the vocab.txt fallback when tokenizer.json is absent.
-  for name in ('vocab.txt', 'tokenizer_config.json'):
-    shutil.copy(os.path.join(minilm_folder, name), tmp_path / name)
-  for folder in (minilm_folder, tmp_path):
-    ours = tokenize(load_tokenizer(folder), SENTENCES, MAX_LENGTH)
-    for key in ('input_ids', 'attention_mask', 'token_type_ids'):
-      assert ours[key].dtype == np.int32 and ours[key].shape == (len(SENTENCES), MAX_LENGTH)
-      np.testing.assert_array_equal(ours[key], np.asarray(reference[key]), err_msg=key)
 
 
 def test_offline_minilm_path_and_config(minilm_folder):
@@ -226,6 +213,7 @@ def test_legacy_layernorm_gamma_beta_names_load_the_same(tiny_folders, tmp_path)
   jax.tree.map(np.testing.assert_array_equal, got, expected)
 
 
+@pytest.mark.slow  # compiles several BERT forwards
 def test_dropout_only_in_training(tiny_folders, tiny_batch):
   loaded = bert.load_bert(tiny_folders[1]['safetensors'], pooling='mean')
   module, params = loaded
@@ -334,6 +322,7 @@ def _leaf_roles(params):
   return roles
 
 
+@pytest.mark.slow  # compiles several BERT forwards
 def test_sve_identity_at_zero_noise(tiny_folders, tiny_batch):
   module, params = bert.load_bert(tiny_folders[1]['safetensors'], num_classes=3)
   params = dict(params)  # a non-zero head, so logits depend on every member leaf

@@ -23,6 +23,7 @@ from sklearn.datasets import load_digits, load_sample_images
 
 import sve_jax
 from sve_jax import models
+from sve_jax.data import transforms
 from sve_jax.models import efficientnet_lite
 from sve_jax.models.weights_io import WeightsError
 
@@ -57,6 +58,12 @@ def _center_crop(image, size):
   return np.asarray(pil.crop((left, top, left + size, top + size)))
 
 
+def _normalized(images_0_255):
+  """The images normalised with the backbone's statistics, as the data layer does."""
+  return transforms.normalize_images(images_0_255, efficientnet_lite.IMAGE_MEAN,
+                                     efficientnet_lite.IMAGE_STD)
+
+
 def _real_images(size=224):
   """Two photos (china.jpg, flower.jpg) and three 8×8 digits upscaled to RGB, 0–255 NHWC."""
   photos = [_center_crop(im, size) for im in load_sample_images().images]
@@ -89,7 +96,7 @@ def imagenet_model(checkpoint):
 def real_case(imagenet_model):
   """``(images, reference logits, Flax logits)`` on the five real images at 224×224."""
   model, params = imagenet_model
-  images = np.asarray(efficientnet_lite.normalize_images(_real_images()))
+  images = _normalized(_real_images())
   expected = _reference_logits(_reference(), images)
   logits = np.asarray(jax.jit(model.apply)({'params': params}, images))
   return images, expected, logits
@@ -103,6 +110,7 @@ def test_converted_copy_holds_the_torch_state_dict(checkpoint):
     np.testing.assert_array_equal(copy[key], value.numpy(), err_msg=key)
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_logits_match_reference_on_real_images(real_case):
   # At 224 every stride-2 conv sees an even size, where TF 'SAME' pads only bottom/right:
   # symmetric padding would fail here.
@@ -114,11 +122,12 @@ def test_logits_match_reference_on_real_images(real_case):
   assert len(set(expected.argmax(-1))) >= 3
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_features_match_reference_at_odd_size(checkpoint):
   # 97 is odd at every stride-2 conv input (97, 49, 25, 13), where TF 'SAME' pads
   # symmetrically; the reference is rebuilt with its static padding for 97.
   model, params = efficientnet_lite.load_efficientnet_lite0(checkpoint, num_classes=0)
-  images = np.asarray(efficientnet_lite.normalize_images(_real_images(97)[:2]))
+  images = _normalized(_real_images(97)[:2])
   features = np.asarray(jax.jit(model.apply)({'params': params}, images))
   with torch.no_grad():
     expected = _reference(image_size=97).extract_features(
@@ -127,10 +136,11 @@ def test_features_match_reference_at_odd_size(checkpoint):
   np.testing.assert_allclose(features, expected, rtol=0, atol=1e-4)
 
 
-def test_normalize_images_maps_pixels_to_inception_scale():
-  pixels = jnp.array([0., 127., 255.]).reshape(1, 1, 3, 1) * jnp.ones(3)
-  np.testing.assert_allclose(efficientnet_lite.normalize_images(pixels)[0, 0, :, 0],
-                             [-127. / 128., 0., 1.], rtol=1e-7)
+def test_backbone_statistics_map_pixels_to_inception_scale():
+  # The TF Lite builder's (x - 127) / 128 on 0-255 pixels, through the data transforms.
+  pixels = np.array([0, 127, 255], np.uint8).reshape(1, 1, 3, 1) * np.ones(3, np.uint8)
+  np.testing.assert_allclose(_normalized(pixels)[0, 0, :, 0], [-127. / 128., 0., 1.],
+                             rtol=1e-6, atol=1e-6)
 
 
 def test_new_head_starts_at_zero(checkpoint):
@@ -155,6 +165,7 @@ def test_config_loader_gives_the_file_loaders_params_and_the_inception_statistic
                              np.broadcast_to((pixels - 127) / 128, (3, 256)), atol=1e-12)
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_dropout_only_in_training_and_unbiased(imagenet_model, real_case):
   model, params = imagenet_model
   images, _, eval_logits = real_case
@@ -225,6 +236,7 @@ def _reference_pointwise_singular_values():
   return total
 
 
+@pytest.mark.slow  # the real Lite0 network, forward and gradients
 def test_sve_members_at_zero_noise_reproduce_the_model(imagenet_model, real_case):
   model, params = imagenet_model
   images, _, plain = real_case
@@ -274,6 +286,7 @@ def test_sve_rules_make_a_new_head_per_member():
   assert len(roles) - sum(r == 'frozen' for r in roles.values()) == 2 + 32
 
 
+@pytest.mark.slow  # XLA's grouped convolution and its gradients
 @pytest.mark.parametrize('size,kernel_size,stride', [(9, 3, 1), (9, 5, 2), (8, 3, 2), (7, 5, 1)])
 def test_depthwise_conv_matches_xla_grouped_conv_and_its_gradients(size, kernel_size, stride):
   from sve_jax.models.efficientnet_lite import DepthwiseConv
@@ -292,6 +305,7 @@ def test_depthwise_conv_matches_xla_grouped_conv_and_its_gradients(size, kernel_
     DepthwiseConv(**{**args, 'feature_group_count': 3}).init(jax.random.key(1), x)
 
 
+@pytest.mark.slow  # trains Lite0 with every method
 def test_full_fine_tunes_train_every_weight_but_never_the_batch_norm_statistics(checkpoint):
   import optax
   from sve_jax import methods, tree
@@ -334,6 +348,7 @@ def test_full_fine_tunes_train_every_weight_but_never_the_batch_norm_statistics(
     assert np.isfinite(float(value))
 
 
+@pytest.mark.slow  # vmapped members' convolutions and their gradients
 def test_pointwise_conv_matches_nn_conv_per_member_under_vmap():
   from sve_jax.models.efficientnet_lite import PointwiseConv
   x = jax.random.normal(jax.random.key(0), (3, 2, 5, 5, 6))  # (members, batch, h, w, c)

@@ -19,6 +19,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 import sve_jax
 from sve_jax import factorize
 from sve_jax import tree
+from sve_jax.data import transforms
 from sve_jax.models import vit
 from sve_jax.models.weights_io import WeightsError
 
@@ -143,9 +144,10 @@ def test_presets_match_timm_pretrained_configs(name):
   assert config.num_classes == timm_cfg.num_classes
   assert config.image_mean == tuple(timm_cfg.mean)
   assert config.image_std == tuple(timm_cfg.std)
-  images = np.random.default_rng(0).uniform(size=(1, 2, 2, 3)).astype(np.float32)
-  expected = (images - np.array(timm_cfg.mean)) / np.array(timm_cfg.std)
-  np.testing.assert_allclose(vit.normalize_images(images, config), expected, rtol=1e-6)
+  pixels = np.random.default_rng(0).integers(0, 256, size=(1, 2, 2, 3), dtype=np.uint8)
+  expected = (pixels / 255. - np.array(timm_cfg.mean)) / np.array(timm_cfg.std)
+  normalized = transforms.normalize_images(pixels, config.image_mean, config.image_std)
+  np.testing.assert_allclose(normalized, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_aliases_name_presets():
@@ -181,6 +183,7 @@ def test_new_head_replaces_checkpoint_head_and_keeps_features(checkpoints):
   np.testing.assert_allclose(features, _timm_outputs(reference, images)[1], atol=ATOL)
 
 
+@pytest.mark.slow  # compiles ViT-S/16 in training and evaluation mode
 def test_dropout_only_in_training(checkpoints):
   reference, path = checkpoints[DINO]
   model, params = vit.load_vit(path, _config(DINO, dropout_rate=0.3))
@@ -268,6 +271,7 @@ def sve_dino(checkpoints):
   return reference, model, frozen, s, trainables
 
 
+@pytest.mark.slow  # decomposes every matrix of ViT-S/16 (the sve_dino fixture)
 def test_sve_rules_select_block_matrices_biases_and_head(sve_dino):
   _, _, frozen, s, _ = sve_dino
   targets = [f'blocks_{i}/{layer}' for i in range(DEPTH)
@@ -278,6 +282,7 @@ def test_sve_rules_select_block_matrices_biases_and_head(sve_dino):
                      | {'head/kernel', 'head/bias'})
 
 
+@pytest.mark.slow  # decomposes every matrix of ViT-S/16 (the sve_dino fixture)
 @pytest.mark.parametrize('execution', ['compose', 'factored'])
 def test_sve_members_without_noise_reproduce_the_model(sve_dino, execution):
   reference, model, frozen, _, trainables = sve_dino

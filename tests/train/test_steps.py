@@ -1,5 +1,6 @@
 """Training touches the trainables only; the loss is the mean of the members' losses."""
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -52,6 +53,7 @@ def test_only_trainables_change_and_optimizer_state_matches_them(tiny):
   assert sum(x.size for x in moments) == 2 * tree.num_params(trainables)
 
 
+@pytest.mark.slow
 def test_grads_flow_to_every_member_independently(tiny):
   _, frozen, trainables, forward, batch = _setup(tiny, num_members=2)
 
@@ -65,7 +67,3 @@ def test_grads_flow_to_every_member_independently(tiny):
     np.testing.assert_array_equal(leaf[1], 0.)  # member 1 does not feel member 0's loss
 
 
-def test_optimizer_rejects_bad_learning_rate():
-  import pytest
-  with pytest.raises(ValueError, match='learning_rate must be > 0'):
-    train_state.make_optimizer(0., total_steps=10)

@@ -1,20 +1,18 @@
-"""Hostile user data: each case gets an early error naming the file, the line/row or path and
-the problem (or a documented, counted skip), never a crash deep in tfds or JAX.
+"""Tables of text examples (`sve_jax.data.tables`): values read back as written, and hostile
+files stopped early with an error that names the file, the line and the problem.
 
-The checks run when a data set is prepared (before any model is built), so they are called
-here through the readers or `data.get_dataset` directly.
+The hostile cases go through `data.get_dataset` with the `csv_text` builder, the way a user's
+file reaches the reader.
 """
+import csv
 import json
-import logging
-import os
 import re
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from sve_jax import data
-from sve_jax.data import readers
+from sve_jax.data import tables
 
 
 def csv_text(tmp_path, name: str, content: str | bytes, **options):
@@ -32,7 +30,53 @@ def rows(n: int, labels=('a', 'b')) -> str:
   return ''.join(f'text {i},{labels[i % len(labels)]}\n' for i in range(n))
 
 
-# ---------------------------------------------------------------- tables
+# ---------------------------------------------------------------- values read back
+
+
+def random_texts(rng, n):
+  """Texts with what CSV must quote: commas, quotes, tabs, line breaks, non-ASCII."""
+  pieces = ['plain', 'a, comma', 'a "quote"', 'tab\there', 'line\nbreak', 'ünï çødé', ' pad ']
+  return [' '.join(rng.choice(pieces, size=rng.integers(1, 4))) for _ in range(n)]
+
+
+@pytest.mark.parametrize('suffix', ['.csv', '.tsv', '.jsonl'])
+def test_read_table_returns_the_values_written(suffix, tmp_path):
+  rng = np.random.default_rng(0)
+  texts = random_texts(rng, 40)
+  labels = [str(v) for v in rng.integers(0, 5, 40)]
+  path = tmp_path / f'table{suffix}'
+  if suffix == '.jsonl':
+    path.write_text(''.join(json.dumps({'t': t, 'y': int(y), 'extra': 1}) + '\n'
+                            for t, y in zip(texts, labels)), encoding='utf-8')
+  else:
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+      writer = csv.writer(f, delimiter='\t' if suffix == '.tsv' else ',')
+      writer.writerow(['extra', 't', 'y'])
+      writer.writerows(('x', t, y) for t, y in zip(texts, labels))
+  got = tables.read_table(path, ('t', 'y'))
+  assert got == {'t': texts, 'y': labels}
+
+
+def test_table_rows_keep_every_column_and_number_the_lines(tmp_path):
+  path = tmp_path / 'rows.jsonl'
+  path.write_text('{"a": "1", "b": 2}\n\n{"a": "3", "b": 4, "c": null}\n', encoding='utf-8')
+  with tables.table_lines(path, 'utf-8', header_lines=0) as lines:
+    got = list(tables.table_rows(lines, 'jsonl', path))
+  assert got == [(1, {'a': '1', 'b': 2}), (3, {'a': '3', 'b': 4, 'c': None})]
+  path = tmp_path / 'rows.csv'
+  path.write_text('a,b\n1,"x\ny"\n3,z\n', encoding='utf-8')
+  with tables.table_lines(path, 'utf-8', header_lines=1) as lines:
+    got = list(tables.table_rows(lines, 'csv', path))
+  # The header is line 1; a record's number counts records, as csv.DictReader does.
+  assert got == [(2, {'a': '1', 'b': 'x\ny'}), (3, {'a': '3', 'b': 'z'})]
+
+
+def test_an_unknown_suffix_names_the_known_ones(tmp_path):
+  with pytest.raises(ValueError, match=r"unsupported table suffix '\.xlsx'.*'\.csv'"):
+    tables.read_table(tmp_path / 'sheet.xlsx', ('text',))
+
+
+# ---------------------------------------------------------------- hostile files
 
 
 @pytest.mark.parametrize('name,content,message', [
@@ -54,12 +98,25 @@ def test_header_without_the_named_columns(tmp_path):
     csv_text(tmp_path, 'reviews.csv', 'text,label\n' + rows(4), text_column='body')
 
 
+def test_a_jsonl_record_without_a_named_key_names_the_line(tmp_path):
+  jsonl = tmp_path / 'bad.jsonl'
+  jsonl.write_text('{"text": "a", "label": 1}\n{"text": "b"}\n')
+  with pytest.raises(ValueError, match=r"bad\.jsonl:2: missing key\(s\) \['label'\]"):
+    data.get_dataset({'name': 'csv_text', 'file': str(jsonl)}, str(tmp_path / 'tfds'))
+
+
 @pytest.mark.parametrize('bad_row,column', [(' ,a', 'text'), ('text 9,', 'label'),
                                             ('only one field', 'label')])
 def test_row_with_an_empty_text_or_label(bad_row, column, tmp_path):
   content = 'text,label\n' + rows(3) + bad_row + '\n' + rows(2)
   # Line 5: the header is line 1, then three good rows.
   with pytest.raises(ValueError, match=rf"rows\.csv:5: empty value in column '{column}'"):
+    csv_text(tmp_path, 'rows.csv', content)
+
+
+def test_a_row_with_more_fields_than_the_header_names_the_line(tmp_path):
+  content = 'text,label\n' + rows(2) + 'an unquoted, comma,b\n' + rows(1)
+  with pytest.raises(ValueError, match=r"rows\.csv:4: 3 fields, but the header has 2 columns"):
     csv_text(tmp_path, 'rows.csv', content)
 
 
@@ -125,101 +182,3 @@ def test_an_unbalanced_quote_is_caught_at_the_field_limit(tmp_path):
   with pytest.raises(ValueError, match=r'quote\.csv:\d+: field larger than field limit '
                                        r'.*is a quote left open on an earlier line'):
     csv_text(tmp_path, 'quote.csv', '\n'.join(lines) + '\n')
-
-
-# ---------------------------------------------------------------- classes and splits
-
-
-def write_jsonl(path, labels):
-  with open(path, 'w') as f:
-    for i, label in enumerate(labels):
-      f.write(json.dumps({'text': f'example {i}', 'label': label}) + '\n')
-  return str(path)
-
-
-def test_a_label_only_in_the_test_file(tmp_path):
-  files = {'train': write_jsonl(tmp_path / 'train.jsonl', ['a', 'b'] * 4),
-           'test': write_jsonl(tmp_path / 'test.jsonl', ['a', 'b', 'c', 'a'])}
-  with pytest.raises(ValueError, match=r"without a training example after the split: 'c' "
-                                       r"only in test \(.*test\.jsonl, rows \[2\]\)"):
-    data.get_dataset({'name': 'csv_text', 'split_files': files}, str(tmp_path / 'tfds'))
-
-
-def test_a_class_with_no_training_example_after_the_split(tmp_path):
-  # One 'rare' example among 20: the seeded 50/50 split puts it in test or in train.
-  labels = ['a', 'b'] * 10
-  labels[7] = 'rare'
-  path = write_jsonl(tmp_path / 'all.jsonl', labels)
-  fractions = {'train': 0.5, 'test': 0.5}
-  seed = next(s for s in range(50)
-              if 7 not in readers.split_indices(20, fractions, s)['train'])
-  with pytest.raises(ValueError, match=r"'rare' only in test \(.*all\.jsonl, rows \[7\]\)"):
-    data.get_dataset({'name': 'csv_text', 'file': path, 'split_fractions': fractions,
-                      'split_seed': seed}, str(tmp_path / 'tfds'))
-
-
-def test_a_declared_label_with_no_example_at_all(tmp_path):
-  path = write_jsonl(tmp_path / 'all.jsonl', ['a', 'b'] * 5)
-  with pytest.raises(ValueError, match=r"'c' has no example at all"):
-    data.get_dataset({'name': 'csv_text', 'file': path, 'label_names': ['a', 'b', 'c']},
-                     str(tmp_path / 'tfds'))
-
-
-# ---------------------------------------------------------------- image folders
-
-
-def image_folder(tmp_path, per_class=4):
-  root = tmp_path / 'photos'
-  for name, colour in (('cat', (200, 10, 10)), ('dog', (10, 10, 200))):
-    os.makedirs(root / name)
-    for i in range(per_class):
-      Image.new('RGB', (6, 5), colour).save(root / name / f'{i}.png')
-  return root
-
-
-def prepare_images(root, tmp_path):
-  return data.get_dataset({'name': 'image_folder', 'folder': str(root), 'image_size': (4, 4),
-                           'split_fractions': {'train': 0.5, 'test': 0.5}},
-                          str(tmp_path / 'tfds'))
-
-
-def test_a_corrupt_image_names_its_path(tmp_path):
-  root = image_folder(tmp_path)
-  (root / 'dog' / '2.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 50)  # truncated
-  with pytest.raises(ValueError, match=r'photos/dog/2\.png: cannot decode the image'):
-    prepare_images(root, tmp_path)
-
-
-def test_non_image_files_are_skipped_and_counted(tmp_path, caplog):
-  root = image_folder(tmp_path)
-  (root / 'cat' / 'notes.txt').write_text('not an image')
-  (root / 'dog' / 'labels.csv').write_text('a,b')
-  with caplog.at_level(logging.WARNING):
-    files = readers.list_image_folder(root)
-  assert len(files) == 8 and all(not f.endswith(('.txt', '.csv')) for f, _ in files)
-  assert "skipped 2 file(s) without an image suffix" in caplog.text
-  assert 'cat/notes.txt' in caplog.text and 'dog/labels.csv' in caplog.text
-
-
-def test_grayscale_and_rgba_pngs_become_rgb(tmp_path):
-  root = image_folder(tmp_path)
-  Image.new('L', (6, 5), 77).save(root / 'cat' / 'grey.png')
-  Image.new('RGBA', (6, 5), (10, 20, 30, 0)).save(root / 'dog' / 'clear.png')
-  Image.new('LA', (6, 5), (90, 128)).save(root / 'dog' / 'grey_alpha.png')
-  dataset = prepare_images(root, tmp_path)
-  images = {ex['file_name'].decode(): ex['image']
-            for source in dataset.splits.values() for ex in source}
-  assert len(images) == 11
-  expected = {'cat/grey.png': (77, 77, 77), 'dog/clear.png': (10, 20, 30),
-              'dog/grey_alpha.png': (90, 90, 90)}
-  for name, rgb in expected.items():
-    assert images[name].shape == (4, 4, 3)
-    np.testing.assert_array_equal(images[name], np.broadcast_to(rgb, (4, 4, 3)))
-
-
-def test_an_empty_class_folder_is_refused_by_path(tmp_path):
-  root = image_folder(tmp_path)
-  os.makedirs(root / 'emu')
-  (root / 'emu' / 'readme.txt').write_text('no pictures yet')
-  with pytest.raises(ValueError, match=r'photos/emu: class folder without image files'):
-    prepare_images(root, tmp_path)

@@ -1,0 +1,30 @@
+"""The run's cheap stages: the workdir and the mesh checks, before any heavy work."""
+import pytest
+
+from configs import default
+from sve_jax.train import checkpoint as ckpt
+from sve_jax.train import run
+
+
+def test_open_workdir_gives_a_workdir_record_and_eval_mode_needs_a_best_checkpoint(tmp_path):
+  config = default.get_config()
+  workdir = run.open_workdir(config, str(tmp_path / 'w'), 'train', 4)
+  assert workdir.path == str(tmp_path / 'w')
+  assert workdir.identity == {'method': config.method, 'backbone': config.model.name,
+                              'model_path': config.model.path,
+                              'model_preset': config.model.preset, 'num_members': 4}
+  workdir.checkpointer.close()
+  with pytest.raises(ckpt.CheckpointError, match='--mode=eval: no best checkpoint'):
+    run.open_workdir(config, str(tmp_path / 'w'), 'eval', 4)
+
+
+def test_the_mesh_reports_the_methods_members_and_refuses_a_batch_it_cannot_split():
+  config = default.get_config()
+  config.method, config.num_members = 'single_ft', 4
+  _, members = run.join_processes_and_make_mesh(config)
+  assert members == 1  # one fine-tuned model
+  config.method = 'sve'
+  assert run.join_processes_and_make_mesh(config)[1] == 4
+  config.mesh.member = 3
+  with pytest.raises(ValueError, match='config.mesh.member=3'):
+    run.join_processes_and_make_mesh(config)
