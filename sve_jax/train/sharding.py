@@ -80,6 +80,11 @@ def _batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = Fal
   return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
+#: Public name of :func:`_batch_sharding`: ``train/evaluate.py`` and ``benchmarks/memory.py``
+#: jit their own steps with it.
+batch_sharding = _batch_sharding
+
+
 def _member_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (member) axis split over ``member``."""
   return NamedSharding(mesh, P(MEMBER))
