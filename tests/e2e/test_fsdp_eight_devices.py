@@ -5,7 +5,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
 
 SCRIPT = textwrap.dedent('''
     import json, sys
