@@ -101,9 +101,9 @@ def make_zero_shot_predictor(backbone, mesh: jax.sharding.Mesh, batch_size: int
   with its LM head); a fresh head would score every class alike.
   """
   params = sharding.place(backbone.params, sharding.replicated_shardings(mesh, backbone.params))
+  # Params replicated, inputs as split_predictions shards them: jit follows both.
   forward = jax.jit(
       lambda p, inputs: backbone.apply(p, inputs)[None].astype(np.float32),
-      in_shardings=(sharding.replicated_shardings(mesh, params), sharding.batch_sharding(mesh)),
       out_shardings=jax.sharding.NamedSharding(
           mesh, jax.sharding.PartitionSpec(None, sharding.DATA)))
   eval_fn = lambda trainables, frozen, inputs, rng: forward(frozen, inputs)
