@@ -80,8 +80,7 @@ def _batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = Fal
   return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
-#: Public name of :func:`_batch_sharding`: ``train/evaluate.py`` and ``benchmarks/memory.py``
-#: jit their own steps with it.
+#: Public name of :func:`_batch_sharding`: ``benchmarks/memory.py`` jits its own steps with it.
 batch_sharding = _batch_sharding
 
 
