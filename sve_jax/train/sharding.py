@@ -2,8 +2,10 @@
 
 The mesh has two axes: ``data`` (the batch is split over it) and ``member`` (the leading member
 axis of trainables and optimiser moments is split over it; size 1 means replicated). Frozen
-factors and shared leaves are replicated. Steps are plain ``jax.jit`` with these
-``NamedSharding``s; there is no pjit/pmap.
+factors and shared leaves are replicated by default; :func:`fsdp_shardings` instead splits
+each leaf over ``data`` (FSDP / ZeRO-3 style: every device holds 1/n of it and XLA gathers
+it where it is used), for models whose frozen weights do not fit one device. Steps are plain
+``jax.jit`` with these ``NamedSharding``s; there is no pjit/pmap.
 """
 from __future__ import annotations
 
@@ -78,6 +80,10 @@ def _batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = Fal
   return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
+#: Public name of :func:`_batch_sharding`: ``benchmarks/memory.py`` jits its own steps with it.
+batch_sharding = _batch_sharding
+
+
 def _member_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (member) axis split over ``member``."""
   return NamedSharding(mesh, P(MEMBER))
@@ -94,6 +100,29 @@ def per_member_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
 
 def replicated_shardings(mesh: Mesh, tree: PyTree) -> PyTree:
   return jax.tree_util.tree_map(lambda _: replicated(mesh), tree)
+
+
+def fsdp_sharding(mesh: Mesh, shape: tuple[int, ...], axis: str = DATA) -> NamedSharding:
+  """One array split FSDP-style: its largest dimension that ``axis`` divides, over ``axis``.
+
+  Ties go to the earlier dimension. An array with no such dimension (scalars, biases of odd
+  size) and every array on a size-1 ``axis`` are replicated.
+  """
+  n = mesh.shape[axis]
+  shape = tuple(int(d) for d in shape)
+  fits = [i for i, d in enumerate(shape) if d >= n and d % n == 0]
+  if n == 1 or not fits:
+    return replicated(mesh)
+  split = max(fits, key=lambda i: (shape[i], -i))
+  return NamedSharding(mesh, P(*(axis if i == split else None for i in range(len(shape)))))
+
+
+def fsdp_shardings(mesh: Mesh, tree: PyTree, axis: str = DATA) -> PyTree:
+  """:func:`fsdp_sharding` of every array leaf of ``tree`` (arrays or
+  ``jax.ShapeDtypeStruct`` s; SVE's frozen tree included: its ``Factored`` nodes' ``u`` and
+  ``vh`` are leaves). For frozen weights (in place of :func:`replicated_shardings`) and for a
+  single model's full train state, whose leaves have no member axis."""
+  return jax.tree_util.tree_map(lambda x: fsdp_sharding(mesh, np.shape(x), axis), tree)
 
 
 def state_shardings(mesh: Mesh, state: PyTree) -> PyTree:
