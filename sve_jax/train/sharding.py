@@ -65,7 +65,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def _batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = False
+def batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = False
                    ) -> NamedSharding:
   """A batch's examples split over ``data``.
 
@@ -80,8 +80,6 @@ def _batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = Fal
   return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
-#: Public name of :func:`_batch_sharding`: ``benchmarks/memory.py`` jits its own steps with it.
-batch_sharding = _batch_sharding
 
 
 def _member_sharding(mesh: Mesh) -> NamedSharding:
@@ -157,9 +155,9 @@ def shard_batch(local_batch: PyTree, mesh: Mesh, per_member: bool = False,
                 steps_axis: bool = False) -> PyTree:
   """Assembles per-process numpy batches into global arrays split over ``data``.
 
-  ``per_member``, ``steps_axis``: see :func:`_batch_sharding`.
+  ``per_member``, ``steps_axis``: see :func:`batch_sharding`.
   """
-  sharding = _batch_sharding(mesh, per_member, steps_axis)
+  sharding = batch_sharding(mesh, per_member, steps_axis)
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 
@@ -211,14 +209,14 @@ def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
 
   The state is donated (updated in place); frozen factors are replicated and never donated;
   the batch is split over ``data`` (``per_member_data``: a member-stacked batch;
-  ``steps_axis``: several steps' batches, for a multi-step; see :func:`_batch_sharding`);
+  ``steps_axis``: several steps' batches, for a multi-step; see :func:`batch_sharding`);
   metrics come back replicated.
   """
   state_sh = state_shardings(mesh, state)
   return jax.jit(
       train_step,
       in_shardings=(state_sh, replicated_shardings(mesh, frozen),
-                    _batch_sharding(mesh, per_member_data, steps_axis)),
+                    batch_sharding(mesh, per_member_data, steps_axis)),
       out_shardings=(state_sh, replicated(mesh)),
       donate_argnums=(0,))
 
@@ -228,5 +226,5 @@ def jit_eval_step(eval_step, mesh: Mesh, trainables: PyTree, frozen: PyTree):
   return jax.jit(
       eval_step,
       in_shardings=(per_member_shardings(mesh, trainables), replicated_shardings(mesh, frozen),
-                    _batch_sharding(mesh), replicated(mesh)),
+                    batch_sharding(mesh), replicated(mesh)),
       out_shardings=NamedSharding(mesh, P(MEMBER, DATA)))
