@@ -80,8 +80,6 @@ def batch_sharding(mesh: Mesh, per_member: bool = False, steps_axis: bool = Fals
   return NamedSharding(mesh, P(*((None,) * steps_axis + spec)))
 
 
-
-
 def _member_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (member) axis split over ``member``."""
   return NamedSharding(mesh, P(MEMBER))
