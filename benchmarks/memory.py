@@ -372,11 +372,19 @@ def step_table(results: dict[str, Any]) -> str:
     for r in rows:
       ratio = f'{r["total_vs_single_ft"]:.2f}' if 'total_vs_single_ft' in r else ''
       remat = '–' if r['setup'] == 'inference' else ('yes' if r['remat'] else 'no')
-      lines.append(f'| {shape} | {_NAMES[r["setup"]]} | {remat} | {r["devices"]} | '
-                   f'{_gib(r["argument_bytes"])} | {_gib(r["output_bytes"])} | '
-                   f'{_gib(r["temp_bytes"])} | {_gib(r["alias_bytes"])} | '
-                   f'{_gib(r["total_bytes"])} | {ratio} |')
+      lines.append(_markdown_row(
+          shape, _NAMES[r['setup']], remat, r['devices'],
+          *(_gib(r[f'{k}_bytes']) for k in ('argument', 'output', 'temp', 'alias', 'total')),
+          ratio))
   return '\n'.join(lines)
+
+
+def _markdown_row(*cells: Any) -> str:
+  return '| ' + ' | '.join(str(c) for c in cells) + ' |'
+
+
+def _yes_no(flag: bool) -> str:
+  return 'yes' if flag else 'no'
 
 
 def goals_text(results: dict[str, Any]) -> str:
@@ -394,10 +402,10 @@ def goals_text(results: dict[str, Any]) -> str:
             'ratio | fits |', '|' + '---|' * 8]
   for g in goals.get('step_fits_where_single_ft_fits', []):
     sve, ref = g['sve'], g['single_ft']
-    lines.append(f'| {g["shape"]} | {g["devices"]} | {_NAMES[sve["setup"]]}, remat '
-                 f'{"yes" if sve["remat"] else "no"} | {_gib(sve["total_bytes"])} | remat '
-                 f'{"yes" if ref["remat"] else "no"} | {_gib(ref["total_bytes"])} | '
-                 f'{g["ratio"]:.2f} | {"yes" if g["met"] else "no"} |')
+    lines.append(_markdown_row(
+        g['shape'], g['devices'], f'{_NAMES[sve["setup"]]}, remat {_yes_no(sve["remat"])}',
+        _gib(sve['total_bytes']), f'remat {_yes_no(ref["remat"])}', _gib(ref['total_bytes']),
+        f'{g["ratio"]:.2f}', _yes_no(g['met'])))
   return '\n'.join(lines)
 
 
