@@ -69,22 +69,27 @@ from typing import Any
 from absl import app
 from absl import flags
 
-_SHAPES = flags.DEFINE_list('shapes', ['smollm2_135m', 'llama_1b', 'llama_7b'],
-                            'Model shapes to measure (keys of SHAPES).')
-_DEVICES = flags.DEFINE_list('devices', ['1', '8'], 'Simulated CPU device counts.')
-_REMAT = flags.DEFINE_list('remat', ['false', 'true'], 'Rematerialisation settings.')
-_SETUPS = flags.DEFINE_list('setups', None, 'Subset of the compiled set-ups (default all).')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Sequences per step.')
-_LENGTH = flags.DEFINE_integer('length', 256, 'Tokens per sequence.')
-_MEMBERS = flags.DEFINE_integer('members', 16, 'M of the ensembles.')
-_LORA_RANK = flags.DEFINE_integer('lora_rank', 8, 'LoRA-Ensemble rank.')
-_LABEL_TOKENS = flags.DEFINE_integer('label_tokens', 3, 'Classes (verbaliser tokens).')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
-                           "The decoder's computation dtype (params are float32 either way).")
-_OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/memory.json).')
-_TABLES = flags.DEFINE_string('tables', None, 'Print the tables of an earlier JSON and exit.')
-_CHILD = flags.DEFINE_bool('child', False, 'Internal: measure on this process\'s devices and '
-                           'print one RESULT line (run with XLA_FLAGS set by the parent).')
+
+def define_flags() -> None:
+  """The command line; defined when run as a script, so tests can import the module beside
+  other benchmarks (absl flags are global: several define --out, --batch, --members)."""
+  flags.DEFINE_list('shapes', ['smollm2_135m', 'llama_1b', 'llama_7b'],
+                    'Model shapes to measure (keys of SHAPES).')
+  flags.DEFINE_list('devices', ['1', '8'], 'Simulated CPU device counts.')
+  flags.DEFINE_list('remat', ['false', 'true'], 'Rematerialisation settings.')
+  flags.DEFINE_list('setups', None, 'Subset of the compiled set-ups (default all).')
+  flags.DEFINE_integer('batch', 8, 'Sequences per step.')
+  flags.DEFINE_integer('length', 256, 'Tokens per sequence.')
+  flags.DEFINE_integer('members', 16, 'M of the ensembles.')
+  flags.DEFINE_integer('lora_rank', 8, 'LoRA-Ensemble rank.')
+  flags.DEFINE_integer('label_tokens', 3, 'Classes (verbaliser tokens).')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                    "The decoder's computation dtype (params are float32 either way).")
+  flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/memory.json).')
+  flags.DEFINE_string('tables', None, 'Print the tables of an earlier JSON and exit.')
+  flags.DEFINE_bool('child', False, 'Internal: measure on this process\'s devices and '
+                    'print one RESULT line (run with XLA_FLAGS set by the parent).')
+
 
 #: Llama-family shapes (field names as HF's config.json): SmolLM2-135M, Llama-3.2-1B,
 #: Llama-2-7B; 'tiny' is the test's.
@@ -417,33 +422,33 @@ def _print_tables(results: dict[str, Any]) -> None:
 
 def main(argv):
   del argv
-  if _TABLES.value:
-    with open(_TABLES.value) as f:
+  if flags.FLAGS.tables:
+    with open(flags.FLAGS.tables) as f:
       _print_tables(json.load(f))
     return
-  problem = Problem(_BATCH.value, _LENGTH.value, _MEMBERS.value, _LORA_RANK.value,
-                    _LABEL_TOKENS.value, _DTYPE.value)
-  setups = _SETUPS.value or list(SETUPS)
-  remats = [r.lower() in ('1', 'true', 'yes') for r in _REMAT.value]
-  if _CHILD.value:
-    rows = run_child(_SHAPES.value, setups, remats, problem)
+  problem = Problem(flags.FLAGS.batch, flags.FLAGS.length, flags.FLAGS.members, flags.FLAGS.lora_rank,
+                    flags.FLAGS.label_tokens, flags.FLAGS.dtype)
+  setups = flags.FLAGS.setups or list(SETUPS)
+  remats = [r.lower() in ('1', 'true', 'yes') for r in flags.FLAGS.remat]
+  if flags.FLAGS.child:
+    rows = run_child(flags.FLAGS.shapes, setups, remats, problem)
     print('RESULT ' + json.dumps(rows), flush=True)
     return
-  argv = [f'--shapes={",".join(_SHAPES.value)}', f'--setups={",".join(setups)}',
-          f'--remat={",".join(_REMAT.value)}', f'--batch={problem.batch}',
+  argv = [f'--shapes={",".join(flags.FLAGS.shapes)}', f'--setups={",".join(setups)}',
+          f'--remat={",".join(flags.FLAGS.remat)}', f'--batch={problem.batch}',
           f'--length={problem.length}', f'--members={problem.members}',
           f'--lora_rank={problem.lora_rank}', f'--label_tokens={problem.label_tokens}',
           f'--dtype={problem.dtype}']
   results = {'problem': dataclasses.asdict(problem), 'shapes': {}}
-  for shape in _SHAPES.value:
+  for shape in flags.FLAGS.shapes:
     results['shapes'][shape] = {**model_facts(shape, problem), 'rows': []}
   # The device counts' children compile side by side (XLA's CPU compiler is mostly serial).
-  children = {int(d): _start_child(int(d), argv) for d in _DEVICES.value}
+  children = {int(d): _start_child(int(d), argv) for d in flags.FLAGS.devices}
   for devices, child in children.items():
     for row in _child_rows(devices, child):
       results['shapes'][row['shape']]['rows'].append(row)
   summarise(results)
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+  out = flags.FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                                    'memory.json')
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, 'w') as f:
@@ -453,4 +458,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
