@@ -133,8 +133,21 @@ class Checkpointer:
     try:
       self.wait()
     finally:
-      self.latest.close()
-      self.best.close()
+      for manager in (self.latest, self.best):
+        _await_startup_cleanup(manager)
+        manager.close()
+
+
+def _await_startup_cleanup(manager: ocp.CheckpointManager) -> None:
+  """Waits for the removal of partial saves that a manager starts in a thread when it opens.
+
+  orbax (0.12) awaits it only in ``save``, not in ``close``: a process that opens a workdir
+  and exits without saving (a refused ``--mode=predict``) would otherwise print the thread's
+  traceback as the interpreter shuts down.
+  """
+  await_cleanup = getattr(manager, '_maybe_await_cleanup_tmp_directory', None)
+  if await_cleanup is not None:
+    await_cleanup()
 
 
 class Workdir(NamedTuple):

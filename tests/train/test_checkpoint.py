@@ -44,3 +44,13 @@ def test_data_state_of_another_worker_count_or_pipeline_is_refused_by_name():
   with pytest.raises(ckpt.CheckpointError, match='ckpt/4 was written by the input pipeline '
                      'before grain'):
     ckpt.data_iterator_state({'position': {'epoch': 0, 'step': 3}}, 'ckpt/4', 0)
+
+
+def test_closing_a_checkpointer_that_never_saved_leaves_no_partial_save_behind(tmp_path):
+  # A refused --mode=predict opens the workdir and exits at once: the clean-up orbax starts
+  # when it opens must be over by close(), or the process exits in the middle of it.
+  partial = tmp_path / 'checkpoints' / 'latest' / '7.orbax-checkpoint-tmp-1234'
+  partial.mkdir(parents=True)
+  (partial / 'array').write_bytes(b'half written')
+  ckpt.Checkpointer(str(tmp_path)).close()
+  assert os.listdir(tmp_path / 'checkpoints' / 'latest') == []
