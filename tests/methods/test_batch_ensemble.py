@@ -1,95 +1,25 @@
 """BatchEnsemble: rank-1 multiplicative fast weights per member."""
-import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import train
-from sve_jax import layout
 from sve_jax import methods
 from sve_jax import tree
-from sve_jax import models
-
-
-M, B, C = 3, 4, 3
-TINY_ATTENTION_RULES = ((r'(^|/)attention/(query|key|value|out)/kernel$', 'decompose'),
-                        (r'(^|/)head/(kernel|bias)$', 'member'))
-
-
-class TinyDropNet(nn.Module):
-  """Conv → LayerNorm → self-attention → Dense → dropout → zero head, like the backbones."""
-  dropout_rate: float = 0.1
-
-  @nn.compact
-  def __call__(self, x, *, train=False):
-    x = nn.LayerNorm()(nn.Conv(8, (3, 3), name='conv')(x))
-    tokens = x.reshape(x.shape[0], -1, x.shape[-1])
-    tokens = tokens + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8,
-                                                      name='attention')(tokens)
-    h = nn.relu(nn.Dense(16, name='dense')(tokens.mean(axis=1)))
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(C, kernel_init=nn.initializers.zeros, name='head')(h)
-
-
-def _backbone(dropout_rate=0.1):
-  module = TinyDropNet(dropout_rate)
-  images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
-  params = module.init(jax.random.key(1), images)['params']
-  return models.Backbone('tiny', module, params, layout.DEFAULT_RULES, 'image',
-                         attention_rules=TINY_ATTENTION_RULES, dropout_rate=dropout_rate)
-
-
-@pytest.fixture(scope='module')
-def tiny():
-  images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
-  labels = jnp.array([0, 1, 2, 1])
-  return _backbone(), images, labels
-
-
-def _config(**changes):
-  return {'num_members': M, 'noise_std': 0.01, 'execution': 'compose', 'lora_rank': 2,
-          **changes}
-
-
-@pytest.fixture(scope='module')
-def built(tiny):
-  """``built(method)``: the method on the tiny backbone with :func:`_config`, built once."""
-  cache = {}
-
-  def get(method):
-    if method not in cache:
-      cache[method] = methods.build(method, tiny[0], _config(), jax.random.key(2))
-    return cache[method]
-
-  return get
-
-
-def _with_head(params, head):
-  return {**params, 'head': head}
-
-
-def _member(tree, m):
-  return jax.tree_util.tree_map(lambda x: x[m], tree)
-
-
-def _eval_logits(setup, trainables, images):
-  """The jitted evaluation forward ``(M, B, C)``."""
-  forward = jax.jit(functools.partial(setup.forward, train=False))
-  return forward(setup.frozen, trainables, images, jax.random.key(0))
+# pytest finds the fixtures tiny and built by these names.
+from tiny_methods import M, built, eval_logits, member_of, method_config, tiny
 
 
 def test_batch_ensemble_starts_from_unit_fast_weights_copied_biases_and_fresh_heads(tiny):
   backbone, _, _ = tiny
-  setup = methods.build('batch_ensemble', backbone, _config(noise_std=0.), jax.random.key(2))
+  setup = methods.build('batch_ensemble', backbone, method_config(noise_std=0.), jax.random.key(2))
   fast = jax.tree_util.tree_leaves({k: setup.trainables[k] for k in ('fast_r', 'fast_s')})
   assert all(np.all(np.asarray(x) == 1.) for x in fast)
   per_member = setup.trainables['params']
   assert set(per_member) == {'conv', 'attention', 'dense', 'head'}
   for m in range(M):
-    member = _member({k: v for k, v in per_member.items() if k != 'head'}, m)
+    member = member_of({k: v for k, v in per_member.items() if k != 'head'}, m)
     jax.tree_util.tree_map(np.testing.assert_array_equal, member,
                            {k: {n: {'bias': backbone.params[k][n]['bias']} for n in v}
                             if k == 'attention' else {'bias': backbone.params[k]['bias']}
@@ -112,19 +42,19 @@ def test_batch_ensemble_scales_w_elementwise_by_r_s_transposed(tiny, built):
   trainables = jax.tree_util.tree_map(lambda x: x, setup.trainables)
   for i, name in enumerate(('fast_r', 'fast_s')):
     trainables[name] = jax.tree_util.tree_map(lambda x, i=i: draw(x, i), trainables[name])
-  logits = _eval_logits(setup, trainables, images)
+  logits = eval_logits(setup, trainables, images)
   apply = jax.jit(backbone.apply)
 
   def params_with(m, kernels):
     params = jax.tree_util.tree_map(lambda x: x, backbone.params)
-    for path, value in {**tree.flatten_paths(_member(trainables['params'], m)),
+    for path, value in {**tree.flatten_paths(member_of(trainables['params'], m)),
                         **kernels}.items():
       tree.nested_set(params, path, value)
     return params
 
   np.testing.assert_allclose(logits[0], apply(params_with(0, {}), images), rtol=1e-5,
                              atol=1e-6)
-  t1 = _member(trainables, 1)
+  t1 = member_of(trainables, 1)
   r = {k: np.asarray(v) for k, v in tree.flatten_paths(t1['fast_r']).items()}
   s = {k: np.asarray(v) for k, v in tree.flatten_paths(t1['fast_s']).items()}
   w = {k: np.asarray(v) for k, v in tree.flatten_paths(backbone.params).items()}

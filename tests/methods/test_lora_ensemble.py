@@ -1,86 +1,18 @@
 """LoRA-Ensemble: per-member low-rank adapters on the attention matrices."""
 import dataclasses
-import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import train
 from sve_jax import layout
 from sve_jax import methods
 from sve_jax import tree
 from sve_jax import models
 from sve_jax.models import vit
-
-
-M, B, C = 3, 4, 3
-TINY_ATTENTION_RULES = ((r'(^|/)attention/(query|key|value|out)/kernel$', 'decompose'),
-                        (r'(^|/)head/(kernel|bias)$', 'member'))
-
-
-class TinyDropNet(nn.Module):
-  """Conv → LayerNorm → self-attention → Dense → dropout → zero head, like the backbones."""
-  dropout_rate: float = 0.1
-
-  @nn.compact
-  def __call__(self, x, *, train=False):
-    x = nn.LayerNorm()(nn.Conv(8, (3, 3), name='conv')(x))
-    tokens = x.reshape(x.shape[0], -1, x.shape[-1])
-    tokens = tokens + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8,
-                                                      name='attention')(tokens)
-    h = nn.relu(nn.Dense(16, name='dense')(tokens.mean(axis=1)))
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(C, kernel_init=nn.initializers.zeros, name='head')(h)
-
-
-def _backbone(dropout_rate=0.1):
-  module = TinyDropNet(dropout_rate)
-  images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
-  params = module.init(jax.random.key(1), images)['params']
-  return models.Backbone('tiny', module, params, layout.DEFAULT_RULES, 'image',
-                         attention_rules=TINY_ATTENTION_RULES, dropout_rate=dropout_rate)
-
-
-@pytest.fixture(scope='module')
-def tiny():
-  images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
-  labels = jnp.array([0, 1, 2, 1])
-  return _backbone(), images, labels
-
-
-def _config(**changes):
-  return {'num_members': M, 'noise_std': 0.01, 'execution': 'compose', 'lora_rank': 2,
-          **changes}
-
-
-@pytest.fixture(scope='module')
-def built(tiny):
-  """``built(method)``: the method on the tiny backbone with :func:`_config`, built once."""
-  cache = {}
-
-  def get(method):
-    if method not in cache:
-      cache[method] = methods.build(method, tiny[0], _config(), jax.random.key(2))
-    return cache[method]
-
-  return get
-
-
-def _with_head(params, head):
-  return {**params, 'head': head}
-
-
-def _member(tree, m):
-  return jax.tree_util.tree_map(lambda x: x[m], tree)
-
-
-def _eval_logits(setup, trainables, images):
-  """The jitted evaluation forward ``(M, B, C)``."""
-  forward = jax.jit(functools.partial(setup.forward, train=False))
-  return forward(setup.frozen, trainables, images, jax.random.key(0))
+# pytest finds the fixtures tiny and built by these names.
+from tiny_methods import M, built, eval_logits, member_of, method_config, tiny, with_head
 
 
 def test_lora_members_start_as_the_backbone_and_add_a_b_to_w(tiny, built):
@@ -90,15 +22,15 @@ def test_lora_members_start_as_the_backbone_and_add_a_b_to_w(tiny, built):
   # Members 0 and 2 keep B = 0; member 1 gets B = 1 on the DenseGeneral query kernel.
   trainables = jax.tree_util.tree_map(lambda x: x, setup.trainables)
   trainables['lora_b']['attention']['query']['kernel'] = jnp.zeros((M, 2, 8)).at[1].set(1.)
-  logits = _eval_logits(setup, trainables, images)
+  logits = eval_logits(setup, trainables, images)
   apply = jax.jit(backbone.apply)
   for m in (0, 2):
-    head = _member(setup.trainables['head'], m)
-    np.testing.assert_allclose(logits[m], apply(_with_head(backbone.params, head), images),
+    head = member_of(setup.trainables['head'], m)
+    np.testing.assert_allclose(logits[m], apply(with_head(backbone.params, head), images),
                                rtol=1e-5, atol=1e-6)
   a = np.asarray(trainables['lora_a']['attention']['query']['kernel'][1])  # (d_in 8, r 2)
   w = np.asarray(backbone.params['attention']['query']['kernel'])  # (embed, heads, head_dim)
-  params = _with_head(backbone.params, _member(setup.trainables['head'], 1))
+  params = with_head(backbone.params, member_of(setup.trainables['head'], 1))
   params['attention'] = {**params['attention'], 'query': {
       **params['attention']['query'], 'kernel': w + (a @ np.ones((2, 8))).reshape(w.shape)}}
   np.testing.assert_allclose(logits[1], apply(params, images), rtol=1e-4, atol=1e-5)
@@ -108,7 +40,7 @@ def test_lora_adapts_exactly_the_bert_attention_matrices_with_gain_10_xavier_a(
     tiny_bert_folder):
   model = {'name': 'bert', 'path': tiny_bert_folder, 'pooling': '', 'max_length': 8}
   backbone = models.load_backbone(model, num_classes=2)
-  setup = methods.build('lora_ensemble', backbone, _config(num_members=2, lora_rank=8),
+  setup = methods.build('lora_ensemble', backbone, method_config(num_members=2, lora_rank=8),
                         jax.random.key(0))
   a = tree.flatten_paths(setup.trainables['lora_a'])
   b = tree.flatten_paths(setup.trainables['lora_b'])
@@ -146,4 +78,4 @@ def test_vit_attention_rules_select_qkv_and_proj_only():
 def test_lora_on_a_backbone_without_attention_raises(tiny):
   backbone = dataclasses.replace(tiny[0], name='efficientnet_lite0', attention_rules=None)
   with pytest.raises(ValueError, match='no attention'):
-    methods.build('lora_ensemble', backbone, _config(), jax.random.key(0))
+    methods.build('lora_ensemble', backbone, method_config(), jax.random.key(0))

@@ -1,69 +1,16 @@
 """SVE as a method: its options (dropout, head init, member data order)."""
 import dataclasses
-import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import sve_jax
-import train
-from sve_jax import layout
 from sve_jax import methods
 from sve_jax import models
-
-
-M, B, C = 3, 4, 3
-TINY_ATTENTION_RULES = ((r'(^|/)attention/(query|key|value|out)/kernel$', 'decompose'),
-                        (r'(^|/)head/(kernel|bias)$', 'member'))
-
-
-class TinyDropNet(nn.Module):
-  """Conv → LayerNorm → self-attention → Dense → dropout → zero head, like the backbones."""
-  dropout_rate: float = 0.1
-
-  @nn.compact
-  def __call__(self, x, *, train=False):
-    x = nn.LayerNorm()(nn.Conv(8, (3, 3), name='conv')(x))
-    tokens = x.reshape(x.shape[0], -1, x.shape[-1])
-    tokens = tokens + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8,
-                                                      name='attention')(tokens)
-    h = nn.relu(nn.Dense(16, name='dense')(tokens.mean(axis=1)))
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(C, kernel_init=nn.initializers.zeros, name='head')(h)
-
-
-def _backbone(dropout_rate=0.1):
-  module = TinyDropNet(dropout_rate)
-  images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
-  params = module.init(jax.random.key(1), images)['params']
-  return models.Backbone('tiny', module, params, layout.DEFAULT_RULES, 'image',
-                         attention_rules=TINY_ATTENTION_RULES, dropout_rate=dropout_rate)
-
-
-@pytest.fixture(scope='module')
-def tiny():
-  images = jax.random.normal(jax.random.key(0), (B, 6, 6, 3))
-  labels = jnp.array([0, 1, 2, 1])
-  return _backbone(), images, labels
-
-
-def _config(**changes):
-  return {'num_members': M, 'noise_std': 0.01, 'execution': 'compose', 'lora_rank': 2,
-          **changes}
-
-
-def _eval_logits(setup, trainables, images):
-  """The jitted evaluation forward ``(M, B, C)``."""
-  forward = jax.jit(functools.partial(setup.forward, train=False))
-  return forward(setup.frozen, trainables, images, jax.random.key(0))
-
-
-
-def _member(tree, m):
-  return jax.tree_util.tree_map(lambda x: x[m], tree)
+# pytest finds the fixtures tiny by these names.
+from tiny_methods import C, M, member_of, method_config, tiny
 
 
 def test_sve_dropout_drops_per_member_in_training_and_leaves_evaluation_alone(tiny):
@@ -72,8 +19,8 @@ def test_sve_dropout_drops_per_member_in_training_and_leaves_evaluation_alone(ti
   # members' params are the same and only their dropout can tell them apart.
   head = {'kernel': jax.random.normal(jax.random.key(5), (16, C)), 'bias': jnp.zeros(C)}
   backbone = dataclasses.replace(backbone, params={**backbone.params, 'head': head})
-  plain = methods.build('sve', backbone, _config(noise_std=0.), jax.random.key(2))
-  drop = methods.build('sve', backbone, _config(noise_std=0., sve_dropout=True),
+  plain = methods.build('sve', backbone, method_config(noise_std=0.), jax.random.key(2))
+  drop = methods.build('sve', backbone, method_config(noise_std=0., sve_dropout=True),
                        jax.random.key(2))
   rng = jax.random.key(3)
 
@@ -87,7 +34,7 @@ def test_sve_dropout_drops_per_member_in_training_and_leaves_evaluation_alone(ti
   # Member m drops with its own key, jax.random.split(rng, M)[m].
   keys = jax.random.split(rng, M)
   for m in range(M):
-    params = sve_jax.compose(drop.frozen, _member(drop.trainables, m))
+    params = sve_jax.compose(drop.frozen, member_of(drop.trainables, m))
     expected = backbone.apply(params, images, train=True, rngs={'dropout': keys[m]})
     np.testing.assert_allclose(logits[m], expected, rtol=1e-5, atol=1e-6)
   assert all(not np.allclose(logits[i], logits[j]) for i in range(M) for j in range(i))
