@@ -4,6 +4,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.extend
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,3 +125,48 @@ def write_csv(path, header, rows):
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(rows)
+
+
+# Helpers shared by tests in several folders.
+
+# The upstream Fashion-MNIST reader that Debian ships beside the data (an independent reference).
+MNIST_READER = '/usr/share/doc/dataset-fashion-mnist/utils/mnist_reader.py'
+
+
+@pytest.fixture(scope='session')
+def mnist_reader():
+  """Debian's ``mnist_reader`` module (``load_mnist(path, kind)``)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('mnist_reader', MNIST_READER)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def intermediate_shapes(fn, *args):
+  """The shapes of every value ``fn(*args)`` computes, nested jaxprs (scan, jit) included."""
+  shapes = set()
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      for var in eqn.outvars:
+        shapes.add(tuple(var.aval.shape))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        visit(sub)
+
+  visit(jax.make_jaxpr(fn)(*args).jaxpr)
+  return shapes
+
+
+def run_on_eight_cpu_devices(script: str) -> dict:
+  """Runs ``script`` (given ROOT as argv[1]) in a fresh process with 8 simulated CPU devices;
+  the JSON it printed after ``RESULT``."""
+  import json
+  import subprocess
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', script, ROOT], env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
+  return json.loads(line[len('RESULT'):])

@@ -1,7 +1,6 @@
 """init_members / sve_apply / the two execution paths / parameter accounting."""
 import chex
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import pytest
 import sve_jax
 from sve_jax import factorize
 from sve_jax import tree
+
 
 
 def _apply(model):
@@ -38,20 +38,6 @@ def test_vmap_over_members_equals_python_loop(tiny):
     expected = model.apply({'params': sve_jax.compose(frozen, s_m)}, images)
     np.testing.assert_allclose(out[m], expected, atol=1e-5)
   assert float(jnp.abs(out[0] - out[1]).max()) > 1e-4  # noise makes members differ
-
-
-def _intermediate_shapes(fn, *args):
-  shapes = set()
-
-  def visit(jaxpr):
-    for eqn in jaxpr.eqns:
-      for var in eqn.outvars:
-        shapes.add(tuple(var.aval.shape))
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        visit(sub)
-
-  visit(jax.make_jaxpr(fn)(*args).jaxpr)
-  return shapes
 
 
 def test_init_members_noise_follows_the_method():

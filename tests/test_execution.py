@@ -1,6 +1,5 @@
 """The factored execution path and its cost model."""
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,23 +7,11 @@ import pytest
 import sve_jax
 from sve_jax import execution as sve_factored
 
+from conftest import intermediate_shapes
+
 
 def _apply(model):
   return lambda p, x: model.apply({'params': p}, x)
-
-
-def _intermediate_shapes(fn, *args):
-  shapes = set()
-
-  def visit(jaxpr):
-    for eqn in jaxpr.eqns:
-      for var in eqn.outvars:
-        shapes.add(tuple(var.aval.shape))
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        visit(sub)
-
-  visit(jax.make_jaxpr(fn)(*args).jaxpr)
-  return shapes
 
 
 def test_factored_path_equals_compose_path(tiny):
@@ -45,8 +32,8 @@ def test_factored_path_never_forms_member_kernels():
   frozen, s = sve_jax.decompose(params)
   trainables = sve_jax.init_members(jax.random.key(1), frozen, s, 3)
   variables = {'frozen': frozen, 'trainables': trainables}
-  composed = _intermediate_shapes(sve_jax.make_sve_apply(_apply(model), 'compose'), variables, x)
-  factored = _intermediate_shapes(sve_jax.make_sve_apply(_apply(model), 'factored'), variables, x)
+  composed = intermediate_shapes(sve_jax.make_sve_apply(_apply(model), 'compose'), variables, x)
+  factored = intermediate_shapes(sve_jax.make_sve_apply(_apply(model), 'factored'), variables, x)
   assert (3, 24, 40) in composed
   assert not {(3, 24, 40), (24, 40)} & factored
 
@@ -95,8 +82,8 @@ def test_training_apply_runs_auto_factored_where_the_backward_pass_favours_it():
   variables = {'frozen': frozen, 'trainables': trainables}
   infer = sve_jax.make_sve_apply(_apply(model), 'auto')
   train = sve_jax.make_sve_apply(_apply(model), 'auto', training=True)
-  assert (3, 48, 48) in _intermediate_shapes(infer, variables, x)
-  assert (3, 48, 48) not in _intermediate_shapes(train, variables, x)
+  assert (3, 48, 48) in intermediate_shapes(infer, variables, x)
+  assert (3, 48, 48) not in intermediate_shapes(train, variables, x)
   np.testing.assert_allclose(train(variables, x), infer(variables, x), rtol=1e-4, atol=1e-5)
 
 

@@ -1,7 +1,6 @@
 """IDX files (`sve_jax.data.idx`): read as the upstream Fashion-MNIST reader reads them, and
 as an independent writer of the format writes them."""
 import gzip
-import importlib.util
 import os
 import struct
 
@@ -11,18 +10,9 @@ import pytest
 from sve_jax.data import builders
 from sve_jax.data import idx
 
-# The upstream Fashion-MNIST reader that Debian ships beside the data.
-MNIST_READER = '/usr/share/doc/dataset-fashion-mnist/utils/mnist_reader.py'
 # IDX type codes and the big-endian dtypes they declare (http://yann.lecun.com/exdb/mnist/).
 TYPE_CODES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
 
-
-@pytest.fixture(scope='module')
-def mnist_reader():
-  spec = importlib.util.spec_from_file_location('mnist_reader', MNIST_READER)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def write_idx(path, array, code, compress=False):

@@ -1,14 +1,10 @@
 """One device vs 8 simulated CPU devices: same loss, same update, batch really split."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import run_on_eight_cpu_devices
 
 pytestmark = pytest.mark.e2e
 
@@ -58,13 +54,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_one_device_and_eight_devices_agree():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', SCRIPT, ROOT], env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
-  res = json.loads(line[len('RESULT'):])
+  res = run_on_eight_cpu_devices(SCRIPT)
   assert res['devices'] == 8
   one = res['one']
   for name in ('data8', 'data4_member2'):

@@ -1,13 +1,9 @@
 """FSDP-style shardings of frozen leaves (``sharding.fsdp_shardings``) on 8 simulated devices."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import run_on_eight_cpu_devices
 
 pytestmark = pytest.mark.e2e
 
@@ -45,13 +41,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_fsdp_shardings_split_the_largest_divisible_axis_over_data():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', SCRIPT, ROOT], env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
-  res = json.loads(line[len('RESULT'):])
+  res = run_on_eight_cpu_devices(SCRIPT)
   assert res['devices'] == 8
   leaves = {k: v for k, v in res['leaves'].items()}
   # SVE's U (3, 16, 16) and Vᵀ (3, 16, 24): the largest axis 8 divides is split, 1/8 per device.

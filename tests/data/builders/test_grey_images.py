@@ -1,6 +1,5 @@
 """The grey image builders: `fashion_mnist_local` against the upstream reader, `digits_ood`
 against scikit-learn."""
-import importlib.util
 import os
 import shutil
 
@@ -12,16 +11,7 @@ from sve_jax.data import builders
 
 from conftest import all_examples
 
-# The upstream Fashion-MNIST reader that Debian ships beside the data.
-MNIST_READER = '/usr/share/doc/dataset-fashion-mnist/utils/mnist_reader.py'
 
-
-@pytest.fixture(scope='module')
-def mnist_reader():
-  spec = importlib.util.spec_from_file_location('mnist_reader', MNIST_READER)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_fashion_mnist_builder_reads_back(tmp_path, mnist_reader):
