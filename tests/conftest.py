@@ -170,3 +170,16 @@ def run_on_eight_cpu_devices(script: str) -> dict:
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
   return json.loads(line[len('RESULT'):])
+
+
+def parse_config(config_file: str, *overrides: str):
+  """The locked config ``train.py --config=<config_file> <overrides>`` gets (config_file
+  relative to the repository)."""
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ['train.py', f'--config={os.path.join(ROOT, config_file)}', *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config

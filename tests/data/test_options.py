@@ -3,8 +3,6 @@ their types, checked by name, and parsed from the command line; a misspelt one i
 import dataclasses
 import os
 
-from absl import flags
-from ml_collections import config_flags
 import pytest
 
 import train
@@ -13,7 +11,7 @@ from sve_jax.data import builders
 from sve_jax.data import datasets
 from sve_jax.data import options
 
-from conftest import ROOT
+from conftest import ROOT, parse_config
 DEFAULT = os.path.join(ROOT, 'configs', 'default.py')
 # A command-line value for each option type, and what it parses to.
 SAMPLES = {str: ('/data/x', '/data/x'), int: ('7', 7), float: ('0.5', 0.5),
@@ -23,12 +21,7 @@ SAMPLES = {str: ('/data/x', '/data/x'), int: ('7', 7), float: ('0.5', 0.5),
 
 def parse(*overrides):
   """The locked config `train.py --config=configs/default.py <overrides>` gets."""
-  argv = ['train.py', f'--config={DEFAULT}', *overrides]
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
-  flag_values(argv)
-  return flag_values.config
+  return parse_config('configs/default.py', *overrides)
 
 
 # ---------------------------------------------------------------- declared once

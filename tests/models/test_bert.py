@@ -19,6 +19,7 @@ import torch
 import transformers
 
 import sve_jax
+from sve_jax import models
 from sve_jax.models import bert
 from sve_jax.models.weights_io import WeightsError
 from sve_jax.models.tokenizer import load_tokenizer
@@ -380,3 +381,19 @@ def test_docstring_overhead_table(name, config):
   assert f'{per_member:,} ({100 * per_member / backbone:.3f} %)' in row
   for m in (4, 8):
     assert f'{m * per_member:,} ({100 * m * per_member / backbone:.2f} %)' in row
+
+
+def test_bfloat16_compute_dtype_is_close_to_float32(tiny_bert_folder):
+  outputs = {}
+  for dtype in ('float32', 'bfloat16'):
+    backbone = models.load_backbone(
+        {'name': 'bert', 'path': tiny_bert_folder, 'pooling': '', 'max_length': 16,
+         'dtype': dtype, 'dropout_rate': -1}, num_classes=3)
+    frozen, s = sve_jax.decompose(backbone.params, backbone.rules)
+    trainables = sve_jax.init_members(jax.random.key(0), frozen, s, 2, noise_std=0.5)
+    inputs = backbone.tokenize(['a calm sea', 'the storm broke the mast at noon'])
+    outputs[dtype] = np.asarray(sve_jax.make_sve_apply(backbone.apply)(
+        {'frozen': frozen, 'trainables': trainables}, inputs), np.float32)
+  assert outputs['bfloat16'].shape == (2, 2, 3)
+  np.testing.assert_allclose(outputs['bfloat16'], outputs['float32'], atol=0.05)
+  assert not np.array_equal(outputs['bfloat16'], outputs['float32'])  # really computed in bf16

@@ -7,7 +7,6 @@ tokenizer.
 """
 import os
 import re
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import sve_jax
+from conftest import parse_config
 from hub_cache import add_repo
 from llama_files import random_hf_state
 from llama_files import TINY
@@ -32,6 +32,7 @@ PROMPTS = [
     '<|im_start|>user\nIs 17 a prime number?<|im_end|>\n<|im_start|>assistant\n',
     'a',
 ]
+SMOLLM2_CONFIG = 'configs/smollm2_tweets.py'
 RTOL = 1e-4  # of each row's largest |logit|
 
 
@@ -545,3 +546,18 @@ def test_from_config_checks_the_verbaliser_and_prompt(tiny_gguf):
     models.load_backbone({**spec, 'prompt': 'no slot'}, num_classes=3)
   bf16 = models.load_backbone({**spec, 'dtype': 'bfloat16', 'remat': True}, num_classes=3)
   assert bf16.module.dtype == jnp.bfloat16 and bf16.module.remat
+
+
+def test_smollm2_config_prompt_and_verbaliser_override_from_the_command_line():
+  config = parse_config(SMOLLM2_CONFIG)
+  assert config.model.name == 'llama' and config.model.path == '' and config.num_members == 4
+  assert config.model.verbalizer == (' negative', ' neutral', ' positive')
+  config = parse_config(SMOLLM2_CONFIG, '--config.model.prompt=Review: {text}\nThe review is',
+                        "--config.model.verbalizer=(' bad', ' good')")
+  assert config.model.verbalizer == (' bad', ' good')
+  assert config.model.prompt == 'Review: {text}\nThe review is'
+  models.validate_model_config(config.model)
+  with pytest.raises(ValueError, match=r'config\.model\.prompt=.* must contain \{text\}'):
+    models.validate_model_config({**config.model.to_dict(), 'prompt': 'no slot'})
+  with pytest.raises(ValueError, match=r'config\.model\.verbalizer=\(\) must be a tuple'):
+    models.validate_model_config({**config.model.to_dict(), 'verbalizer': ()})
