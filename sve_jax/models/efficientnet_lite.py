@@ -382,7 +382,9 @@ def convert_torch_checkpoint(cache_dir: str | None = None,
   out_dir = cache_dir or _default_cache_dir()
   os.makedirs(out_dir, exist_ok=True)
   out_path = os.path.join(out_dir, CHECKPOINT_NAME)
-  partial_path = out_path + '.partial'  # A crash never leaves a truncated cache file.
+  # A crash never leaves a truncated cache file, and two processes converting at once (two
+  # test workers, two jobs on one machine) never write into each other's partial file.
+  partial_path = f'{out_path}.partial-{os.getpid()}'
   save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, partial_path)
   os.replace(partial_path, out_path)
   return out_path
