@@ -108,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                  # -1 = all devices not used by the member axis
   c.mesh.member = 1
+  # Frozen weights (SVE's U and Vᵀ, embeddings, the LM head; the zero-shot model): replicated
+  # on every device, or fsdp: each split over `data` (models that do not fit one device).
+  c.mesh.frozen = 'replicated'
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ''   # 'auto' on TPU/SLURM, host:port otherwise

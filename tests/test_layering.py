@@ -20,6 +20,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'sve_jax'
 #: ``(unit, rank)``, lowest first. A unit is a core module or a whole subpackage.
 LAYERS = (
     ('sve_jax.tree', 0), ('sve_jax.image_stats', 0), ('sve_jax.choices', 0),
+    ('sve_jax.class_mask', 0),
     ('sve_jax.layout', 1),
     ('sve_jax.factorize', 2),
     ('sve_jax.execution', 3),

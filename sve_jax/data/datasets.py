@@ -9,6 +9,10 @@ Two kinds of names are accepted:
   data already prepared in `data_dir` (preparing them needs a download, and
   their `Image` features need TensorFlow to encode), or, with `mock_examples`,
   from `tfds.testing.mock_data` stand-ins with the real features.
+
+A data set with ARC's multiple-choice features (`ai2_arc/ARC-Easy`: `question`,
+`choices` {`text`, `label`}, a `ClassLabel` `answerKey`) is classification over its answer
+letters: its splits are read through `multiple_choice.ChoiceSource`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from sve_jax.data import builders
+from sve_jax.data import multiple_choice
 from sve_jax.data import pipeline
 from sve_jax.data.options import builder_options
 from sve_jax.data.options import check_option_names
@@ -94,7 +99,8 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
     The `Dataset`.
 
   Raises:
-    ValueError: on unknown options or split names, naming them.
+    ValueError: on unknown options or split names, naming them; for
+      multiple-choice data, on the first bad example (`multiple_choice.encode_example`).
     FileNotFoundError: a catalog data set neither prepared in `data_dir`,
       nor downloaded, nor mocked.
   """
@@ -107,6 +113,9 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
   if not options.get('mock_examples'):
     _check_splits(name, split_specs, builder.info)
   sources = {role: open_split(split=spec) for role, spec in split_specs.items()}
+  choice_names = _multiple_choice_names(builder.info.features)
+  if choice_names:
+    sources = _choice_sources(name, sources, split_specs, choice_names)
   if options.get('max_train_examples') is not None:
     if 'train' not in sources:
       raise ValueError(f'{name}: max_train_examples needs a `train` split; '
@@ -114,13 +123,42 @@ def get_dataset(config: Mapping[str, Any], data_dir: str) -> Dataset:
     sources['train'] = pipeline.subsample(
         sources['train'], options['max_train_examples'],
         options.get('subsample_seed', 0))
-  input_key, label_key = _model_keys(builder.info, options.get('input_key'),
-                                     options.get('label_key'))
-  label = builder.info.features[label_key] if label_key else None
-  label_names = (tuple(label.names)
-                 if isinstance(label, tfds.features.ClassLabel) else None)
+  if choice_names:
+    input_key, label_key = multiple_choice.TEXT, multiple_choice.LABEL
+    label_names = choice_names
+  else:
+    input_key, label_key = _model_keys(builder.info, options.get('input_key'),
+                                       options.get('label_key'))
+    label = builder.info.features[label_key] if label_key else None
+    label_names = (tuple(label.names)
+                   if isinstance(label, tfds.features.ClassLabel) else None)
   return Dataset(name=name, splits=sources, info=builder.info,
                  input_key=input_key, label_key=label_key, label_names=label_names)
+
+
+def _multiple_choice_names(features: tfds.features.FeaturesDict) -> tuple[str, ...] | None:
+  """The answer letters of data with ARC's multiple-choice features (the `ClassLabel` names of
+  its answer, e.g. A-E), or None for any other data."""
+  mc = multiple_choice
+  answer, choices = (features[k] if k in features else None for k in (mc.ANSWER, mc.CHOICES))
+  inner = getattr(choices, 'feature', None)  # a Sequence of {text, label}
+  if (mc.QUESTION not in features or not isinstance(answer, tfds.features.ClassLabel)
+      or not isinstance(inner, tfds.features.FeaturesDict)
+      or not {mc.CHOICE_TEXT, mc.CHOICE_LABEL} <= set(inner.keys())):
+    return None
+  return tuple(answer.names)
+
+
+def _choice_sources(name: str, sources: Mapping[str, pipeline.Source],
+                    split_specs: Mapping[str, str], letters: tuple[str, ...]
+                    ) -> dict[str, pipeline.Source]:
+  """Each split as a `multiple_choice.ChoiceSource` over the class set `letters`, every
+  example checked once (a bad one stops the run here, before any model loads)."""
+  out = {}
+  for role, source in sources.items():
+    out[role] = multiple_choice.ChoiceSource(source, len(letters), letters)
+    multiple_choice.check_source(out[role], f'{name} split {split_specs[role]!r}')
+  return out
 
 
 def _open_builder(name: str, options: Mapping[str, Any], data_dir: str):

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 from PIL import Image
 
+from sve_jax import class_mask
 from sve_jax.data import pipeline
 # ImageNet's statistics are the default of a bare image transform; backbones pass their own.
 from sve_jax.image_stats import IMAGENET_MEAN
@@ -51,6 +52,9 @@ def text_transform(tokenize: Tokenize, *, text_key: str = 'text',
                    label_key: str | None = 'label') -> pipeline.Transform:
   """`batch -> {**tokenize(texts), 'label', 'mask'}` for a text classifier.
 
+  A batch holding `class_mask.KEY` (multiple choice: the classes each example offers) keeps
+  it, as bool, beside the tokens: the backbone masks the absent classes' logits.
+
   Args:
     tokenize: maps a list of strings to arrays with a leading batch axis
       (e.g. `input_ids`, `attention_mask`), supplied by the model.
@@ -59,6 +63,8 @@ def text_transform(tokenize: Tokenize, *, text_key: str = 'text',
   """
   def transform(batch: pipeline.Batch) -> pipeline.Batch:
     out = dict(tokenize(decode_texts(batch[text_key])))
+    if class_mask.KEY in batch:
+      out[class_mask.KEY] = np.asarray(batch[class_mask.KEY], bool)
     return _with_label_and_mask(out, batch, label_key)
   return transform
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from sve_jax import class_mask
 from sve_jax import layout
 from sve_jax.tree import PyTree
 
@@ -59,8 +60,15 @@ class Backbone:
 
   def apply(self, params: PyTree, inputs: Any, *, train: bool = False,
             rngs: Mapping[str, jax.Array] | None = None) -> jax.Array:
-    """The pure forward ``(params, inputs) -> logits``."""
-    return self.module.apply({'params': params}, inputs, train=train, rngs=rngs)
+    """The pure forward ``(params, inputs) -> logits``.
+
+    Inputs holding ``class_mask.KEY`` (multiple choice: the classes each example offers)
+    get the logits of the other classes set to ``class_mask.ABSENT_LOGIT``; the module itself
+    never sees the mask, so every backbone and method honours it.
+    """
+    inputs, mask = class_mask.split_inputs(inputs)
+    logits = self.module.apply({'params': params}, inputs, train=train, rngs=rngs)
+    return class_mask.mask_logits(logits, mask)
 
 
 def dropout_override(model: Mapping[str, Any]) -> float | None:

@@ -12,6 +12,7 @@ from sve_jax import methods
 from sve_jax import models
 from sve_jax.data import datasets
 from sve_jax.eval import metrics
+from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 
 
@@ -27,6 +28,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   execution.check_execution(config.execution, 'config.execution')
   metrics.check_ensemble_mode(config.ensemble_mode, 'config.ensemble_mode')
   train_state.check_schedule(config.optim.schedule, 'config.optim.schedule')
+  sharding.check_frozen_layout(config.mesh.frozen, 'config.mesh.frozen')
   models.validate_model_config(config.model)
   _check_dataset_name(config.data.name, 'config.data.name')
   datasets.check_options(config.data.name, config.data.options, 'config.data.options')

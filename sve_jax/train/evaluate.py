@@ -62,20 +62,22 @@ def split_predictions(eval_fn: Callable[..., jax.Array], trainables: PyTree, fro
 
 
 def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Training,
-                   mesh: jax.sharding.Mesh, batch_size: int,
-                   first: Split) -> Callable[[Any, Split], Predictions]:
+                   mesh: jax.sharding.Mesh, batch_size: int, first: Split,
+                   frozen_layout: str = 'replicated') -> Callable[[Any, Split], Predictions]:
   """``predictor(trainables, split) -> Predictions`` (member logits, labels, agreement).
 
   For the SVE family, every member's kernels are composed once per pass
   (:func:`sve_jax.ensemble.materialize_kernels`) when that costs less than the cheaper path
   per kernel (``auto``'s choice) on each of ``first``'s batches. The choice is made once, on
   ``first`` (the validation split), and serves every split evaluated; the logits are the
-  same either way.
+  same either way. Never with ``frozen_layout='fsdp'``: the frozen tree is split because one
+  model barely fits a device, and the composed kernels are M models, replicated.
   """
   frozen, trainables = training.frozen, training.state.trainables
   prepare = None
   eval_frozen, eval_trainables = frozen, trainables
-  if _materialize_pays_off(setup, backbone, trainables, mesh, batch_size, first):
+  if frozen_layout != 'fsdp' and _materialize_pays_off(setup, backbone, trainables, mesh,
+                                                       batch_size, first):
     eval_frozen, eval_trainables = jax.eval_shape(ensemble.materialize_kernels, frozen,
                                                   trainables)
     prepare = jax.jit(ensemble.materialize_kernels, out_shardings=(
@@ -83,7 +85,7 @@ def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Tra
         sharding.per_member_shardings(mesh, eval_trainables)))
     logging.info("evaluation composes every member's kernels once per pass")
   eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh, eval_trainables,
-                                   eval_frozen)
+                                   eval_frozen, frozen_layout)
 
   def predictor(trainables, split: Split) -> Predictions:
     f, t = prepare(frozen, trainables) if prepare else (frozen, trainables)
@@ -92,16 +94,19 @@ def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Tra
   return predictor
 
 
-def make_zero_shot_predictor(backbone, mesh: jax.sharding.Mesh, batch_size: int
+def make_zero_shot_predictor(backbone, mesh: jax.sharding.Mesh, batch_size: int,
+                             frozen_layout: str = 'replicated'
                              ) -> Callable[[Split], Predictions]:
   """``predictor(split) -> Predictions`` of the pretrained backbone itself, as one member
-  (logits ``(1, N, C)``): the zero-shot model, before any training.
+  (logits ``(1, N, C)``): the zero-shot model, before any training. Its params lie as
+  ``frozen_layout`` (:func:`sharding.frozen_shardings`).
 
   Meaningful for a backbone without a fresh head (a decoder scoring its verbaliser's tokens
   with its LM head); a fresh head would score every class alike.
   """
-  params = sharding.place(backbone.params, sharding.replicated_shardings(mesh, backbone.params))
-  # Params replicated, inputs as split_predictions shards them: jit follows both.
+  params = sharding.place(backbone.params,
+                          sharding.frozen_shardings(mesh, backbone.params, frozen_layout))
+  # Params placed, inputs as split_predictions shards them: jit follows both.
   forward = jax.jit(
       lambda p, inputs: backbone.apply(p, inputs)[None].astype(np.float32),
       out_shardings=jax.sharding.NamedSharding(

@@ -35,7 +35,7 @@ class Training(NamedTuple):
   Attributes:
     state: the train state on the mesh (members sharded over ``member``).
     abstract_state: its shapes, dtypes and shardings, to restore checkpoints into.
-    frozen: the method's frozen tree, replicated on the mesh.
+    frozen: the method's frozen tree, placed on the mesh as ``config.mesh.frozen`` says.
     fingerprint: :func:`sve_jax.export.factors_fingerprint` of ``frozen`` (computed once:
       it reads every frozen leaf), stored with and checked against every checkpoint.
     train_step: ``(state, frozen, batches) -> (state, metrics)``, jitted with shardings:

@@ -210,14 +210,15 @@ def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
       weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm)
   fingerprint = export.factors_fingerprint(setup.frozen)  # once: it reads every frozen leaf
   state = train_state.create_train_state(setup.trainables, optimizer, rng)
-  frozen = sharding.place(setup.frozen, sharding.replicated_shardings(mesh, setup.frozen))
+  frozen = sharding.place(setup.frozen,
+                          sharding.frozen_shardings(mesh, setup.frozen, config.mesh.frozen))
   state = sharding.place(state, sharding.state_shardings(mesh, state))
   abstract_state = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   # One call runs up to config.steps_per_execution steps (the loop stacks their batches).
   train_step = sharding.jit_train_step(
       steps.make_multi_step(steps.make_train_step(setup.forward, optimizer)), mesh, state,
-      setup.frozen, setup.per_member_data, steps_axis=True)
+      setup.frozen, setup.per_member_data, steps_axis=True, frozen_layout=config.mesh.frozen)
   return Training(state, abstract_state, frozen, fingerprint, train_step, learning_rate,
                   total_steps, steps_per_epoch)
 
@@ -293,7 +294,8 @@ def evaluate_zero_shot(config: ml_collections.ConfigDict, backbone: models.Backb
   for a backbone without a fresh head (a decoder classifying by prompt); else ``None``."""
   if 'head' in backbone.params:
     return None
-  predictor = make_zero_shot_predictor(backbone, mesh, config.eval_batch_size)
+  predictor = make_zero_shot_predictor(backbone, mesh, config.eval_batch_size,
+                                       config.mesh.frozen)
   validation, test = predictor(splits['validation']), predictor(splits['test'])
   ood_logits = None
   if ood is not None:
@@ -471,7 +473,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     # --- Train state, shardings, jitted steps ---------------------------------------------
     training = make_training(config, setup, mesh, len(sources['train']), state_rng)
     predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
-                               splits['validation'])
+                               splits['validation'], config.mesh.frozen)
 
     # --- Predict: score new data with the best checkpoint ----------------------------------
     if mode == 'predict':

@@ -14,10 +14,14 @@ from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sve_jax import choices
 from sve_jax.tree import PyTree
 
 DATA = 'data'
 MEMBER = 'member'
+#: How the frozen tree lies on the mesh (``config.mesh.frozen``): whole on every device, or
+#: split FSDP-style over ``data`` (:func:`fsdp_shardings`), for models that do not fit one.
+FROZEN_LAYOUTS = ('replicated', 'fsdp')
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
@@ -121,6 +125,20 @@ def fsdp_shardings(mesh: Mesh, tree: PyTree, axis: str = DATA) -> PyTree:
   return jax.tree_util.tree_map(lambda x: fsdp_sharding(mesh, np.shape(x), axis), tree)
 
 
+def check_frozen_layout(layout: str, key: str = 'frozen layout') -> None:
+  """Raises ValueError naming ``key`` unless ``layout`` is one of :data:`FROZEN_LAYOUTS`."""
+  choices.check_choice(layout, FROZEN_LAYOUTS, key)
+
+
+def frozen_shardings(mesh: Mesh, tree: PyTree, layout: str = 'replicated') -> PyTree:
+  """Shardings of a frozen tree (SVE's factors, a backbone's params) laid out as ``layout``:
+  :func:`replicated_shardings` or :func:`fsdp_shardings`."""
+  check_frozen_layout(layout)
+  if layout == 'fsdp':
+    return fsdp_shardings(mesh, tree)
+  return replicated_shardings(mesh, tree)
+
+
 def state_shardings(mesh: Mesh, state: PyTree) -> PyTree:
   """Shardings of a :class:`sve_jax.train.state.TrainState` (concrete or abstract).
 
@@ -202,10 +220,12 @@ def _put_from_host(x, sharding: NamedSharding):
 
 
 def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
-                   per_member_data: bool = False, steps_axis: bool = False):
+                   per_member_data: bool = False, steps_axis: bool = False,
+                   frozen_layout: str = 'replicated'):
   """``jax.jit`` of ``train_step(state, frozen, batch)`` with this mesh's shardings.
 
-  The state is donated (updated in place); frozen factors are replicated and never donated;
+  The state is donated (updated in place); frozen factors lie as ``frozen_layout``
+  (:func:`frozen_shardings`) and are never donated;
   the batch is split over ``data`` (``per_member_data``: a member-stacked batch;
   ``steps_axis``: several steps' batches, for a multi-step; see :func:`batch_sharding`);
   metrics come back replicated.
@@ -213,16 +233,19 @@ def jit_train_step(train_step, mesh: Mesh, state: PyTree, frozen: PyTree,
   state_sh = state_shardings(mesh, state)
   return jax.jit(
       train_step,
-      in_shardings=(state_sh, replicated_shardings(mesh, frozen),
+      in_shardings=(state_sh, frozen_shardings(mesh, frozen, frozen_layout),
                     batch_sharding(mesh, per_member_data, steps_axis)),
       out_shardings=(state_sh, replicated(mesh)),
       donate_argnums=(0,))
 
 
-def jit_eval_step(eval_step, mesh: Mesh, trainables: PyTree, frozen: PyTree):
-  """``jax.jit`` of ``eval_step(trainables, frozen, inputs, rng)``; logits ``(M, B, C)``."""
+def jit_eval_step(eval_step, mesh: Mesh, trainables: PyTree, frozen: PyTree,
+                  frozen_layout: str = 'replicated'):
+  """``jax.jit`` of ``eval_step(trainables, frozen, inputs, rng)``; logits ``(M, B, C)``.
+  Frozen factors lie as ``frozen_layout`` (:func:`frozen_shardings`)."""
   return jax.jit(
       eval_step,
-      in_shardings=(per_member_shardings(mesh, trainables), replicated_shardings(mesh, frozen),
+      in_shardings=(per_member_shardings(mesh, trainables),
+                    frozen_shardings(mesh, frozen, frozen_layout),
                     batch_sharding(mesh), replicated(mesh)),
       out_shardings=NamedSharding(mesh, P(MEMBER, DATA)))

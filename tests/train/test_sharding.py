@@ -31,3 +31,13 @@ def test_a_batch_is_placed_whole_on_one_process_and_comes_back_equal():
   jax.tree_util.tree_map(np.testing.assert_array_equal, sharding.to_host(placed), batch)
   sharding.check_batch_divisible(4, mesh)
   sharding.check_members_divisible(4, mesh)
+
+
+def test_frozen_shardings_follow_the_layout_and_refuse_others():
+  mesh = sharding.make_mesh(1, 1)
+  tree = {'u': np.zeros((4, 2)), 'b': np.zeros(3)}
+  assert sharding.frozen_shardings(mesh, tree) == sharding.replicated_shardings(mesh, tree)
+  assert sharding.frozen_shardings(mesh, tree, 'fsdp') == sharding.fsdp_shardings(mesh, tree)
+  with pytest.raises(ValueError, match=r"config\.mesh\.frozen='zero3' must be one of "
+                                       r"\('replicated', 'fsdp'\)"):
+    sharding.check_frozen_layout('zero3', 'config.mesh.frozen')
