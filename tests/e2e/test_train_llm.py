@@ -69,6 +69,7 @@ def test_predict_scores_new_texts_by_prompt_as_the_run_scored_its_test_split(llm
                            *(f'p_{n}' for n in names), 'entropy', 'mutual_information',
                            'votes', 'review']
   assert [r['text'] for r in rows] == texts
+  assert len({r['p_positive'] for r in rows}) > 1  # the texts matter, not only the prompt
   # The prompt and verbaliser applied as in training: the run's own test scores.
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
