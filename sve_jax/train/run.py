@@ -115,13 +115,18 @@ def open_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str,
 
 
 def _check_finished_run(checkpointer: ckpt.Checkpointer, workdir: str, mode: str) -> None:
-  """``eval`` needs a best checkpoint; ``predict`` a finished run (and its results.json)."""
-  if mode == 'eval' and not checkpointer.best.all_steps():
+  """``eval`` needs a best checkpoint; ``predict`` a finished run: its results.json, and its
+  best checkpoint or its trainables file (:data:`export.TRAINABLES_FILENAME`)."""
+  has_best = bool(checkpointer.best.all_steps())
+  if mode == 'eval' and not has_best:
     raise ckpt.CheckpointError(f'--mode=eval: no best checkpoint under {workdir}; train first')
-  if mode == 'predict' and not (checkpointer.best.all_steps() and os.path.exists(
+  has_trainables = has_best or os.path.exists(os.path.join(workdir, export.TRAINABLES_FILENAME))
+  if mode == 'predict' and not (has_trainables and os.path.exists(
       os.path.join(workdir, report.RESULTS_FILENAME))):
-    raise ckpt.CheckpointError(f'--mode=predict: {workdir} holds no finished run (no best '
-                               f'checkpoint and {report.RESULTS_FILENAME}); train first')
+    raise ckpt.CheckpointError(
+        f'--mode=predict: {workdir} holds no finished run (it needs '
+        f'{report.RESULTS_FILENAME}, and a best checkpoint or {export.TRAINABLES_FILENAME}); '
+        'train first')
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +316,7 @@ def evaluate_zero_shot(config: ml_collections.ConfigDict, backbone: models.Backb
 def save_best_trainables(config: ml_collections.ConfigDict, workdir: str, best: BestEvaluation,
                          setup: methods.MethodSetup, num_members: int) -> str:
   """Writes the best members' trainables to ``workdir/trainables.safetensors``; its path."""
-  path = os.path.join(workdir, 'trainables.safetensors')
+  path = os.path.join(workdir, export.TRAINABLES_FILENAME)
   trainables = sharding.to_host(best.state.trainables)  # collective: every process
   if jax.process_index() == 0:
     export.save_trainables(
@@ -393,15 +398,54 @@ def _input_columns(config: ml_collections.ConfigDict, dataset: datasets.Dataset,
                               options.get('encoding') or 'utf-8')
 
 
+class RestoredTrainables(NamedTuple):
+  """The members ``--mode=predict`` scores with, and where they came from.
+
+  Attributes:
+    trainables: the per-member tree, placed as the train state's trainables.
+    source: results.json's record of it: ``source`` (``'best_checkpoint'`` or
+      ``'trainables_file'``), ``path`` and ``step``.
+  """
+  trainables: Any
+  source: dict[str, Any]
+
+
+def restore_trainables(workdir: ckpt.Workdir, training: Training,
+                       setup: methods.MethodSetup) -> RestoredTrainables:
+  """The best checkpoint's trainables (:func:`restore_best`), or, when the workdir has no
+  best checkpoint, those of its trainables file (:func:`export.load_trainables`: the
+  fingerprint of ``setup.frozen``, and leaf for leaf the train state's trainables).
+
+  Raises:
+    ckpt.CheckpointError: an unreadable best checkpoint, or a trainables file that is
+      unreadable or of another run (naming the file).
+  """
+  if workdir.checkpointer.best.all_steps():
+    state, _ = restore_best(workdir, training)
+    return RestoredTrainables(state.trainables, {
+        'source': 'best_checkpoint',
+        'path': os.path.join(os.path.abspath(workdir.path), 'checkpoints', 'best'),
+        'step': int(jax.device_get(state.step))})
+  path = os.path.join(os.path.abspath(workdir.path), export.TRAINABLES_FILENAME)
+  abstract = training.abstract_state.trainables
+  host, meta = export.load_trainables(path, setup.frozen, like=abstract)
+  host = jax.tree_util.tree_map(lambda x, a: np.asarray(x, a.dtype), host, abstract)
+  trainables = sharding.place(host, jax.tree_util.tree_map(lambda a: a.sharding, abstract))
+  return RestoredTrainables(trainables, {'source': 'trainables_file', 'path': path,
+                                         'step': meta.get('step')})
+
+
 def predict_new_data(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
-                     training: Training, predictor: Callable, splits: dict[str, Split],
-                     dataset: datasets.Dataset, backbone: models.Backbone,
-                     checked: predict.CheckedInput) -> dict[str, Any]:
-  """``--mode=predict``: scores the checked input with the best checkpoint, the review
-  threshold chosen on the validation split; adds the ``predict`` section to results.json."""
+                     restored: RestoredTrainables, predictor: Callable,
+                     splits: dict[str, Split], dataset: datasets.Dataset,
+                     backbone: models.Backbone, checked: predict.CheckedInput
+                     ) -> dict[str, Any]:
+  """``--mode=predict``: scores the checked input with ``restored`` (:func:`restore_trainables`),
+  the review threshold chosen on the validation split; adds the ``predict`` section to
+  results.json, with ``restored.source`` as its ``trainables``."""
   request, columns = checked.request, checked.columns
-  state, _ = restore_best(workdir, training)
-  validation = predictor(state.trainables, splits['validation'])
+  trainables = restored.trainables
+  validation = predictor(trainables, splits['validation'])
   threshold = predict.choose_threshold(validation.logits, validation.labels,
                                        mode=config.ensemble_mode, **request.targets())
   transform = transforms.make_transform(backbone, dataset.input_key, None)
@@ -412,10 +456,11 @@ def predict_new_data(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
           os.path.join(request.input, r[columns.input]), backbone.image_size)} for r in rows]
     else:
       source = [{dataset.input_key: str(r[columns.input])} for r in rows]
-    return predictor(state.trainables, Split(source, transform)).logits
+    return predictor(trainables, Split(source, transform)).logits
 
   section = predict.predict_to_file(checked, score, threshold, dataset.label_names,
                                     config.ensemble_mode)
+  section['trainables'] = restored.source
   if jax.process_index() == 0:
     with open(os.path.join(workdir.path, report.RESULTS_FILENAME)) as f:
       results = json.load(f)
@@ -475,10 +520,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
                                splits['validation'], config.mesh.frozen)
 
-    # --- Predict: score new data with the best checkpoint ----------------------------------
+    # --- Predict: score new data with the best checkpoint (or the trainables file) --------
     if mode == 'predict':
-      return predict_new_data(config, run_dir, training, predictor, splits, dataset, backbone,
-                              checked)
+      return predict_new_data(config, run_dir, restore_trainables(run_dir, training, setup),
+                              predictor, splits, dataset, backbone, checked)
 
     # --- Train loop -----------------------------------------------------------------------
     if mode == 'train':

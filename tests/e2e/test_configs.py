@@ -35,12 +35,6 @@ def timm_checkpoints(tmp_path_factory):
   return paths
 
 
-@pytest.fixture(scope='module')
-def efficientnet_cache(tmp_path_factory):
-  from sve_jax.models import efficientnet_lite
-  return efficientnet_lite.convert_torch_checkpoint(str(tmp_path_factory.mktemp('cache')))
-
-
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_trains_one_step_and_reports(name, tmp_path, shared_data_dir, tiny_bert_folder,
                                             timm_checkpoints, efficientnet_cache, tiny_llm_gguf):

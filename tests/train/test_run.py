@@ -1,6 +1,8 @@
 """The run's cheap stages: the workdir and the mesh checks, before any heavy work."""
 import pytest
 
+from sve_jax import export
+
 from configs import default
 from sve_jax.train import checkpoint as ckpt
 from sve_jax.train import run
@@ -16,6 +18,23 @@ def test_open_workdir_gives_a_workdir_record_and_eval_mode_needs_a_best_checkpoi
   workdir.checkpointer.close()
   with pytest.raises(ckpt.CheckpointError, match='--mode=eval: no best checkpoint'):
     run.open_workdir(config, str(tmp_path / 'w'), 'eval', 4)
+
+
+def test_predict_mode_needs_results_json_and_a_best_checkpoint_or_the_trainables_file(
+    tmp_path):
+  config = default.get_config()
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  (workdir / 'results.json').write_text('{}')
+  with pytest.raises(ckpt.CheckpointError,
+                     match=f'--mode=predict: {workdir} holds no finished run .*'
+                           f'{export.TRAINABLES_FILENAME}'):
+    run.open_workdir(config, str(workdir), 'predict', 4)
+  (workdir / export.TRAINABLES_FILENAME).write_bytes(b'')  # read (and checked) later
+  run.open_workdir(config, str(workdir), 'predict', 4).checkpointer.close()
+  (workdir / 'results.json').unlink()
+  with pytest.raises(ckpt.CheckpointError, match='holds no finished run'):
+    run.open_workdir(config, str(workdir), 'predict', 4)
 
 
 def test_the_mesh_reports_the_methods_members_and_refuses_a_batch_it_cannot_split():
