@@ -18,6 +18,7 @@ One module per family:
 
 * `csv_text`: `csv_text` (a user's table files) and `tweet_sentiment` (one such table);
 * `ood_text`: `ood_text` (standard-library docstrings);
+* `fortunes_text`: `fortunes_text` (fortune cookies: near-OOD informal text);
 * `grey_images`: `fashion_mnist_local` (IDX files) and `digits_ood` (scikit-learn's digits);
 * `image_folder`: `image_folder` (a folder with one subfolder per class).
 
@@ -35,6 +36,8 @@ from sve_jax.data.builders.csv_text import CsvTextConfig
 from sve_jax.data.builders.csv_text import TWEET_LABELS
 from sve_jax.data.builders.csv_text import TweetSentiment
 from sve_jax.data.builders.csv_text import tweet_corpus_path
+from sve_jax.data.builders.fortunes_text import FortunesText
+from sve_jax.data.builders.fortunes_text import FortunesTextConfig
 from sve_jax.data.builders.grey_images import DigitsOod
 from sve_jax.data.builders.grey_images import FASHION_MNIST_DIR
 from sve_jax.data.builders.grey_images import FASHION_MNIST_LABELS
@@ -51,7 +54,7 @@ FILE_FORMAT = 'array_record'
 
 #: Every local builder by its tfds name (what `config.data.name` takes).
 LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    cls.name: cls for cls in (TweetSentiment, OodText, FashionMnistLocal,
+    cls.name: cls for cls in (TweetSentiment, OodText, FortunesText, FashionMnistLocal,
                               DigitsOod, CsvText, ImageFolder)
 }
 
@@ -63,6 +66,8 @@ __all__ = [
     'tweet_corpus_path',
     # ood_text.
     'OodText', 'OodTextConfig',
+    # fortunes_text.
+    'FortunesText', 'FortunesTextConfig',
     # fashion_mnist_local and digits_ood.
     'DigitsOod', 'FASHION_MNIST_DIR', 'FASHION_MNIST_LABELS', 'FashionMnistConfig',
     'FashionMnistLocal', 'digits_to_uint8', 'read_fashion_mnist',
