@@ -44,15 +44,14 @@ def test_apply_is_the_modules_forward_with_train_and_rngs():
 
 
 def _random_params(module, inputs, seed=0):
-  """Random params, biases and norms included (a zero head would hide what it reads)."""
-  @jax.jit
-  def init(key):
-    params = module.init(key, inputs)['params']
-    keys = iter(jax.random.split(jax.random.fold_in(key, 1), len(jax.tree.leaves(params))))
-    return jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape, x.dtype),
-                        params)
-
-  return init(jax.random.key(seed))
+  """Initial params with a random head (a zero head would hide what it reads)."""
+  params = jax.jit(module.init)(jax.random.key(seed), inputs)['params']
+  if 'head' in params:
+    kernel = params['head']['kernel']
+    params = {**params, 'head': {'kernel': jax.random.normal(jax.random.key(seed + 1),
+                                                             kernel.shape),
+                                 'bias': jnp.linspace(-1., 1., kernel.shape[-1])}}
+  return params
 
 
 def _tiny_family(name):
