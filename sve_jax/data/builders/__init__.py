@@ -17,8 +17,8 @@ option prepares a new copy instead of reusing a stale one.
 One module per family:
 
 * `csv_text`: `csv_text` (a user's table files) and `tweet_sentiment` (one such table);
-* `ood_text`: `ood_text` (standard-library docstrings);
-* `fortunes_text`: `fortunes_text` (fortune cookies: near-OOD informal text);
+* `ood_text`: `ood_text` (standard-library docstrings) and `fortunes_text` (fortune
+  cookies: near-OOD informal text);
 * `grey_images`: `fashion_mnist_local` (IDX files) and `digits_ood` (scikit-learn's digits);
 * `image_folder`: `image_folder` (a folder with one subfolder per class).
 
@@ -36,8 +36,6 @@ from sve_jax.data.builders.csv_text import CsvTextConfig
 from sve_jax.data.builders.csv_text import TWEET_LABELS
 from sve_jax.data.builders.csv_text import TweetSentiment
 from sve_jax.data.builders.csv_text import tweet_corpus_path
-from sve_jax.data.builders.fortunes_text import FortunesText
-from sve_jax.data.builders.fortunes_text import FortunesTextConfig
 from sve_jax.data.builders.grey_images import DigitsOod
 from sve_jax.data.builders.grey_images import FASHION_MNIST_DIR
 from sve_jax.data.builders.grey_images import FASHION_MNIST_LABELS
@@ -47,6 +45,8 @@ from sve_jax.data.builders.grey_images import digits_to_uint8
 from sve_jax.data.builders.grey_images import read_fashion_mnist
 from sve_jax.data.builders.image_folder import ImageFolder
 from sve_jax.data.builders.image_folder import ImageFolderConfig
+from sve_jax.data.builders.ood_text import FortunesText
+from sve_jax.data.builders.ood_text import FortunesTextConfig
 from sve_jax.data.builders.ood_text import OodText
 from sve_jax.data.builders.ood_text import OodTextConfig
 
@@ -64,10 +64,8 @@ __all__ = [
     # csv_text and tweet_sentiment.
     'AGREEMENT_FEATURE', 'CsvText', 'CsvTextConfig', 'TWEET_LABELS', 'TweetSentiment',
     'tweet_corpus_path',
-    # ood_text.
-    'OodText', 'OodTextConfig',
-    # fortunes_text.
-    'FortunesText', 'FortunesTextConfig',
+    # ood_text and fortunes_text.
+    'FortunesText', 'FortunesTextConfig', 'OodText', 'OodTextConfig',
     # fashion_mnist_local and digits_ood.
     'DigitsOod', 'FASHION_MNIST_DIR', 'FASHION_MNIST_LABELS', 'FashionMnistConfig',
     'FashionMnistLocal', 'digits_to_uint8', 'read_fashion_mnist',
