@@ -18,7 +18,8 @@ ECE after temperature scaling, OOD AUROC by MI, how far s moved and the wall tim
 ``best``: the setting of lowest mean **validation** NLL (test never selects).
 ``--sweep_out`` + ``.png``: the learning curves, validation NLL and accuracy against step,
 one line per trained setting (mean over seeds), from each run's metrics.jsonl
-(``--config.eval_every_steps`` sets their resolution). ``--seeds`` (default 3) is
+(``--config.eval_every_steps`` sets their resolution); with ``--config.ood.every_validation``
+a third panel, the OOD AUROCs by max probability, entropy and MI at each validation. ``--seeds`` (default 3) is
 benchmarks/quality.py's flag; its ``--methods`` and ``--summary`` do not apply here.
 """
 from __future__ import annotations
@@ -106,8 +107,15 @@ COLUMNS = (
     ('disagreement', ('diversity', 'disagreement')),
     ('mi', ('diversity', 'mutual_information')),
     ('auroc_mi', ('ood', 'auroc_mi')),
+    ('auroc_msp', ('ood', 'auroc_msp')),
+    ('auroc_mahalanobis', ('ood', 'auroc_mahalanobis')),
+    ('auroc_feature_disagreement', ('ood', 'auroc_feature_disagreement')),
     ('s_change', ('singular_value_change',)),
 )
+#: The validation records' curves, and the OOD AUROCs a run logs beside them
+#: (``config.ood.every_validation``), by their metrics.jsonl keys.
+CURVE_KEYS = ('val_nll', 'val_accuracy')
+OOD_CURVE_KEYS = ('ood_auroc_msp', 'ood_auroc_entropy', 'ood_auroc_mi')
 SELECTED_ON = 'val_nll'
 
 
@@ -187,7 +195,8 @@ def summarise(settings: tuple[Setting, ...], runs: dict[str, list[dict]]) -> dic
 
 
 def learning_curve(workdir: str) -> dict[str, list[float]]:
-  """``{'step', 'val_nll', 'val_accuracy'}`` of one run's metrics.jsonl validation records.
+  """``{'step', 'val_nll', 'val_accuracy'}`` of one run's metrics.jsonl validation records,
+  and each of :data:`OOD_CURVE_KEYS` that every one of them holds.
 
   A resumed run logs the steps after its checkpoint again: the last record of a step wins.
   """
@@ -200,30 +209,46 @@ def learning_curve(workdir: str) -> dict[str, list[float]]:
         if 'val_nll' in record:
           records[record['step']] = record
   steps = sorted(records)
-  return {'step': steps, **{key: [records[s][key] for s in steps]
-                            for key in ('val_nll', 'val_accuracy')}}
+  keys = CURVE_KEYS + tuple(k for k in OOD_CURVE_KEYS
+                            if steps and all(k in records[s] for s in steps))
+  return {'step': steps, **{key: [records[s][key] for s in steps] for key in keys}}
 
 
 def mean_curve(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-  """The mean over seeds at the steps every seed validated at."""
+  """The mean over seeds at the steps every seed validated at, of the keys every seed has."""
   steps = sorted(set.intersection(*(set(c['step']) for c in curves))) if curves else []
   mean = {'step': steps}
-  for key in ('val_nll', 'val_accuracy'):
+  keys = CURVE_KEYS + tuple(k for k in OOD_CURVE_KEYS if curves and all(k in c for c in curves))
+  for key in keys:
     per_seed = [dict(zip(c['step'], c[key])) for c in curves]
     mean[key] = [float(np.mean([values[s] for values in per_seed])) for s in steps]
   return mean
 
 
 def plot_learning_curves(path: str, curves: Mapping[str, dict[str, list[float]]]) -> str:
-  """Writes a PNG: validation NLL (top) and accuracy (bottom) against step, one line each."""
-  figure = Figure(figsize=(7, 7), layout='constrained')
+  """Writes a PNG: validation NLL (top) and accuracy against step, one line each; where a
+  curve holds OOD AUROCs (:data:`OOD_CURVE_KEYS`), a third panel of them, one colour per
+  setting and one line style per score."""
+  with_ood = any(k in c for c in curves.values() for k in OOD_CURVE_KEYS)
+  figure = Figure(figsize=(7, 10 if with_ood else 7), layout='constrained')
   FigureCanvasAgg(figure)
-  top, bottom = figure.subplots(2, 1, sharex=True)
-  for name, curve in curves.items():
-    top.plot(curve['step'], curve['val_nll'], marker='.', label=name)
-    bottom.plot(curve['step'], curve['val_accuracy'], marker='.', label=name)
+  axes = figure.subplots(3 if with_ood else 2, 1, sharex=True)
+  top, middle = axes[0], axes[1]
+  styles = dict(zip(OOD_CURVE_KEYS, ('-', '--', ':')))
+  for i, (name, curve) in enumerate(curves.items()):
+    color = f'C{i % 10}'
+    top.plot(curve['step'], curve['val_nll'], marker='.', color=color, label=name)
+    middle.plot(curve['step'], curve['val_accuracy'], marker='.', color=color, label=name)
+    for key in (k for k in OOD_CURVE_KEYS if k in curve):
+      axes[2].plot(curve['step'], curve[key], marker='.', color=color, linestyle=styles[key],
+                   label=f"{name}: {key.removeprefix('ood_auroc_')}")
   top.set(title='Validation learning curves (mean over seeds)', ylabel='validation NLL')
-  bottom.set(xlabel='step', ylabel='validation accuracy')
+  middle.set(ylabel='validation accuracy')
+  if with_ood:
+    axes[2].set(ylabel='OOD AUROC', ylim=(0., 1.))
+    axes[2].axhline(0.5, color='gray', linewidth=0.5)
+    axes[2].legend(fontsize='x-small', ncol=3)
+  axes[-1].set(xlabel='step')
   top.legend(fontsize='small')
   figure.savefig(path, dpi=120)
   return path

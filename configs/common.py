@@ -87,6 +87,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.ood.split = 'test'
   c.ood.options = BuilderOptions()
   c.ood.mock_examples = 0
+  # More OOD sets scored beside it (local builders, each with its default options and
+  # config.ood.split), e.g. ('fortunes_text',): results.json's ood_sets compares them.
+  c.ood.extra_names = ()
+  # Also score the OOD set at every validation (validation split as in-distribution):
+  # metrics.jsonl/TensorBoard get ood_auroc_{msp,entropy,mi}. Costs a pass over the subset.
+  c.ood.every_validation = False
+  c.ood.max_examples_per_validation = 500  # that fixed, seeded OOD subset; -1: all
+  # Final evaluation: feature-space OOD scores (Mahalanobis distance per member, the
+  # members' feature disagreement) beside the logit scores; fitted on training examples.
+  c.ood.feature_scores = False
+  c.ood.max_feature_train_examples = 2000  # training examples the class Gaussians see; -1: all
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3

@@ -29,4 +29,9 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
     || echo "setup: could not install dataset-fashion-mnist (only the Fashion-MNIST config needs it)"
 fi
+# Fortune cookies (near-OOD text, the `fortunes_text` builder) come from Debian's package.
+if [ ! -f /usr/share/games/fortunes/fortunes ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq fortunes-min || (apt-get update -qq && apt-get install -y -qq fortunes-min)) \
+    >/dev/null 2>&1 || echo "setup: could not install fortunes-min (only the fortunes_text OOD set needs it)"
+fi
 echo "setup: ok ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

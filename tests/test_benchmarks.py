@@ -134,6 +134,34 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     sweep.settings_for('nope')
 
 
+def test_sweep_curves_carry_the_ood_aurocs_logged_at_validation_into_a_third_panel(tmp_path):
+  import json
+
+  from PIL import Image
+
+  from benchmarks import sweep
+  for seed, shift in ((0, 0.), (1, 0.1)):
+    run = tmp_path / f'seed_{seed}'
+    run.mkdir()
+    with open(run / 'metrics.jsonl', 'w') as f:
+      for step in (2, 4):
+        f.write(json.dumps({'step': step, 'loss': 1.}) + '\n')
+        f.write(json.dumps({'step': step, 'val_nll': step + shift, 'val_accuracy': 0.5,
+                            'ood_auroc_msp': 0.6 + shift, 'ood_auroc_entropy': 0.6,
+                            'ood_auroc_mi': 0.7 + shift}) + '\n')
+  curves = [sweep.learning_curve(str(tmp_path / f'seed_{k}')) for k in (0, 1)]
+  assert curves[1]['ood_auroc_mi'] == pytest.approx([0.8, 0.8])
+  mean = sweep.mean_curve(curves)
+  assert mean['step'] == [2, 4] and mean['ood_auroc_msp'] == pytest.approx([0.65, 0.65])
+  assert mean['val_nll'] == pytest.approx([2.05, 4.05])
+  plain = {k: v for k, v in mean.items() if not k.startswith('ood_')}
+  heights = {}
+  for name, curve in (('ood', mean), ('plain', plain)):
+    path = sweep.plot_learning_curves(str(tmp_path / f'{name}.png'), {'base': curve})
+    heights[name] = Image.open(path).size[1]
+  assert heights['ood'] > heights['plain']  # the OOD panel
+
+
 def test_lite_convs_benchmark_covers_every_depthwise_shape_and_compares_equal_outputs():
   from benchmarks import lite_convs
   from sve_jax.models import efficientnet_lite

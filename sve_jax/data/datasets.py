@@ -3,7 +3,7 @@
 Two kinds of names are accepted:
 
 * local builders (`builders.LOCAL_BUILDERS`: `tweet_sentiment`, `ood_text`,
-  `fashion_mnist_local`, `digits_ood`, `csv_text`, `image_folder`), prepared
+  `fortunes_text`, `fashion_mnist_local`, `digits_ood`, `csv_text`, `image_folder`), prepared
   into `data_dir` on first use and reused afterwards;
 * tfds catalog names (`cifar100`, `glue/sst2`, ...), read from array_record
   data already prepared in `data_dir` (preparing them needs a download, and

@@ -6,7 +6,8 @@ costs only its own imports):
 * :mod:`~sve_jax.eval.metrics`: pure functions of member logits (accuracy, NLL, Brier, ECE,
   temperature scaling, uncertainty, OOD scores, how far the members moved).
 * :mod:`~sve_jax.eval.selective`: risk–coverage, AURC and thresholds of selective prediction.
-* :mod:`~sve_jax.eval.feature_ood`: feature-space OOD scores (Mahalanobis distance).
+* :mod:`~sve_jax.eval.feature_ood`: feature-space OOD scores (Mahalanobis distance, the
+  members' feature disagreement) and their AUROCs.
 * :mod:`~sve_jax.eval.report`: results.json (its records :class:`~sve_jax.eval.report.Predictions`,
   ``ParamCounts``, ``OodLogits``, ``RunSections``, ``BestCheckpoint``), the summary table,
   the reliability diagram.

@@ -6,6 +6,8 @@ failed figures and script errors on ``<body>``, which the browser test reads). I
 
 * the summary table (the ensemble raw and temperature-scaled, the members' mean, each member,
   and the pretrained model zero-shot where the run has it), with AURC;
+* the OOD table: per OOD set, the AUROC of each score (the logits' and, where the run
+  computed them, the feature-space scores) and the FPR at 95% TPR by MI;
 * the reliability diagram, learning curves from ``metrics.jsonl`` (loss, validation NLL and
   accuracy, and OOD AUROC where recorded), the risk–coverage curves, and histograms of each
   OOD score for in-distribution against OOD examples;
@@ -198,6 +200,30 @@ def _summary_html(results: Mapping[str, Any]) -> str:
   return '\n'.join(lines + ['</table>'])
 
 
+def ood_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+  """``(dataset, scores)`` rows of the OOD table: ``ood_sets``, else the ``ood`` section."""
+  if 'ood_sets' in results:
+    return list(results['ood_sets'].items())
+  if 'ood' in results:
+    return [(results['ood'].get('dataset') or 'OOD', results['ood'])]
+  return []
+
+
+def _ood_html(results: Mapping[str, Any]) -> str:
+  rows = ood_rows(results)
+  if not rows:
+    return ''
+  keys = list(dict.fromkeys(k for _, scores in rows for k in scores if k != 'dataset'))
+  header = ''.join(f'<th>{html.escape(key)}</th>' for key in keys)
+  lines = ['<h2>OOD detection (test split against each OOD set)</h2>',
+           f'<table id="ood"><tr><th>OOD set</th>{header}</tr>']
+  for name, scores in rows:
+    cells = ''.join(f'<td data-key="{key}">{_number(scores.get(key))}</td>' for key in keys)
+    lines.append(f'<tr data-row="{html.escape(str(name))}"><th>{html.escape(str(name))}</th>'
+                 f'{cells}</tr>')
+  return '\n'.join(lines + ['</table>'])
+
+
 def _examples_html(title: str, rows: list[dict[str, Any]]) -> str:
   head = ('<tr><th>#</th><th>example</th><th>label</th><th>prediction</th>'
           '<th>confidence</th><th>MI</th><th>members\' votes</th></tr>')
@@ -258,7 +284,7 @@ def render_html(inputs: ReportInputs) -> str:
       f'<title>sve_jax report: {html.escape(title)}</title>',
       f'<style>{_STYLE}</style><script>{_CHECK_SCRIPT}</script></head><body>',
       f'<h1>{html.escape(title)}</h1>', '<h2>Summary (test split)</h2>',
-      _summary_html(results)]
+      _summary_html(results), _ood_html(results)]
   parts += [f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="{uri}">'
             for name, uri in figures]
   parts.append(_examples_html(f'The {NUM_EXAMPLES} test examples of highest mutual '

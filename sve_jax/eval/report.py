@@ -11,6 +11,8 @@
   validation: the ensemble's metrics, members_mean_*, disagreement, mutual_information,
   ensemble_modes: {probs, logits}: validation, test, test_temperature_scaled (, ood),
   ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
+       (, auroc_mahalanobis, auroc_feature_disagreement)           (with feature scores)
+  ood_sets: {dataset: the ood section's scores, for every set}     (only with several sets)
   selective: {msp, entropy, mi}: aurc, accuracy_at_coverage {0.8, 0.9, 0.95}, curve
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
                                                                  (only with agreement)
@@ -28,7 +30,10 @@
 * ``validation``: :func:`sve_jax.eval.metrics.ensemble_and_members` on the validation split.
 * ``ensemble_modes``: ``validation``, ``test``, ``test_temperature_scaled`` (and ``ood``)
   under each averaging mode, from the same logits (no retraining to compare them).
-* ``ood``: the test split as in-distribution against the OOD logits, raw (T = 1).
+* ``ood``: the test split as in-distribution against the (first) OOD set's logits, raw
+  (T = 1); with feature scores (:attr:`OodLogits.feature_metrics`) also the AUROCs of the
+  feature-space scores (:func:`sve_jax.eval.feature_ood.feature_ood_metrics`).
+* ``ood_sets``: the same scores for each OOD set, the first included, side by side.
 * ``selective``: abstaining on the least certain test examples first, ranked by each score
   (:func:`sve_jax.eval.selective.selective_section`): the risk–coverage curve, its area
   (AURC, lower is better) and the accuracy at 80%, 90% and 95% coverage, raw (T = 1).
@@ -50,7 +55,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -73,10 +78,13 @@ class Predictions(NamedTuple):
     labels: ``(N,)`` integer labels.
     agreement: ``(N,)`` annotators' agreement (0–1, NaN = unknown) where the data set records
       it (feature ``sve_jax.data.AGREEMENT_FEATURE``), else ``None``.
+    features: ``(M, N, D)`` the pooled features each member's head read, where asked for
+      (:attr:`sve_jax.methods.MethodSetup.features`), else ``None``.
   """
   logits: np.ndarray
   labels: np.ndarray
   agreement: np.ndarray | None = None
+  features: np.ndarray | None = None
 
 
 class ParamCounts(NamedTuple):
@@ -95,9 +103,18 @@ class ParamCounts(NamedTuple):
 
 
 class OodLogits(NamedTuple):
-  """Member logits ``(M, N_ood, C)`` on an out-of-distribution data set, and its name."""
+  """Member logits ``(M, N_ood, C)`` on an out-of-distribution data set, and its name.
+
+  Attributes:
+    dataset: its name.
+    logits: ``(M, N_ood, C)``.
+    feature_metrics: AUROCs of feature-space scores of the test split against this set
+      (:func:`sve_jax.eval.feature_ood.feature_ood_metrics`), reported beside the logits'
+      scores; ``None``: none.
+  """
   dataset: str
   logits: np.ndarray
+  feature_metrics: Mapping[str, float] | None = None
 
 
 class BestCheckpoint(NamedTuple):
@@ -136,8 +153,8 @@ class RunSections(NamedTuple):
 
 
 def build_results(method: str, validation: Predictions, test: Predictions,
-                  params: ParamCounts, *, ood: OodLogits | None = None, mode: str = 'probs',
-                  run: RunSections | None = None) -> dict[str, Any]:
+                  params: ParamCounts, *, ood: OodLogits | Sequence[OodLogits] | None = None,
+                  mode: str = 'probs', run: RunSections | None = None) -> dict[str, Any]:
   """Evaluates member logits and assembles the whole results dict (see the module docstring).
 
   Args:
@@ -145,7 +162,8 @@ def build_results(method: str, validation: Predictions, test: Predictions,
     validation: member logits and labels on the validation split.
     test: member logits, labels and (optionally) annotator agreement on the test split.
     params: the parameter counts (:class:`ParamCounts`).
-    ood: optional member logits on an OOD data set, with its name.
+    ood: optional member logits on an OOD data set, with its name; or several sets, the
+      first reported as ``ood`` and all of them in ``ood_sets``.
     mode: ensemble averaging mode, see :func:`sve_jax.ensemble_probs`.
     run: what a training run adds (:class:`RunSections`); ``None`` leaves it all out.
 
@@ -191,9 +209,13 @@ def _run_sections(run: RunSections) -> dict[str, Any]:
   return {key: value for key, value in sections.items() if value is not None}
 
 
-def _score_sections(validation: Predictions, test: Predictions, ood: OodLogits | None, *,
+def _score_sections(validation: Predictions, test: Predictions,
+                    ood: OodLogits | Sequence[OodLogits] | None, *,
                     mode: str) -> dict[str, Any]:
-  """``test`` … ``ensemble_modes`` (and ``ood``) of the results dict, in its order."""
+  """``test`` … ``ensemble_modes`` (and ``ood``, ``ood_sets``) of the results dict, in its
+  order."""
+  ood_sets = [] if ood is None else [ood] if isinstance(ood, OodLogits) else list(ood)
+  ood = ood_sets[0] if ood_sets else None
   ood_logits = None if ood is None else ood.logits
   by_mode = {m: _mode_results(validation, test, ood_logits, mode=m)
              for m in metrics.ENSEMBLE_MODES}
@@ -208,7 +230,13 @@ def _score_sections(validation: Predictions, test: Predictions, ood: OodLogits |
       'ensemble_modes': by_mode,
   }
   if ood is not None:
-    sections['ood'] = {'dataset': ood.dataset, **by_mode[mode]['ood']}
+    sections['ood'] = {'dataset': ood.dataset, **by_mode[mode]['ood'],
+                       **(ood.feature_metrics or {})}
+  if len(ood_sets) > 1:
+    sections['ood_sets'] = {
+        s.dataset: {**(by_mode[mode]['ood'] if s is ood else _ood_scores(test.logits, s.logits,
+                                                                         mode)),
+                    **(s.feature_metrics or {})} for s in ood_sets}
   sections['selective'] = _selective_section(test, mode)
   return sections
 
@@ -232,9 +260,14 @@ def _mode_results(validation: Predictions, test: Predictions, ood_logits, *,
           test.logits, test.labels, temperature=temperature, mode=mode),
   }
   if ood_logits is not None:
-    ood = metrics.ood_metrics(test.logits, ood_logits, mode=mode)
-    results['ood'] = {key: ood[key] for key in OOD_KEYS}
+    results['ood'] = _ood_scores(test.logits, ood_logits, mode)
   return results
+
+
+def _ood_scores(test_logits, ood_logits, mode: str) -> dict[str, float]:
+  """:data:`OOD_KEYS` of :func:`sve_jax.eval.metrics.ood_metrics`, test against OOD."""
+  ood = metrics.ood_metrics(test_logits, ood_logits, mode=mode)
+  return {key: ood[key] for key in OOD_KEYS}
 
 
 def zero_shot_results(validation: Predictions, test: Predictions,
@@ -323,6 +356,10 @@ def summary_table(results: Mapping[str, Any]) -> str:
       title = section if 'dataset' not in entries else f"{section} ({entries['dataset']})"
       numbers = [(key, value) for key, value in entries.items() if key != 'dataset']
       lines += ['', *_table([key for key, _ in numbers], [(title, dict(numbers))])]
+  if 'ood_sets' in results:
+    sets = results['ood_sets']
+    keys = list(dict.fromkeys(key for entry in sets.values() for key in entry))
+    lines += ['', *_table(keys, [(f'ood ({name})', entry) for name, entry in sets.items()])]
   if 'selective' in results:
     aurc = {f'aurc_{name}': entry['aurc'] for name, entry in results['selective'].items()}
     lines += ['', *_table(list(aurc), [('selective (test)', aurc)])]

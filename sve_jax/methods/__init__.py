@@ -2,10 +2,11 @@
 
 A method turns a :class:`~sve_jax.models.Backbone` into a :class:`MethodSetup`: the frozen
 tree, the initial per-member trainables and a forward ``(frozen, trainables, inputs, rng,
-train) -> member_logits (M, B, C)`` (:data:`Forward`). It reads its
-:class:`MethodOptions` (the run config's ``num_members``, ``noise_std``, ``execution``,
-``lora_rank``, ``head_init_std``, ``member_data_order``, ``sve_dropout``), never the whole
-config. The train step, checkpoints and report are shared by all methods.
+train) -> member_logits (M, B, C)`` (:data:`Forward`), and the same forward returning each
+member's pooled features too (:data:`FeaturesForward`, :attr:`MethodSetup.features`). It
+reads its :class:`MethodOptions` (the run config's ``num_members``, ``noise_std``,
+``execution``, ``lora_rank``, ``head_init_std``, ``member_data_order``, ``sve_dropout``),
+never the whole config. The train step, checkpoints and report are shared by all methods.
 
 What each method trains per member (everything else is frozen and shared) and the M it
 reports (the leading axis of its evaluation logits):
@@ -40,6 +41,7 @@ from sve_jax.methods import lora_ensemble
 from sve_jax.methods import mc_dropout
 from sve_jax.methods import single_ft
 from sve_jax.methods import sve
+from sve_jax.methods.base import FeaturesForward
 from sve_jax.methods.base import Forward
 from sve_jax.methods.base import Method
 from sve_jax.methods.base import MethodOptions
@@ -91,5 +93,5 @@ __all__ = [
     # Building a method.
     'build', 'get', 'METHODS', 'REGISTRY',
     # Its records.
-    'Forward', 'Method', 'MethodOptions', 'MethodSetup',
+    'FeaturesForward', 'Forward', 'Method', 'MethodOptions', 'MethodSetup',
 ]

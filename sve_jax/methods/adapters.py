@@ -10,6 +10,7 @@ params and the vmapped forward.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import jax
@@ -81,5 +82,5 @@ def build_adapted(name: str, backbone: Backbone,
            for p, v in tree_lib.flatten_paths(t_m.get(adapter.own_key, {})).items()}
     return tree_lib.replace_leaves(frozen, {**own, **adapted})
 
-  forward = base.vmap_forward(backbone.apply, member_params)
-  return base.make_setup(name, backbone, backbone.params, trainables, forward)
+  return base.make_setup(name, backbone, backbone.params, trainables,
+                         functools.partial(base.vmap_forward, member_params=member_params))

@@ -35,6 +35,13 @@ Path = tree_lib.Path
 #: ``forward(frozen, trainables, inputs, rng, train) -> member_logits (M, B, C)``; ``rng``
 #: feeds stochastic layers (dropout) and ``train`` says whether the step trains.
 Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
+#: The same forward run on :meth:`sve_jax.models.Backbone.apply_with_features`:
+#: ``features(frozen, trainables, inputs, rng, train) -> (member_logits (M, B, C),
+#: member_features (M, B, D))``, each member's logits and the pooled features its head read
+#: (OOD scores in feature space, :mod:`sve_jax.eval.feature_ood`). Evaluation calls it with
+#: ``train=False``.
+FeaturesForward = Callable[[PyTree, PyTree, Any, jax.Array, bool],
+                           tuple[jax.Array, jax.Array]]
 
 #: Standard deviation of the fresh per-member heads of the baselines (the paper's head
 #: initialisation, weights ``N(0, 0.01²)``, bias 0; ``docs/method.md``).
@@ -97,6 +104,8 @@ class MethodSetup:
       member the same ``(B, ...)`` inputs.
     pretrained_s: SVE only: the pretrained singular values and per-member leaves (the ``s``
       of :func:`sve_jax.decompose`), to measure how far training moved the members.
+    features: ``forward`` that also returns each member's pooled features
+      (:data:`FeaturesForward`); ``None`` where a method does not provide it.
   """
   name: str
   frozen: PyTree
@@ -106,6 +115,7 @@ class MethodSetup:
   trainable_per_member: int
   per_member_data: bool = False
   pretrained_s: PyTree | None = None
+  features: FeaturesForward | None = None
 
   @property
   def trainable_total(self) -> int:
@@ -114,12 +124,28 @@ class MethodSetup:
 
 
 def make_setup(name: str, backbone: Backbone, frozen: PyTree, trainables: PyTree,
-               forward: Forward, per_member_data: bool = False,
+               make_forward: Callable[[Callable[..., Any]], Callable], *,
+               per_member_data: bool = False,
                pretrained_s: PyTree | None = None) -> MethodSetup:
-  """A :class:`MethodSetup` whose counts come from ``backbone.params`` and ``trainables``."""
+  """A :class:`MethodSetup` whose counts come from ``backbone.params`` and ``trainables``.
+
+  Args:
+    name: the method.
+    backbone: the backbone the members are made of.
+    frozen: the shared, never-updated leaves.
+    trainables: the per-member leaves (leading member axis).
+    make_forward: ``apply_fn -> forward``: the method's forward built on a backbone forward
+      with :meth:`~sve_jax.models.Backbone.apply`'s signature. It is called twice: on
+      ``backbone.apply`` for :attr:`MethodSetup.forward` and on
+      ``backbone.apply_with_features`` for :attr:`MethodSetup.features`, so both run the
+      members alike.
+    per_member_data: see :attr:`MethodSetup.per_member_data`.
+    pretrained_s: see :attr:`MethodSetup.pretrained_s`.
+  """
   per_member = tree_lib.num_params(trainables) // ensemble.member_axis_size(trainables)
-  return MethodSetup(name, frozen, trainables, forward, tree_lib.num_params(backbone.params),
-               per_member, per_member_data, pretrained_s)
+  return MethodSetup(name, frozen, trainables, make_forward(backbone.apply),
+                     tree_lib.num_params(backbone.params), per_member, per_member_data,
+                     pretrained_s, features=make_forward(backbone.apply_with_features))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,16 +30,20 @@ def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> ba
         f'{backbone.dropout_rate}; set config.model.dropout_rate to a rate in (0, 1), e.g. 0.1')
   num_samples = int(options.num_members)
   setup = single_ft.full_copies('mc_dropout', backbone, key, 1)
-  train_forward = setup.forward
 
-  def forward(frozen, trainables, inputs, rng, train):
-    if train:
-      return train_forward(frozen, trainables, inputs, rng, True)
-    params = single_ft.member_params(frozen, base.unstack_first(trainables))
-    sample = lambda r: backbone.apply(params, inputs, train=True, rngs={'dropout': r})
-    return jax.vmap(sample)(jax.random.split(rng, num_samples))
+  def forward_on(apply_fn):
+    train_forward = base.vmap_forward(apply_fn, single_ft.member_params)
 
-  return base.make_setup('mc_dropout', backbone, setup.frozen, setup.trainables, forward)
+    def forward(frozen, trainables, inputs, rng, train):
+      if train:
+        return train_forward(frozen, trainables, inputs, rng, True)
+      params = single_ft.member_params(frozen, base.unstack_first(trainables))
+      sample = lambda r: apply_fn(params, inputs, train=True, rngs={'dropout': r})
+      return jax.vmap(sample)(jax.random.split(rng, num_samples))
+
+    return forward
+
+  return base.make_setup('mc_dropout', backbone, setup.frozen, setup.trainables, forward_on)
 
 
 METHOD = base.Method('mc_dropout', build, trains_ensemble=False,

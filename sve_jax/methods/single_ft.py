@@ -9,6 +9,7 @@ default the checkpoint's own).
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -53,8 +54,10 @@ def full_copies(name: str, backbone: Backbone, key: jax.Array, num_members: int,
   statistics, params = _split_statistics(backbone)
   trainables = {**base.identical_copies(params, num_members),
                 **base.member_heads(key, params, num_members)}
-  forward = base.vmap_forward(backbone.apply, member_params, per_member_data=per_member_data)
-  return base.make_setup(name, backbone, statistics, trainables, forward, per_member_data)
+  return base.make_setup(name, backbone, statistics, trainables,
+                         functools.partial(base.vmap_forward, member_params=member_params,
+                                           per_member_data=per_member_data),
+                         per_member_data=per_member_data)
 
 
 def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:

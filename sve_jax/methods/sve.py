@@ -84,13 +84,16 @@ def _build(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.
                                                     backbone.params, num_members,
                                                     head_init_std)}
   per_member_data = bool(options.member_data_order)
-  sve_apply = ensemble.make_sve_apply(backbone.apply, execution=options.execution)
-  # Training differentiates the forward: 'auto' then costs the backward pass as well.
-  train_apply = ensemble.make_sve_apply(backbone.apply, execution=options.execution,
-                                        per_member_args=per_member_data, training=True)
-  forward = make_forward(sve_apply, train_apply, dropout=bool(options.sve_dropout))
-  return base.make_setup(name, backbone, frozen, trainables, forward, per_member_data,
-                         pretrained_s=s)
+
+  def forward_on(apply_fn):
+    sve_apply = ensemble.make_sve_apply(apply_fn, execution=options.execution)
+    # Training differentiates the forward: 'auto' then costs the backward pass as well.
+    train_apply = ensemble.make_sve_apply(apply_fn, execution=options.execution,
+                                          per_member_args=per_member_data, training=True)
+    return make_forward(sve_apply, train_apply, dropout=bool(options.sve_dropout))
+
+  return base.make_setup(name, backbone, frozen, trainables, forward_on,
+                         per_member_data=per_member_data, pretrained_s=s)
 
 
 def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:

@@ -25,6 +25,18 @@ HEAD_INIT = nn.initializers.zeros
 #: The SVE rule of the task head: its kernel and bias are trained per member.
 HEAD_RULE = layout.HEAD_RULE
 
+#: The flax collection, and the name in it, under which every backbone module sows the pooled
+#: features its head reads (:func:`sow_features`). Sowing into a collection that is not
+#: mutable is a no-op, so a plain ``apply`` computes nothing more.
+FEATURES_COLLECTION = 'features'
+FEATURES_NAME = 'head_input'
+
+
+def sow_features(module: nn.Module, features: jax.Array) -> None:
+  """Records ``features`` ``(B, D)``, the input of ``module``'s head, for
+  :meth:`Backbone.apply_with_features` (nothing unless that collection is mutable)."""
+  module.sow(FEATURES_COLLECTION, FEATURES_NAME, features)
+
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
@@ -69,6 +81,27 @@ class Backbone:
     inputs, mask = class_mask.split_inputs(inputs)
     logits = self.module.apply({'params': params}, inputs, train=train, rngs=rngs)
     return class_mask.mask_logits(logits, mask)
+
+  def apply_with_features(self, params: PyTree, inputs: Any, *, train: bool = False,
+                          rngs: Mapping[str, jax.Array] | None = None
+                          ) -> tuple[jax.Array, jax.Array]:
+    """:meth:`apply` that also returns the pooled features its head reads:
+    ``(logits (B, C), features (B, D))``, from the same forward pass.
+
+    The features are what the module sows (:func:`sow_features`): the pooled encoder output
+    before the head's dropout (BERT, ViT, EfficientNet), or a decoder's final hidden state at
+    each row's last prompt token (llama).
+
+    Raises:
+      ValueError: the module sows no features.
+    """
+    logits, state = self.module.apply({'params': params}, inputs, train=train, rngs=rngs,
+                                      mutable=[FEATURES_COLLECTION])
+    sown = state.get(FEATURES_COLLECTION, {}).get(FEATURES_NAME)
+    if sown is None:
+      raise ValueError(f'the {self.name} backbone module sows no pooled features; call '
+                       'sve_jax.models.backbone.sow_features(self, x) before its head')
+    return logits, sown[-1]
 
 
 def dropout_override(model: Mapping[str, Any]) -> float | None:

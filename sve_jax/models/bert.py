@@ -55,6 +55,7 @@ from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import dropout_override
 from sve_jax.models.backbone import HEAD_INIT
 from sve_jax.models.backbone import HEAD_RULE
+from sve_jax.models.backbone import sow_features
 from sve_jax.models.weights_io import WeightsError
 
 #: Pooling modes: CLS token's last hidden state; mean over non-padded tokens
@@ -344,6 +345,7 @@ class BertClassifier(nn.Module):
   def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
     """Logits ``(B, num_classes)``, or pooled features ``(B, hidden)`` without a head."""
     x = self.features(inputs, train=train)
+    sow_features(self, x)
     if not self.num_classes:
       return x
     return self.head(self.head_dropout(x, deterministic=not train))

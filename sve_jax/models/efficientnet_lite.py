@@ -63,6 +63,7 @@ from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import dropout_override
 from sve_jax.models.backbone import HEAD_INIT
 from sve_jax.models.backbone import HEAD_RULE
+from sve_jax.models.backbone import sow_features
 from sve_jax.models.backbone import square_image_size
 from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict, take
 
@@ -290,6 +291,7 @@ class EfficientNetLite0(nn.Module):
     x = _conv(TOP_FEATURES, 1, 'top_conv')(x)
     x = nn.relu6(FrozenBatchNorm(name='top_bn')(x))
     features = jnp.mean(x, axis=(1, 2))
+    sow_features(self, features)
     if self.num_classes == 0:
       return features
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)

@@ -74,6 +74,7 @@ from sve_jax.models import hub
 from sve_jax.models import weights_io
 from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import dropout_override
+from sve_jax.models.backbone import sow_features
 from sve_jax.models.weights_io import WeightsError
 
 PyTree = Any
@@ -440,7 +441,9 @@ class LlamaDecoder(nn.Module):
       return self.logits(inputs)
     h = self.hidden_states(inputs)
     last = last_positions(inputs['attention_mask'])
-    return self.unembed(h[jnp.arange(h.shape[0]), last], self.label_token_ids)
+    h_last = h[jnp.arange(h.shape[0]), last]
+    sow_features(self, h_last)
+    return self.unembed(h_last, self.label_token_ids)
 
 
 # --------------------------------------------------------------------------------------------

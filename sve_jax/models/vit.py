@@ -73,6 +73,7 @@ from sve_jax.models.backbone import dropout_override
 from sve_jax.models.backbone import HEAD_INIT
 from sve_jax.models.backbone import HEAD_RULE
 from sve_jax.models.backbone import square_image_size
+from sve_jax.models.backbone import sow_features
 from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict, take
 
 
@@ -378,6 +379,7 @@ class ViT(nn.Module):
 
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     x = self.features(images, train=train)
+    sow_features(self, x)
     return self.head(x) if self.config.num_classes else x
 
 

@@ -35,6 +35,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.ood.name:
     _check_dataset_name(config.ood.name, 'config.ood.name')
     datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
+  _check_ood_extras(config.ood)
+
+
+def _check_ood_extras(ood) -> None:
+  """The OOD options beyond ``config.ood.name``: they need an OOD set, and known names."""
+  extra = tuple(ood.get('extra_names', ()))
+  wanted = [key for key in ('every_validation', 'feature_scores') if ood.get(key)]
+  if not ood.name and (extra or wanted):
+    keys = (['extra_names'] if extra else []) + wanted
+    raise ValueError(f"config.ood.{', config.ood.'.join(keys)} need an OOD set: set "
+                     'config.ood.name')
+  for name in extra:
+    _check_dataset_name(name, 'config.ood.extra_names')
+  if len(set((ood.name,) + extra)) != 1 + len(extra):
+    raise ValueError(f'config.ood.extra_names={extra!r} repeats a set (config.ood.name is '
+                     f'{ood.name!r})')
 
 
 def _check_bounds(config) -> None:

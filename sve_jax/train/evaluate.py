@@ -34,14 +34,15 @@ class Split(NamedTuple):
   transform: Callable[[dict], dict]
 
 
-def split_predictions(eval_fn: Callable[..., jax.Array], trainables: PyTree, frozen: PyTree,
+def split_predictions(eval_fn: Callable[..., Any], trainables: PyTree, frozen: PyTree,
                       split: Split, mesh: jax.sharding.Mesh, batch_size: int) -> Predictions:
-  """:class:`Predictions` of ``eval_fn`` over every example of ``split``.
+  """:class:`Predictions` of ``eval_fn`` over every example of ``split``; its ``features``
+  too where ``eval_fn`` returns ``(logits, features)``.
 
   Eval batch ``i`` gets the rng ``fold_in(key(0), i)``: stochastic forwards (MC dropout) are
   reproducible, with independent masks from batch to batch.
   """
-  logits, labels, agreement = [], [], []
+  logits, features, labels, agreement = [], [], [], []
   for i, raw in enumerate(pipeline.eval_batches(split.source, global_batch_size=batch_size,
                                                 process_index=jax.process_index(),
                                                 process_count=jax.process_count())):
@@ -52,19 +53,25 @@ def split_predictions(eval_fn: Callable[..., jax.Array], trainables: PyTree, fro
     # Each process read its own slice of the batch: gather them in process order.
     mask, label = (sharding.gather_process_slices(np.asarray(v))
                    for v in (raw['mask'], batch['label']))
+    if isinstance(out, tuple):  # a features forward: (logits, features)
+      out, member_features = out
+      features.append(member_features[:, mask])
     logits.append(out[:, mask])
     labels.append(label[mask])
     if data.AGREEMENT_FEATURE in raw:
       agreement.append(sharding.gather_process_slices(
           np.asarray(raw[data.AGREEMENT_FEATURE], np.float32))[mask])
   return Predictions(np.concatenate(logits, axis=1), np.concatenate(labels),
-                     np.concatenate(agreement) if agreement else None)
+                     np.concatenate(agreement) if agreement else None,
+                     np.concatenate(features, axis=1) if features else None)
 
 
 def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Training,
                    mesh: jax.sharding.Mesh, batch_size: int, first: Split,
-                   frozen_layout: str = 'replicated') -> Callable[[Any, Split], Predictions]:
-  """``predictor(trainables, split) -> Predictions`` (member logits, labels, agreement).
+                   frozen_layout: str = 'replicated') -> Callable[..., Predictions]:
+  """``predictor(trainables, split, features=False) -> Predictions`` (member logits, labels,
+  agreement; with ``features=True`` also each member's pooled features, from
+  :attr:`methods.MethodSetup.features`, compiled on first use).
 
   For the SVE family, every member's kernels are composed once per pass
   (:func:`sve_jax.ensemble.materialize_kernels`) when that costs less than the cheaper path
@@ -84,12 +91,20 @@ def make_predictor(setup: methods.MethodSetup, backbone: Backbone, training: Tra
         sharding.replicated_shardings(mesh, eval_frozen),
         sharding.per_member_shardings(mesh, eval_trainables)))
     logging.info("evaluation composes every member's kernels once per pass")
-  eval_fn = sharding.jit_eval_step(steps.make_eval_step(setup.forward), mesh, eval_trainables,
-                                   eval_frozen, frozen_layout)
+  eval_fns = {}
 
-  def predictor(trainables, split: Split) -> Predictions:
+  def eval_fn(features: bool):
+    if features not in eval_fns:
+      forward = setup.features if features else setup.forward
+      if forward is None:
+        raise ValueError(f'{setup.name} provides no features forward (MethodSetup.features)')
+      eval_fns[features] = sharding.jit_eval_step(steps.make_eval_step(forward), mesh,
+                                                  eval_trainables, eval_frozen, frozen_layout)
+    return eval_fns[features]
+
+  def predictor(trainables, split: Split, features: bool = False) -> Predictions:
     f, t = prepare(frozen, trainables) if prepare else (frozen, trainables)
-    return split_predictions(eval_fn, t, f, split, mesh, batch_size)
+    return split_predictions(eval_fn(features), t, f, split, mesh, batch_size)
 
   return predictor
 

@@ -171,9 +171,13 @@ class Progress:
     self.bar.update(1)
 
   def validation(self, step: int, epoch: int, val, improved: bool) -> None:
-    self.log.write({'step': step, 'epoch': epoch, **{f'val_{k}': v for k, v in val.items()}})
+    """Logs one validation: each key ``k`` as ``val_k``, but OOD scores (``ood_*``) as they
+    are (TensorBoard ``ood/*``)."""
+    self.log.write({'step': step, 'epoch': epoch,
+                    **{k if k.startswith('ood_') else f'val_{k}': v for k, v in val.items()}})
+    ood = f' ood auroc mi {val["ood_auroc_mi"]:.4f}' if 'ood_auroc_mi' in val else ''
     tqdm.write(f'step {step}: val accuracy {val["accuracy"]:.4f} nll {val["nll"]:.4f} '
-               f'ece {val["ece"]:.4f}' + (' (best)' if improved else ''))
+               f'ece {val["ece"]:.4f}{ood}' + (' (best)' if improved else ''))
 
 
 def _every(interval: int, step: int) -> bool:
@@ -240,7 +244,7 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
   """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.
 
   Validation (``validate(trainables) -> {accuracy, nll, ...}``, written to metrics.jsonl as
-  ``val_*``) runs at each epoch end, at the last step and every ``config.eval_every_steps``
+  ``val_*``, its OOD scores ``ood_*`` as they are) runs at each epoch end, at the last step and every ``config.eval_every_steps``
   steps (learning curves); each one saves a checkpoint, the best by validation accuracy.
   Checkpoints (with the data iterator's state): at each epoch end, every
   ``config.checkpoint.every_steps`` steps, and ``config.checkpoint.every_minutes`` after the

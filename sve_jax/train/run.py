@@ -26,6 +26,7 @@ from sve_jax.data import datasets
 from sve_jax.data import images
 from sve_jax.data import pipeline
 from sve_jax.data import transforms
+from sve_jax.eval import feature_ood
 from sve_jax.eval import metrics as metrics_lib
 from sve_jax.eval import html_report
 from sve_jax.eval import report
@@ -159,8 +160,40 @@ def _data_options(section, seed: int) -> dict[str, Any]:
   return options
 
 
-def load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dict, Any]:
-  """``(dataset, {role: source}, (ood_dataset, ood_source) or None)`` with caps applied."""
+class OodSet(NamedTuple):
+  """An out-of-distribution data set to score: its name, :class:`datasets.Dataset` and the
+  (capped) source of its ``config.ood.split``."""
+  name: str
+  dataset: datasets.Dataset
+  source: Any
+
+
+def ood_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The OOD sets a run scores: ``config.ood.name`` first, then ``config.ood.extra_names``
+  (none without ``config.ood.name``)."""
+  if not config.ood.name:
+    return ()
+  return (config.ood.name,) + tuple(config.ood.get('extra_names', ()))
+
+
+def _load_ood_sets(config: ml_collections.ConfigDict, data_dir: str) -> list[OodSet]:
+  """The :class:`OodSet` of each of :func:`ood_names`, capped at
+  ``config.data.max_eval_examples``. The first takes ``config.ood``'s options; the extra
+  sets their builders' defaults."""
+  sets = []
+  for i, name in enumerate(ood_names(config)):
+    options = _data_options(config.ood, config.seed) if i == 0 else {'name': name}
+    options['splits'] = {config.ood.split: config.ood.split}
+    dataset = datasets.get_dataset(options, data_dir)
+    sets.append(OodSet(name, dataset, _cap(dataset.splits[config.ood.split],
+                                           config.data.max_eval_examples, config.seed)))
+  return sets
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str
+              ) -> tuple[Any, dict, list[OodSet]]:
+  """``(dataset, {role: source}, OOD sets)`` with caps applied; the OOD sets
+  (:func:`ood_names`, the primary first) are ``[]`` without ``config.ood.name``."""
   data_dir = _data_dir_for(config, workdir)
   d = config.data
   dataset = datasets.get_dataset(_data_options(d, config.seed), data_dir)
@@ -172,14 +205,37 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, dic
   sources = {r: dataset.splits[r] for r in roles}
   for role in ('validation', 'test'):
     sources[role] = _cap(sources[role], d.max_eval_examples, config.seed)
-  ood = None
-  if config.ood.name:
-    ood_options = _data_options(config.ood, config.seed)
-    ood_options['splits'] = {config.ood.split: config.ood.split}
-    ood_dataset = datasets.get_dataset(ood_options, data_dir)
-    ood_source = _cap(ood_dataset.splits[config.ood.split], d.max_eval_examples, config.seed)
-    ood = (ood_dataset, ood_source)
-  return dataset, sources, ood
+  return dataset, sources, _load_ood_sets(config, data_dir)
+
+
+def ood_splits(backbone: models.Backbone, ood: list[OodSet]) -> dict[str, Split]:
+  """Each OOD set as a :class:`Split` to evaluate (no labels), by name."""
+  return {o.name: Split(o.source, transforms.make_transform(backbone, o.dataset.input_key,
+                                                            None)) for o in ood}
+
+
+def validation_ood_split(config: ml_collections.ConfigDict,
+                         ood: dict[str, Split]) -> Split | None:
+  """With ``config.ood.every_validation``, the fixed subset of the primary OOD set scored at
+  every validation: at most ``config.ood.max_examples_per_validation`` examples (-1: all),
+  drawn with ``config.seed``; else ``None``."""
+  if not (config.ood.get('every_validation') and ood):
+    return None
+  primary = next(iter(ood.values()))
+  return Split(_cap(primary.source, config.ood.max_examples_per_validation, config.seed),
+               primary.transform)
+
+
+def feature_train_split(config: ml_collections.ConfigDict, train_source: Any,
+                        transform: Callable) -> Split | None:
+  """With ``config.ood.feature_scores`` (and an OOD set), the training subset the class
+  Gaussians of the feature scores are fitted on: at most
+  ``config.ood.max_feature_train_examples`` (-1: all), drawn with ``config.seed``, labelled
+  by ``transform``; else ``None``."""
+  if not (config.ood.get('feature_scores') and config.ood.name):
+    return None
+  return Split(_cap(train_source, config.ood.max_feature_train_examples, config.seed),
+               transform)
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,14 +294,28 @@ def singular_value_change(setup: methods.MethodSetup, trainables: Any) -> float 
                                         sharding.to_host(trainables))
 
 
+#: The OOD scores of a validation (:func:`make_validate`), logged as ``ood_<key>``.
+VALIDATION_OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi')
+
+
 def make_validate(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
-                  predictor: Callable, split: Split) -> Callable[[Any], dict[str, float]]:
+                  predictor: Callable, split: Split,
+                  ood: Split | None = None) -> Callable[[Any], dict[str, float]]:
   """``validate(trainables) -> metrics``: ensemble, members' mean and diversity on
-  ``split`` (the validation split), and the movement of s."""
+  ``split`` (the validation split), and the movement of s.
+
+  With ``ood`` (a fixed OOD subset), also ``ood_auroc_{msp,entropy,mi}``
+  (:data:`VALIDATION_OOD_KEYS`): :func:`metrics_lib.ood_metrics` of ``split`` as
+  in-distribution against ``ood``, at T = 1.
+  """
 
   def validate(trainables) -> dict[str, float]:
     val = predictor(trainables, split)
     scores = metrics_lib.ensemble_and_members(val.logits, val.labels, mode=config.ensemble_mode)
+    if ood is not None:
+      aurocs = metrics_lib.ood_metrics(val.logits, predictor(trainables, ood).logits,
+                                       mode=config.ensemble_mode)
+      scores.update({f'ood_{key}': aurocs[key] for key in VALIDATION_OOD_KEYS})
     change = singular_value_change(setup, trainables)
     if change is not None:
       scores['singular_value_change'] = change
@@ -260,12 +330,28 @@ def make_validate(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
 
 
 class BestEvaluation(NamedTuple):
-  """The best checkpoint's state and metadata, and its predictions on each split."""
+  """The best checkpoint's state and metadata, and its predictions on each split.
+
+  Attributes:
+    state: the best checkpoint's train state.
+    meta: its metadata.
+    validation: predictions on the validation split.
+    test: predictions on the test split (with features when ``train`` is set).
+    ood: predictions on each OOD set by name, the primary first (``{}`` without OOD).
+    train: feature scores only: predictions, with features, on the training subset the class
+      Gaussians are fitted on; else ``None``.
+  """
   state: Any
   meta: dict[str, Any]
   validation: report.Predictions
   test: report.Predictions
-  ood_logits: np.ndarray | None
+  ood: dict[str, report.Predictions]
+  train: report.Predictions | None = None
+
+  @property
+  def ood_logits(self) -> np.ndarray | None:
+    """The primary OOD set's member logits, or ``None``."""
+    return next(iter(self.ood.values())).logits if self.ood else None
 
 
 def restore_best(workdir: ckpt.Workdir, training: Training) -> tuple[Any, dict[str, Any]]:
@@ -277,36 +363,50 @@ def restore_best(workdir: ckpt.Workdir, training: Training) -> tuple[Any, dict[s
 
 
 def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable,
-                  splits: dict[str, Split], ood, backbone: models.Backbone) -> BestEvaluation:
+                  splits: dict[str, Split], ood: dict[str, Split],
+                  feature_train: Split | None = None) -> BestEvaluation:
   """Restores the best checkpoint (:func:`restore_best`) and evaluates it on the validation
-  and test ``splits`` and on ``ood`` (``(ood_dataset, ood_source)`` or ``None``)."""
+  and test ``splits`` and on each OOD set of ``ood`` (by name).
+
+  With ``feature_train`` (a training subset, labelled), the test and OOD passes also return
+  each member's pooled features, and ``feature_train`` is evaluated with features too: what
+  :func:`feature_ood_metrics` needs.
+  """
   state, meta = restore_best(workdir, training)
+  features = feature_train is not None
   validation = predictor(state.trainables, splits['validation'])
-  test = predictor(state.trainables, splits['test'])
-  ood_logits = None
-  if ood is not None:
-    ood_dataset, ood_source = ood
-    ood_transform = transforms.make_transform(backbone, ood_dataset.input_key, None)
-    ood_logits = predictor(state.trainables, Split(ood_source, ood_transform)).logits
-  return BestEvaluation(state, meta, validation, test, ood_logits)
+  test = predictor(state.trainables, splits['test'], features)
+  ood_predictions = {name: predictor(state.trainables, split, features)
+                     for name, split in ood.items()}
+  train = predictor(state.trainables, feature_train, True) if features else None
+  return BestEvaluation(state, meta, validation, test, ood_predictions, train)
+
+
+def feature_ood_metrics(best: BestEvaluation) -> dict[str, dict[str, float]]:
+  """Per OOD set, the AUROCs of the feature-space scores of the test split against it
+  (:func:`feature_ood.feature_ood_metrics`), each member's class Gaussians fitted on its
+  features of ``best.train``; ``{}`` without those features."""
+  if best.train is None:
+    return {}
+  gaussians = feature_ood.fit_member_gaussians(best.train.features, best.train.labels,
+                                               int(np.shape(best.test.logits)[-1]))
+  return {name: feature_ood.feature_ood_metrics(gaussians, best.test.features, p.features)
+          for name, p in best.ood.items()}
 
 
 def evaluate_zero_shot(config: ml_collections.ConfigDict, backbone: models.Backbone,
-                       mesh: jax.sharding.Mesh, splits: dict[str, Split], ood
-                       ) -> dict[str, Any] | None:
+                       mesh: jax.sharding.Mesh, splits: dict[str, Split],
+                       ood: Split | None) -> dict[str, Any] | None:
   """The pretrained backbone's own scores before any training
-  (:func:`report.zero_shot_results`) on the validation and test ``splits`` and on ``ood``,
-  for a backbone without a fresh head (a decoder classifying by prompt); else ``None``."""
+  (:func:`report.zero_shot_results`) on the validation and test ``splits`` and on the OOD
+  split ``ood``, for a backbone without a fresh head (a decoder classifying by prompt);
+  else ``None``."""
   if 'head' in backbone.params:
     return None
   predictor = make_zero_shot_predictor(backbone, mesh, config.eval_batch_size,
                                        config.mesh.frozen)
   validation, test = predictor(splits['validation']), predictor(splits['test'])
-  ood_logits = None
-  if ood is not None:
-    ood_dataset, ood_source = ood
-    ood_logits = predictor(Split(ood_source, transforms.make_transform(
-        backbone, ood_dataset.input_key, None))).logits
+  ood_logits = None if ood is None else predictor(ood).logits
   results = report.zero_shot_results(validation, test, ood_logits)
   logging.info('zero-shot: test accuracy %.4f, NLL %.4f', results['test']['accuracy'],
                results['test']['nll'])
@@ -351,14 +451,13 @@ def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvalu
                 checkpoint: report.BestCheckpoint,
                 zero_shot: dict[str, Any] | None = None) -> dict[str, Any]:
   """The results dict (:func:`report.build_results`); process 0 writes it and prints it."""
-  ood = None
-  if best.ood_logits is not None:
-    ood = report.OodLogits(config.ood.name or None, best.ood_logits)
+  features = feature_ood_metrics(best)
+  ood = [report.OodLogits(name, p.logits, features.get(name)) for name, p in best.ood.items()]
   results = report.build_results(
       config.method, best.validation, best.test,
       report.ParamCounts(setup.backbone_params, setup.trainable_per_member,
                          setup.trainable_total),
-      ood=ood, mode=config.ensemble_mode,
+      ood=ood or None, mode=config.ensemble_mode,
       run=report.RunSections(
           zero_shot=zero_shot,
           singular_value_change=singular_value_change(setup, best.state.trainables),
@@ -499,7 +598,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     # --- Data -----------------------------------------------------------------------------
     # Process 0 prepares the data first: processes sharing a data_dir must not race to write it.
     with _process_zero_first('data prepared'):
-      dataset, sources, ood = load_data(config, workdir)
+      dataset, sources, ood_sets = load_data(config, workdir)
 
     if mode == 'predict':  # a bad input file fails here, before the model loads
       checked = predict.check_input(request, _input_columns(config, dataset, request))
@@ -510,6 +609,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
         backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
     eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
     splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
+    ood = ood_splits(backbone, ood_sets)
 
     # --- Method: decompose and initialise members -----------------------------------------
     init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
@@ -529,13 +629,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     if mode == 'train':
       train_data = TrainData(sources['train'], train_transform,
                              member_streams=members if setup.per_member_data else 0)
-      train_loop(config, training, run_dir, train_data,
-                 make_validate(config, setup, predictor, splits['validation']), mesh)
+      validate = make_validate(config, setup, predictor, splits['validation'],
+                               validation_ood_split(config, ood))
+      train_loop(config, training, run_dir, train_data, validate, mesh)
 
     # --- Evaluate the best checkpoint, save its trainables, report -------------------------
-    best = evaluate_best(run_dir, training, predictor, splits, ood, backbone)
+    best = evaluate_best(run_dir, training, predictor, splits, ood,
+                         feature_train_split(config, sources['train'], eval_transform))
     trainables_path = save_best_trainables(config, workdir, best, setup, members)
-    zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, ood)
+    zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, next(iter(ood.values()), None))
     results = make_report(config, workdir, best, setup, training,
                           best_checkpoint_facts(workdir, best, trainables_path, backbone),
                           zero_shot)

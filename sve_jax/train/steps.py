@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sve_jax.methods.base import FeaturesForward
 from sve_jax.methods.base import Forward
 from sve_jax.train.state import TrainState
 from sve_jax.tree import PyTree
@@ -79,10 +80,13 @@ def make_multi_step(train_step):
   return multi_step
 
 
-def make_eval_step(forward: Forward):
-  """``eval_step(trainables, frozen, inputs, rng) -> member_logits (M, B, C)`` in float32."""
+def make_eval_step(forward: Forward | FeaturesForward):
+  """``eval_step(trainables, frozen, inputs, rng) -> member_logits (M, B, C)`` in float32;
+  for a :data:`~sve_jax.methods.base.FeaturesForward`, ``(member_logits, member_features
+  (M, B, D))``, both in float32."""
 
   def eval_step(trainables, frozen, inputs, rng):
-    return forward(frozen, trainables, inputs, rng, False).astype(jnp.float32)
+    return jax.tree_util.tree_map(lambda x: x.astype(jnp.float32),
+                                  forward(frozen, trainables, inputs, rng, False))
 
   return eval_step

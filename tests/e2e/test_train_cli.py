@@ -32,7 +32,10 @@ def _trainables(workdir):
 
 def test_end_to_end_writes_the_promised_report_and_eval_mode_reproduces_it(
     tiny_bert_folder, shared_data_dir, tmp_path):
-  config = tiny_train_config(tiny_bert_folder, shared_data_dir)
+  # The OOD options on: scores at each validation, feature scores, a near-OOD set beside.
+  config = tiny_train_config(tiny_bert_folder, shared_data_dir, **{
+      'ood.every_validation': True, 'ood.max_examples_per_validation': 10,
+      'ood.feature_scores': True, 'ood.extra_names': ('fortunes_text',)})
   workdir = str(tmp_path / 'run')
   results = train.run(config, workdir, 'train')
   with open(os.path.join(workdir, 'results.json')) as f:
@@ -45,11 +48,20 @@ def test_end_to_end_writes_the_promised_report_and_eval_mode_reproduces_it(
   assert len(saved['members']) == 2 and set(saved['diversity']) == {'disagreement',
                                                                      'mutual_information'}
   assert saved['ood']['dataset'] == 'ood_text'
-  assert {'auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi'} <= set(saved['ood'])
+  feature_keys = {'auroc_mahalanobis', 'auroc_feature_disagreement'}
+  assert {'auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi'} | feature_keys <= set(saved['ood'])
+  assert list(saved['ood_sets']) == ['ood_text', 'fortunes_text']
+  assert saved['ood_sets']['ood_text'] == {k: v for k, v in saved['ood'].items()
+                                           if k != 'dataset'}
+  assert feature_keys <= set(saved['ood_sets']['fortunes_text'])
+  assert all(0. <= saved['ood'][k] <= 1. for k in feature_keys)
   assert saved['checkpoint']['trainables_file_bytes'] < saved['checkpoint']['backbone_bytes']
   assert os.path.getsize(os.path.join(workdir, 'reliability.png')) > 10_000
   records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert any('loss' in r for r in records) and any('val_accuracy' in r for r in records)
+  validations = [r for r in records if 'val_accuracy' in r]
+  assert all({'ood_auroc_msp', 'ood_auroc_entropy', 'ood_auroc_mi'} <= set(r)
+             for r in validations)
   # 48 examples / batch 8 = 6 steps per epoch, 2 epochs.
   assert max(r['step'] for r in records) == 12
   again = train.run(config, workdir, 'eval')

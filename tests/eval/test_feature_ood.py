@@ -66,3 +66,21 @@ def test_feature_disagreement_is_the_trace_of_the_members_covariance():
 def test_bad_shapes_are_refused():
   with pytest.raises(ValueError):
     feature_ood.fit_class_gaussians(np.zeros((5, 2)), np.zeros(4, int), 2)
+
+
+def test_feature_ood_metrics_are_sklearns_aurocs_of_the_member_scores():
+  from sklearn.metrics import roc_auc_score
+  (f0, labels), (f1, _) = _features(seed=0), _features(seed=3)
+  train = np.stack([f0, f1[:len(f0)]])
+  rng = np.random.default_rng(5)
+  inside = rng.normal(size=(2, 30, 5))
+  outside = rng.normal(size=(2, 20, 5)) * np.array([[[1.]], [[3.]]]) + 2.
+  gaussians = feature_ood.fit_member_gaussians(train, labels, 3)
+  got = feature_ood.feature_ood_metrics(gaussians, inside, outside)
+  is_ood = np.r_[np.zeros(30), np.ones(20)]
+  both = np.concatenate([inside, outside], axis=1)
+  mahalanobis = feature_ood.member_mahalanobis(train, labels, 3, both)
+  spread = both.var(axis=0).sum(-1)
+  assert got == pytest.approx({'auroc_mahalanobis': roc_auc_score(is_ood, mahalanobis),
+                               'auroc_feature_disagreement': roc_auc_score(is_ood, spread)})
+  assert 0.5 < got['auroc_feature_disagreement'] and 0.5 < got['auroc_mahalanobis']

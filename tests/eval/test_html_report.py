@@ -1,5 +1,6 @@
 """report.html: self-contained, renders in headless Chromium with every figure and no error,
 and its summary shows results.json's numbers."""
+import dataclasses
 import html.parser
 import json
 import os
@@ -124,3 +125,21 @@ def test_report_renders_in_chromium_with_every_figure_and_the_results_numbers(tm
       assert float(dom.rows[row][key]) == pytest.approx(scores[key], abs=5e-5), (row, key)
   assert float(dom.rows['ensemble (raw)']['aurc']) == pytest.approx(
       results['selective']['msp']['aurc'], abs=5e-5)
+
+
+def test_the_ood_table_lists_each_sets_aurocs_feature_scores_included(tmp_path):
+  inputs = _inputs(tmp_path, with_ood=False)
+  sets = {'ood_text': {'auroc_mi': 0.61, 'auroc_mahalanobis': 0.93},
+          'fortunes_text': {'auroc_mi': 0.55, 'auroc_mahalanobis': 0.71}}
+  assert html_report.ood_rows({'ood': {'dataset': 'ood_text', **sets['ood_text']}}) == [
+      ('ood_text', {'dataset': 'ood_text', **sets['ood_text']})]
+  page = html_report.render_html(dataclasses.replace(
+      inputs, results={**inputs.results, 'ood': {'dataset': 'ood_text', **sets['ood_text']},
+                       'ood_sets': sets}))
+  table = page[page.index('<table id="ood">'):]
+  table = table[:table.index('</table>')]
+  for name, scores in sets.items():
+    row = re.search(f'<tr data-row="{name}">(.*?)</tr>', table).group(1)
+    assert re.findall(r'data-key="(\w+)">([\d.]+)<', row) == [
+        (key, f'{value:.4f}') for key, value in scores.items()]
+  assert 'id="ood"' not in html_report.render_html(inputs)  # no OOD set, no table

@@ -162,6 +162,30 @@ def test_build_results_without_ood_has_no_ood_section():
 
 
 
+def test_several_ood_sets_sit_side_by_side_with_their_feature_scores():
+  rng = np.random.default_rng(1)
+  val_logits, val_labels = _split(rng, 300)  # the fixture's shapes: no recompilation
+  test_logits, test_labels = _split(rng, 400)
+  far, near = (rng.normal(size=(3, 200, 4)).astype(np.float32) * s for s in (3., 1.))
+  features = {'auroc_mahalanobis': 0.9, 'auroc_feature_disagreement': 0.7}
+  built = report.build_results(
+      'sve', report.Predictions(val_logits, val_labels),
+      report.Predictions(test_logits, test_labels), report.ParamCounts(1000, 10),
+      ood=[report.OodLogits('far', far, features), report.OodLogits('near', near)])
+  assert built['ood'] == {'dataset': 'far', **built['ood_sets']['far']}
+  assert set(built['ood_sets']['far']) == OOD_KEYS - {'dataset'} | set(features)
+  assert built['ood_sets']['far']['auroc_mahalanobis'] == 0.9
+  # Each set scored as a single OOD set would be: the test split against it.
+  alone = report.build_results(
+      'sve', report.Predictions(val_logits, val_labels),
+      report.Predictions(test_logits, test_labels), report.ParamCounts(1000, 10),
+      ood=report.OodLogits('near', near))
+  assert 'ood_sets' not in alone
+  assert built['ood_sets']['near'] == {k: v for k, v in alone['ood'].items() if k != 'dataset'}
+  table = report.summary_table(built)
+  assert 'ood (near)' in table and 'auroc_mahalanobis' in table and '0.9000' in table
+
+
 def test_build_results_adds_a_training_runs_sections_after_the_scores(tmp_path):
   rng = np.random.default_rng(1)
   logits, labels = _split(rng, 300)

@@ -4,6 +4,7 @@ Most tests run a tiny linen model with a Conv, a LayerNorm, Flax attention (Dens
 kernels), a Dense, dropout and a zero head; backbone-specific ones use the tiny BERT; two run
 ``train.run`` end to end.
 """
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ from sve_jax import tree
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
 # pytest finds the fixtures tiny and built by these names.
-from tiny_methods import B, C, M, built, tiny
+from tiny_methods import B, C, M, built, method_config, tiny, with_head
 
 # SVE's member independence is tested in test_training.py.
 ENSEMBLES = ('deep_ensemble', 'lora_ensemble', 'batch_ensemble')
@@ -47,6 +48,9 @@ def test_forward_shapes_and_a_train_step_updates_only_the_trainables(method, tin
     logits = jax.eval_shape(lambda t, x, r, train_=train_: setup.forward(
         setup.frozen, t, x, r, train_), setup.trainables, x, jax.random.key(3))
     assert logits.shape == (members, B, C)
+  logits, features = jax.eval_shape(lambda t, x, r: setup.features(
+      setup.frozen, t, x, r, False), setup.trainables, images, jax.random.key(3))
+  assert logits.shape == (reported, B, C) and features.shape == (reported, B, 16)
 
   if method in ('sve', 'single_svf'):
     return  # their step is SVE's own, run in test_training.py and test_train.py
@@ -64,6 +68,29 @@ def test_forward_shapes_and_a_train_step_updates_only_the_trainables(method, tin
                                  new.trainables, setup.trainables)
   assert any(jax.tree_util.tree_leaves(moved))
   jax.tree_util.tree_map(np.testing.assert_array_equal, setup.frozen, frozen_before)
+
+
+@pytest.mark.parametrize('method', methods.METHODS)
+def test_the_features_forward_gives_the_forwards_logits_and_each_members_head_input(
+    method, tiny):
+  backbone, images, _ = tiny
+  # A non-zero head: the logits then show that the features are what it reads.
+  head = {'kernel': jax.random.normal(jax.random.key(7), (16, C)), 'bias': jnp.ones(C)}
+  backbone = dataclasses.replace(backbone, params=with_head(backbone.params, head))
+  setup = methods.build(method, backbone, method_config(noise_std=0.), jax.random.key(2))
+  both = jax.jit(lambda t, x, r: (setup.forward(setup.frozen, t, x, r, False),
+                                  setup.features(setup.frozen, t, x, r, False)))
+  plain, (logits, features) = both(setup.trainables, images, jax.random.key(3))
+  np.testing.assert_allclose(logits, plain, rtol=1e-5, atol=1e-6)
+  if method in ('sve', 'single_svf'):  # zero noise, the backbone's head: members = backbone
+    _, expected = backbone.apply_with_features(backbone.params, images)
+    for member in features:
+      np.testing.assert_allclose(member, expected, rtol=1e-4, atol=1e-5)
+  elif method != 'mc_dropout':  # each member's head applied to its features: its logits
+    heads = setup.trainables.get('head') or setup.trainables['params']['head']
+    np.testing.assert_allclose(
+        jnp.einsum('mbd,mdc->mbc', features, heads['kernel']) + heads['bias'][:, None],
+        logits, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize('method', ENSEMBLES)

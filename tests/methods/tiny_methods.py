@@ -14,6 +14,7 @@ import pytest
 from sve_jax import layout
 from sve_jax import methods
 from sve_jax import models
+from sve_jax.models.backbone import sow_features
 
 M, B, C = 3, 4, 3  # members, batch, classes
 TINY_ATTENTION_RULES = ((r'(^|/)attention/(query|key|value|out)/kernel$', 'decompose'),
@@ -31,6 +32,7 @@ class TinyDropNet(nn.Module):
     tokens = tokens + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8,
                                                       name='attention')(tokens)
     h = nn.relu(nn.Dense(16, name='dense')(tokens.mean(axis=1)))
+    sow_features(self, h)  # the pooled features the head reads
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return nn.Dense(C, kernel_init=nn.initializers.zeros, name='head')(h)
 

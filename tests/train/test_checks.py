@@ -52,3 +52,16 @@ def test_bad_method_config_fails_before_heavy_work(key, value, message, tmp_path
   with pytest.raises(ValueError, match=message):
     train.run(config, str(tmp_path / 'w'), 'train')
   assert not os.path.exists(tmp_path / 'data')
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'ood.name': '', 'ood.feature_scores': True},
+     r'config.ood.feature_scores need an OOD set: set config.ood.name'),
+    ({'ood.extra_names': ('no_such_set',)}, "config.ood.extra_names='no_such_set'"),
+    ({'ood.extra_names': ('ood_text',)}, 'repeats a set'),
+])
+def test_bad_ood_options_fail_before_heavy_work(overrides, message, tmp_path):
+  config = tiny_train_config('', str(tmp_path / 'data'), **overrides)
+  with pytest.raises(ValueError, match=message):
+    train.run(config, str(tmp_path / 'w'), 'train')
+  assert not os.path.exists(tmp_path / 'data')

@@ -17,7 +17,8 @@ option prepares a new copy instead of reusing a stale one.
 One module per family:
 
 * `csv_text`: `csv_text` (a user's table files) and `tweet_sentiment` (one such table);
-* `ood_text`: `ood_text` (standard-library docstrings);
+* `ood_text`: `ood_text` (standard-library docstrings) and `fortunes_text` (fortune
+  cookies: near-OOD informal text);
 * `grey_images`: `fashion_mnist_local` (IDX files) and `digits_ood` (scikit-learn's digits);
 * `image_folder`: `image_folder` (a folder with one subfolder per class).
 
@@ -44,6 +45,8 @@ from sve_jax.data.builders.grey_images import digits_to_uint8
 from sve_jax.data.builders.grey_images import read_fashion_mnist
 from sve_jax.data.builders.image_folder import ImageFolder
 from sve_jax.data.builders.image_folder import ImageFolderConfig
+from sve_jax.data.builders.ood_text import FortunesText
+from sve_jax.data.builders.ood_text import FortunesTextConfig
 from sve_jax.data.builders.ood_text import OodText
 from sve_jax.data.builders.ood_text import OodTextConfig
 
@@ -51,7 +54,7 @@ FILE_FORMAT = 'array_record'
 
 #: Every local builder by its tfds name (what `config.data.name` takes).
 LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    cls.name: cls for cls in (TweetSentiment, OodText, FashionMnistLocal,
+    cls.name: cls for cls in (TweetSentiment, OodText, FortunesText, FashionMnistLocal,
                               DigitsOod, CsvText, ImageFolder)
 }
 
@@ -61,8 +64,8 @@ __all__ = [
     # csv_text and tweet_sentiment.
     'AGREEMENT_FEATURE', 'CsvText', 'CsvTextConfig', 'TWEET_LABELS', 'TweetSentiment',
     'tweet_corpus_path',
-    # ood_text.
-    'OodText', 'OodTextConfig',
+    # ood_text and fortunes_text.
+    'FortunesText', 'FortunesTextConfig', 'OodText', 'OodTextConfig',
     # fashion_mnist_local and digits_ood.
     'DigitsOod', 'FASHION_MNIST_DIR', 'FASHION_MNIST_LABELS', 'FashionMnistConfig',
     'FashionMnistLocal', 'digits_to_uint8', 'read_fashion_mnist',

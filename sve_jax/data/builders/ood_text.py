@@ -1,4 +1,8 @@
-"""`ood_text`: out-of-distribution text, sentences from Python standard-library docstrings."""
+"""Unlabelled out-of-distribution text sets, each one `test` split of `text` and `id`:
+
+* `ood_text`: far OOD, sentences from Python standard-library docstrings;
+* `fortunes_text`: near OOD, short informal quips from Debian's `fortunes-min` cookie file.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,53 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sve_jax.data import fortunes
 from sve_jax.data import options
 from sve_jax.data import stdlib_text
+
+
+class _UnlabelledText:
+  """What the unlabelled text builders share (mixed in before `GeneratorBasedBuilder`): a
+  `test` split of texts, each with its position (`id`).
+
+  Subclasses give `BUILDER_CONFIGS`, `OPTIONS_CLASS`, `TUPLE_OPTIONS` (options given as
+  lists), `ID_DOC` and the three methods below.
+  """
+
+  TUPLE_OPTIONS: tuple[str, ...] = ()
+  ID_DOC = ''
+
+  @classmethod
+  def make_config(cls, **values) -> tfds.core.BuilderConfig:
+    return options.default_with(cls, values, cls.TUPLE_OPTIONS)
+
+  def _description(self) -> str:
+    raise NotImplementedError
+
+  def _metadata(self) -> dict:
+    raise NotImplementedError
+
+  def _texts(self) -> list[str]:
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self._description(),
+        features=tfds.features.FeaturesDict({
+            'text': tfds.features.Text(),
+            'id': tfds.features.Scalar(np.int64, doc=self.ID_DOC),
+        }),
+        metadata=tfds.core.MetadataDict(**self._metadata()),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'test': self._generate_examples(self._texts())}
+
+  def _generate_examples(self, texts):
+    for i, text in enumerate(texts):
+      yield i, {'text': text, 'id': i}
 
 
 @dataclasses.dataclass(eq=False)
@@ -21,43 +70,69 @@ class OodTextConfig(tfds.core.BuilderConfig):
   max_sentences: int = 2000
 
 
-class OodText(tfds.core.GeneratorBasedBuilder):
+class OodText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
   """Out-of-distribution text: sentences from Python standard-library docstrings."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [OodTextConfig(name='default')]
   OPTIONS_CLASS = OodTextConfig
+  TUPLE_OPTIONS = ('modules',)
+  ID_DOC = 'position in walk order'
 
-  @classmethod
-  def make_config(cls, **values) -> OodTextConfig:
-    return options.default_with(cls, values, ('modules',))
-
-  def _info(self) -> tfds.core.DatasetInfo:
+  def _description(self) -> str:
     config = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            'Prose sentences from the docstrings of Python '
+    return ('Prose sentences from the docstrings of Python '
             f'{sys.version_info.major}.{sys.version_info.minor} '
             f'standard-library modules {", ".join(config.modules)}; '
             f'{config.min_words}-{config.max_words} words, deduplicated, '
-            f'at most {config.max_sentences}. Split `test` only; no labels.'),
-        features=tfds.features.FeaturesDict({
-            'text': tfds.features.Text(),
-            'id': tfds.features.Scalar(np.int64, doc='position in walk order'),
-        }),
-        metadata=tfds.core.MetadataDict(modules=list(config.modules)),
-    )
+            f'at most {config.max_sentences}. Split `test` only; no labels.')
 
-  def _split_generators(self, dl_manager):
-    del dl_manager
+  def _metadata(self) -> dict:
+    return {'modules': list(self.builder_config.modules)}
+
+  def _texts(self) -> list[str]:
     config = self.builder_config
-    sentences = stdlib_text.docstring_sentences(
+    return stdlib_text.docstring_sentences(
         config.modules, min_words=config.min_words, max_words=config.max_words,
         max_sentences=config.max_sentences)
-    return {'test': self._generate_examples(sentences)}
 
-  def _generate_examples(self, sentences):
-    for i, sentence in enumerate(sentences):
-      yield i, {'text': sentence, 'id': i}
+
+@dataclasses.dataclass(eq=False)
+class FortunesTextConfig(tfds.core.BuilderConfig):
+  """Options of `fortunes_text`; see `fortunes.fortune_texts`.
+
+  Attributes:
+    fortunes_dir: folder of the cookie files (Debian's `fortunes-min` by default).
+    files: the cookie files to read, in order.
+    min_words, max_words: the entries kept, by their number of words.
+  """
+  fortunes_dir: str = fortunes.FORTUNES_DIR
+  files: tuple[str, ...] = fortunes.FORTUNE_FILES
+  min_words: int = 3
+  max_words: int = 40
+
+
+class FortunesText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
+  """Near-OOD text: short informal quips from Debian's `fortunes-min` cookie file."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [FortunesTextConfig(name='default')]
+  OPTIONS_CLASS = FortunesTextConfig
+  TUPLE_OPTIONS = ('files',)
+  ID_DOC = 'position in file order'
+
+  def _description(self) -> str:
+    config = self.builder_config
+    return (f'Entries of the fortune cookie files {", ".join(config.files)} under '
+            f'{config.fortunes_dir}, whitespace collapsed; {config.min_words}-'
+            f'{config.max_words} words, deduplicated. Split `test` only; no labels.')
+
+  def _metadata(self) -> dict:
+    return {'files': list(self.builder_config.files)}
+
+  def _texts(self) -> list[str]:
+    config = self.builder_config
+    return fortunes.fortune_texts(config.fortunes_dir, config.files,
+                                  min_words=config.min_words, max_words=config.max_words)

@@ -1,5 +1,9 @@
-"""The `ood_text` builder: standard-library docstring sentences prepared and read back."""
+"""The OOD text builders prepared and read back: `ood_text` (standard-library docstring
+sentences) and `fortunes_text` (Debian's fortune cookies)."""
+import os
+
 from sve_jax import data
+from sve_jax.data import fortunes
 from sve_jax.data import stdlib_text
 
 from conftest import all_examples
@@ -21,3 +25,24 @@ def test_options_choose_the_modules_and_the_limits(tmp_path):
   assert [int(ex['id']) for ex in examples] == list(range(5))  # ids in walk order
   assert [ex['text'].decode() for ex in examples] == stdlib_text.docstring_sentences(
       ('textwrap',), max_sentences=5)
+
+
+def test_fortunes_text_matches_the_cookie_file(shared_data_dir):
+  dataset = data.get_dataset({'name': 'fortunes_text'}, shared_data_dir)
+  assert list(dataset.splits) == ['test'] and dataset.label_key is None
+  examples = sorted(all_examples(dataset.splits['test']), key=lambda ex: int(ex['id']))
+  texts = [ex['text'].decode() for ex in examples]
+  # The source read independently: entries between '%' lines, whitespace collapsed.
+  with open(os.path.join(fortunes.FORTUNES_DIR, 'fortunes'), encoding='utf-8') as f:
+    raw = [' '.join(entry.split()) for entry in f.read().split('\n%\n')]
+  expected = list(dict.fromkeys(t for t in raw if 3 <= len(t.split()) <= 40))
+  assert texts == expected and len(texts) > 400
+  assert dataset.info.metadata['files'] == ['fortunes']
+
+
+def test_options_choose_the_files_and_the_limits(tmp_path):
+  (tmp_path / 'cookies').write_text('A short quip.\n%\nA somewhat longer quip, this one.\n')
+  dataset = data.get_dataset({'name': 'fortunes_text', 'fortunes_dir': str(tmp_path),
+                              'files': ['cookies'], 'max_words': 3}, str(tmp_path / 'data'))
+  assert [ex['text'].decode() for ex in all_examples(dataset.splits['test'])] == [
+      'A short quip.']
