@@ -12,4 +12,4 @@ if [ "${1:-}" = "--fast" ]; then
   exec .venv/bin/python -m pytest -q -m "not slow and not e2e" "$@"
 fi
 bash scripts/setup.sh --test
-exec .venv/bin/python -m pytest -q --durations=30 "$@"
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=30 "$@"

@@ -77,6 +77,7 @@ def test_quality_ensemble_table_reads_members_diversity_and_human_agreement():
       '| 0.1000 | 0.0200 | – | – | – |')
 
 
+@pytest.mark.slow
 def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
   import json
@@ -162,6 +163,7 @@ def test_sweep_curves_carry_the_ood_aurocs_logged_at_validation_into_a_third_pan
   assert heights['ood'] > heights['plain']  # the OOD panel
 
 
+@pytest.mark.slow
 def test_lite_convs_benchmark_covers_every_depthwise_shape_and_compares_equal_outputs():
   from benchmarks import lite_convs
   from sve_jax.models import efficientnet_lite

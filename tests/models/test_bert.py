@@ -383,6 +383,7 @@ def test_docstring_overhead_table(name, config):
     assert f'{m * per_member:,} ({100 * m * per_member / backbone:.2f} %)' in row
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_dtype_is_close_to_float32(tiny_bert_folder):
   outputs = {}
   for dtype in ('float32', 'bfloat16'):
