@@ -3,13 +3,15 @@
 # the whole suite. Extra arguments go to pytest.
 #   bash scripts/test.sh            everything: unit, slow, end-to-end
 #   bash scripts/test.sh --fast     the developer's lane: no `slow`, no `e2e` (set up once first)
-# pytest exits 5 when no test ran: that fails too.
+# Both run on two pytest-xdist workers (the CI machine's 2 cores), a test file per worker, so
+# a file's module fixtures (a trained run) are built once. pytest exits 5 when no test ran:
+# that fails too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--fast" ]; then
   shift
   [ -x .venv/bin/python ] || bash scripts/setup.sh --test
-  exec .venv/bin/python -m pytest -q -m "not slow and not e2e" "$@"
+  exec .venv/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow and not e2e" "$@"
 fi
 bash scripts/setup.sh --test
 exec .venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=30 "$@"
