@@ -6,6 +6,7 @@ costs only its own imports):
 * :mod:`~sve_jax.eval.metrics`: pure functions of member logits (accuracy, NLL, Brier, ECE,
   temperature scaling, uncertainty, OOD scores, how far the members moved).
 * :mod:`~sve_jax.eval.selective`: risk–coverage, AURC and thresholds of selective prediction.
+* :mod:`~sve_jax.eval.shift`: scores under corruption (results.json's ``shift``), their plot.
 * :mod:`~sve_jax.eval.feature_ood`: feature-space OOD scores (Mahalanobis distance, the
   members' feature disagreement) and their AUROCs.
 * :mod:`~sve_jax.eval.report`: results.json (its records :class:`~sve_jax.eval.report.Predictions`,
@@ -16,7 +17,7 @@ costs only its own imports):
 
 __all__ = [
     # Numbers from member logits.
-    'metrics', 'selective', 'feature_ood',
+    'metrics', 'selective', 'feature_ood', 'shift',
     # What a run writes.
     'report', 'html_report',
 ]

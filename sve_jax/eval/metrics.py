@@ -356,6 +356,17 @@ def _diversity_scores(member_logits):
 _jitted_uncertainty_scores = jax.jit(uncertainty_scores, static_argnames='mode')
 
 
+@functools.partial(jax.jit, static_argnames='mode')
+def _mean_entropy(member_logits, temperature, mode):
+  return jnp.mean(entropy(ensemble_probs(member_logits, mode, temperature)))
+
+
+def mean_predictive_entropy(member_logits: ArrayLike, *, temperature: float = 1.,
+                            mode: str = 'probs') -> float:
+  """The mean over examples of the ensemble prediction's entropy (:func:`entropy`, nats)."""
+  return float(_mean_entropy(member_logits, temperature, mode=mode))
+
+
 def evaluate(member_logits: ArrayLike,
              labels: ArrayLike,
              *,

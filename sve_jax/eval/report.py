@@ -18,6 +18,8 @@
                                                                  (only with agreement)
   zero_shot: validation, test, test_temperature_scaled (, ood)  (backbones without a fresh
                                                                  head: the pretrained model)
+  shift: num_examples, severities, clean, corruptions, mean, families
+                                                                 (with config.shift.enabled)
   singular_value_change                                          (SVE family runs)
   checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
               backbone_bytes                                     (:class:`BestCheckpoint`)
@@ -42,10 +44,12 @@
 * ``zero_shot``: the pretrained model before any training, scored as the trained ensemble is
   (:func:`zero_shot_results`): a decoder classifying by prompt with its LM's own head has a
   meaningful one, and every trained row is read against it.
+* ``shift``: the ensemble on a test subset, clean and under each corruption at each severity
+  (:mod:`sve_jax.eval.shift`).
 * ``params``: ``trainable_total`` (by default ``num_members · trainable_per_member``) and
   ``overhead = trainable_total / backbone``.
-* ``zero_shot`` and the last four are what a training run adds (``sve_jax.train.run``); a bare
-  :func:`build_results` call leaves them out.
+* ``zero_shot``, ``shift`` and the last four are what a training run adds
+  (``sve_jax.train.run``); a bare :func:`build_results` call leaves them out.
 
 :func:`write_results` stores it as ``results.json``, :func:`summary_table` renders it as plain
 text, and :func:`reliability_diagram` draws the calibration of the ensemble and of one member.
@@ -64,6 +68,7 @@ from matplotlib.figure import Figure
 
 from sve_jax.eval import metrics
 from sve_jax.eval import selective
+from sve_jax.eval import shift as shift_lib
 
 RESULTS_FILENAME = 'results.json'
 OOD_KEYS = ('auroc_msp', 'auroc_entropy', 'auroc_mi', 'fpr95_mi')
@@ -141,12 +146,14 @@ class RunSections(NamedTuple):
     zero_shot: the pretrained model's own scores (:func:`zero_shot_results`), for a
       backbone without a fresh head.
     singular_value_change: SVE family: how far the members' s moved from the pretrained s.
+    shift: the scores under corruption (:func:`sve_jax.eval.shift.shift_section`).
     checkpoint: the evaluated checkpoint (:class:`BestCheckpoint`).
     learning_rate: the method's peak learning rate.
     config: the run's config as JSON.
   """
   zero_shot: Mapping[str, Any] | None = None
   singular_value_change: float | None = None
+  shift: Mapping[str, Any] | None = None
   checkpoint: BestCheckpoint | None = None
   learning_rate: float | None = None
   config: Mapping[str, Any] | None = None
@@ -204,6 +211,7 @@ def _run_sections(run: RunSections) -> dict[str, Any]:
   """The sections a training run adds, in the results dict's order; ``None`` leaves one out."""
   sections = {'zero_shot': dict(run.zero_shot) if run.zero_shot is not None else None,
               'singular_value_change': run.singular_value_change,
+              'shift': dict(run.shift) if run.shift is not None else None,
               'checkpoint': run.checkpoint._asdict() if run.checkpoint is not None else None,
               'learning_rate': run.learning_rate, 'config': run.config}
   return {key: value for key, value in sections.items() if value is not None}
@@ -363,6 +371,8 @@ def summary_table(results: Mapping[str, Any]) -> str:
   if 'selective' in results:
     aurc = {f'aurc_{name}': entry['aurc'] for name, entry in results['selective'].items()}
     lines += ['', *_table(list(aurc), [('selective (test)', aurc)])]
+  if 'shift' in results:
+    lines += ['', shift_lib.summary_line(results['shift'])]
   return '\n'.join(lines) + '\n'
 
 

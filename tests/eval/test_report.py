@@ -207,6 +207,17 @@ def test_build_results_adds_a_training_runs_sections_after_the_scores(tmp_path):
   assert loaded['config'] == {'seed': 3, 'optim': {'schedule': 'cosine'}}
   assert (loaded['singular_value_change'], loaded['learning_rate']) == (0.02, 1e-2)
 
+def test_build_results_carries_the_shift_section_before_the_runs_record():
+  rng = np.random.default_rng(1)
+  logits, labels = _split(rng, 300)  # the fixture's shapes: no recompilation
+  split = report.Predictions(logits, labels)
+  section = {'num_examples': 300, 'severities': [1], 'clean': {'accuracy': 0.9},
+             'corruptions': {}, 'mean': {}, 'families': {}}
+  built = report.build_results('sve', split, split, report.ParamCounts(1000, 10),
+                               run=report.RunSections(shift=section, learning_rate=1e-2))
+  assert list(built)[-2:] == ['shift', 'learning_rate'] and built['shift'] == section
+
+
 def test_reliability_diagram_writes_a_png(tmp_path):
   rng = np.random.default_rng(2)
   test_logits, test_labels = _split(rng, 400)
