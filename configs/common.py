@@ -99,6 +99,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.ood.feature_scores = False
   c.ood.max_feature_train_examples = 2000  # training examples the class Gaussians see; -1: all
 
+  # Robustness under corruption: the final evaluation also scores the best checkpoint on
+  # corrupted copies of a seeded test subset (results.json's shift section, shift.png).
+  c.shift = ml_collections.ConfigDict()
+  c.shift.enabled = False
+  # Names (sve_jax/data/corruptions.py); () = the data's modality's defaults: ImageNet-C's
+  # 15 for images, char_typo, char_drop, char_swap and char_insert for text.
+  c.shift.corruptions = ()
+  c.shift.severities = (1, 2, 3, 4, 5)
+  c.shift.max_examples = 500        # the test subset each corruption copies; -1: all
+
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
   # single_ft, deep_ensemble, mc_dropout update every pretrained weight: 1e-3 destroys them.

@@ -10,6 +10,7 @@ import ml_collections
 from sve_jax import execution
 from sve_jax import methods
 from sve_jax import models
+from sve_jax.data import corruptions
 from sve_jax.data import datasets
 from sve_jax.eval import metrics
 from sve_jax.train import sharding
@@ -36,6 +37,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_dataset_name(config.ood.name, 'config.ood.name')
     datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
   _check_ood_extras(config.ood)
+  _check_shift(config.get('shift'))
 
 
 def _check_ood_extras(ood) -> None:
@@ -51,6 +53,21 @@ def _check_ood_extras(ood) -> None:
   if len(set((ood.name,) + extra)) != 1 + len(extra):
     raise ValueError(f'config.ood.extra_names={extra!r} repeats a set (config.ood.name is '
                      f'{ood.name!r})')
+
+
+def _check_shift(shift) -> None:
+  """``config.shift``'s values (none to check in a config without the section). Whether the
+  corruptions fit the data's modality is checked once the backbone is known
+  (:func:`sve_jax.train.run.shift_plan`)."""
+  if shift is None:
+    return
+  if not isinstance(shift.enabled, bool):
+    raise ValueError(f'config.shift.enabled={shift.enabled!r} must be True or False')
+  corruptions.check_names(tuple(shift.corruptions), 'config.shift.corruptions')
+  corruptions.check_severities(tuple(shift.severities), 'config.shift.severities')
+  if not (shift.max_examples >= 1 or shift.max_examples == -1):
+    raise ValueError(f'config.shift.max_examples={shift.max_examples} must be >= 1, or -1 for '
+                     'the whole test split')
 
 
 def _check_bounds(config) -> None:

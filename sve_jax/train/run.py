@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from sve_jax import export
 from sve_jax import methods
 from sve_jax import models
+from sve_jax.data import corruptions
 from sve_jax.data import datasets
 from sve_jax.data import images
 from sve_jax.data import pipeline
@@ -30,9 +31,11 @@ from sve_jax.eval import feature_ood
 from sve_jax.eval import metrics as metrics_lib
 from sve_jax.eval import html_report
 from sve_jax.eval import report
+from sve_jax.eval import shift as shift_lib
 from sve_jax.train import checkpoint as ckpt
 from sve_jax.train import predict
 from sve_jax.train import scalar_log
+from sve_jax.train import shift_eval
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 from sve_jax.train import steps
@@ -236,6 +239,25 @@ def feature_train_split(config: ml_collections.ConfigDict, train_source: Any,
     return None
   return Split(_cap(train_source, config.ood.max_feature_train_examples, config.seed),
                transform)
+
+
+def shift_plan(config: ml_collections.ConfigDict, modality: str, input_key: str,
+               test_source: Any) -> shift_eval.ShiftPlan | None:
+  """With ``config.shift.enabled``, what the final evaluation scores under corruption: at
+  most ``config.shift.max_examples`` (-1: all) of ``test_source``, drawn with ``config.seed``,
+  under ``config.shift.corruptions`` (none named: :data:`corruptions.DEFAULTS` of
+  ``modality``) at ``config.shift.severities``; else ``None``.
+
+  Raises:
+    ValueError: a named corruption is not one of ``modality``'s.
+  """
+  shift = config.get('shift')
+  if not (shift and shift.enabled):
+    return None
+  names = tuple(shift.corruptions) or corruptions.DEFAULTS[modality]
+  corruptions.check_names(names, 'config.shift.corruptions', modality)
+  return shift_eval.ShiftPlan(_cap(test_source, shift.max_examples, config.seed), input_key,
+                              names, tuple(shift.severities), config.seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,8 +471,10 @@ def best_checkpoint_facts(workdir: str, best: BestEvaluation, trainables_path: s
 def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvaluation,
                 setup: methods.MethodSetup, training: Training,
                 checkpoint: report.BestCheckpoint,
-                zero_shot: dict[str, Any] | None = None) -> dict[str, Any]:
-  """The results dict (:func:`report.build_results`); process 0 writes it and prints it."""
+                zero_shot: dict[str, Any] | None = None,
+                shift: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The results dict (:func:`report.build_results`); process 0 writes it, its plots
+  (``reliability.png``, and ``shift.png`` with a ``shift`` section) and prints it."""
   features = feature_ood_metrics(best)
   ood = [report.OodLogits(name, p.logits, features.get(name)) for name, p in best.ood.items()]
   results = report.build_results(
@@ -459,7 +483,7 @@ def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvalu
                          setup.trainable_total),
       ood=ood or None, mode=config.ensemble_mode,
       run=report.RunSections(
-          zero_shot=zero_shot,
+          zero_shot=zero_shot, shift=shift,
           singular_value_change=singular_value_change(setup, best.state.trainables),
           checkpoint=checkpoint, learning_rate=training.learning_rate,
           config=json.loads(config.to_json_best_effort())))
@@ -467,6 +491,11 @@ def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvalu
     report.write_results(workdir, results)
     report.reliability_diagram(os.path.join(workdir, 'reliability.png'), best.test.logits,
                                best.test.labels, mode=config.ensemble_mode)
+    if shift is not None:
+      shift_lib.plot_shift(os.path.join(workdir, shift_lib.PLOT_FILENAME),
+                           shift_lib.shift_curves(shift),
+                           f'{config.method}, M = {results["num_members"]}: '
+                           f'{config.data.name} under corruption')
     print(report.summary_table(results))
   return results
 
@@ -610,6 +639,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
     splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
     ood = ood_splits(backbone, ood_sets)
+    shift = shift_plan(config, backbone.modality, dataset.input_key, sources['test'])
 
     # --- Method: decompose and initialise members -----------------------------------------
     init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
@@ -638,9 +668,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
                          feature_train_split(config, sources['train'], eval_transform))
     trainables_path = save_best_trainables(config, workdir, best, setup, members)
     zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, next(iter(ood.values()), None))
+    shift_section = None if shift is None else shift_eval.evaluate_shift(
+        shift, predictor, best.state.trainables, eval_transform, config.ensemble_mode)
     results = make_report(config, workdir, best, setup, training,
                           best_checkpoint_facts(workdir, best, trainables_path, backbone),
-                          zero_shot)
+                          zero_shot, shift_section)
     if jax.process_index() == 0:
       write_html_report(workdir, results, best, dataset, sources['test'])
     return results

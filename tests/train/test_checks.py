@@ -65,3 +65,19 @@ def test_bad_ood_options_fail_before_heavy_work(overrides, message, tmp_path):
   with pytest.raises(ValueError, match=message):
     train.run(config, str(tmp_path / 'w'), 'train')
   assert not os.path.exists(tmp_path / 'data')
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'shift.corruptions': ('rain',)},
+     r"^config.shift.corruptions: 'rain' is not a known corruption; choose from"),
+    ({'shift.corruptions': ('fog', 'fog')}, r"^config.shift.corruptions=\('fog', 'fog'\) repeats"),
+    ({'shift.severities': (0, 6)}, r'^config.shift.severities=\(0, 6\) must be distinct integers'),
+    ({'shift.severities': ()}, r'^config.shift.severities=\(\) must be distinct integers'),
+    ({'shift.max_examples': 0}, r'^config.shift.max_examples=0 must be >= 1, or -1'),
+])
+def test_bad_shift_options_fail_in_one_line_before_heavy_work(overrides, message, tmp_path):
+  config = tiny_train_config('', str(tmp_path / 'data'), **{'shift.enabled': True, **overrides})
+  with pytest.raises(ValueError, match=message) as raised:
+    train.run(config, str(tmp_path / 'w'), 'train')
+  assert '\n' not in str(raised.value)
+  assert not os.path.exists(tmp_path / 'data')
