@@ -189,7 +189,8 @@ def test_a_workdir_without_a_finished_run_is_refused(
 @pytest.fixture(scope='module')
 def image_run(efficientnet_cache, shared_data_dir, tmp_path_factory):
   """A one-step EfficientNet-Lite0 run (32 pixels, M = 2) on an image folder of 60 of
-  scikit-learn's digits 0-2: ``(config, workdir, test images, test labels, class names)``."""
+  scikit-learn's digits 0-2, evaluated under two corruptions too (``config.shift``):
+  ``(config, workdir, test images, test labels, class names)``."""
   from PIL import Image
   from sklearn.datasets import load_digits
   from configs import fmnist_efficientnet_lite0
@@ -208,7 +209,9 @@ def image_run(efficientnet_cache, shared_data_dir, tmp_path_factory):
       'data.splits.test': 'test', 'data.data_dir': shared_data_dir,
       'data.max_train_examples': -1, 'data.max_eval_examples': -1, 'ood.name': '',
       'num_members': 2, 'batch_size': 8, 'eval_batch_size': 8, 'max_steps': 1,
-      'steps_per_execution': 1, 'num_epochs': 1})
+      'steps_per_execution': 1, 'num_epochs': 1, 'shift.enabled': True,
+      'shift.corruptions': ('gaussian_noise', 'contrast'), 'shift.severities': (1, 5),
+      'shift.max_examples': -1})
   workdir = str(root / 'run')
   train.run(config, workdir, 'train')
   dataset, sources, _ = run_lib.load_data(config, workdir)
@@ -235,3 +238,17 @@ def test_an_image_folder_of_the_test_split_reproduces_the_runs_own_test_scores(i
   scores = prediction_scores(rows, labels, names)
   assert scores == pytest.approx({k: results['test'][k] for k in scores}, abs=1e-4)
   assert results['predict']['rows'] == len(images) and 'accuracy' not in results['predict']
+
+
+def test_the_image_run_reports_its_scores_under_corruption(image_run):
+  config, workdir, images, _, _ = image_run
+  results = _results(workdir)
+  section = results['shift']
+  assert section['num_examples'] == len(images) and section['severities'] == [1, 5]
+  assert set(section['corruptions']) == {'gaussian_noise', 'contrast'}
+  # The clean subset is the whole test split here: the run's own test scores.
+  assert section['clean'] == pytest.approx(
+      {**{k: results['test'][k] for k in ('accuracy', 'nll', 'ece')},
+       'entropy': section['clean']['entropy']}, abs=1e-5)
+  assert set(section['mean']) == {'1', '5'} and section['clean']['entropy'] > 0
+  assert os.path.getsize(os.path.join(workdir, 'shift.png')) > 10_000
