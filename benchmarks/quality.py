@@ -7,7 +7,10 @@ r"""Every method on one config, several seeds, through train.py's own code path.
 Each (method, seed) is one :func:`sve_jax.train.run.run` in ``--workdir/<method>/seed_<k>``
 (default ``workdir/quality``) (an interrupted benchmark resumes: finished runs are read back,
 unfinished ones resume from their checkpoints). Writes ``benchmarks/results/quality.json`` and prints the Markdown table that
-BENCHMARKS.md records: mean ± std over seeds per method.
+BENCHMARKS.md records: mean ± std over seeds per method. With ``--config.shift.enabled=True``
+the runs are also scored under corruption, and ``benchmarks.shift`` writes
+``shift_<summary name>.json`` and ``.png`` beside the summary (accuracy and ECE against
+severity, one line per method).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from absl import flags
 import numpy as np
 
 import train  # pylint: disable=unused-import  # Defines --config and --workdir.
+from benchmarks import shift as shift_bench
 from sve_jax import methods
 from sve_jax.train import run as run_lib
 
@@ -166,11 +170,14 @@ def write_summary(config, runs: dict[str, list[dict]]) -> dict[str, dict]:
   """Writes --summary from the runs finished so far and returns the per-method summary."""
   summary = summarise({m: r for m, r in runs.items() if r})
   total = sum(r.get('train_time_s', 0.0) for results in runs.values() for r in results)
-  os.makedirs(os.path.dirname(os.path.abspath(_SUMMARY.value)), exist_ok=True)
+  out_dir = os.path.dirname(os.path.abspath(_SUMMARY.value))
+  os.makedirs(out_dir, exist_ok=True)
   with open(_SUMMARY.value, 'w') as f:
     json.dump({'config': json.loads(config.to_json_best_effort()),
                'seeds': _SEEDS.value, 'total_run_time_s': total, 'methods': summary},
               f, indent=2)
+  # Runs scored under corruption (config.shift): shift_<summary name>.json and .png.
+  shift_bench.write_shift(runs, os.path.splitext(os.path.basename(_SUMMARY.value))[0], out_dir)
   return summary
 
 
@@ -188,6 +195,10 @@ def main(argv):
   print(markdown_table(summary))
   print()
   print(ensemble_table(summary))
+  shift = shift_bench.summarise(runs)
+  if shift:
+    print()
+    print(shift_bench.markdown_table(shift))
 
 
 if __name__ == '__main__':

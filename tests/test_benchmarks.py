@@ -1,4 +1,6 @@
 """The benchmark scripts' arithmetic: ratios and the summary over seeds."""
+import json
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,48 @@ def test_lite_convs_benchmark_covers_every_depthwise_shape_and_compares_equal_ou
   assert all(r['max_abs_diff'] < 1e-4 and r['grouped_s'] > 0 and r['ours_s'] > 0
              for r in rows)
   assert len(lite_convs.markdown_table(rows).splitlines()) == 2 + len(rows)
+
+
+def _shift_results(accuracy_drop, ece, corruptions=('fog', 'contrast')):
+  """A results.json with a shift section: accuracy 0.9 clean, falling by ``accuracy_drop``
+  per severity (fog twice as fast as contrast, on average ``accuracy_drop``)."""
+  from sve_jax.eval import shift
+  def scores(accuracy):
+    return {'accuracy': accuracy, 'nll': 1 - accuracy, 'ece': ece, 'entropy': 0.5}
+  slopes = dict(zip(corruptions, (4 / 3, 2 / 3)))
+  by_name = {name: {s: scores(0.9 - slopes[name] * accuracy_drop * s) for s in (1, 2, 3)}
+             for name in corruptions}
+  return {'num_members': 4, 'shift': shift.shift_section(
+      scores(0.9), by_name, {'fog': 'weather', 'contrast': 'digital'}, num_examples=50)}
+
+
+def test_shift_benchmark_averages_each_methods_mean_curve_over_seeds(tmp_path):
+  from benchmarks import shift as shift_bench
+  runs = {'sve': [_shift_results(0.1, 0.05), _shift_results(0.2, 0.07)],
+          'single_ft': [_shift_results(0.3, 0.2)]}
+  for method, results in runs.items():
+    for seed, r in enumerate(results):
+      folder = tmp_path / 'runs' / method / f'seed_{seed}'
+      folder.mkdir(parents=True)
+      (folder / 'results.json').write_text(json.dumps(r))
+  (tmp_path / 'runs' / 'lora_ensemble' / 'seed_0').mkdir(parents=True)  # unfinished: skipped
+  read = shift_bench.read_runs(str(tmp_path / 'runs'))
+  assert list(read) == ['single_ft', 'sve'] and len(read['sve']) == 2
+  summary = shift_bench.write_shift(read, 'tiny', str(tmp_path / 'out'))
+  sve = summary['sve']
+  assert sve['seeds'] == 2 and sve['corruptions'] == ['contrast', 'fog']
+  assert sve['curve'][0]['accuracy'] == {'mean': pytest.approx(0.9), 'std': pytest.approx(0)}
+  # Severity 2: each seed's mean over the two corruptions is 0.9 - 2·drop; seeds 0.1, 0.2.
+  assert sve['curve'][2]['accuracy']['mean'] == pytest.approx(np.mean([0.7, 0.5]))
+  assert sve['curve'][2]['accuracy']['std'] == pytest.approx(np.std([0.7, 0.5]))
+  assert sve['curve'][3]['ece']['mean'] == pytest.approx(0.06)
+  assert summary['single_ft']['curve'][1]['accuracy']['mean'] == pytest.approx(0.6)
+  with open(tmp_path / 'out' / 'shift_tiny.json') as f:
+    assert json.load(f)['methods']['sve']['curve']['2']['accuracy']['mean'] == pytest.approx(0.6)
+  assert (tmp_path / 'out' / 'shift_tiny.png').read_bytes()[:4] == b'\x89PNG'
+  table = shift_bench.markdown_table(summary).splitlines()
+  assert table[0] == ('| method | seeds | acc clean | acc s1 | acc s2 | acc s3 | ECE clean | '
+                      'ECE s1 | ECE s2 | ECE s3 |')
+  assert table[3].startswith('| sve | 2 | 0.9000 | 0.7500 | 0.6000 | 0.4500 | 0.0600 |')
+  assert shift_bench.write_shift({'sve': [{'num_members': 4}]}, 'none', str(tmp_path)) == {}
+  assert not (tmp_path / 'shift_none.json').exists()
