@@ -31,8 +31,8 @@ def _logits(seed, scale):
 def section():
   """A section of 2 corruptions at severities 1 and 3, from random logits; and the logits."""
   clean = _logits(0, 2.)
-  cells = {('fog', 1): _logits(1, 1.5), ('fog', 3): _logits(2, 1.), ('shot_noise', 1): _logits(3, 1.2),
-           ('shot_noise', 3): _logits(4, 0.5)}
+  cells = {('fog', 1): _logits(1, 1.5), ('fog', 3): _logits(2, 1.),
+           ('shot_noise', 1): _logits(3, 1.2), ('shot_noise', 3): _logits(4, 0.5)}
   scored = {}
   for (name, severity), (logits, labels) in cells.items():
     scored.setdefault(name, {})[severity] = shift.shift_scores(logits, labels)
