@@ -58,7 +58,7 @@ def _check_ood_extras(ood) -> None:
 def _check_shift(shift) -> None:
   """``config.shift``'s values (none to check in a config without the section). Whether the
   corruptions fit the data's modality is checked once the backbone is known
-  (:func:`sve_jax.train.run.shift_plan`)."""
+  (:func:`sve_jax.train.run.plan_shift`)."""
   if shift is None:
     return
   if not isinstance(shift.enabled, bool):

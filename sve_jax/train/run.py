@@ -241,8 +241,8 @@ def feature_train_split(config: ml_collections.ConfigDict, train_source: Any,
                transform)
 
 
-def shift_plan(config: ml_collections.ConfigDict, modality: str, input_key: str,
-               test_source: Any) -> shift_eval.ShiftPlan | None:
+def plan_shift(config: ml_collections.ConfigDict, modality: str, input_key: str,
+              test_source: Any) -> shift_eval.ShiftPlan | None:
   """With ``config.shift.enabled``, what the final evaluation scores under corruption: at
   most ``config.shift.max_examples`` (-1: all) of ``test_source``, drawn with ``config.seed``,
   under ``config.shift.corruptions`` (none named: :data:`corruptions.DEFAULTS` of
@@ -639,7 +639,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
     splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
     ood = ood_splits(backbone, ood_sets)
-    shift = shift_plan(config, backbone.modality, dataset.input_key, sources['test'])
+    shift_plan = plan_shift(config, backbone.modality, dataset.input_key, sources['test'])
 
     # --- Method: decompose and initialise members -----------------------------------------
     init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
@@ -668,8 +668,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
                          feature_train_split(config, sources['train'], eval_transform))
     trainables_path = save_best_trainables(config, workdir, best, setup, members)
     zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, next(iter(ood.values()), None))
-    shift_section = None if shift is None else shift_eval.evaluate_shift(
-        shift, predictor, best.state.trainables, eval_transform, config.ensemble_mode)
+    shift_section = None if shift_plan is None else shift_eval.evaluate_shift(
+        shift_plan, predictor, best.state.trainables, eval_transform, config.ensemble_mode)
     results = make_report(config, workdir, best, setup, training,
                           best_checkpoint_facts(workdir, best, trainables_path, backbone),
                           zero_shot, shift_section)

@@ -1,7 +1,10 @@
-"""The run's cheap stages: the workdir and the mesh checks, before any heavy work."""
+"""The run's cheap stages: the workdir, the mesh checks and the shift plan, before any heavy
+work."""
+import ml_collections
 import pytest
 
 from sve_jax import export
+from sve_jax.data import corruptions
 
 from configs import default
 from sve_jax.train import checkpoint as ckpt
@@ -47,3 +50,20 @@ def test_the_mesh_reports_the_methods_members_and_refuses_a_batch_it_cannot_spli
   config.mesh.member = 3
   with pytest.raises(ValueError, match='config.mesh.member=3'):
     run.join_processes_and_make_mesh(config)
+
+
+def _shift_config(**shift):
+  return ml_collections.ConfigDict({'seed': 0, 'shift': {
+      'enabled': True, 'corruptions': (), 'severities': (1, 2), 'max_examples': 3, **shift}})
+
+
+def test_the_plan_caps_the_subset_and_defaults_to_the_modalitys_corruptions():
+  source = [{'text': f'example {i}', 'label': 0} for i in range(10)]
+  plan = run.plan_shift(_shift_config(), 'text', 'text', source)
+  assert plan.corruptions == corruptions.DEFAULTS['text'] and len(plan.source) == 3
+  assert plan.severities == (1, 2) and plan.input_key == 'text'
+  assert len(run.plan_shift(_shift_config(max_examples=-1), 'text', 'text', source).source) == 10
+  assert run.plan_shift(_shift_config(enabled=False), 'text', 'text', source) is None
+  with pytest.raises(ValueError, match=r"^config.shift.corruptions: 'fog' is not a corruption "
+                                       'of text data'):
+    run.plan_shift(_shift_config(corruptions=('fog',)), 'text', 'text', source)

@@ -1,6 +1,5 @@
-"""The final evaluation under shift (`sve_jax.train.shift_eval`, `run.shift_plan`): each cell
-scores the predictor on the subset corrupted example by example, as done by hand here."""
-import ml_collections
+"""The final evaluation under shift (`sve_jax.train.shift_eval`): each cell scores the
+predictor on the subset corrupted example by example, as done by hand here."""
 import numpy as np
 import pytest
 
@@ -9,7 +8,6 @@ from sve_jax.data import image_corruptions
 from sve_jax.data import pipeline
 from sve_jax.eval import report
 from sve_jax.eval import shift as shift_lib
-from sve_jax.train import run as run_lib
 from sve_jax.train import shift_eval
 
 
@@ -53,21 +51,3 @@ def test_each_cell_scores_the_subset_corrupted_example_by_example():
           shift_lib.shift_scores(_logits(images), labels))
   assert section['families'] == {'gaussian_noise': 'noise', 'contrast': 'digital'}
   assert section['num_examples'] == 6 and section['severities'] == [1, 4]
-
-
-def _config(**shift):
-  config = ml_collections.ConfigDict({'seed': 0, 'shift': {
-      'enabled': True, 'corruptions': (), 'severities': (1, 2), 'max_examples': 3, **shift}})
-  return config
-
-
-def test_the_plan_caps_the_subset_and_defaults_to_the_modalitys_corruptions():
-  source = [{'text': f'example {i}', 'label': 0} for i in range(10)]
-  plan = run_lib.shift_plan(_config(), 'text', 'text', source)
-  assert plan.corruptions == corruptions.DEFAULTS['text'] and len(plan.source) == 3
-  assert plan.severities == (1, 2) and plan.input_key == 'text'
-  assert len(run_lib.shift_plan(_config(max_examples=-1), 'text', 'text', source).source) == 10
-  assert run_lib.shift_plan(_config(enabled=False), 'text', 'text', source) is None
-  with pytest.raises(ValueError, match=r"^config.shift.corruptions: 'fog' is not a corruption "
-                                       'of text data'):
-    run_lib.shift_plan(_config(corruptions=('fog',)), 'text', 'text', source)
