@@ -19,6 +19,8 @@
   zero_shot: validation, test, test_temperature_scaled (, ood)  (backbones without a fresh
                                                                  head: the pretrained model)
   singular_value_change                                          (SVE family runs)
+  posterior: approximation, prior_precision, validation_nll, fit_examples, train_examples
+                                                   (laplace_lora: its posterior's fit)
   checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
               backbone_bytes                                     (:class:`BestCheckpoint`)
   learning_rate                                                  (the method's peak)
@@ -141,12 +143,15 @@ class RunSections(NamedTuple):
     zero_shot: the pretrained model's own scores (:func:`zero_shot_results`), for a
       backbone without a fresh head.
     singular_value_change: SVE family: how far the members' s moved from the pretrained s.
+    posterior: a method with a posterior fitted after training (``laplace_lora``): what
+      the fit recorded (its approximation, the chosen prior precision, ...).
     checkpoint: the evaluated checkpoint (:class:`BestCheckpoint`).
     learning_rate: the method's peak learning rate.
     config: the run's config as JSON.
   """
   zero_shot: Mapping[str, Any] | None = None
   singular_value_change: float | None = None
+  posterior: Mapping[str, Any] | None = None
   checkpoint: BestCheckpoint | None = None
   learning_rate: float | None = None
   config: Mapping[str, Any] | None = None
@@ -204,6 +209,7 @@ def _run_sections(run: RunSections) -> dict[str, Any]:
   """The sections a training run adds, in the results dict's order; ``None`` leaves one out."""
   sections = {'zero_shot': dict(run.zero_shot) if run.zero_shot is not None else None,
               'singular_value_change': run.singular_value_change,
+              'posterior': dict(run.posterior) if run.posterior is not None else None,
               'checkpoint': run.checkpoint._asdict() if run.checkpoint is not None else None,
               'learning_rate': run.learning_rate, 'config': run.config}
   return {key: value for key, value in sections.items() if value is not None}
