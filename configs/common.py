@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   # sve | single_svf | single_ft | deep_ensemble | mc_dropout | lora_ensemble | batch_ensemble
+  # | laplace_lora
   c.method = 'sve'
   c.num_members = 4           # M (mc_dropout: test-time dropout samples of its one model)
   c.noise_std = 0.01          # σ_init of the singular values (and per-member copies)
@@ -48,7 +49,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.sve_dropout = False
   c.execution = 'auto'        # compose | factored | auto (per-layer cost model)
   c.ensemble_mode = 'probs'   # average probabilities (default) or 'logits'
-  c.lora_rank = 8             # lora_ensemble: rank r of every adapter (alpha = r, scale 1)
+  c.lora_rank = 8             # lora_ensemble, laplace_lora: rank r of every adapter (alpha = r)
+  # laplace_lora: the prior precisions its Laplace posterior chooses from by validation NLL.
+  c.laplace_prior_precisions = (1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100., 1e3, 1e4)
+  # Methods that fit a posterior after training (laplace_lora): the training examples its
+  # curvature is summed over (a seeded subset, scaled to the split's size); -1: all.
+  c.posterior_fit_examples = 1000
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'bert'       # bert | vit | efficientnet_lite0 | llama

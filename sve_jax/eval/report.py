@@ -21,6 +21,8 @@
   shift: num_examples, severities, clean, corruptions, mean, families
                                                                  (with config.shift.enabled)
   singular_value_change                                          (SVE family runs)
+  posterior: approximation, prior_precision, validation_nll, fit_examples, train_examples
+                                                   (laplace_lora: its posterior's fit)
   checkpoint: best_step, best_val_accuracy, checkpoint_bytes, trainables_file_bytes,
               backbone_bytes                                     (:class:`BestCheckpoint`)
   learning_rate                                                  (the method's peak)
@@ -147,6 +149,8 @@ class RunSections(NamedTuple):
       backbone without a fresh head.
     singular_value_change: SVE family: how far the members' s moved from the pretrained s.
     shift: the scores under corruption (:func:`sve_jax.eval.shift.shift_section`).
+    posterior: a method with a posterior fitted after training (``laplace_lora``): what
+      the fit recorded (its approximation, the chosen prior precision, ...).
     checkpoint: the evaluated checkpoint (:class:`BestCheckpoint`).
     learning_rate: the method's peak learning rate.
     config: the run's config as JSON.
@@ -154,6 +158,7 @@ class RunSections(NamedTuple):
   zero_shot: Mapping[str, Any] | None = None
   singular_value_change: float | None = None
   shift: Mapping[str, Any] | None = None
+  posterior: Mapping[str, Any] | None = None
   checkpoint: BestCheckpoint | None = None
   learning_rate: float | None = None
   config: Mapping[str, Any] | None = None
@@ -212,6 +217,7 @@ def _run_sections(run: RunSections) -> dict[str, Any]:
   sections = {'zero_shot': dict(run.zero_shot) if run.zero_shot is not None else None,
               'singular_value_change': run.singular_value_change,
               'shift': dict(run.shift) if run.shift is not None else None,
+              'posterior': dict(run.posterior) if run.posterior is not None else None,
               'checkpoint': run.checkpoint._asdict() if run.checkpoint is not None else None,
               'learning_rate': run.learning_rate, 'config': run.config}
   return {key: value for key, value in sections.items() if value is not None}

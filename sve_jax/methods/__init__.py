@@ -5,8 +5,8 @@ tree, the initial per-member trainables and a forward ``(frozen, trainables, inp
 train) -> member_logits (M, B, C)`` (:data:`Forward`), and the same forward returning each
 member's pooled features too (:data:`FeaturesForward`, :attr:`MethodSetup.features`). It
 reads its :class:`MethodOptions` (the run config's ``num_members``, ``noise_std``,
-``execution``, ``lora_rank``, ``head_init_std``, ``member_data_order``, ``sve_dropout``),
-never the whole config. The train step, checkpoints and report are shared by all methods.
+``execution``, ``lora_rank``, ``head_init_std``, ``member_data_order``, ``sve_dropout``,
+``laplace_prior_precisions``), never the whole config. The train step, checkpoints and report are shared by all methods.
 
 What each method trains per member (everything else is frozen and shared) and the M it
 reports (the leading axis of its evaluation logits):
@@ -22,6 +22,9 @@ reports (the leading axis of its evaluation logits):
   (A Xavier-uniform with gain 10, B = 0), a head.
 * ``batch_ensemble`` (M): rank-1 fast weights ``W ⊙ r sᵀ`` on the SVE kernels, the biases of
   those layers, a head.
+* ``laplace_lora`` (M): one ``lora_ensemble`` member; after training, a diagonal Laplace
+  posterior over its LoRA weights (:attr:`MethodSetup.fit_posterior`), whose M draws
+  evaluation reports.
 
 Each method lives in its own module, with its ``build`` and its :class:`Method` record (how
 many members it reports and trains, its learning-rate group); :data:`REGISTRY` lists the
@@ -37,6 +40,7 @@ import jax
 
 from sve_jax.methods import batch_ensemble
 from sve_jax.methods import deep_ensemble
+from sve_jax.methods import laplace_lora
 from sve_jax.methods import lora_ensemble
 from sve_jax.methods import mc_dropout
 from sve_jax.methods import single_ft
@@ -46,6 +50,8 @@ from sve_jax.methods.base import Forward
 from sve_jax.methods.base import Method
 from sve_jax.methods.base import MethodOptions
 from sve_jax.methods.base import MethodSetup
+from sve_jax.methods.base import Posterior
+from sve_jax.methods.base import PosteriorData
 
 if TYPE_CHECKING:
   from sve_jax.models import Backbone
@@ -54,7 +60,7 @@ if TYPE_CHECKING:
 #: Every method by ``config.method``, in the order reports list them.
 REGISTRY: dict[str, Method] = {method.name: method for method in (
     sve.METHOD, sve.SINGLE_SVF, single_ft.METHOD, deep_ensemble.METHOD, mc_dropout.METHOD,
-    lora_ensemble.METHOD, batch_ensemble.METHOD)}
+    lora_ensemble.METHOD, batch_ensemble.METHOD, laplace_lora.METHOD)}
 METHODS = tuple(REGISTRY)
 
 
@@ -94,4 +100,6 @@ __all__ = [
     'build', 'get', 'METHODS', 'REGISTRY',
     # Its records.
     'FeaturesForward', 'Forward', 'Method', 'MethodOptions', 'MethodSetup',
+    # A posterior fitted after training.
+    'Posterior', 'PosteriorData',
 ]

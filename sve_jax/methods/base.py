@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,43 @@ Forward = Callable[[PyTree, PyTree, Any, jax.Array, bool], jax.Array]
 #: ``train=False``.
 FeaturesForward = Callable[[PyTree, PyTree, Any, jax.Array, bool],
                            tuple[jax.Array, jax.Array]]
+
+
+
+class PosteriorData(NamedTuple):
+  """What a method's post-training posterior (:attr:`MethodSetup.fit_posterior`) is fitted
+  and tuned on; the run supplies it.
+
+  Attributes:
+    batches: one pass over a training subset, as ``{'inputs', 'mask'}`` batches (evaluation
+      transform, no augmentation; ``mask`` marks real examples, not padding).
+    num_train: the examples of the whole training split: the likelihood's size, to which
+      the subset's curvature is scaled.
+    validation_nll: ``trainables -> float``: the ensemble NLL on the validation split of
+      member trainables (leading axis: the members the method reports).
+    key: PRNG key of the posterior's draws.
+  """
+  batches: Iterable[dict]
+  num_train: int
+  validation_nll: Callable[[PyTree], float]
+  key: jax.Array
+
+
+class Posterior(NamedTuple):
+  """A fitted posterior, as evaluation uses it.
+
+  Attributes:
+    trainables: the members to evaluate (leading axis: the members the method reports).
+    info: what results.json records of the fit (its ``posterior`` section).
+  """
+  trainables: PyTree
+  info: dict[str, Any]
+
+
+#: ``fit_posterior(frozen, trainables, data) -> Posterior``: a method's step after training,
+#: from the trained (best checkpoint's) trainables and :class:`PosteriorData` to the members
+#: its evaluation reports.
+FitPosterior = Callable[[PyTree, PyTree, PosteriorData], Posterior]
 
 #: Standard deviation of the fresh per-member heads of the baselines (the paper's head
 #: initialisation, weights ``N(0, 0.01²)``, bias 0; ``docs/method.md``).
@@ -71,6 +108,8 @@ class MethodOptions:
       from ``noise_std``; ``-1`` keeps it tied to ``noise_std``.
     member_data_order: SVE: member ``m`` trains on its own batch stream.
     sve_dropout: SVE: run the backbone's dropout in training.
+    laplace_prior_precisions: Laplace-LoRA: the grid of prior precisions its posterior
+      chooses from on the validation split.
   """
   num_members: int
   noise_std: float = 0.01
@@ -79,6 +118,8 @@ class MethodOptions:
   head_init_std: float = -1.
   member_data_order: bool = False
   sve_dropout: bool = False
+  laplace_prior_precisions: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100., 1e3,
+                                                 1e4)
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> MethodOptions:
@@ -106,6 +147,9 @@ class MethodSetup:
       of :func:`sve_jax.decompose`), to measure how far training moved the members.
     features: ``forward`` that also returns each member's pooled features
       (:data:`FeaturesForward`); ``None`` where a method does not provide it.
+    fit_posterior: a step after training (:data:`FitPosterior`) whose members, not the
+      trained trainables, the final evaluation reports; ``None`` for methods that report
+      what they trained.
   """
   name: str
   frozen: PyTree
@@ -116,6 +160,7 @@ class MethodSetup:
   per_member_data: bool = False
   pretrained_s: PyTree | None = None
   features: FeaturesForward | None = None
+  fit_posterior: FitPosterior | None = None
 
   @property
   def trainable_total(self) -> int:

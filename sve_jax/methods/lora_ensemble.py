@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Gain of the Xavier-uniform initialisation of ``A`` (the LoRA-Ensemble reference).
 A_GAIN = 10.
+#: The trainables keys of the ``A`` and ``B`` trees.
+FACTOR_KEYS = ('lora_a', 'lora_b')
 
 
 def _xavier_uniform(key: jax.Array, shape: tuple[int, ...], gain: float = A_GAIN) -> jax.Array:
@@ -65,28 +67,34 @@ def _init_adapters(key: jax.Array, kernels: Mapping[base.Path, layout_lib.Kernel
   return a, b
 
 
-def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
-  """``options.num_members`` LoRA members of rank ``options.lora_rank`` (alpha = rank).
+def lora_setup(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.Array,
+               num_members: int) -> base.MethodSetup:
+  """``num_members`` LoRA members of rank ``options.lora_rank`` (alpha = rank), named ``name``.
 
   Raises:
     ValueError: the backbone has no attention (no ``attention_rules``, e.g. EfficientNet),
       or its rules select no kernel.
   """
   if backbone.attention_rules is None:
-    raise ValueError(f'lora_ensemble adapts attention matrices, and the {backbone.name} '
+    raise ValueError(f'{name} adapts attention matrices, and the {backbone.name} '
                      'backbone has no attention; choose another config.method')
-  num_members, rank = int(options.num_members), int(options.lora_rank)
+  rank = int(options.lora_rank)
   if rank < 1:
     raise ValueError(f'config.lora_rank={rank} must be >= 1')
   kernels, _ = layout_lib.select(backbone.params, backbone.attention_rules)
   if not kernels:
-    raise ValueError(f'lora_ensemble: the {backbone.name} attention rules select no kernel')
+    raise ValueError(f'{name}: the {backbone.name} attention rules select no kernel')
   scale = 1.  # alpha / rank with alpha = rank
   adapter = adapters.KernelAdapter(
-      factor_keys=('lora_a', 'lora_b'),
+      factor_keys=FACTOR_KEYS,
       init_factors=lambda k: _init_adapters(k, kernels, num_members, rank),
       adapt=lambda w, a_m, b_m: w + scale * (a_m @ b_m))
-  return adapters.build_adapted('lora_ensemble', backbone, kernels, adapter, key, num_members)
+  return adapters.build_adapted(name, backbone, kernels, adapter, key, num_members)
+
+
+def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:
+  """``options.num_members`` LoRA members (:func:`lora_setup`)."""
+  return lora_setup('lora_ensemble', backbone, options, key, int(options.num_members))
 
 
 METHOD = base.Method('lora_ensemble', build, learning_rate_key=base.LORA_LEARNING_RATE)

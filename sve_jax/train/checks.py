@@ -13,6 +13,7 @@ from sve_jax import models
 from sve_jax.data import corruptions
 from sve_jax.data import datasets
 from sve_jax.eval import metrics
+from sve_jax.methods import laplace_lora
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 
@@ -26,6 +27,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """
   methods.get(config.method)
   _check_bounds(config)
+  laplace_lora.check_prior_precisions(config.laplace_prior_precisions)
   execution.check_execution(config.execution, 'config.execution')
   metrics.check_ensemble_mode(config.ensemble_mode, 'config.ensemble_mode')
   train_state.check_schedule(config.optim.schedule, 'config.optim.schedule')
@@ -85,6 +87,9 @@ def _check_bounds(config) -> None:
        f'config.optim.warmup_fraction={config.optim.warmup_fraction} must be in [0, 1)'),
       (config.num_epochs >= 1, f'config.num_epochs={config.num_epochs} must be >= 1'),
       (config.lora_rank >= 1, f'config.lora_rank={config.lora_rank} must be >= 1'),
+      (config.posterior_fit_examples >= 1 or config.posterior_fit_examples == -1,
+       f'config.posterior_fit_examples={config.posterior_fit_examples} must be >= 1, or -1 '
+       'for all'),
       (config.batch_size >= 1, f'config.batch_size={config.batch_size} must be >= 1'),
       (config.eval_batch_size >= 1,
        f'config.eval_batch_size={config.eval_batch_size} must be >= 1'),

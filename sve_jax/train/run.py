@@ -347,6 +347,59 @@ def make_validate(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
 
 
 # --------------------------------------------------------------------------------------------
+# A posterior fitted after training.
+# --------------------------------------------------------------------------------------------
+
+
+#: Folded into ``key(config.seed)`` for the posterior's draws.
+POSTERIOR_KEY = 1
+
+
+def make_fit_posterior(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
+                       training: Training, mesh: jax.sharding.Mesh, predictor: Callable,
+                       splits: dict[str, Split], train_source: Any
+                       ) -> Callable[[Any], methods.Posterior] | None:
+  """``fit(trainables) -> methods.Posterior`` for a method that fits a posterior after
+  training (:attr:`methods.MethodSetup.fit_posterior`); ``None`` for the others.
+
+  The fit sees at most ``config.posterior_fit_examples`` training examples (-1: all; a subset
+  drawn with ``config.seed``) through the evaluation transform, in batches of
+  ``config.batch_size``; it is tuned on the ensemble NLL (``config.ensemble_mode``) of
+  ``splits['validation']``, and draws with ``fold_in(key(config.seed), POSTERIOR_KEY)``. Its
+  members come back placed on the mesh like trainables.
+  """
+  if setup.fit_posterior is None:
+    return None
+  validation = splits['validation']
+  subset = _cap(train_source, config.posterior_fit_examples, config.seed)
+
+  def batches():
+    for raw in pipeline.eval_batches(subset, global_batch_size=config.batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+      inputs = validation.transform(raw)['inputs']  # the evaluation transform
+      yield sharding.shard_batch({'inputs': inputs, 'mask': raw['mask']}, mesh)
+
+  def place(trainables):
+    return sharding.place(trainables, sharding.per_member_shardings(mesh, trainables))
+
+  def validation_nll(trainables) -> float:
+    val = predictor(place(trainables), validation)
+    return metrics_lib.evaluate(val.logits, val.labels, mode=config.ensemble_mode)['nll']
+
+  def fit(trainables) -> methods.Posterior:
+    t0 = time.time()
+    key = jax.random.fold_in(jax.random.key(config.seed), POSTERIOR_KEY)
+    posterior = setup.fit_posterior(training.frozen, trainables, methods.PosteriorData(
+        batches(), len(train_source), validation_nll, key))
+    logging.info('%s: posterior fitted in %.1fs: %s', config.method, time.time() - t0,
+                 posterior.info)
+    return posterior._replace(trainables=place(posterior.trainables))
+
+  return fit
+
+
+# --------------------------------------------------------------------------------------------
 # The best checkpoint: evaluation, trainables file, report.
 # --------------------------------------------------------------------------------------------
 
@@ -362,6 +415,8 @@ class BestEvaluation(NamedTuple):
     ood: predictions on each OOD set by name, the primary first (``{}`` without OOD).
     train: feature scores only: predictions, with features, on the training subset the class
       Gaussians are fitted on; else ``None``.
+    posterior: for a method with a posterior fitted after training, what the fit recorded
+      (:attr:`methods.Posterior.info`); the predictions are then its members'. Else ``None``.
   """
   state: Any
   meta: dict[str, Any]
@@ -369,6 +424,7 @@ class BestEvaluation(NamedTuple):
   test: report.Predictions
   ood: dict[str, report.Predictions]
   train: report.Predictions | None = None
+  posterior: dict[str, Any] | None = None
 
   @property
   def ood_logits(self) -> np.ndarray | None:
@@ -386,22 +442,28 @@ def restore_best(workdir: ckpt.Workdir, training: Training) -> tuple[Any, dict[s
 
 def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable,
                   splits: dict[str, Split], ood: dict[str, Split],
-                  feature_train: Split | None = None) -> BestEvaluation:
+                  feature_train: Split | None = None,
+                  fit_posterior: Callable[[Any], methods.Posterior] | None = None
+                  ) -> BestEvaluation:
   """Restores the best checkpoint (:func:`restore_best`) and evaluates it on the validation
-  and test ``splits`` and on each OOD set of ``ood`` (by name).
+  and test ``splits`` and on each OOD set of ``ood`` (by name). With ``fit_posterior``
+  (:func:`make_fit_posterior`), the members evaluated are those of the posterior it fits at
+  the best checkpoint.
 
   With ``feature_train`` (a training subset, labelled), the test and OOD passes also return
   each member's pooled features, and ``feature_train`` is evaluated with features too: what
   :func:`feature_ood_metrics` needs.
   """
   state, meta = restore_best(workdir, training)
+  posterior = fit_posterior(state.trainables) if fit_posterior else None
+  members = posterior.trainables if posterior else state.trainables
   features = feature_train is not None
-  validation = predictor(state.trainables, splits['validation'])
-  test = predictor(state.trainables, splits['test'], features)
-  ood_predictions = {name: predictor(state.trainables, split, features)
-                     for name, split in ood.items()}
-  train = predictor(state.trainables, feature_train, True) if features else None
-  return BestEvaluation(state, meta, validation, test, ood_predictions, train)
+  validation = predictor(members, splits['validation'])
+  test = predictor(members, splits['test'], features)
+  ood_predictions = {name: predictor(members, split, features) for name, split in ood.items()}
+  train = predictor(members, feature_train, True) if features else None
+  return BestEvaluation(state, meta, validation, test, ood_predictions, train,
+                        posterior.info if posterior else None)
 
 
 def feature_ood_metrics(best: BestEvaluation) -> dict[str, dict[str, float]]:
@@ -485,7 +547,7 @@ def make_report(config: ml_collections.ConfigDict, workdir: str, best: BestEvalu
       run=report.RunSections(
           zero_shot=zero_shot, shift=shift,
           singular_value_change=singular_value_change(setup, best.state.trainables),
-          checkpoint=checkpoint, learning_rate=training.learning_rate,
+          posterior=best.posterior, checkpoint=checkpoint, learning_rate=training.learning_rate,
           config=json.loads(config.to_json_best_effort())))
   if jax.process_index() == 0:
     report.write_results(workdir, results)
@@ -649,11 +711,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     training = make_training(config, setup, mesh, len(sources['train']), state_rng)
     predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
                                splits['validation'], config.mesh.frozen)
+    fit_posterior = make_fit_posterior(config, setup, training, mesh, predictor, splits,
+                                       sources['train'])
 
     # --- Predict: score new data with the best checkpoint (or the trainables file) --------
     if mode == 'predict':
-      return predict_new_data(config, run_dir, restore_trainables(run_dir, training, setup),
-                              predictor, splits, dataset, backbone, checked)
+      restored = restore_trainables(run_dir, training, setup)
+      if fit_posterior:  # the posterior's members, fitted at the restored trainables
+        restored = restored._replace(trainables=fit_posterior(restored.trainables).trainables)
+      return predict_new_data(config, run_dir, restored, predictor, splits, dataset, backbone,
+                              checked)
 
     # --- Train loop -----------------------------------------------------------------------
     if mode == 'train':
@@ -665,7 +732,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
 
     # --- Evaluate the best checkpoint, save its trainables, report -------------------------
     best = evaluate_best(run_dir, training, predictor, splits, ood,
-                         feature_train_split(config, sources['train'], eval_transform))
+                         feature_train_split(config, sources['train'], eval_transform),
+                         fit_posterior)
     trainables_path = save_best_trainables(config, workdir, best, setup, members)
     zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, next(iter(ood.values()), None))
     shift_section = None if shift_plan is None else shift_eval.evaluate_shift(

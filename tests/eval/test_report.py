@@ -195,10 +195,11 @@ def test_build_results_adds_a_training_runs_sections_after_the_scores(tmp_path):
   built = report.build_results(
       'sve', split, split, report.ParamCounts(1000, 10),
       run=report.RunSections(singular_value_change=0.02, checkpoint=best, learning_rate=1e-2,
-                             config={'seed': 3, 'optim': {'schedule': 'cosine'}}))
-  run_keys = ['singular_value_change', 'checkpoint', 'learning_rate', 'config']
+                             config={'seed': 3, 'optim': {'schedule': 'cosine'}},
+                             posterior={'prior_precision': float('inf')}))
+  run_keys = ['singular_value_change', 'posterior', 'checkpoint', 'learning_rate', 'config']
   # results.json keeps the scores first and a run's record last, in this order.
-  assert list(built)[-4:] == run_keys and set(built) == PROMISED_KEYS - {'ood'} | set(run_keys)
+  assert list(built)[-5:] == run_keys and set(built) == PROMISED_KEYS - {'ood'} | set(run_keys)
   with open(report.write_results(tmp_path, built)) as f:
     loaded = json.load(f)
   assert loaded['checkpoint'] == {'best_step': 40, 'best_val_accuracy': 0.75,
@@ -206,6 +207,7 @@ def test_build_results_adds_a_training_runs_sections_after_the_scores(tmp_path):
                                   'backbone_bytes': 88_000}
   assert loaded['config'] == {'seed': 3, 'optim': {'schedule': 'cosine'}}
   assert (loaded['singular_value_change'], loaded['learning_rate']) == (0.02, 1e-2)
+  assert loaded['posterior'] == {'prior_precision': None}  # JSON has no infinity
 
 def test_build_results_carries_the_shift_section_before_the_runs_record():
   rng = np.random.default_rng(1)

@@ -44,12 +44,16 @@ def test_forward_shapes_and_a_train_step_updates_only_the_trainables(method, tin
   assert setup.backbone_params == tree.num_params(backbone.params)
 
   inputs = _train_inputs(setup, images)
-  for train_, x, members in ((True, inputs, trained), (False, images, reported)):
+  # A method with a posterior evaluates its M members (stand-ins: copies of the trained one).
+  evaluated = setup.trainables if setup.fit_posterior is None else (
+      methods.base.identical_copies(methods.base.unstack_first(setup.trainables), reported))
+  for train_, t, x, members in ((True, setup.trainables, inputs, trained),
+                                (False, evaluated, images, reported)):
     logits = jax.eval_shape(lambda t, x, r, train_=train_: setup.forward(
-        setup.frozen, t, x, r, train_), setup.trainables, x, jax.random.key(3))
+        setup.frozen, t, x, r, train_), t, x, jax.random.key(3))
     assert logits.shape == (members, B, C)
   logits, features = jax.eval_shape(lambda t, x, r: setup.features(
-      setup.frozen, t, x, r, False), setup.trainables, images, jax.random.key(3))
+      setup.frozen, t, x, r, False), evaluated, images, jax.random.key(3))
   assert logits.shape == (reported, B, C) and features.shape == (reported, B, 16)
 
   if method in ('sve', 'single_svf'):
@@ -149,6 +153,7 @@ DOCUMENTED = {
     'mc_dropout': (M, 1, 'full_finetune_learning_rate'),
     'lora_ensemble': (M, M, 'lora_learning_rate'),
     'batch_ensemble': (M, M, 'learning_rate'),
+    'laplace_lora': (M, 1, 'lora_learning_rate'),
 }
 
 

@@ -46,6 +46,10 @@ def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
     ('lora_rank', 0, 'config.lora_rank=0 must be >= 1'),
     ('optim.lora_learning_rate', 0., 'config.optim.lora_learning_rate=0.0 must be > 0, or -1'),
     ('model.dropout_rate', 1.5, 'config.model.dropout_rate=1.5 must be'),
+    ('laplace_prior_precisions', (1., -1.),
+     r'config.laplace_prior_precisions=\(1.0, -1.0\) must be a non-empty list of prior '
+     'precisions > 0'),
+    ('posterior_fit_examples', 0, 'config.posterior_fit_examples=0 must be >= 1, or -1'),
 ])
 def test_bad_method_config_fails_before_heavy_work(key, value, message, tmp_path):
   config = tiny_train_config('', str(tmp_path / 'data'), **{key: value})
