@@ -417,6 +417,8 @@ class BestEvaluation(NamedTuple):
       Gaussians are fitted on; else ``None``.
     posterior: for a method with a posterior fitted after training, what the fit recorded
       (:attr:`methods.Posterior.info`); the predictions are then its members'. Else ``None``.
+    members: the trainables the predictions are of: the posterior's members, else
+      ``state.trainables``. Any later evaluation of this checkpoint scores these.
   """
   state: Any
   meta: dict[str, Any]
@@ -425,6 +427,7 @@ class BestEvaluation(NamedTuple):
   ood: dict[str, report.Predictions]
   train: report.Predictions | None = None
   posterior: dict[str, Any] | None = None
+  members: Any = None
 
   @property
   def ood_logits(self) -> np.ndarray | None:
@@ -463,7 +466,7 @@ def evaluate_best(workdir: ckpt.Workdir, training: Training, predictor: Callable
   ood_predictions = {name: predictor(members, split, features) for name, split in ood.items()}
   train = predictor(members, feature_train, True) if features else None
   return BestEvaluation(state, meta, validation, test, ood_predictions, train,
-                        posterior.info if posterior else None)
+                        posterior.info if posterior else None, members)
 
 
 def feature_ood_metrics(best: BestEvaluation) -> dict[str, dict[str, float]]:
@@ -737,7 +740,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     trainables_path = save_best_trainables(config, workdir, best, setup, members)
     zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, next(iter(ood.values()), None))
     shift_section = None if shift_plan is None else shift_eval.evaluate_shift(
-        shift_plan, predictor, best.state.trainables, eval_transform, config.ensemble_mode)
+        shift_plan, predictor, best.members, eval_transform, config.ensemble_mode)
     results = make_report(config, workdir, best, setup, training,
                           best_checkpoint_facts(workdir, best, trainables_path, backbone),
                           zero_shot, shift_section)
