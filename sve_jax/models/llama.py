@@ -160,6 +160,10 @@ class LlamaConfig:
   Attributes:
     attention_bias: q, k and v projections carry biases (Qwen2; Llama's ``attention_bias``).
     output_bias: the attention output projection carries a bias (Llama's ``attention_bias``).
+    sliding_window: Mistral's (and Qwen2's, when ``use_sliding_window``) attention window in
+      tokens; 0 for full attention. Attention here is always full, which equals the windowed
+      one on sequences no longer than the window: :func:`from_config` refuses a longer
+      ``max_length``.
     rope_scaling: ``()`` or the items of Llama 3's ``rope_scaling`` dict (``rope_type``
       ``'llama3'``), sorted.
   """
@@ -176,6 +180,7 @@ class LlamaConfig:
   tie_word_embeddings: bool = False
   attention_bias: bool = False
   output_bias: bool = False
+  sliding_window: int = 0
 
   @property
   def dim_per_head(self) -> int:
@@ -234,8 +239,16 @@ class LlamaConfig:
         rope_scaling=tuple(sorted((raw.get('rope_scaling') or {}).items())),
         tie_word_embeddings=bool(raw.get('tie_word_embeddings', False)),
         attention_bias=bias or model_type == 'qwen2',
-        output_bias=bias)
+        output_bias=bias,
+        sliding_window=_sliding_window(raw, model_type))
     return config.check(source)
+
+
+def _sliding_window(raw: Mapping[str, Any], model_type: str) -> int:
+  """The attention window a HF config sets (0: none). Mistral's applies whenever set; Qwen2
+  carries one always but applies it only with ``use_sliding_window``."""
+  applies = raw.get('use_sliding_window', model_type == 'mistral')
+  return int(raw.get('sliding_window') or 0) if applies else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -943,11 +956,16 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
     raise ValueError(f'config.model.dropout_rate={model["dropout_rate"]}: the llama decoder has '
                      'no dropout; use -1 or 0')
   config, params, tokenizer, pad = load(model['path'])
+  max_length = int(model['max_length'])
+  if config.sliding_window and max_length > config.sliding_window:
+    raise ValueError(f'config.model.max_length={max_length} exceeds the checkpoint\'s attention '
+                     f'window of {config.sliding_window} tokens (sliding_window), which this '
+                     f'decoder does not implement; use a max_length of at most '
+                     f'{config.sliding_window}')
   labels = verbalizer_ids(tokenizer, words)
   module = LlamaDecoder(config, label_token_ids=labels,
                         dtype=jnp.dtype(model.get('dtype', 'float32')),
                         remat=bool(model.get('remat', False)))
-  max_length = int(model['max_length'])
 
   def tokenize_prompts(texts: Sequence[str]) -> dict[str, np.ndarray]:
     return tokenize(tokenizer, [format_prompt(prompt, t) for t in texts], max_length, pad)

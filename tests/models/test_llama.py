@@ -307,6 +307,26 @@ def test_unsupported_hf_config_is_named(tiny_state, tiny_tokenizer, tmp_path):
     llama.load_hf(folder)
 
 
+
+def test_a_sliding_window_shorter_than_the_prompts_is_refused(tiny_state, tiny_tokenizer,
+                                                              tmp_path):
+  # Attention is always full here: exact for prompts no longer than the window, so a
+  # max_length above a window that applies is refused before any weight is read.
+  mistral = write_hf_folder(tmp_path / 'mistral', tiny_state, tiny_tokenizer, 'mistral',
+                            shards=1, sliding_window=8)
+  assert llama.load_hf(mistral)[0].sliding_window == 8
+  sizes = {'vocab_size': 64, 'hidden_size': 32, 'num_hidden_layers': 2,
+           'num_attention_heads': 4, 'intermediate_size': 48, 'sliding_window': 8}
+  qwen2 = llama.LlamaConfig.from_hf({'model_type': 'qwen2', **sizes})
+  assert qwen2.sliding_window == 0  # Qwen2 carries a window it applies only when told to
+  assert llama.LlamaConfig.from_hf({'model_type': 'qwen2', 'use_sliding_window': True,
+                                    **sizes}).sliding_window == 8
+  spec = {'name': 'llama', 'path': mistral, 'prompt': 'Text: {text}\nLabel:',
+          'verbalizer': (' pos', ' neg', ' the'), 'max_length': 16, 'dtype': 'float32'}
+  with pytest.raises(ValueError, match=r'max_length=16 exceeds .* window of 8 tokens'):
+    models.load_backbone(spec, num_classes=3)
+  assert models.load_backbone({**spec, 'max_length': 8}, num_classes=3).module is not None
+
 # --------------------------------------------------------------------------------------------
 # SVE on a tiny random decoder (scanned layers).
 # --------------------------------------------------------------------------------------------
