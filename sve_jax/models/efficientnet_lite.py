@@ -306,14 +306,10 @@ class EfficientNetLite0(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 # Flax module/param names → the reference's state-dict names ('blocks_3' → '_blocks.3').
-_TORCH_MODULES = {
-    'stem_conv': '_conv_stem', 'stem_bn': '_bn0',
-    'expand_conv': '_expand_conv', 'expand_bn': '_bn0',
-    'depthwise_conv': '_depthwise_conv', 'depthwise_bn': '_bn1',
-    'project_conv': '_project_conv', 'project_bn': '_bn2',
-    'top_conv': '_conv_head', 'top_bn': '_bn1',
-    'classifier': '_fc',
-}
+_TORCH_MODULES = dict(
+    stem_conv='_conv_stem', stem_bn='_bn0', expand_conv='_expand_conv', expand_bn='_bn0',
+    depthwise_conv='_depthwise_conv', depthwise_bn='_bn1', project_conv='_project_conv',
+    project_bn='_bn2', top_conv='_conv_head', top_bn='_bn1', classifier='_fc')
 _TORCH_PARAMS = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
                  'mean': 'running_mean', 'var': 'running_var'}
 _TORCH_BUFFER_SUFFIX = '.num_batches_tracked'  # BN step counters; unused at inference.

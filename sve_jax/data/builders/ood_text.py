@@ -21,12 +21,20 @@ class _UnlabelledText:
   """What the unlabelled text builders share (mixed in before `GeneratorBasedBuilder`): a
   `test` split of texts, each with its position (`id`).
 
-  Subclasses give `BUILDER_CONFIGS`, `OPTIONS_CLASS`, `TUPLE_OPTIONS` (options given as
-  lists), `ID_DOC` and the three methods below.
+  Subclasses give `OPTIONS_CLASS` (their one config, `default`, is its defaults),
+  `TUPLE_OPTIONS` (options given as lists, which the metadata records), `ID_DOC`,
+  `_description` and `_texts`.
   """
 
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  OPTIONS_CLASS: type[tfds.core.BuilderConfig]
   TUPLE_OPTIONS: tuple[str, ...] = ()
   ID_DOC = ''
+
+  def __init_subclass__(cls, **kwargs):
+    cls.BUILDER_CONFIGS = [cls.OPTIONS_CLASS(name='default')]  # before tfds registers it
+    super().__init_subclass__(**kwargs)
 
   @classmethod
   def make_config(cls, **values) -> tfds.core.BuilderConfig:
@@ -36,7 +44,8 @@ class _UnlabelledText:
     raise NotImplementedError
 
   def _metadata(self) -> dict:
-    raise NotImplementedError
+    """The list-valued options, the ones a description cannot hold in full."""
+    return {name: list(getattr(self.builder_config, name)) for name in self.TUPLE_OPTIONS}
 
   def _texts(self) -> list[str]:
     raise NotImplementedError
@@ -73,9 +82,6 @@ class OodTextConfig(tfds.core.BuilderConfig):
 class OodText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
   """Out-of-distribution text: sentences from Python standard-library docstrings."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  BUILDER_CONFIGS = [OodTextConfig(name='default')]
   OPTIONS_CLASS = OodTextConfig
   TUPLE_OPTIONS = ('modules',)
   ID_DOC = 'position in walk order'
@@ -87,9 +93,6 @@ class OodText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
             f'standard-library modules {", ".join(config.modules)}; '
             f'{config.min_words}-{config.max_words} words, deduplicated, '
             f'at most {config.max_sentences}. Split `test` only; no labels.')
-
-  def _metadata(self) -> dict:
-    return {'modules': list(self.builder_config.modules)}
 
   def _texts(self) -> list[str]:
     config = self.builder_config
@@ -116,9 +119,6 @@ class FortunesTextConfig(tfds.core.BuilderConfig):
 class FortunesText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
   """Near-OOD text: short informal quips from Debian's `fortunes-min` cookie file."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  BUILDER_CONFIGS = [FortunesTextConfig(name='default')]
   OPTIONS_CLASS = FortunesTextConfig
   TUPLE_OPTIONS = ('files',)
   ID_DOC = 'position in file order'
@@ -128,9 +128,6 @@ class FortunesText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
     return (f'Entries of the fortune cookie files {", ".join(config.files)} under '
             f'{config.fortunes_dir}, whitespace collapsed; {config.min_words}-'
             f'{config.max_words} words, deduplicated. Split `test` only; no labels.')
-
-  def _metadata(self) -> dict:
-    return {'files': list(self.builder_config.files)}
 
   def _texts(self) -> list[str]:
     config = self.builder_config
