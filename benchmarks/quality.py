@@ -66,6 +66,28 @@ ENSEMBLE_COLUMNS = (
 )
 
 
+#: The OOD scores :func:`ood_sets_table` reports per OOD set (results.json's ``ood_sets``, or
+#: ``ood`` for a run with one set): the head's and, with ``ood.feature_scores``, the features'.
+OOD_SCORES = (('AUROC MSP', 'auroc_msp'), ('AUROC entropy', 'auroc_entropy'),
+              ('AUROC MI', 'auroc_mi'), ('AUROC Mahalanobis', 'auroc_mahalanobis'),
+              ('AUROC feature disagreement', 'auroc_feature_disagreement'))
+
+
+def ood_set_columns(runs: dict[str, list[dict]]) -> tuple[tuple[str, Any], ...]:
+  """``('<set>/<score>', key path)`` for every OOD set the runs scored and each of
+  :data:`OOD_SCORES`, for :func:`summarise`."""
+  sets = []
+  for results in runs.values():
+    for r in results:
+      for name in r.get('ood_sets') or ({r['ood']['dataset']: None} if 'ood' in r else {}):
+        if name not in sets:
+          sets.append(name)
+  return tuple((f'{name}/{key}', lambda r, n=name, k=key: _get(
+      r, ('ood_sets', n, k)) if 'ood_sets' in r else _get(r, ('ood', k)) if _get(
+          r, ('ood', 'dataset')) == n else None)
+               for name in sets for _, key in OOD_SCORES)
+
+
 def _get(results, keys):
   """The value at key path ``keys`` in ``results`` (None where absent), or ``keys(results)``."""
   if callable(keys):
@@ -162,13 +184,27 @@ def ensemble_table(summary: dict[str, dict]) -> str:
                 tuple(name for name, _ in ENSEMBLE_COLUMNS))
 
 
+def ood_sets_table(summary: dict[str, dict], columns: tuple[tuple[str, Any], ...]) -> str:
+  """Per method and OOD set, the AUROC of each of :data:`OOD_SCORES` (mean ± std)."""
+  lines = ['| method | OOD set | ' + ' | '.join(h for h, _ in OOD_SCORES) + ' |',
+           '|---|---|' + '---|' * len(OOD_SCORES)]
+  sets = list(dict.fromkeys(name.split('/')[0] for name, _ in columns))
+  for method, row in summary.items():
+    for ood_set in sets:
+      cells = [format_stat(row.get(f'{ood_set}/{key}'), row['seeds']) for _, key in OOD_SCORES]
+      if any(c != '–' for c in cells):
+        lines.append(f'| {method} | {ood_set} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def _root() -> str:
   return flags.FLAGS.workdir or 'workdir/quality'
 
 
 def write_summary(config, runs: dict[str, list[dict]]) -> dict[str, dict]:
   """Writes --summary from the runs finished so far and returns the per-method summary."""
-  summary = summarise({m: r for m, r in runs.items() if r})
+  finished = {m: r for m, r in runs.items() if r}
+  summary = summarise(finished, COLUMNS + ENSEMBLE_COLUMNS + ood_set_columns(finished))
   total = sum(r.get('train_time_s', 0.0) for results in runs.values() for r in results)
   out_dir = os.path.dirname(os.path.abspath(_SUMMARY.value))
   os.makedirs(out_dir, exist_ok=True)
@@ -195,6 +231,8 @@ def main(argv):
   print(markdown_table(summary))
   print()
   print(ensemble_table(summary))
+  print()
+  print(ood_sets_table(summary, ood_set_columns(runs)))
   shift = shift_bench.summarise(runs)
   if shift:
     print()

@@ -79,6 +79,30 @@ def test_quality_ensemble_table_reads_members_diversity_and_human_agreement():
       '| 0.1000 | 0.0200 | – | – | – |')
 
 
+
+def test_quality_ood_sets_table_reads_every_set_and_the_feature_scores():
+  def run(msp, mahalanobis):
+    return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
+            'ood': {'dataset': 'ood_text', 'auroc_msp': msp},
+            'ood_sets': {'ood_text': {'auroc_msp': msp, 'auroc_mahalanobis': mahalanobis},
+                         'fortunes_text': {'auroc_msp': msp - 0.1}}}
+  one_set = {'num_members': 1, 'params': {'trainable_total': 5, 'overhead': 0.},
+             'ood': {'dataset': 'ood_text', 'auroc_msp': 0.8, 'auroc_mi': 0.5}}
+  runs = {'sve': [run(0.6, 0.9), run(0.7, 0.95)], 'single_ft': [one_set]}
+  columns = quality.ood_set_columns(runs)
+  summary = quality.summarise(runs, columns)
+  assert summary['sve']['ood_text/auroc_msp'] == {'mean': pytest.approx(0.65),
+                                                  'std': pytest.approx(0.05)}
+  assert summary['sve']['fortunes_text/auroc_msp']['mean'] == pytest.approx(0.55)
+  assert summary['sve']['ood_text/auroc_mahalanobis']['mean'] == pytest.approx(0.925)
+  assert 'fortunes_text/auroc_msp' not in summary['single_ft']  # it scored one set
+  table = quality.ood_sets_table(summary, columns).splitlines()
+  assert table[0].startswith('| method | OOD set | AUROC MSP |')
+  assert table[2:] == [
+      '| sve | ood_text | 0.6500 ± 0.0500 | – | – | 0.9250 ± 0.0250 | – |',
+      '| sve | fortunes_text | 0.5500 ± 0.0500 | – | – | – | – |',
+      '| single_ft | ood_text | 0.8000 | – | 0.5000 | – | – |']
+
 @pytest.mark.slow
 def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
