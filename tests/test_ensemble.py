@@ -27,6 +27,7 @@ def test_zero_noise_members_equal_the_original_model(tiny, execution):
   np.testing.assert_allclose(out, jnp.broadcast_to(reference, out.shape), atol=1e-5)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_vmap_over_members_equals_python_loop(tiny):
   model, params, images = tiny
   frozen, s = sve_jax.decompose(params)

@@ -4,6 +4,7 @@ from flax import nnx
 import jax
 import numpy as np
 import optax
+import pytest
 
 import sve_jax
 from sve_jax.methods import sve as sve_method
@@ -59,6 +60,7 @@ def sve_train_step(params, apply, batch, noise_std):
   return np.asarray(before), np.asarray(after), float(metrics['loss'])
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_sve_on_an_nnx_model_matches_its_linen_twin_and_trains():
   model = NnxClassifier(nnx.Rngs(0))
   params, apply = nnx_pure_apply(model)

@@ -25,6 +25,7 @@ def write_idx(path, array, code, compress=False):
 
 
 @pytest.mark.parametrize('kind, per_class', [('train', 6000), ('t10k', 1000)])
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_read_idx_matches_reference_reader(mnist_reader, kind, per_class):
   images, labels = mnist_reader.load_mnist(builders.FASHION_MNIST_DIR, kind=kind)
   ours_images = idx.read_idx(os.path.join(

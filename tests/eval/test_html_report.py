@@ -91,6 +91,7 @@ def test_examples_are_the_highest_mi_and_the_most_confident_mistakes(tmp_path):
   assert first['prediction'] != first['label'] and len(first['votes']) == 3
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_the_page_is_self_contained(tmp_path):
   page = html_report.render_html(_inputs(tmp_path))
   assert not re.search(r'(src|href)="(https?:)?//', page)

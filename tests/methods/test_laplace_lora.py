@@ -43,6 +43,7 @@ def test_laplace_lora_trains_one_lora_of_lora_ensembles_shapes(tiny, built):
   assert (record.reported_members(M), record.trained_copies(M)) == (M, 1)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_ggn_diagonal_over_the_lora_weights_matches_dense_jacobians(tiny, built):
   _, images, _ = tiny
   setup = built('laplace_lora')
@@ -73,6 +74,7 @@ def test_ggn_diagonal_over_the_lora_weights_matches_dense_jacobians(tiny, built)
   np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6 * expected.max())
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_fit_posterior_draws_m_members_around_the_map_and_picks_the_best_validation_nll(
     tiny, built):
   _, images, _ = tiny

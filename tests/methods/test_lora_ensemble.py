@@ -36,6 +36,7 @@ def test_lora_members_start_as_the_backbone_and_add_a_b_to_w(tiny, built):
   np.testing.assert_allclose(logits[1], apply(params, images), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_lora_adapts_exactly_the_bert_attention_matrices_with_gain_10_xavier_a(
     tiny_bert_folder):
   model = {'name': 'bert', 'path': tiny_bert_folder, 'pooling': '', 'max_length': 8}

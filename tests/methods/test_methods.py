@@ -31,6 +31,7 @@ def _train_inputs(setup, images):
 
 
 @pytest.mark.parametrize('method', methods.METHODS)
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_forward_shapes_and_a_train_step_updates_only_the_trainables(method, tiny, built):
   backbone, images, labels = tiny
   setup = built(method)

@@ -19,6 +19,7 @@ def backbone(tiny_llm_gguf):
 
 @pytest.mark.parametrize('method', ['sve', 'single_svf', 'lora_ensemble', 'batch_ensemble',
                                     'single_ft', 'deep_ensemble'])
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_methods_without_a_fresh_head_start_as_the_pretrained_lm(backbone, method):
   config = {'num_members': 2, 'noise_std': 0., 'execution': 'auto', 'lora_rank': 2,
             'head_init_std': 0.01}

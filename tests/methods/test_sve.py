@@ -13,6 +13,7 @@ from sve_jax import models
 from tiny_methods import C, M, member_of, method_config, tiny
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_sve_dropout_drops_per_member_in_training_and_leaves_evaluation_alone(tiny):
   backbone, images, _ = tiny
   # A non-zero head, so that dropout before it shows in the logits; no noise, so that the

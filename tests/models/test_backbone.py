@@ -89,9 +89,8 @@ def _tiny_family(name):
   return module, _random_params(module, inputs), inputs, lm_head
 
 
-@pytest.mark.parametrize('name', [
-    'bert', 'vit', 'llama',
-    pytest.param('efficientnet_lite0', marks=pytest.mark.slow)])  # 16 blocks to compile
+@pytest.mark.slow  # 5-10 s each on 2 cores (EfficientNet's 16 blocks: 40 s)
+@pytest.mark.parametrize('name', ['bert', 'vit', 'llama', 'efficientnet_lite0'])
 def test_apply_with_features_returns_the_logits_and_what_the_head_reads(name):
   module, params, inputs, head_of = _tiny_family(name)
   backbone = Backbone(name, module, params, rules=(), modality='text')

@@ -375,6 +375,7 @@ def test_scanned_params_have_a_layer_axis_and_sve_decomposes_the_seven_projectio
   assert {'/'.join(p) for p in attention} == {f'layers/attention/{n}/kernel' for n in 'qkvo'}
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_sve_zero_noise_members_equal_the_backbone_on_every_execution(small):
   module, params, batch = small
   apply_fn = lambda p, x: module.apply({'params': p}, x)
@@ -435,6 +436,7 @@ def test_class_logits_are_the_lm_logits_at_the_last_real_token(small):
   np.testing.assert_allclose(module.apply({'params': params}, changed), classes, atol=1e-6)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_untied_head_restricts_its_own_rows(small):
   _, _, batch = small
   config = llama.LlamaConfig(**{**SMALL.__dict__, 'tie_word_embeddings': False})
