@@ -8,6 +8,8 @@
 # that fails too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The two workers share the two cores: OpenBLAS threads of one would spin-wait on the other's.
+export OPENBLAS_NUM_THREADS=1
 if [ "${1:-}" = "--fast" ]; then
   shift
   [ -x .venv/bin/python ] || bash scripts/setup.sh --test

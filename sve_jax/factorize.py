@@ -23,12 +23,15 @@ kernel at a time by :func:`reconstruct`.
 """
 from __future__ import annotations
 
+from concurrent import futures
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import threadpoolctl
 
 from sve_jax import layout as layout_lib
 from sve_jax import tree as tree_lib
@@ -91,6 +94,10 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
   than LAPACK's divide and conquer as jax calls it, which fares badly on square and wide
   row-major matrices.
 
+  A batch is split over the host's cores, each part on one BLAS thread: OpenBLAS's own
+  threads spin-wait for cores that another process holds, and one eigendecomposition at a
+  time is too small to gain from them (BENCHMARKS.md, "The decomposition").
+
   Args:
     w: real matrices, ``(..., m, n)``.
 
@@ -100,6 +107,17 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     (``s_min < GRAM_MIN_RATIO · s_max``).
   """
   w = np.asarray(w, np.float64)
+  parts = np.array_split(w, min(len(w), os.cpu_count() or 1)) if w.ndim > 2 else [w]
+  with threadpoolctl.threadpool_limits(limits=1, user_api='blas'), \
+      futures.ThreadPoolExecutor(len(parts)) as pool:
+    factors = list(pool.map(_gram_svd_part, parts))
+  if any(f is None for f in factors):
+    return None
+  return tuple(np.concatenate(f) if w.ndim > 2 else f[0] for f in zip(*factors))
+
+
+def _gram_svd_part(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+  """:func:`gram_svd` of float64 matrices ``w: (..., m, n)`` on the calling thread."""
   tall = w.shape[-2] > w.shape[-1]
   if tall:  # factor the wide transpose, swap the factors back below
     w = np.swapaxes(w, -1, -2)

@@ -99,8 +99,9 @@ def _with_spectrum(shape, spectrum, seed=0):
   return (u * spectrum) @ np.swapaxes(v, -1, -2)
 
 
-@pytest.mark.parametrize('shape', [(2, 128, 128), (2, 96, 160), (2, 160, 96)],
-                         ids=['square', 'wide', 'tall'])
+@pytest.mark.parametrize('shape', [(2, 128, 128), (2, 96, 160), (2, 160, 96), (3, 2, 64, 80),
+                                   (96, 64)],
+                         ids=['square', 'wide', 'tall', 'stacked', 'one_matrix'])
 def test_gram_svd_is_an_svd_even_when_ill_conditioned(shape):
   # Singular values spread over 5.7 decades (MiniLM's kernels reach s_min / s_max ~ 1e-5),
   # just inside gram_svd's range: without the re-orthonormalisation V is off by ~1e-4.
@@ -120,6 +121,9 @@ def test_rank_deficient_kernels_fall_back_to_lapack_and_still_decompose():
   # Rank 3 of 8: the Gram route declines (it would divide by s = 0) and LAPACK factorises.
   w = (_rand((12, 3), 1) @ _rand((3, 8), 2))
   assert factorize.gram_svd(w) is None
+  # Also when it is one matrix of a batch that gram_svd splits over the cores.
+  batch = np.stack([_rand((12, 8), i) for i in range(4)] + [w])
+  assert factorize.gram_svd(batch) is None
   params = {'Dense_0': {'kernel': jnp.asarray(w)}}
   frozen, s = sve_jax.decompose(params, rules=[(r'.*', 'decompose')])
   np.testing.assert_allclose(s['Dense_0']['kernel'][3:], 0., atol=1e-5)
