@@ -197,6 +197,17 @@ def ood_sets_table(summary: dict[str, dict], columns: tuple[tuple[str, Any], ...
   return '\n'.join(lines)
 
 
+def zero_shot_runs(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+  """``{'zero_shot': [...]}``: a decoder's pretrained model before training, per seed, read as
+  a run (results.json's ``zero_shot``; the same for every method at a seed, since the seed
+  picks the data), or ``{}`` where no run has one."""
+  for results in runs.values():
+    if results and all('zero_shot' in r for r in results):
+      return {'zero_shot': [{'num_members': 1, 'params': {'trainable_total': 0, 'overhead': 0.},
+                             **r['zero_shot']} for r in results]}
+  return {}
+
+
 def _root() -> str:
   return flags.FLAGS.workdir or 'workdir/quality'
 
@@ -204,6 +215,7 @@ def _root() -> str:
 def write_summary(config, runs: dict[str, list[dict]]) -> dict[str, dict]:
   """Writes --summary from the runs finished so far and returns the per-method summary."""
   finished = {m: r for m, r in runs.items() if r}
+  finished.update(zero_shot_runs(finished))
   summary = summarise(finished, COLUMNS + ENSEMBLE_COLUMNS + ood_set_columns(finished))
   total = sum(r.get('train_time_s', 0.0) for results in runs.values() for r in results)
   out_dir = os.path.dirname(os.path.abspath(_SUMMARY.value))

@@ -103,6 +103,26 @@ def test_quality_ood_sets_table_reads_every_set_and_the_feature_scores():
       '| sve | fortunes_text | 0.5500 ± 0.0500 | – | – | – | – |',
       '| single_ft | ood_text | 0.8000 | – | 0.5000 | – | – |']
 
+
+def test_quality_zero_shot_row_is_the_pretrained_model_read_from_each_seeds_run():
+  def run(zero_shot_accuracy):
+    return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
+            'test': {'accuracy': 0.7, 'nll': 0.6},
+            'zero_shot': {'test': {'accuracy': zero_shot_accuracy, 'nll': 2.9},
+                          'ood': {'auroc_msp': 0.55}}}
+  runs = {'sve': [run(0.30), run(0.40)], 'single_svf': [run(0.30), run(0.40)]}
+  (name, seeds), = quality.zero_shot_runs(runs).items()
+  summary = quality.summarise({**runs, name: seeds})
+  assert summary['zero_shot']['accuracy'] == {'mean': pytest.approx(0.35),
+                                              'std': pytest.approx(0.05)}
+  assert summary['zero_shot']['auroc_msp']['mean'] == pytest.approx(0.55)
+  assert '| zero_shot | 1 | 0 | – | 0.3500 ± 0.0500 | 2.9000 ± 0.0000 |' in (
+      quality.markdown_table(summary))
+  # Encoders with a new head have no zero-shot model: no row.
+  del runs['sve'][0]['zero_shot'], runs['single_svf'][0]['zero_shot']
+  assert quality.zero_shot_runs(runs) == {}
+
+
 @pytest.mark.slow
 def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     tiny_bert_folder, shared_data_dir, tmp_path, monkeypatch):
