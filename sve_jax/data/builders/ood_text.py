@@ -21,9 +21,9 @@ class _UnlabelledText:
   """What the unlabelled text builders share (mixed in before `GeneratorBasedBuilder`): a
   `test` split of texts, each with its position (`id`).
 
-  Subclasses give `OPTIONS_CLASS` (their one config, `default`, is its defaults),
-  `TUPLE_OPTIONS` (options given as lists, which the metadata records), `ID_DOC`,
-  `_description` and `_texts`.
+  Subclasses give `OPTIONS_CLASS` (their one config, `default`, is its defaults; it says
+  what the set is, `describe()`, and reads it, `texts()`), `TUPLE_OPTIONS` (options given
+  as lists, which the metadata records) and `ID_DOC`.
   """
 
   VERSION = tfds.core.Version('1.0.0')
@@ -40,20 +40,14 @@ class _UnlabelledText:
   def make_config(cls, **values) -> tfds.core.BuilderConfig:
     return options.default_with(cls, values, cls.TUPLE_OPTIONS)
 
-  def _description(self) -> str:
-    raise NotImplementedError
-
   def _metadata(self) -> dict:
     """The list-valued options, the ones a description cannot hold in full."""
     return {name: list(getattr(self.builder_config, name)) for name in self.TUPLE_OPTIONS}
 
-  def _texts(self) -> list[str]:
-    raise NotImplementedError
-
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
-        description=self._description(),
+        description=self.builder_config.describe(),
         features=tfds.features.FeaturesDict({
             'text': tfds.features.Text(),
             'id': tfds.features.Scalar(np.int64, doc=self.ID_DOC),
@@ -63,7 +57,7 @@ class _UnlabelledText:
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {'test': self._generate_examples(self._texts())}
+    return {'test': self._generate_examples(self.builder_config.texts())}
 
   def _generate_examples(self, texts):
     for i, text in enumerate(texts):
@@ -78,27 +72,17 @@ class OodTextConfig(tfds.core.BuilderConfig):
   max_words: int = 40
   max_sentences: int = 2000
 
-
-class OodText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
-  """Out-of-distribution text: sentences from Python standard-library docstrings."""
-
-  OPTIONS_CLASS = OodTextConfig
-  TUPLE_OPTIONS = ('modules',)
-  ID_DOC = 'position in walk order'
-
-  def _description(self) -> str:
-    config = self.builder_config
+  def describe(self) -> str:
     return ('Prose sentences from the docstrings of Python '
             f'{sys.version_info.major}.{sys.version_info.minor} '
-            f'standard-library modules {", ".join(config.modules)}; '
-            f'{config.min_words}-{config.max_words} words, deduplicated, '
-            f'at most {config.max_sentences}. Split `test` only; no labels.')
+            f'standard-library modules {", ".join(self.modules)}; '
+            f'{self.min_words}-{self.max_words} words, deduplicated, '
+            f'at most {self.max_sentences}. Split `test` only; no labels.')
 
-  def _texts(self) -> list[str]:
-    config = self.builder_config
-    return stdlib_text.docstring_sentences(
-        config.modules, min_words=config.min_words, max_words=config.max_words,
-        max_sentences=config.max_sentences)
+  def texts(self) -> list[str]:
+    return stdlib_text.docstring_sentences(self.modules, min_words=self.min_words,
+                                           max_words=self.max_words,
+                                           max_sentences=self.max_sentences)
 
 
 @dataclasses.dataclass(eq=False)
@@ -115,6 +99,23 @@ class FortunesTextConfig(tfds.core.BuilderConfig):
   min_words: int = 3
   max_words: int = 40
 
+  def describe(self) -> str:
+    return (f'Entries of the fortune cookie files {", ".join(self.files)} under '
+            f'{self.fortunes_dir}, whitespace collapsed; {self.min_words}-'
+            f'{self.max_words} words, deduplicated. Split `test` only; no labels.')
+
+  def texts(self) -> list[str]:
+    return fortunes.fortune_texts(self.fortunes_dir, self.files, min_words=self.min_words,
+                                  max_words=self.max_words)
+
+
+class OodText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
+  """Out-of-distribution text: sentences from Python standard-library docstrings."""
+
+  OPTIONS_CLASS = OodTextConfig
+  TUPLE_OPTIONS = ('modules',)
+  ID_DOC = 'position in walk order'
+
 
 class FortunesText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
   """Near-OOD text: short informal quips from Debian's `fortunes-min` cookie file."""
@@ -122,14 +123,3 @@ class FortunesText(_UnlabelledText, tfds.core.GeneratorBasedBuilder):
   OPTIONS_CLASS = FortunesTextConfig
   TUPLE_OPTIONS = ('files',)
   ID_DOC = 'position in file order'
-
-  def _description(self) -> str:
-    config = self.builder_config
-    return (f'Entries of the fortune cookie files {", ".join(config.files)} under '
-            f'{config.fortunes_dir}, whitespace collapsed; {config.min_words}-'
-            f'{config.max_words} words, deduplicated. Split `test` only; no labels.')
-
-  def _texts(self) -> list[str]:
-    config = self.builder_config
-    return fortunes.fortune_texts(config.fortunes_dir, config.files,
-                                  min_words=config.min_words, max_words=config.max_words)
