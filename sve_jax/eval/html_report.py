@@ -8,6 +8,8 @@ failed figures and script errors on ``<body>``, which the browser test reads). I
   and the pretrained model zero-shot where the run has it), with AURC;
 * the OOD table: per OOD set, the AUROC of each score (the logits' and, where the run
   computed them, the feature-space scores) and the FPR at 95% TPR by MI;
+* with a shift evaluation, the mean over corruptions of accuracy, NLL, ECE and predictive
+  entropy per severity, and its curves (as ``shift.png``);
 * the reliability diagram, learning curves from ``metrics.jsonl`` (loss, validation NLL and
   accuracy, and OOD AUROC where recorded), the risk–coverage curves, and histograms of each
   OOD score for in-distribution against OOD examples;
@@ -31,6 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sve_jax.eval import metrics
+from sve_jax.eval import shift as shift_lib
 
 REPORT_FILENAME = 'report.html'
 #: How many examples each example table lists.
@@ -224,6 +227,28 @@ def _ood_html(results: Mapping[str, Any]) -> str:
   return '\n'.join(lines + ['</table>'])
 
 
+def shift_rows(section: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
+  """``(severity, scores)`` rows of the shift table: clean, then each severity's mean over
+  the corruptions."""
+  return [('clean', section['clean'])] + [
+      (str(s), section['mean'][str(s)]) for s in section['severities']]
+
+
+def _shift_html(results: Mapping[str, Any]) -> str:
+  section = results.get('shift')
+  if not section:
+    return ''
+  header = ''.join(f'<th>{key}</th>' for key in shift_lib.KEYS)
+  lines = [f"<h2>Under corruption ({section['num_examples']} test examples, mean over "
+           f"{len(section['corruptions'])} corruptions)</h2>",
+           f'<table id="shift"><tr><th>severity</th>{header}</tr>']
+  for severity, scores in shift_rows(section):
+    cells = ''.join(f'<td data-key="{key}">{_number(scores[key])}</td>'
+                    for key in shift_lib.KEYS)
+    lines.append(f'<tr data-row="{severity}"><th>{severity}</th>{cells}</tr>')
+  return '\n'.join(lines + ['</table>'])
+
+
 def _examples_html(title: str, rows: list[dict[str, Any]]) -> str:
   head = ('<tr><th>#</th><th>example</th><th>label</th><th>prediction</th>'
           '<th>confidence</th><th>MI</th><th>members\' votes</th></tr>')
@@ -276,6 +301,9 @@ def render_html(inputs: ReportInputs) -> str:
     figures.append(('OOD scores', ood_histograms_figure(
         uncertainty_scores(inputs.test_logits, mode),
         uncertainty_scores(inputs.ood_logits, mode))))
+  if results.get('shift'):
+    figures.append(('accuracy and ECE under corruption', _png_uri(shift_lib.shift_figure(
+        shift_lib.shift_curves(results['shift']), 'mean over corruptions per severity'))))
   tables = example_tables(inputs, mode)
   title = (f"{results.get('method', '?')} · {results.get('num_members', '?')} members · "
            f"{results.get('config', {}).get('data', {}).get('name', '')}")
@@ -284,7 +312,7 @@ def render_html(inputs: ReportInputs) -> str:
       f'<title>sve_jax report: {html.escape(title)}</title>',
       f'<style>{_STYLE}</style><script>{_CHECK_SCRIPT}</script></head><body>',
       f'<h1>{html.escape(title)}</h1>', '<h2>Summary (test split)</h2>',
-      _summary_html(results), _ood_html(results)]
+      _summary_html(results), _ood_html(results), _shift_html(results)]
   parts += [f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="{uri}">'
             for name, uri in figures]
   parts.append(_examples_html(f'The {NUM_EXAMPLES} test examples of highest mutual '

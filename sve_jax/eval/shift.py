@@ -93,9 +93,9 @@ def shift_curves(section: Mapping[str, Any]) -> dict[str, dict[int, Scores]]:
           for label, mean in means.items()}
 
 
-def plot_shift(path: str | os.PathLike, curves: Mapping[str, Curve], title: str) -> str:
-  """Writes a PNG of accuracy (left) and ECE (right) against severity, one line per curve
-  (:data:`MEAN_LABEL`'s bold and black); returns ``path``."""
+def shift_figure(curves: Mapping[str, Curve], title: str) -> Figure:
+  """Accuracy (left) and ECE (right) against severity, one line per curve
+  (:data:`MEAN_LABEL`'s bold and black)."""
   figure = Figure(figsize=(10, 4.2), layout='constrained')
   FigureCanvasAgg(figure)
   axes = figure.subplots(1, 2)
@@ -109,7 +109,12 @@ def plot_shift(path: str | os.PathLike, curves: Mapping[str, Curve], title: str)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize='small')
   figure.suptitle(title)
-  figure.savefig(path, dpi=120)
+  return figure
+
+
+def plot_shift(path: str | os.PathLike, curves: Mapping[str, Curve], title: str) -> str:
+  """Writes :func:`shift_figure` as a PNG; returns ``path``."""
+  shift_figure(curves, title).savefig(path, dpi=120)
   return os.fspath(path)
 
 

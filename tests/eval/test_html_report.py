@@ -144,3 +144,26 @@ def test_the_ood_table_lists_each_sets_aurocs_feature_scores_included(tmp_path):
     assert re.findall(r'data-key="(\w+)">([\d.]+)<', row) == [
         (key, f'{value:.4f}') for key, value in scores.items()]
   assert 'id="ood"' not in html_report.render_html(inputs)  # no OOD set, no table
+
+
+def test_a_shift_evaluation_gets_its_table_of_mean_scores_per_severity_and_its_figure(tmp_path):
+  from sve_jax.eval import shift
+  inputs = _inputs(tmp_path, with_ood=False)
+  by_severity = lambda acc: {'accuracy': acc, 'nll': 1. - acc, 'ece': acc / 10, 'entropy': 0.5}
+  section = shift.shift_section(
+      by_severity(0.9), {'fog': {1: by_severity(0.8), 3: by_severity(0.4)},
+                         'blur': {1: by_severity(0.6), 3: by_severity(0.2)}},
+      {'fog': 'weather', 'blur': 'blur'}, num_examples=40)
+  page = html_report.render_html(dataclasses.replace(
+      inputs, results={**inputs.results, 'shift': section}))
+  table = page[page.index('<table id="shift">'):]
+  table = table[:table.index('</table>')]
+  rows = {severity: dict(re.findall(r'data-key="(\w+)">([\d.]+)<', cells)) for severity, cells
+          in re.findall(r'<tr data-row="(\w+)"><th>\w+</th>(.*?)</tr>', table)}
+  # Clean, then each severity's mean over the two corruptions: (0.8 + 0.6) / 2, (0.4 + 0.2) / 2.
+  assert {s: float(r['accuracy']) for s, r in rows.items()} == pytest.approx(
+      {'clean': 0.9, '1': 0.7, '3': 0.3})
+  assert float(rows['3']['ece']) == pytest.approx(0.03)
+  assert 'alt="accuracy and ECE under corruption"' in page
+  plain = html_report.render_html(inputs)
+  assert 'id="shift"' not in plain and 'under corruption' not in plain
