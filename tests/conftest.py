@@ -238,3 +238,52 @@ def parse_config(config_file: str, *overrides: str):
                                   sys_argv=argv)
   flag_values(argv)
   return flag_values.config
+
+
+@pytest.fixture(scope='module')
+def local_data(tmp_path_factory):
+  """For the README tests: small real stand-ins for the README's placeholder paths
+  (`readme_commands.PLACEHOLDER_DATA`)."""
+  import csv
+  from PIL import Image
+  from sklearn.datasets import load_digits
+  from sve_jax.data import builders
+  from sve_jax.data import tables
+  root = tmp_path_factory.mktemp('readme_data')
+  tweets = tables.read_table(builders.tweet_corpus_path(), ('text', 'sentiment'),
+                             encoding='latin-1')
+  stars = {'negative': '1', 'neutral': '3', 'positive': '5'}
+  with open(root / 'reviews.csv', 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['review', 'stars'])
+    # 20 of each sentiment: the corpus opens with a run of one class, and labels of a single
+    # class are refused.
+    rows = list(zip(tweets['text'], tweets['sentiment']))
+    writer.writerows((text, stars[label]) for sentiment in stars
+                     for text, label in [r for r in rows if r[1] == sentiment][:20])
+  with open(root / 'new_tweets.csv', 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['id', 'text'])
+    writer.writerows((i, text) for i, text in enumerate(tweets['text'][100:120]))
+  digits = load_digits()
+  for label in range(3):
+    folder = root / 'photos' / str(label)
+    folder.mkdir(parents=True)
+    images = builders.digits_to_uint8(digits.images[digits.target == label][:10])
+    for i, image in enumerate(images):
+      Image.fromarray(image).save(folder / f'{i}.png')
+  return {'/data/reviews.csv': str(root / 'reviews.csv'), '/data/photos': str(root / 'photos'),
+          '/data/new_tweets.csv': str(root / 'new_tweets.csv')}
+
+
+@pytest.fixture(scope='module')
+def user_caches(tmp_path_factory):
+  """For the README tests: what the README's setup leaves on a user's machine, the hub and
+  sve_jax caches."""
+  from hub_cache import add_repo
+  from sve_jax.models import bert
+  from sve_jax.models import efficientnet_lite
+  root = tmp_path_factory.mktemp('caches')
+  add_repo(root / 'hub', 'sentence-transformers/all-MiniLM-L6-v2', bert.offline_minilm_path())
+  efficientnet_lite.convert_torch_checkpoint(str(root / 'sve_jax'))
+  return {'HF_HUB_CACHE': str(root / 'hub'), 'SVE_JAX_CACHE': str(root / 'sve_jax')}
