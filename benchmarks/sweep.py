@@ -89,6 +89,18 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
     ),
     # The config as given against a single full fine-tune: the issue's acceptance table.
     'default_vs_ft': (Setting('default', {}), Setting('single_ft', {'method': 'single_ft'})),
+    # The paper's ablations: ensemble size, and attention-only against every projection.
+    'members': tuple(Setting(f'members_{m}', {**_SVE, 'num_members': m})
+                     for m in (1, 2, 4, 8, 16)),
+    'attention': (Setting('all_projections', {**_SVE, 'sve_targets': 'all'}),
+                  Setting('attention_only', {**_SVE, 'sve_targets': 'attention'})),
+    # Does the OOD signal change with the training budget? Run with a long budget and OOD
+    # scored at every validation, e.g. --config.data.max_train_examples=8000
+    # --config.num_epochs=4 --config.eval_every_steps=250 --config.ood.every_validation=True.
+    'ood_budget': (Setting('sve_lr_0.001', {**_SVE, 'optim.learning_rate': 1e-3}),
+                   Setting('sve_lr_0.01', {**_SVE, 'optim.learning_rate': 1e-2}),
+                   Setting('single_ft', {'method': 'single_ft'}),
+                   Setting('deep_ensemble', {'method': 'deep_ensemble'})),
 }
 
 #: Summary columns: (name, key path into results.json).

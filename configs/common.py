@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   # SVE: the backbone's dropout in training, each member its own masks; False = none, as the
   # authors' code (evaluation is deterministic either way).
   c.sve_dropout = False
+  # SVE family: 'all' decomposes every attention and MLP projection; 'attention' only q, k, v
+  # and the attention output (the paper's attention-only ablation).
+  c.sve_targets = 'all'
   c.execution = 'auto'        # compose | factored | auto (per-layer cost model)
   c.ensemble_mode = 'probs'   # average probabilities (default) or 'logits'
   c.lora_rank = 8             # lora_ensemble, laplace_lora: rank r of every adapter (alpha = r)

@@ -108,6 +108,9 @@ class MethodOptions:
       from ``noise_std``; ``-1`` keeps it tied to ``noise_std``.
     member_data_order: SVE: member ``m`` trains on its own batch stream.
     sve_dropout: SVE: run the backbone's dropout in training.
+    sve_targets: SVE family: ``'all'`` decomposes the backbone's ``rules`` (every attention
+      and MLP projection); ``'attention'`` its ``attention_rules`` only (the paper's
+      attention-only ablation; the MLPs stay frozen).
     laplace_prior_precisions: Laplace-LoRA: the grid of prior precisions its posterior
       chooses from on the validation split.
   """
@@ -118,6 +121,7 @@ class MethodOptions:
   head_init_std: float = -1.
   member_data_order: bool = False
   sve_dropout: bool = False
+  sve_targets: str = 'all'
   laplace_prior_precisions: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100., 1e3,
                                                  1e4)
 

@@ -29,6 +29,8 @@ The :class:`~sve_jax.methods.base.MethodOptions` it reads (config keys of the sa
   member_data_order: member ``m`` trains on its own batch stream
     (:attr:`base.MethodSetup.per_member_data`).
   sve_dropout: see above.
+  sve_targets: ``'all'`` (the backbone's ``rules``) or ``'attention'`` (its
+    ``attention_rules``: q, k, v and the attention output; the MLPs stay frozen).
 """
 from __future__ import annotations
 
@@ -73,10 +75,29 @@ def make_forward(sve_apply: Callable[..., jax.Array],
   return forward
 
 
+def target_rules(backbone: Backbone, targets: str) -> tuple:
+  """The rules SVE decomposes ``backbone`` by: ``'all'`` its ``rules``, ``'attention'`` its
+  ``attention_rules``.
+
+  Raises:
+    ValueError: ``'attention'`` on a backbone without attention (EfficientNet), or another
+      value; the message names ``config.sve_targets``.
+  """
+  if targets == 'all':
+    return backbone.rules
+  if targets == 'attention' and backbone.attention_rules is not None:
+    return backbone.attention_rules
+  if targets == 'attention':
+    raise ValueError(f"config.sve_targets='attention': the {backbone.name} backbone has no "
+                     "attention projections; use 'all'")
+  raise ValueError(f"config.sve_targets={targets!r} must be 'all' or 'attention'")
+
+
 def _build(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.Array,
            num_members: int) -> base.MethodSetup:
   """SVE with ``num_members`` members (see the module docstring for the options it reads)."""
-  frozen, s = factorize.decompose(backbone.params, rules=backbone.rules)
+  frozen, s = factorize.decompose(backbone.params,
+                                  rules=target_rules(backbone, options.sve_targets))
   trainables = ensemble.init_members(key, frozen, s, num_members, options.noise_std)
   head_init_std = float(options.head_init_std)
   if head_init_std >= 0:  # a backbone without a fresh head (a decoder's LM head) has none

@@ -101,6 +101,8 @@ def _check_bounds(config) -> None:
        f'config.member_data_order={config.member_data_order!r} must be True or False'),
       (isinstance(config.sve_dropout, bool),
        f'config.sve_dropout={config.sve_dropout!r} must be True or False'),
+      (config.sve_targets in ('all', 'attention'),
+       f"config.sve_targets={config.sve_targets!r} must be 'all' or 'attention'"),
       (isinstance(config.steps_per_execution, int) and config.steps_per_execution >= 1,
        f'config.steps_per_execution={config.steps_per_execution!r} must be an integer >= 1'),
       (config.eval_every_steps >= 0,

@@ -1,5 +1,6 @@
 """SVE as a method: its options (dropout, head init, member data order)."""
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 import sve_jax
+from sve_jax import factorize
 from sve_jax import methods
 from sve_jax import models
 # pytest finds the fixtures tiny by these names.
@@ -86,3 +88,27 @@ def test_member_data_order_feeds_member_m_its_own_batch(tiny_bert_folder):
     # Member m on its own batch equals member m of the shared-batch forward on that batch.
     shared = setup.forward(setup.frozen, setup.trainables, inputs, jax.random.key(1), False)
     np.testing.assert_allclose(trained[m], shared[m], rtol=1e-5, atol=1e-6)
+
+
+def test_attention_only_sve_decomposes_the_attention_projections_and_freezes_the_mlps(
+    tiny_bert_folder):
+  backbone = _tiny_bert(tiny_bert_folder)
+
+  def decomposed(targets):
+    setup = methods.build('sve', backbone, _sve_config(num_members=2, sve_targets=targets),
+                          jax.random.key(0))
+    return {node.layout.path for node in factorize.factored_nodes(setup.frozen).values()}
+
+  every, attention = decomposed('all'), decomposed('attention')
+  layers = {path.split('/attention/')[0] for path in attention}
+  assert len(layers) == 2  # the tiny BERT's layers
+  # Attention: the 4 projections of every layer; all: those and the 2 MLP kernels.
+  assert all(re.search(r'/attention/(query|key|value|output)/kernel$', p) for p in attention)
+  assert len(attention) == 4 * len(layers) and len(every) == 6 * len(layers)
+  assert attention < every
+  with pytest.raises(ValueError, match=r"config.sve_targets='heads' must be 'all' or "):
+    methods.build('sve', backbone, _sve_config(sve_targets='heads'), jax.random.key(0))
+  # A backbone without attention (EfficientNet's) refuses the ablation by name.
+  no_attention = dataclasses.replace(backbone, attention_rules=None)
+  with pytest.raises(ValueError, match=r"sve_targets='attention': the bert backbone has no "):
+    methods.build('sve', no_attention, _sve_config(sve_targets='attention'), jax.random.key(0))
