@@ -14,6 +14,7 @@ severity, one line per method).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -82,10 +83,18 @@ def ood_set_columns(runs: dict[str, list[dict]]) -> tuple[tuple[str, Any], ...]:
       for name in r.get('ood_sets') or ({r['ood']['dataset']: None} if 'ood' in r else {}):
         if name not in sets:
           sets.append(name)
-  return tuple((f'{name}/{key}', lambda r, n=name, k=key: _get(
-      r, ('ood_sets', n, k)) if 'ood_sets' in r else _get(r, ('ood', k)) if _get(
-          r, ('ood', 'dataset')) == n else None)
+  return tuple((f'{name}/{key}', functools.partial(ood_score, ood_set=name, score=key))
                for name in sets for _, key in OOD_SCORES)
+
+
+def ood_score(results: dict, ood_set: str, score: str) -> float | None:
+  """A run's ``score`` (e.g. ``auroc_mi``) on ``ood_set``: from ``ood_sets``, or from ``ood``
+  where the run scored that one set alone; None where it did not score it."""
+  if 'ood_sets' in results:
+    return _get(results, ('ood_sets', ood_set, score))
+  if _get(results, ('ood', 'dataset')) == ood_set:
+    return _get(results, ('ood', score))
+  return None
 
 
 def _get(results, keys):
