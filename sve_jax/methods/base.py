@@ -123,7 +123,7 @@ class MethodOptions:
   sve_dropout: bool = False
   sve_targets: str = 'all'
   laplace_prior_precisions: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100., 1e3,
-                                                 1e4)
+                                                 1e4, 1e5, 1e6)
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> MethodOptions:
