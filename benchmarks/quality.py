@@ -212,9 +212,18 @@ def zero_shot_runs(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
   picks the data), or ``{}`` where no run has one."""
   for results in runs.values():
     if results and all('zero_shot' in r for r in results):
-      return {'zero_shot': [{'num_members': 1, 'params': {'trainable_total': 0, 'overhead': 0.},
-                             **r['zero_shot']} for r in results]}
+      return {'zero_shot': [_zero_shot_run(r) for r in results]}
   return {}
+
+
+def _zero_shot_run(results: dict) -> dict:
+  """A run's ``zero_shot`` section as a run of one model that trained nothing; its ``ood``
+  names the set it scored (the run's first, which the section does not repeat)."""
+  run = {'num_members': 1, 'params': {'trainable_total': 0, 'overhead': 0.},
+         **results['zero_shot']}
+  if 'ood' in run and 'ood' in results:
+    run['ood'] = {'dataset': results['ood'].get('dataset'), **run['ood']}
+  return run
 
 
 def _root() -> str:

@@ -106,13 +106,19 @@ def test_quality_ood_sets_table_reads_every_set_and_the_feature_scores():
 
 def test_quality_zero_shot_row_is_the_pretrained_model_read_from_each_seeds_run():
   def run(zero_shot_accuracy):
+    # As results.json has it: the zero-shot OOD scores do not repeat the set's name.
     return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
             'test': {'accuracy': 0.7, 'nll': 0.6},
+            'ood': {'dataset': 'ood_text', 'auroc_msp': 0.6},
             'zero_shot': {'test': {'accuracy': zero_shot_accuracy, 'nll': 2.9},
                           'ood': {'auroc_msp': 0.55}}}
   runs = {'sve': [run(0.30), run(0.40)], 'single_svf': [run(0.30), run(0.40)]}
   (name, seeds), = quality.zero_shot_runs(runs).items()
-  summary = quality.summarise({**runs, name: seeds})
+  runs_and_zero_shot = {**runs, name: seeds}
+  columns = quality.ood_set_columns(runs_and_zero_shot)
+  summary = quality.summarise(runs_and_zero_shot, columns)
+  assert summary['zero_shot']['ood_text/auroc_msp']['mean'] == pytest.approx(0.55)
+  summary = quality.summarise(runs_and_zero_shot)
   assert summary['zero_shot']['accuracy'] == {'mean': pytest.approx(0.35),
                                               'std': pytest.approx(0.05)}
   assert summary['zero_shot']['auroc_msp']['mean'] == pytest.approx(0.55)
