@@ -96,7 +96,8 @@ def gram_svd(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
 
   A batch is split over the host's cores, each part on one BLAS thread: OpenBLAS's own
   threads spin-wait for cores that another process holds, and one eigendecomposition at a
-  time is too small to gain from them (BENCHMARKS.md, "The decomposition").
+  time is too small to gain from them (BENCHMARKS.md, "The decomposition beside a busy
+  core").
 
   Args:
     w: real matrices, ``(..., m, n)``.

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable
 
 import jax
 
+from sve_jax import choices
 from sve_jax import ensemble
 from sve_jax import factorize
 from sve_jax.methods import base
@@ -75,22 +76,32 @@ def make_forward(sve_apply: Callable[..., jax.Array],
   return forward
 
 
+#: What SVE decomposes (``MethodOptions.sve_targets``): the backbone's ``rules`` or its
+#: ``attention_rules``.
+SVE_TARGETS = ('all', 'attention')
+
+
+def check_targets(targets: str, key: str = 'sve_targets') -> None:
+  """Raises ValueError naming ``key`` (e.g. ``config.sve_targets``) unless ``targets`` is one
+  of :data:`SVE_TARGETS`."""
+  choices.check_choice(targets, SVE_TARGETS, key)
+
+
 def target_rules(backbone: Backbone, targets: str) -> tuple:
   """The rules SVE decomposes ``backbone`` by: ``'all'`` its ``rules``, ``'attention'`` its
   ``attention_rules``.
 
   Raises:
-    ValueError: ``'attention'`` on a backbone without attention (EfficientNet), or another
-      value; the message names ``config.sve_targets``.
+    ValueError: a value not in :data:`SVE_TARGETS`, or ``'attention'`` on a backbone without
+      attention (EfficientNet); the message names ``config.sve_targets``.
   """
+  check_targets(targets, 'config.sve_targets')
   if targets == 'all':
     return backbone.rules
-  if targets == 'attention' and backbone.attention_rules is not None:
-    return backbone.attention_rules
-  if targets == 'attention':
+  if backbone.attention_rules is None:
     raise ValueError(f"config.sve_targets='attention': the {backbone.name} backbone has no "
                      "attention projections; use 'all'")
-  raise ValueError(f"config.sve_targets={targets!r} must be 'all' or 'attention'")
+  return backbone.attention_rules
 
 
 def _build(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.Array,

@@ -14,6 +14,7 @@ from sve_jax.data import corruptions
 from sve_jax.data import datasets
 from sve_jax.eval import metrics
 from sve_jax.methods import laplace_lora
+from sve_jax.methods import sve
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 
@@ -28,6 +29,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   methods.get(config.method)
   _check_bounds(config)
   laplace_lora.check_prior_precisions(config.laplace_prior_precisions)
+  sve.check_targets(config.sve_targets, 'config.sve_targets')
   execution.check_execution(config.execution, 'config.execution')
   metrics.check_ensemble_mode(config.ensemble_mode, 'config.ensemble_mode')
   train_state.check_schedule(config.optim.schedule, 'config.optim.schedule')
@@ -101,8 +103,6 @@ def _check_bounds(config) -> None:
        f'config.member_data_order={config.member_data_order!r} must be True or False'),
       (isinstance(config.sve_dropout, bool),
        f'config.sve_dropout={config.sve_dropout!r} must be True or False'),
-      (config.sve_targets in ('all', 'attention'),
-       f"config.sve_targets={config.sve_targets!r} must be 'all' or 'attention'"),
       (isinstance(config.steps_per_execution, int) and config.steps_per_execution >= 1,
        f'config.steps_per_execution={config.steps_per_execution!r} must be an integer >= 1'),
       (config.eval_every_steps >= 0,

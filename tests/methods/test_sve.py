@@ -106,7 +106,8 @@ def test_attention_only_sve_decomposes_the_attention_projections_and_freezes_the
   assert all(re.search(r'/attention/(query|key|value|output)/kernel$', p) for p in attention)
   assert len(attention) == 4 * len(layers) and len(every) == 6 * len(layers)
   assert attention < every
-  with pytest.raises(ValueError, match=r"config.sve_targets='heads' must be 'all' or "):
+  with pytest.raises(ValueError,
+                     match=r"config.sve_targets='heads' must be one of \('all', 'attention'\)"):
     methods.build('sve', backbone, _sve_config(sve_targets='heads'), jax.random.key(0))
   # A backbone without attention (EfficientNet's) refuses the ablation by name.
   no_attention = dataclasses.replace(backbone, attention_rules=None)

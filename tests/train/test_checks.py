@@ -33,7 +33,7 @@ from conftest import tiny_train_config
      r'config.laplace_prior_precisions=\(1.0, -1.0\) must be a non-empty list of prior '
      'precisions > 0'),
     ('posterior_fit_examples', 0, 'config.posterior_fit_examples=0 must be >= 1, or -1'),
-    ('sve_targets', 'mlp', "config.sve_targets='mlp' must be 'all' or 'attention'"),
+    ('sve_targets', 'mlp', r"config.sve_targets='mlp' must be one of \('all', 'attention'\)"),
 ])
 def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
   config = tiny_train_config('', str(tmp_path / 'data'), **{key: value})
