@@ -13,8 +13,9 @@ if ROOT not in sys.path:
 # XLA's persistent compilation cache, shared by the session's processes: the e2e tests start
 # train.py dozens of times on the same tiny models, and each start would otherwise compile
 # the same programs again. Set here, before the subprocesses and xdist workers start, which
-# inherit it (a user's own JAX_COMPILATION_CACHE_DIR is kept). Only programs that took 0.5 s
-# or more to compile are stored. A partly written entry read by a concurrent process is a
+# inherit it (a user's own JAX_COMPILATION_CACHE_DIR is kept). Every program is stored, the
+# ~100 small eager ones of a run too (0.1 s each to compile, ~10 s a run, against a lookup of
+# milliseconds). A partly written entry read by a concurrent process is a
 # warning and a recompile in JAX, never a wrong program.
 _XLA_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 
@@ -26,9 +27,9 @@ def pytest_configure(config):
   cache = tempfile.mkdtemp(prefix='sve_jax_tests_xla_cache_')
   config._sve_jax_xla_cache = cache  # pylint: disable=protected-access
   os.environ[_XLA_CACHE_ENV] = cache
-  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   jax.config.update('jax_compilation_cache_dir', cache)  # this process imported jax already
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.)
 
 
 def pytest_unconfigure(config):
