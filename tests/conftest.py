@@ -14,9 +14,9 @@ if ROOT not in sys.path:
 # train.py dozens of times on the same tiny models, and each start would otherwise compile
 # the same programs again. Set here, before the subprocesses and xdist workers start, which
 # inherit it (a user's own JAX_COMPILATION_CACHE_DIR is kept). Every program is stored, the
-# ~100 small eager ones of a run too (0.1 s each to compile, ~10 s a run, against a lookup of
-# milliseconds). A partly written entry read by a concurrent process is a
-# warning and a recompile in JAX, never a wrong program.
+# ~100 small eager ones of a run too (about 0.1 s each to compile, some 10 s a run). A partly
+# written entry read by a concurrent process is a warning and a recompile in JAX, never a
+# wrong program.
 _XLA_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 
 
