@@ -19,7 +19,10 @@ ECE after temperature scaling, OOD AUROC by MI, how far s moved and the wall tim
 ``--sweep_out`` + ``.png``: the learning curves, validation NLL and accuracy against step,
 one line per trained setting (mean over seeds), from each run's metrics.jsonl
 (``--config.eval_every_steps`` sets their resolution); with ``--config.ood.every_validation``
-a third panel, the OOD AUROCs by max probability, entropy and MI at each validation. ``--seeds`` (default 3) is
+a third panel, the OOD AUROCs by max probability, entropy and MI at each validation.
+``--keep_previous``: the settings this invocation does not run (``--settings``) keep their
+rows and curves from the existing ``--sweep_out`` .json, e.g. when their run folders are gone;
+it refuses a summary whose base config trains differently. ``--seeds`` (default 3) is
 benchmarks/quality.py's flag; its ``--methods`` and ``--summary`` do not apply here.
 """
 from __future__ import annotations
@@ -44,6 +47,10 @@ _SETTINGS = flags.DEFINE_list('settings', None, "Subset of the grid's settings, 
                               '(default: all); e.g. summarise the finished ones of a cut run.')
 _OUT = flags.DEFINE_string('sweep_out', '', "Summary path without suffix ('' = "
                            'benchmarks/results/sweep_<grid>); writes .json and .png.')
+_KEEP_PREVIOUS = flags.DEFINE_bool(
+    'keep_previous', False, "Keep the rows and curves of the grid's settings that this "
+    "invocation does not run (--settings) from the existing --sweep_out .json, if its base "
+    'config trains the same; for settings whose run folders are gone.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,9 @@ COLUMNS = (
 CURVE_KEYS = ('val_nll', 'val_accuracy')
 OOD_CURVE_KEYS = ('ood_auroc_msp', 'ood_auroc_entropy', 'ood_auroc_mi')
 SELECTED_ON = 'val_nll'
+#: Base-config keys that say where data lies or what is evaluated, not what is trained: a
+#: summary kept with --keep_previous may differ from this invocation's only in these.
+TRAINING_NEUTRAL_KEYS = ('ood', 'eval_batch_size', 'data.data_dir')
 
 
 def settings_for(grid: str) -> tuple[Setting, ...]:
@@ -201,9 +211,58 @@ def summarise(settings: tuple[Setting, ...], runs: dict[str, list[dict]]) -> dic
     if setting.name in rows:
       rows[setting.name].update(overrides=dict(setting.overrides), mode=setting.mode,
                                 shares=setting.shares)
+  return {'selected_on': SELECTED_ON, 'best': best_setting(rows), 'settings': rows}
+
+
+def best_setting(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+  """The setting of lowest mean :data:`SELECTED_ON` (validation NLL), or None."""
   scored = {name: row[SELECTED_ON]['mean'] for name, row in rows.items() if SELECTED_ON in row}
-  return {'selected_on': SELECTED_ON, 'best': min(scored, key=scored.get) if scored else None,
-          'settings': rows}
+  return min(scored, key=scored.get) if scored else None
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def training_differences(config: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
+  """The dotted keys whose values differ between two base configs (as JSON), leaving out
+  :data:`TRAINING_NEUTRAL_KEYS` and everything under them."""
+  flat, other_flat = _flatten(config), _flatten(other)
+  neutral = lambda key: any(key == k or key.startswith(k + '.') for k in TRAINING_NEUTRAL_KEYS)
+  return sorted(key for key in set(flat) | set(other_flat)
+                if not neutral(key) and flat.get(key) != other_flat.get(key))
+
+
+def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],
+                  config: Mapping[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+  """``summary`` with the rows and learning curves of ``previous`` (an earlier summary of the
+  same grid) for the settings ``summary`` lacks, in the grid's ``order``; ``best`` is chosen
+  again over all of them. Each kept row is marked ``'kept_from_previous': True``.
+
+  Raises:
+    ValueError: ``previous`` was trained from a base config other than ``config`` (both as
+      JSON); the differing keys are named.
+  """
+  differences = training_differences(config, previous['config'])
+  if differences:
+    raise ValueError(f'--keep_previous: the saved summary was trained from another base '
+                     f'config (differs in {differences}); rerun its settings instead')
+  rows, curves = dict(summary['settings']), dict(summary.get('learning_curves', {}))
+  for name, row in previous['settings'].items():
+    if name not in rows:
+      rows[name] = {**row, 'kept_from_previous': True}
+      if name in previous.get('learning_curves', {}):
+        curves[name] = previous['learning_curves'][name]
+  rank = {name: i for i, name in enumerate(order)}
+  ordered = lambda d: dict(sorted(d.items(), key=lambda item: rank.get(item[0], len(rank))))
+  return {**summary, 'best': best_setting(rows), 'settings': ordered(rows),
+          'learning_curves': ordered(curves)}
 
 
 def learning_curve(workdir: str) -> dict[str, list[float]]:
@@ -267,17 +326,23 @@ def plot_learning_curves(path: str, curves: Mapping[str, dict[str, list[float]]]
 
 
 def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[str, list[dict]],
-                  root: str) -> dict[str, Any]:
-  """Writes ``out.json`` (:func:`summarise` and the base config) and ``out.png``."""
+                  root: str, previous: Mapping[str, Any] | None = None,
+                  order: tuple[str, ...] = ()) -> dict[str, Any]:
+  """Writes ``out.json`` (:func:`summarise` and the base config) and ``out.png``; with
+  ``previous``, the settings this call lacks are kept from it (:func:`keep_previous`)."""
   summary = summarise(settings, runs)
-  curves = {s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{k}'))
-                                for k in range(len(runs[s.name]))])
-            for s in settings if s.shares is None and runs[s.name]}
-  summary['learning_curves'] = curves
+  summary['learning_curves'] = {
+      s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{k}'))
+                          for k in range(len(runs[s.name]))])
+      for s in settings if s.shares is None and runs[s.name]}
+  config_json = json.loads(config.to_json_best_effort())
+  if previous is not None:
+    summary = keep_previous(summary, previous, config_json,
+                            order or tuple(s.name for s in settings))
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out + '.json', 'w') as f:
-    json.dump({'config': json.loads(config.to_json_best_effort()), **summary}, f, indent=2)
-  plot_learning_curves(out + '.png', curves)
+    json.dump({'config': config_json, **summary}, f, indent=2)
+  plot_learning_curves(out + '.png', summary['learning_curves'])
   return summary
 
 
@@ -295,7 +360,7 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
 
 def main(argv):
   del argv
-  settings = settings_for(_GRID.value)
+  settings = grid = settings_for(_GRID.value)
   if _SETTINGS.value:
     unknown = sorted(set(_SETTINGS.value) - {s.name for s in settings})
     if unknown:
@@ -307,7 +372,14 @@ def main(argv):
   config.data.data_dir = config.data.data_dir or os.path.join(root, 'tfds_data')
   runs = run_grid(config, settings, root, flags.FLAGS.seeds)
   out = _OUT.value or f'benchmarks/results/sweep_{_GRID.value}'
-  summary = write_outputs(out, config, settings, runs, root)
+  previous = None
+  if _KEEP_PREVIOUS.value:
+    if not os.path.exists(out + '.json'):
+      raise ValueError(f'--keep_previous: there is no saved summary {out}.json to keep from')
+    with open(out + '.json') as f:
+      previous = json.load(f)
+  summary = write_outputs(out, config, settings, runs, root, previous,
+                          tuple(s.name for s in grid))
   print(markdown_table(summary))
   print(f"best by {summary['selected_on']}: {summary['best']}")
 

@@ -215,6 +215,41 @@ def test_sweep_curves_carry_the_ood_aurocs_logged_at_validation_into_a_third_pan
   assert heights['ood'] > heights['plain']  # the OOD panel
 
 
+def test_sweep_keeps_the_rows_and_curves_of_settings_it_did_not_run_from_the_saved_summary(
+    tmp_path):
+  import json
+
+  from benchmarks import sweep
+  config = {'method': 'sve', 'optim': {'learning_rate': 1e-2},
+            'data': {'data_dir': 'a', 'max_train_examples': 8000},
+            'ood': {'feature_scores': False, 'extra_names': []}}
+  row = lambda nll: {'val_nll': {'mean': nll, 'std': 0.}}
+  curve = lambda nll: {'step': [250], 'val_nll': [nll], 'val_accuracy': [0.7]}
+  previous = {'config': config, 'selected_on': 'val_nll', 'best': 'first',
+              'settings': {'first': row(0.56), 'second': row(0.60), 'third': row(0.70)},
+              'learning_curves': {'first': curve(0.56), 'second': curve(0.60)}}
+  # This invocation ran `third` again (its new row wins) and `fourth`; it scored OOD
+  # differently and keeps its data elsewhere, which does not change what is trained.
+  now = {**config, 'data': {**config['data'], 'data_dir': 'b'},
+         'ood': {'feature_scores': True, 'extra_names': ['fortunes_text']}}
+  summary = {'selected_on': 'val_nll', 'best': 'fourth',
+             'settings': {'fourth': row(0.55), 'third': row(0.58)},
+             'learning_curves': {'fourth': curve(0.55), 'third': curve(0.58)}}
+  order = ('first', 'second', 'third', 'fourth')
+  merged = sweep.keep_previous(summary, previous, now, order)
+  assert list(merged['settings']) == list(order)
+  assert list(merged['learning_curves']) == list(order)
+  assert merged['settings']['third'] == row(0.58)
+  assert merged['settings']['first'] == {**row(0.56), 'kept_from_previous': True}
+  assert 'kept_from_previous' not in merged['settings']['fourth']
+  assert merged['best'] == 'fourth'  # lowest validation NLL over kept and new rows
+  # A base config that trains differently refuses, naming the key.
+  other = {**config, 'optim': {'learning_rate': 1e-3}}
+  with pytest.raises(ValueError, match=r"optim\.learning_rate"):
+    sweep.keep_previous(summary, {**previous, 'config': other}, now, order)
+  assert json.loads(json.dumps(merged)) == merged
+
+
 @pytest.mark.slow
 def test_lite_convs_benchmark_covers_every_depthwise_shape_and_compares_equal_outputs():
   from benchmarks import lite_convs
