@@ -3,6 +3,10 @@ import ml_collections
 
 from sve_jax.data import builders
 from sve_jax.data import datasets
+from sve_jax.methods.base import MethodOptions
+
+#: The methods' own defaults (noise_std, execution, ...): defined once, in MethodOptions.
+_METHOD_DEFAULTS = MethodOptions.defaults()
 
 
 class BuilderOptions(ml_collections.ConfigDict):
@@ -37,26 +41,27 @@ def base_config() -> ml_collections.ConfigDict:
   # | laplace_lora
   c.method = 'sve'
   c.num_members = 4           # M (mc_dropout: test-time dropout samples of its one model)
-  c.noise_std = 0.01          # σ_init of the singular values (and per-member copies)
+  c.noise_std = _METHOD_DEFAULTS['noise_std']  # σ_init of the singular values (and copies)
   # SVE family: >= 0 draws each member's head N(0, head_init_std²), bias 0, apart from
   # noise_std (the authors' code keeps a separate head init); -1 = tied to noise_std.
-  c.head_init_std = -1.
+  c.head_init_std = _METHOD_DEFAULTS['head_init_std']
   # SVE: each member trains on its own data order (seed + m), as the deep ensemble always
   # does; False = all members see the same batches (the paper).
-  c.member_data_order = False
+  c.member_data_order = _METHOD_DEFAULTS['member_data_order']
   # SVE: the backbone's dropout in training, each member its own masks; False = none, as the
   # authors' code (evaluation is deterministic either way).
-  c.sve_dropout = False
+  c.sve_dropout = _METHOD_DEFAULTS['sve_dropout']
   # SVE family: 'all' decomposes every attention and MLP projection; 'attention' only q, k, v
   # and the attention output (the paper's attention-only ablation).
-  c.sve_targets = 'all'
-  c.execution = 'auto'        # compose | factored | auto (per-layer cost model)
+  c.sve_targets = _METHOD_DEFAULTS['sve_targets']
+  c.execution = _METHOD_DEFAULTS['execution']  # compose | factored | auto (per-layer cost)
   c.ensemble_mode = 'probs'   # average probabilities (default) or 'logits'
-  c.lora_rank = 8             # lora_ensemble, laplace_lora: rank r of every adapter (alpha = r)
+  # lora_ensemble, laplace_lora: rank r of every adapter (alpha = r).
+  c.lora_rank = _METHOD_DEFAULTS['lora_rank']
   # laplace_lora: the prior precisions its Laplace posterior chooses from by validation NLL.
   # Up to 1e6: on the text default the best of 1e-4 … 1e4 was the edge, 1e4 (BENCHMARKS.md,
   # "Laplace-LoRA on the text task").
-  c.laplace_prior_precisions = (1e-4, 1e-3, 1e-2, 1e-1, 1., 10., 100., 1e3, 1e4, 1e5, 1e6)
+  c.laplace_prior_precisions = _METHOD_DEFAULTS['laplace_prior_precisions']
   # Methods that fit a posterior after training (laplace_lora): the training examples its
   # curvature is summed over (a seeded subset, scaled to the split's size); -1: all.
   c.posterior_fit_examples = 1000

@@ -126,6 +126,13 @@ class MethodOptions:
                                                  1e4, 1e5, 1e6)
 
   @classmethod
+  def defaults(cls) -> dict[str, Any]:
+    """``{field: default}`` of every field that has one: the one place configs/common.py
+    takes the methods' default settings from."""
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
+
+  @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> MethodOptions:
     """The options of a run's top-level config (a ConfigDict or a mapping); a key the config
     lacks takes the field's default."""
