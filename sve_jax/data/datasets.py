@@ -17,13 +17,16 @@ letters: its splits are read through `multiple_choice.ChoiceSource`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
 import importlib.util
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import filelock
 import tensorflow_datasets as tfds
 
 from sve_jax.data import builders
@@ -196,8 +199,23 @@ def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):
     config = config.name
   builder = builder_cls(data_dir=data_dir, config=config,
                         file_format=builders.FILE_FORMAT)
-  builder.download_and_prepare()
+  with preparation_lock(data_dir, name):
+    builder.download_and_prepare()
   return builder
+
+
+def preparation_lock(data_dir: str, name: str) -> contextlib.AbstractContextManager:
+  """An inter-process lock on preparing data set ``name`` in ``data_dir``.
+
+  Two runs preparing the same local data set into one folder at once (a sweep's runs side by
+  side, or the processes of one multi-process run) would write the same tfds files and crash;
+  under the lock the second waits and then finds the data prepared. A remote ``data_dir``
+  (``gs://``, ...) gets no lock file: there is no local file system to hold it.
+  """
+  if '://' in data_dir:
+    return contextlib.nullcontext()
+  os.makedirs(data_dir, exist_ok=True)
+  return filelock.FileLock(os.path.join(data_dir, f".{name.replace('/', '_')}.lock"))
 
 
 def _catalog_builder(name: str, data_dir: str, *, download: bool,

@@ -1,6 +1,7 @@
 """From a data config to random-access splits (`sve_jax.data.datasets`): local builders,
 tfds catalog data (mocked, missing, or needing TensorFlow to prepare), and the options."""
 import importlib.util
+import os
 import pickle
 
 import numpy as np
@@ -104,6 +105,27 @@ def test_max_train_examples_caps_only_train(tmp_path):
   batch = next(data.iterate(data.train_dataset(dataset.splits['train'], global_batch_size=5,
                                                 seed=0)))
   assert len(set(batch['id'])) == 5
+
+
+def test_a_second_run_waits_for_the_one_preparing_the_data_then_reads_it(tmp_path):
+  import threading
+
+  path = tmp_path / 'd.csv'
+  write_csv(path, ['text', 'label'], [(f'x{i}', 'ab'[i % 2]) for i in range(40)])
+  data_dir = str(tmp_path / 'tfds')
+  config = {'name': 'csv_text', 'file': str(path)}
+  result = {}
+  worker = threading.Thread(target=lambda: result.update(
+      dataset=data.get_dataset(config, data_dir)))
+  # Another process is preparing csv_text here: this run must not touch the folder meanwhile.
+  with datasets.preparation_lock(data_dir, 'csv_text'):
+    worker.start()
+    worker.join(timeout=3)
+    assert worker.is_alive() and 'dataset' not in result
+    assert os.listdir(data_dir) == ['.csv_text.lock']
+  worker.join(timeout=120)
+  assert {r: len(s) for r, s in result['dataset'].splits.items()} == {
+      'train': 32, 'validation': 4, 'test': 4}
 
 
 def test_option_types_cover_every_local_builder():
