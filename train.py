@@ -19,19 +19,16 @@ with status 2; a traceback means a bug (``SVE_TRACEBACK=1`` shows it for user er
 from __future__ import annotations
 
 import logging
-import sys
 
-from absl import app
 from absl import flags
 from absl import logging as absl_logging
 import jax
 from ml_collections import config_flags
 
+from sve_jax.train import user_errors
 from sve_jax.train.loop import TrainingInterrupted
 from sve_jax.train.predict import PredictRequest
 from sve_jax.train.run import run
-from sve_jax.train.user_errors import EXIT_USER_ERROR
-from sve_jax.train.user_errors import user_error_message
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and results go.')
@@ -55,9 +52,9 @@ def main(argv):
   for noisy in ('orbax', 'absl'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   if _WORKDIR.value is None:
-    _fail('--workdir is required')
+    user_errors.fail('--workdir is required')
   if _CONFIG.value is None:
-    _fail('--config is required (e.g. --config=configs/default.py)')
+    user_errors.fail('--config is required (e.g. --config=configs/default.py)')
   request = None
   if _MODE.value == 'predict':
     request = PredictRequest(_INPUT.value or '', _OUTPUT.value or '', _TARGET_ACCURACY.value,
@@ -67,26 +64,8 @@ def main(argv):
   except TrainingInterrupted as e:
     print(e)
     raise SystemExit(130)
-  except Exception as e:  # pylint: disable=broad-except
-    message = user_error_message(e)
-    if message is None:
-      raise  # a bug: keep the traceback
-    _fail(message)
-
-
-def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  raise SystemExit(EXIT_USER_ERROR)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag or config override as one line and status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(' '.join(str(e).split()))
 
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  app.run(main, flags_parser=_parse_flags)
+  user_errors.run_cli(main)

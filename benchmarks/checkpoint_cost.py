@@ -34,7 +34,6 @@ import tempfile
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
@@ -49,6 +48,7 @@ from sve_jax.train import steps
 from sve_jax.train import state as train_state
 from sve_jax.data import builders
 from sve_jax.data import tables
+from sve_jax.train import user_errors
 
 _STEPS = flags.DEFINE_integer('steps', 40, 'Steps per pass.')
 _EVERY = flags.DEFINE_integer('every', 10, 'Save every this many steps.')
@@ -161,4 +161,4 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

@@ -31,7 +31,6 @@ import sys
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 
@@ -40,6 +39,7 @@ from sve_jax import methods
 from sve_jax import models
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
+from sve_jax.train import user_errors
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', ['cpu', 'gpu'], 'Problem sizes.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median).')
@@ -291,4 +291,4 @@ def _write(path: str, results: dict[str, Any]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

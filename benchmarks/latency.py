@@ -25,7 +25,6 @@ import functools
 import json
 import os
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 import sve_jax
 from benchmarks import common
 from benchmarks import torch_sve
+from sve_jax.train import user_errors
 
 _MEMBERS = flags.DEFINE_integer('members', 8, 'Ensemble size M.')
 _TOKENS = flags.DEFINE_integer('tokens', 32, 'Tokens of the one input.')
@@ -111,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -20,6 +19,7 @@ import numpy as np
 
 from benchmarks import common
 from sve_jax import execution
+from sve_jax.train import user_errors
 
 _MEMBERS = flags.DEFINE_integer('members', 4, 'Ensemble size M.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs per path (median).')
@@ -86,4 +86,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

@@ -20,7 +20,6 @@ import json
 import os
 from unittest import mock
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from sve_jax.models import efficientnet_lite
+from sve_jax.train import user_errors
 
 def depthwise_shapes(image_size: int) -> list[tuple[int, int, int, int]]:
   """Distinct ``(input size, channels, kernel, stride)`` of Lite0's depthwise convs."""
@@ -151,4 +151,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  user_errors.run_cli(main)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from sve_jax.train import user_errors
 
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed runs per library and shape (median).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSON (default benchmarks/results/).')
@@ -70,4 +70,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

@@ -66,8 +66,8 @@ import subprocess
 import sys
 from typing import Any
 
-from absl import app
 from absl import flags
+from sve_jax.train import user_errors
 
 
 def define_flags() -> None:
@@ -459,4 +459,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  user_errors.run_cli(main)

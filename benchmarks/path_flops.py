@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app
 import jax
 
 from benchmarks import common
 from sve_jax import methods
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
+from sve_jax.train import user_errors
 
 #: (backbone, batch, tokens or image size)
 SIZES = (('minilm_l6', 8, 32), ('minilm_l6', 16, 64), ('minilm_l6', 16, 40),
@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

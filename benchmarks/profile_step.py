@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
@@ -22,6 +21,7 @@ from benchmarks import common
 from sve_jax import methods
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
+from sve_jax.train import user_errors
 
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
 _EXECUTION = flags.DEFINE_enum('execution', 'auto', ['compose', 'factored', 'auto'], 'Path.')
@@ -63,4 +63,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

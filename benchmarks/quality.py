@@ -21,7 +21,6 @@ import os
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -29,6 +28,7 @@ import train  # pylint: disable=unused-import  # Defines --config and --workdir.
 from benchmarks import shift as shift_bench
 from sve_jax import methods
 from sve_jax.train import run as run_lib
+from sve_jax.train import user_errors
 
 # --config and --workdir are train.py's flags (the base config, and the root of the runs).
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
@@ -270,4 +270,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

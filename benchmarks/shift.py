@@ -20,11 +20,11 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from sve_jax.eval import shift as shift_lib
+from sve_jax.train import user_errors
 
 _RUNS = flags.DEFINE_string('runs', 'workdir/quality',
                             'Root of the runs: <method>/seed_<k>/results.json.')
@@ -112,4 +112,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

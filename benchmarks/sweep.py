@@ -33,13 +33,13 @@ import json
 import os
 from typing import Any, Mapping
 
-from absl import app
 from absl import flags
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
 
 from benchmarks import quality
+from sve_jax.train import user_errors
 
 # --config, --workdir (the root of the runs) are train.py's flags; --seeds is quality.py's.
 _GRID = flags.DEFINE_string('grid', 'lr', 'Preset of settings: one of benchmarks.sweep.GRIDS.')
@@ -385,4 +385,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

@@ -25,7 +25,6 @@ import json
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -36,6 +35,7 @@ from benchmarks import torch_sve
 from sve_jax import methods
 from sve_jax.train import steps
 from sve_jax.train import state as train_state
+from sve_jax.train import user_errors
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', ['cpu', 'gpu'], 'Problem sizes.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per configuration (median).')
@@ -216,4 +216,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  user_errors.run_cli(main)

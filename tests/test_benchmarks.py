@@ -1,5 +1,6 @@
 """The benchmark scripts' arithmetic: ratios and the summary over seeds."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -185,6 +186,17 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
   assert again['base'][0]['test'] == base['test']
   with pytest.raises(ValueError, match="--grid='nope' is not a preset"):
     sweep.settings_for('nope')
+
+
+def test_a_benchmark_command_reports_a_bad_flag_value_in_one_line_with_status_2():
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.sweep', '--grid=nope',
+                         '--config=configs/default.py'], capture_output=True, text=True,
+                        timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: --grid='nope' is not a preset")
+  assert 'Traceback' not in proc.stderr
 
 
 def test_sweep_curves_carry_the_ood_aurocs_logged_at_validation_into_a_third_panel(tmp_path):
