@@ -197,9 +197,11 @@ def _prepared_local_builder(name: str, options: dict[str, Any], data_dir: str):
     # By name: tfds accepts a predefined config object only as that very instance, which a
     # builder unpickled in a grain worker process would not hold.
     config = config.name
-  builder = builder_cls(data_dir=data_dir, config=config,
-                        file_format=builders.FILE_FORMAT)
+  # Built under the lock too: a builder reads what is prepared when it is made, so one made
+  # while another run prepares would see no splits.
   with preparation_lock(data_dir, name):
+    builder = builder_cls(data_dir=data_dir, config=config,
+                          file_format=builders.FILE_FORMAT)
     builder.download_and_prepare()
   return builder
 

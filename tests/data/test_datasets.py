@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from sve_jax import data
+from sve_jax.data import builders
 from sve_jax.data import datasets
 from sve_jax.data import transforms
 
@@ -117,12 +118,16 @@ def test_a_second_run_waits_for_the_one_preparing_the_data_then_reads_it(tmp_pat
   result = {}
   worker = threading.Thread(target=lambda: result.update(
       dataset=data.get_dataset(config, data_dir)))
-  # Another process is preparing csv_text here: this run must not touch the folder meanwhile.
+  # Another run is preparing csv_text here: this one waits, touching nothing, and then
+  # reads what the other prepared.
   with datasets.preparation_lock(data_dir, 'csv_text'):
     worker.start()
     worker.join(timeout=3)
     assert worker.is_alive() and 'dataset' not in result
     assert os.listdir(data_dir) == ['.csv_text.lock']
+    builder_cls = data.LOCAL_BUILDERS['csv_text']
+    builder_cls(data_dir=data_dir, config=builder_cls.make_config(file=str(path)),
+                file_format=builders.FILE_FORMAT).download_and_prepare()
   worker.join(timeout=120)
   assert {r: len(s) for r, s in result['dataset'].splits.items()} == {
       'train': 32, 'validation': 4, 'test': 4}
