@@ -6,11 +6,19 @@ r"""Every method on one config, several seeds, through train.py's own code path.
 
 Each (method, seed) is one :func:`sve_jax.train.run.run` in ``--workdir/<method>/seed_<k>``
 (default ``workdir/quality``) (an interrupted benchmark resumes: finished runs are read back,
-unfinished ones resume from their checkpoints). Writes ``benchmarks/results/quality.json`` and prints the Markdown table that
-BENCHMARKS.md records: mean ± std over seeds per method. With ``--config.shift.enabled=True``
+unfinished ones resume from their checkpoints). Writes ``benchmarks/results/quality.json``
+and prints the Markdown table that BENCHMARKS.md records: mean ± std over seeds per method. With ``--config.shift.enabled=True``
 the runs are also scored under corruption, and ``benchmarks.shift`` writes
 ``shift_<summary name>.json`` and ``.png`` beside the summary (accuracy and ECE against
 severity, one line per method).
+
+Seeds can be run apart, e.g. on two machines, and pooled exactly into one summary:
+
+  python -m benchmarks.quality --config=configs/default.py --methods=laplace_lora \
+      --first_seed=1 --seeds=2 --pool_with=benchmarks/results/quality_laplace_lora.json \
+      --summary=benchmarks/results/quality_laplace_lora.json
+
+``--pool_with`` refuses a summary trained from another base config, or holding the same seeds.
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ import json
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from absl import flags
 import numpy as np
@@ -34,6 +42,15 @@ from sve_jax.train import user_errors
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per method.')
 _METHODS = flags.DEFINE_list('methods', list(methods.METHODS), 'Methods to compare.')
 _SUMMARY = flags.DEFINE_string('summary', 'benchmarks/results/quality.json', 'Summary JSON.')
+_FIRST_SEED = flags.DEFINE_integer('first_seed', 0, 'Runs seeds first_seed, …, '
+                                   'first_seed + seeds - 1.')
+_POOL_WITH = flags.DEFINE_string(
+    'pool_with', '', 'A saved summary of other seeds of the same base config (e.g. an earlier '
+    '--summary): its rows are pooled with this invocation\'s, per method, into --summary.')
+
+#: Base-config keys that say where data lies or what is evaluated, not what is trained: two
+#: summaries that differ only in these may be pooled (and a sweep's rows kept).
+TRAINING_NEUTRAL_KEYS = ('ood', 'shift', 'eval_batch_size', 'data.data_dir')
 
 COLUMNS = (
     ('accuracy', ('test', 'accuracy')), ('nll', ('test', 'nll')),
@@ -123,6 +140,78 @@ def run_one(config, method: str, seed: int, workdir: str) -> dict:
   with open(path, 'w') as f:  # add the wall time to the run's own report
     json.dump(results, f, indent=2)
   return results
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def training_differences(config: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
+  """The dotted keys whose values differ between two base configs (as JSON), leaving out
+  :data:`TRAINING_NEUTRAL_KEYS` and everything under them."""
+  flat, other_flat = _flatten(config), _flatten(other)
+  neutral = lambda key: any(key == k or key.startswith(k + '.') for k in TRAINING_NEUTRAL_KEYS)
+  return sorted(key for key in set(flat) | set(other_flat)
+                if not neutral(key) and flat.get(key) != other_flat.get(key))
+
+
+def pool_rows(row: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+  """Two :func:`summarise` rows of one method over disjoint seeds, as one row over all of them.
+
+  Each column's mean and (population) std are pooled exactly from the rows' seed counts:
+  the pooled mean is the count-weighted mean, the pooled second moment the count-weighted
+  mean of ``std² + mean²``. A column that one row lacks keeps the other's value; one that a
+  row computed from fewer seeds (NaN values left out) is weighted by the row's seeds, the
+  only count a row records.
+  """
+  n, m = row['seeds'], other['seeds']
+  pooled = {**other, **row, 'seeds': n + m}
+  for key, stat in row.items():
+    if isinstance(stat, Mapping) and isinstance(other.get(key), Mapping):
+      a, b = stat, other[key]
+      mean = (n * a['mean'] + m * b['mean']) / (n + m)
+      second = (n * (a['std'] ** 2 + a['mean'] ** 2) + m * (b['std'] ** 2 + b['mean'] ** 2))
+      pooled[key] = {'mean': mean, 'std': math.sqrt(max(second / (n + m) - mean ** 2, 0.))}
+  return pooled
+
+
+def pool_summaries(summary: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, Any]:
+  """``summary`` (a saved --summary's JSON) pooled per method with ``previous``, a summary of
+  other seeds (:func:`pool_rows`); methods only one of them has are kept as they are.
+
+  Raises:
+    ValueError: the two were trained from different base configs (the keys are named), or
+      their seeds overlap.
+  """
+  differences = training_differences(summary['config'], previous['config'])
+  if differences:
+    raise ValueError(f'--pool_with: the saved summary was trained from another base config '
+                     f'(differs in {differences})')
+  seeds, previous_seeds = summary_seeds(summary), summary_seeds(previous)
+  overlap = sorted(set(seeds) & set(previous_seeds))
+  if overlap:
+    raise ValueError(f'--pool_with: both summaries hold seeds {overlap}; pool disjoint seeds')
+  methods = dict(previous['methods'])
+  for method, row in summary['methods'].items():
+    methods[method] = pool_rows(row, methods[method]) if method in methods else row
+  return {**summary, 'seeds': len(seeds) + len(previous_seeds),
+          'seed_ids': sorted(seeds + previous_seeds),
+          'total_run_time_s': summary['total_run_time_s'] + previous['total_run_time_s'],
+          'methods': methods}
+
+
+def summary_seeds(summary: Mapping[str, Any]) -> list[int]:
+  """The seeds a saved summary ran (older summaries, without ``seed_ids``: from 0 up to the
+  most seeds of any of its methods)."""
+  if 'seed_ids' in summary:
+    return list(summary['seed_ids'])
+  return list(range(max(row['seeds'] for row in summary['methods'].values())))
 
 
 def _learning_rate(results: dict) -> float | None:
@@ -230,18 +319,28 @@ def _root() -> str:
   return flags.FLAGS.workdir or 'workdir/quality'
 
 
-def write_summary(config, runs: dict[str, list[dict]]) -> dict[str, dict]:
-  """Writes --summary from the runs finished so far and returns the per-method summary."""
+def seed_range() -> range:
+  """The seeds this invocation runs (--first_seed, --seeds)."""
+  return range(_FIRST_SEED.value, _FIRST_SEED.value + _SEEDS.value)
+
+
+def write_summary(config, runs: dict[str, list[dict]],
+                  previous: Mapping[str, Any] | None = None) -> dict[str, dict]:
+  """Writes --summary from the runs finished so far, pooled with ``previous`` (a summary of
+  other seeds: :func:`pool_summaries`) where given, and returns the per-method summary."""
   finished = {m: r for m, r in runs.items() if r}
   finished.update(zero_shot_runs(finished))
   summary = summarise(finished, COLUMNS + ENSEMBLE_COLUMNS + ood_set_columns(finished))
   total = sum(r.get('train_time_s', 0.0) for results in runs.values() for r in results)
+  saved = {'config': json.loads(config.to_json_best_effort()), 'seeds': _SEEDS.value,
+           'seed_ids': list(seed_range()), 'total_run_time_s': total, 'methods': summary}
+  if previous is not None:
+    saved = pool_summaries(saved, previous)
+    summary = saved['methods']
   out_dir = os.path.dirname(os.path.abspath(_SUMMARY.value))
   os.makedirs(out_dir, exist_ok=True)
   with open(_SUMMARY.value, 'w') as f:
-    json.dump({'config': json.loads(config.to_json_best_effort()),
-               'seeds': _SEEDS.value, 'total_run_time_s': total, 'methods': summary},
-              f, indent=2)
+    json.dump(saved, f, indent=2)
   # Runs scored under corruption (config.shift): shift_<summary name>.json and .png.
   shift_bench.write_shift(runs, os.path.splitext(os.path.basename(_SUMMARY.value))[0], out_dir)
   return summary
@@ -251,13 +350,23 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   runs = {method: [] for method in _METHODS.value}
+  previous = None
+  if _POOL_WITH.value:
+    if not os.path.exists(_POOL_WITH.value):
+      raise ValueError(f'--pool_with: there is no saved summary {_POOL_WITH.value}')
+    with open(_POOL_WITH.value) as f:
+      previous = json.load(f)
+    # Refuse a mismatch before any training.
+    pool_summaries({'config': json.loads(config.to_json_best_effort()),
+                    'seed_ids': list(seed_range()), 'total_run_time_s': 0., 'methods': {}},
+                   previous)
   # Seed-major, so a stopped benchmark already has every method at the first seeds; the
   # summary is rewritten after each run.
-  for seed in range(_SEEDS.value):
+  for seed in seed_range():
     for method in _METHODS.value:
       workdir = os.path.join(_root(), method, f'seed_{seed}')
       runs[method].append(run_one(config, method, seed, workdir))
-      summary = write_summary(config, runs)
+      summary = write_summary(config, runs, previous)
   print(markdown_table(summary))
   print()
   print(ensemble_table(summary))

@@ -136,9 +136,6 @@ COLUMNS = (
 CURVE_KEYS = ('val_nll', 'val_accuracy')
 OOD_CURVE_KEYS = ('ood_auroc_msp', 'ood_auroc_entropy', 'ood_auroc_mi')
 SELECTED_ON = 'val_nll'
-#: Base-config keys that say where data lies or what is evaluated, not what is trained: a
-#: summary kept with --keep_previous may differ from this invocation's only in these.
-TRAINING_NEUTRAL_KEYS = ('ood', 'eval_batch_size', 'data.data_dir')
 
 
 def settings_for(grid: str) -> tuple[Setting, ...]:
@@ -220,25 +217,6 @@ def best_setting(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
   return min(scored, key=scored.get) if scored else None
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
-def training_differences(config: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
-  """The dotted keys whose values differ between two base configs (as JSON), leaving out
-  :data:`TRAINING_NEUTRAL_KEYS` and everything under them."""
-  flat, other_flat = _flatten(config), _flatten(other)
-  neutral = lambda key: any(key == k or key.startswith(k + '.') for k in TRAINING_NEUTRAL_KEYS)
-  return sorted(key for key in set(flat) | set(other_flat)
-                if not neutral(key) and flat.get(key) != other_flat.get(key))
-
-
 def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],
                   config: Mapping[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
   """``summary`` with the rows and learning curves of ``previous`` (an earlier summary of the
@@ -249,7 +227,7 @@ def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],
     ValueError: ``previous`` was trained from a base config other than ``config`` (both as
       JSON); the differing keys are named.
   """
-  differences = training_differences(config, previous['config'])
+  differences = quality.training_differences(config, previous['config'])
   if differences:
     raise ValueError(f'--keep_previous: the saved summary was trained from another base '
                      f'config (differs in {differences}); rerun its settings instead')

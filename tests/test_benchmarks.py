@@ -57,6 +57,35 @@ def test_quality_summary_is_mean_and_std_over_seeds():
   assert '| sve | 4 | 10 | 0.001 | 0.7000 | 0.5000 |' in one_seed and '±' not in one_seed
 
 
+def test_quality_pools_summaries_of_disjoint_seeds_exactly_as_one_summary_of_all_of_them():
+  def result(acc, nll):
+    return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
+            'test': {'accuracy': acc, 'nll': nll}, 'train_time_s': 60.}
+  accuracies, nlls = [0.70, 0.74, 0.81], [0.62, 0.55, 0.71]
+  runs = [result(a, n) for a, n in zip(accuracies, nlls)]
+  config = {'method': 'sve', 'data': {'data_dir': 'a'}, 'shift': {'enabled': False}}
+  saved = lambda results, seeds, cfg=config: {
+      'config': cfg, 'seed_ids': seeds, 'total_run_time_s': 60. * len(results),
+      'methods': quality.summarise({'laplace_lora': results})}
+  # Seed 0 saved by an older run (no seed_ids: seeds counted from 0), seeds 1-2 now, run
+  # elsewhere and scored under shift, which trains nothing differently.
+  previous = saved(runs[:1], None)
+  del previous['seed_ids']
+  now = saved(runs[1:], [1, 2], {**config, 'data': {'data_dir': 'b'},
+                                 'shift': {'enabled': True}})
+  pooled = quality.pool_summaries(now, previous)
+  row = pooled['methods']['laplace_lora']
+  assert row['seeds'] == 3 and pooled['seed_ids'] == [0, 1, 2]
+  for key, values in (('accuracy', accuracies), ('nll', nlls)):  # numpy over all 3 seeds
+    assert row[key]['mean'] == pytest.approx(np.mean(values))
+    assert row[key]['std'] == pytest.approx(np.std(values))
+  assert pooled['total_run_time_s'] == pytest.approx(180.)
+  with pytest.raises(ValueError, match=r'seeds \[1\]'):
+    quality.pool_summaries(now, saved(runs[:1], [1]))
+  with pytest.raises(ValueError, match='method'):  # trained from another base config
+    quality.pool_summaries(now, saved(runs[:1], [0], {**config, 'method': 'sve_lora'}))
+
+
 def test_quality_ensemble_table_reads_members_diversity_and_human_agreement():
   def result(members_nll, rho_mi):
     return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
