@@ -57,6 +57,25 @@ def test_quality_summary_is_mean_and_std_over_seeds():
   assert '| sve | 4 | 10 | 0.001 | 0.7000 | 0.5000 |' in one_seed and '±' not in one_seed
 
 
+def test_quality_keeps_a_runs_wall_time_when_train_py_eval_rewrites_its_results(
+    tmp_path, monkeypatch):
+  import ml_collections
+  from sve_jax.train import run as run_lib
+  clock = iter([100.0, 160.0])
+  monkeypatch.setattr(quality.time, 'time', lambda: next(clock))
+  monkeypatch.setattr(run_lib, 'run', lambda config, workdir, mode: {'test': {'accuracy': 0.7}})
+  config = ml_collections.ConfigDict({'method': 'sve', 'seed': 0, 'data': {'data_dir': 'd'}})
+  workdir = str(tmp_path / 'sve' / 'seed_0')
+  os.makedirs(workdir)
+  assert quality.run_one(config, 'sve', 0, workdir)['train_time_s'] == 60.0
+  # `train.py --mode=eval` writes a new results.json, without the benchmark's clock.
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump({'test': {'accuracy': 0.71}, 'shift': {}}, f)
+  monkeypatch.setattr(run_lib, 'run', lambda *a, **k: pytest.fail('a finished run retrained'))
+  reused = quality.run_one(config, 'sve', 0, workdir)
+  assert reused['train_time_s'] == 60.0 and reused['test']['accuracy'] == 0.71
+
+
 def test_quality_pools_summaries_of_disjoint_seeds_exactly_as_one_summary_of_all_of_them():
   def result(acc, nll):
     return {'num_members': 4, 'params': {'trainable_total': 10, 'overhead': 0.01},
