@@ -31,7 +31,7 @@ import copy
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -175,12 +175,17 @@ def results_in_mode(results: dict, mode: str) -> dict:
   return viewed
 
 
+def run_seeds(results: Sequence[Mapping[str, Any]]) -> list[int]:
+  """The seed of each run, as its results.json's config records it."""
+  return [r['config']['seed'] for r in results]
+
+
 def run_grid(config, settings: tuple[Setting, ...], root: str,
-             seeds: int) -> dict[str, list[dict]]:
-  """Runs (or reads back) every setting at seeds ``0 .. seeds-1``; ``{name: [results]}``.
+             seeds: Sequence[int]) -> dict[str, list[dict]]:
+  """Runs (or reads back) every setting at each seed of ``seeds``; ``{name: [results]}``.
 
   Seed-major, as benchmarks/quality.py, so a stopped sweep has every setting at its first
-  seeds.
+  seeds. ``main`` passes ``--first_seed``, …, ``--first_seed + --seeds - 1``.
   """
   names = [s.name for s in settings]
   for setting in settings:
@@ -188,7 +193,7 @@ def run_grid(config, settings: tuple[Setting, ...], root: str,
       raise ValueError(f'setting {setting.name!r} shares the runs of {setting.shares!r}, '
                        f'which is not in the grid {names}')
   runs: dict[str, list[dict]] = {name: [] for name in names}
-  for seed in range(seeds):
+  for seed in seeds:
     for setting in (s for s in settings if s.shares is None):
       setting_config = with_overrides(config, setting.overrides)
       workdir = os.path.join(root, setting.name, f'seed_{seed}')
@@ -196,7 +201,7 @@ def run_grid(config, settings: tuple[Setting, ...], root: str,
       runs[setting.name].append(results_in_mode(results, setting.mode) if setting.mode
                                 else results)
     for setting in (s for s in settings if s.shares is not None):
-      shared = runs[setting.shares][seed]
+      shared = runs[setting.shares][-1]  # this seed's run of the shared setting
       runs[setting.name].append(results_in_mode(shared, setting.mode or 'probs'))
   return runs
 
@@ -310,8 +315,8 @@ def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[st
   ``previous``, the settings this call lacks are kept from it (:func:`keep_previous`)."""
   summary = summarise(settings, runs)
   summary['learning_curves'] = {
-      s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{k}'))
-                          for k in range(len(runs[s.name]))])
+      s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{seed}'))
+                          for seed in run_seeds(runs[s.name])])
       for s in settings if s.shares is None and runs[s.name]}
   config_json = json.loads(config.to_json_best_effort())
   if previous is not None:
@@ -319,7 +324,8 @@ def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[st
                             order or tuple(s.name for s in settings))
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out + '.json', 'w') as f:
-    json.dump({'config': config_json, **summary}, f, indent=2)
+    json.dump({'config': config_json, 'seed_ids': sorted(
+        {seed for s in settings for seed in run_seeds(runs[s.name])}), **summary}, f, indent=2)
   plot_learning_curves(out + '.png', summary['learning_curves'])
   return summary
 
@@ -348,7 +354,7 @@ def main(argv):
   root = flags.FLAGS.workdir or f'workdir/sweep_{_GRID.value}'
   # One prepared copy of the data for every run.
   config.data.data_dir = config.data.data_dir or os.path.join(root, 'tfds_data')
-  runs = run_grid(config, settings, root, flags.FLAGS.seeds)
+  runs = run_grid(config, settings, root, quality.seed_range())
   out = _OUT.value or f'benchmarks/results/sweep_{_GRID.value}'
   previous = None
   if _KEEP_PREVIOUS.value:

@@ -192,12 +192,13 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
   wanted = ('base', 'noise_0.1', 'logits_averaging')
   settings = tuple(s for s in sweep.settings_for('diversity') if s.name in wanted)
   root, out = str(tmp_path / 'runs'), str(tmp_path / 'sweep')
-  runs = sweep.run_grid(config, settings, root, seeds=1)
+  runs = sweep.run_grid(config, settings, root, seeds=range(1))
   summary = sweep.write_outputs(out, config, settings, runs, root)
   with open(out + '.json') as f:
     saved = json.load(f)
   rows = saved['settings']
   assert set(rows) == set(wanted) and saved['selected_on'] == 'val_nll'
+  assert saved['seed_ids'] == [0]  # as each run's own config records its seed
   # Selection is by validation NLL, never test.
   assert saved['best'] == min(rows, key=lambda name: rows[name]['val_nll']['mean'])
   base = runs['base'][0]
@@ -230,7 +231,7 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
     raise AssertionError('a finished setting was trained again')
 
   monkeypatch.setattr(run_lib, 'run', no_training)
-  again = sweep.run_grid(config, settings, root, seeds=1)
+  again = sweep.run_grid(config, settings, root, seeds=range(1))
   assert again['base'][0]['test'] == base['test']
   with pytest.raises(ValueError, match="--grid='nope' is not a preset"):
     sweep.settings_for('nope')
