@@ -22,8 +22,11 @@ one line per trained setting (mean over seeds), from each run's metrics.jsonl
 a third panel, the OOD AUROCs by max probability, entropy and MI at each validation.
 ``--keep_previous``: the settings this invocation does not run (``--settings``) keep their
 rows and curves from the existing ``--sweep_out`` .json, e.g. when their run folders are gone;
-it refuses a summary whose base config trains differently. ``--seeds`` (default 3) is
-benchmarks/quality.py's flag; its ``--methods`` and ``--summary`` do not apply here.
+it refuses a summary whose base config trains differently. ``--first_seed``, ``--seeds``
+(default 0 and 3) and ``--pool_with`` are benchmarks/quality.py's flags; its ``--methods``
+and ``--summary`` do not apply here. ``--pool_with`` names a saved sweep summary of other
+seeds (say seed 0, run earlier with ``--seeds=1``); the new summary pools both exactly
+(:func:`pool_sweeps`), and refuses another base config or overlapping seeds.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ import numpy as np
 from benchmarks import quality
 from sve_jax.train import user_errors
 
-# --config, --workdir (the root of the runs) are train.py's flags; --seeds is quality.py's.
+# --config, --workdir (the root of the runs) are train.py's flags; --first_seed, --seeds and
+# --pool_with are quality.py's.
 _GRID = flags.DEFINE_string('grid', 'lr', 'Preset of settings: one of benchmarks.sweep.GRIDS.')
 _SETTINGS = flags.DEFINE_list('settings', None, "Subset of the grid's settings, by name "
                               '(default: all); e.g. summarise the finished ones of a cut run.')
@@ -242,10 +246,14 @@ def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],
       rows[name] = {**row, 'kept_from_previous': True}
       if name in previous.get('learning_curves', {}):
         curves[name] = previous['learning_curves'][name]
+  return {**summary, 'best': best_setting(rows), 'settings': in_grid_order(rows, order),
+          'learning_curves': in_grid_order(curves, order)}
+
+
+def in_grid_order(by_setting: Mapping[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+  """``by_setting`` with its keys in the grid's ``order`` (names not in it last)."""
   rank = {name: i for i, name in enumerate(order)}
-  ordered = lambda d: dict(sorted(d.items(), key=lambda item: rank.get(item[0], len(rank))))
-  return {**summary, 'best': best_setting(rows), 'settings': ordered(rows),
-          'learning_curves': ordered(curves)}
+  return dict(sorted(by_setting.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def learning_curve(workdir: str) -> dict[str, list[float]]:
@@ -266,6 +274,54 @@ def learning_curve(workdir: str) -> dict[str, list[float]]:
   keys = CURVE_KEYS + tuple(k for k in OOD_CURVE_KEYS
                             if steps and all(k in records[s] for s in steps))
   return {'step': steps, **{key: [records[s][key] for s in steps] for key in keys}}
+
+
+def pool_sweeps(summary: Mapping[str, Any], previous: Mapping[str, Any],
+                config: Mapping[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+  """``summary`` pooled with ``previous``, a summary of the same grid over other seeds, as one
+  summary over all of them: each setting's rows by :func:`benchmarks.quality.pool_rows`
+  (exact mean and std), its learning curve as the seed-weighted mean at the steps both have;
+  ``best`` is chosen again. Settings only one of them has are kept as they are.
+
+  Raises:
+    ValueError: ``previous`` was trained from a base config other than ``config``, or the two
+      share seeds.
+  """
+  differences = quality.training_differences(config, previous['config'])
+  if differences:
+    raise ValueError(f'--pool_with: the saved summary was trained from another base config '
+                     f'(differs in {differences})')
+  seeds = list(summary['seed_ids'])
+  previous_seeds = list(previous.get('seed_ids') or range(  # older summaries: from seed 0
+      max(row['seeds'] for row in previous['settings'].values())))
+  overlap = sorted(set(seeds) & set(previous_seeds))
+  if overlap:
+    raise ValueError(f'--pool_with: both summaries hold seeds {overlap}; pool disjoint seeds')
+  rows = dict(previous['settings'])
+  curves = dict(previous.get('learning_curves', {}))
+  for name, row in summary['settings'].items():
+    if name in rows:
+      n, m = row['seeds'], rows[name]['seeds']
+      if name in summary.get('learning_curves', {}) and name in curves:
+        curves[name] = _weighted_curve(summary['learning_curves'][name], n, curves[name], m)
+      rows[name] = quality.pool_rows(row, rows[name])
+    else:
+      rows[name] = row
+      if name in summary.get('learning_curves', {}):
+        curves[name] = summary['learning_curves'][name]
+  return {**summary, 'seed_ids': sorted(seeds + previous_seeds), 'best': best_setting(rows),
+          'settings': in_grid_order(rows, order), 'learning_curves': in_grid_order(curves, order)}
+
+
+def _weighted_curve(a: Mapping[str, list[float]], n: int, b: Mapping[str, list[float]],
+                    m: int) -> dict[str, list[float]]:
+  """Curves ``a`` (mean of n seeds) and ``b`` (of m) as one mean, at the steps both have."""
+  steps = sorted(set(a['step']) & set(b['step']))
+  pooled = {'step': steps}
+  for key in (k for k in a if k != 'step' and k in b):
+    at_a, at_b = dict(zip(a['step'], a[key])), dict(zip(b['step'], b[key]))
+    pooled[key] = [(n * at_a[step] + m * at_b[step]) / (n + m) for step in steps]
+  return pooled
 
 
 def mean_curve(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -310,22 +366,26 @@ def plot_learning_curves(path: str, curves: Mapping[str, dict[str, list[float]]]
 
 def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[str, list[dict]],
                   root: str, previous: Mapping[str, Any] | None = None,
-                  order: tuple[str, ...] = ()) -> dict[str, Any]:
+                  order: tuple[str, ...] = (),
+                  pool_with: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Writes ``out.json`` (:func:`summarise` and the base config) and ``out.png``; with
-  ``previous``, the settings this call lacks are kept from it (:func:`keep_previous`)."""
+  ``previous``, the settings this call lacks are kept from it (:func:`keep_previous`); with
+  ``pool_with``, a summary of other seeds, the two are pooled (:func:`pool_sweeps`)."""
   summary = summarise(settings, runs)
   summary['learning_curves'] = {
       s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{seed}'))
                           for seed in run_seeds(runs[s.name])])
       for s in settings if s.shares is None and runs[s.name]}
   config_json = json.loads(config.to_json_best_effort())
+  summary['seed_ids'] = sorted({seed for s in settings for seed in run_seeds(runs[s.name])})
+  order = order or tuple(s.name for s in settings)
   if previous is not None:
-    summary = keep_previous(summary, previous, config_json,
-                            order or tuple(s.name for s in settings))
+    summary = keep_previous(summary, previous, config_json, order)
+  if pool_with is not None:
+    summary = pool_sweeps(summary, pool_with, config_json, order)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out + '.json', 'w') as f:
-    json.dump({'config': config_json, 'seed_ids': sorted(
-        {seed for s in settings for seed in run_seeds(runs[s.name])}), **summary}, f, indent=2)
+    json.dump({'config': config_json, **summary}, f, indent=2)
   plot_learning_curves(out + '.png', summary['learning_curves'])
   return summary
 
@@ -362,8 +422,16 @@ def main(argv):
       raise ValueError(f'--keep_previous: there is no saved summary {out}.json to keep from')
     with open(out + '.json') as f:
       previous = json.load(f)
+  pool_with = None
+  if flags.FLAGS.pool_with:
+    if os.path.abspath(flags.FLAGS.pool_with) == os.path.abspath(out + '.json'):
+      raise ValueError('--pool_with: name a summary other than --sweep_out, which is rewritten')
+    if not os.path.exists(flags.FLAGS.pool_with):
+      raise ValueError(f'--pool_with: there is no saved summary {flags.FLAGS.pool_with}')
+    with open(flags.FLAGS.pool_with) as f:
+      pool_with = json.load(f)
   summary = write_outputs(out, config, settings, runs, root, previous,
-                          tuple(s.name for s in grid))
+                          tuple(s.name for s in grid), pool_with)
   print(markdown_table(summary))
   print(f"best by {summary['selected_on']}: {summary['best']}")
 

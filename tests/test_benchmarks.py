@@ -311,6 +311,44 @@ def test_sweep_keeps_the_rows_and_curves_of_settings_it_did_not_run_from_the_sav
   assert json.loads(json.dumps(merged)) == merged
 
 
+def test_sweep_pools_seed_summaries_exactly_and_refuses_overlapping_seeds():
+  from benchmarks import sweep
+  config = {'method': 'sve', 'optim': {'learning_rate': 1e-2}, 'data': {'data_dir': 'a'}}
+  val_nll = {'members_1': [0.60, 0.62, 0.65], 'members_4': [0.57, 0.58, 0.61]}
+  curve_nll = {'members_1': [0.9, 0.8, 0.7], 'members_4': [0.7, 0.6, 0.5]}
+  def summary_of(seeds, settings=('members_1', 'members_4')):
+    rows = {name: {'seeds': len(seeds),
+                   'val_nll': {'mean': float(np.mean([val_nll[name][k] for k in seeds])),
+                               'std': float(np.std([val_nll[name][k] for k in seeds]))}}
+            for name in settings}
+    curves = {name: {'step': [100, 200], 'val_nll': [
+        float(np.mean([curve_nll[name][k] for k in seeds]))] * 2} for name in settings}
+    return {'config': config, 'seed_ids': list(seeds), 'selected_on': 'val_nll',
+            'best': sweep.best_setting(rows), 'settings': rows, 'learning_curves': curves}
+  order = ('members_1', 'members_4')
+  # Seed 0 alone (an older summary, without seed_ids), then seeds 1-2 pooled with it.
+  seed_0 = {k: v for k, v in summary_of([0]).items() if k != 'seed_ids'}
+  pooled = sweep.pool_sweeps(summary_of([1, 2]), seed_0, config, order)
+  every_seed = summary_of([0, 1, 2])
+  assert pooled['seed_ids'] == [0, 1, 2] and pooled['best'] == 'members_4'
+  for name in order:
+    row = pooled['settings'][name]
+    assert row['seeds'] == 3
+    assert row['val_nll']['mean'] == pytest.approx(every_seed['settings'][name]['val_nll']['mean'])
+    assert row['val_nll']['std'] == pytest.approx(every_seed['settings'][name]['val_nll']['std'])
+    assert pooled['learning_curves'][name]['val_nll'] == pytest.approx(
+        every_seed['learning_curves'][name]['val_nll'])
+  # A setting only the new seeds ran is kept as it is.
+  only_new = sweep.pool_sweeps(summary_of([1, 2]), summary_of([0], ('members_1',)), config,
+                               order)
+  assert only_new['settings']['members_4'] == summary_of([1, 2])['settings']['members_4']
+  with pytest.raises(ValueError, match=r'both summaries hold seeds \[1\]'):
+    sweep.pool_sweeps(summary_of([1, 2]), summary_of([0, 1]), config, order)
+  with pytest.raises(ValueError, match=r'optim\.learning_rate'):
+    sweep.pool_sweeps(summary_of([1, 2]), {**seed_0, 'config': {
+        **config, 'optim': {'learning_rate': 1e-3}}}, config, order)
+
+
 @pytest.mark.slow
 def test_lite_convs_benchmark_covers_every_depthwise_shape_and_compares_equal_outputs():
   from benchmarks import lite_convs
