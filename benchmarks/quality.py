@@ -189,12 +189,18 @@ def pool_rows(row: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any
   n, m = row['seeds'], other['seeds']
   pooled = {**other, **row, 'seeds': n + m}
   for key, stat in row.items():
-    if isinstance(stat, Mapping) and isinstance(other.get(key), Mapping):
+    if _is_stat(stat) and _is_stat(other.get(key)):
       a, b = stat, other[key]
       mean = (n * a['mean'] + m * b['mean']) / (n + m)
       second = (n * (a['std'] ** 2 + a['mean'] ** 2) + m * (b['std'] ** 2 + b['mean'] ** 2))
       pooled[key] = {'mean': mean, 'std': math.sqrt(max(second / (n + m) - mean ** 2, 0.))}
   return pooled
+
+
+def _is_stat(value: Any) -> bool:
+  """A summarised column (``{'mean', 'std'}``), not another mapping of a row (e.g. a
+  sweep setting's ``overrides``)."""
+  return isinstance(value, Mapping) and 'mean' in value and 'std' in value
 
 
 def pool_summaries(summary: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, Any]:

@@ -317,7 +317,7 @@ def test_sweep_pools_seed_summaries_exactly_and_refuses_overlapping_seeds():
   val_nll = {'members_1': [0.60, 0.62, 0.65], 'members_4': [0.57, 0.58, 0.61]}
   curve_nll = {'members_1': [0.9, 0.8, 0.7], 'members_4': [0.7, 0.6, 0.5]}
   def summary_of(seeds, settings=('members_1', 'members_4')):
-    rows = {name: {'seeds': len(seeds),
+    rows = {name: {'seeds': len(seeds), 'overrides': {'num_members': int(name[-1])},
                    'val_nll': {'mean': float(np.mean([val_nll[name][k] for k in seeds])),
                                'std': float(np.std([val_nll[name][k] for k in seeds]))}}
             for name in settings}
@@ -333,7 +333,7 @@ def test_sweep_pools_seed_summaries_exactly_and_refuses_overlapping_seeds():
   assert pooled['seed_ids'] == [0, 1, 2] and pooled['best'] == 'members_4'
   for name in order:
     row = pooled['settings'][name]
-    assert row['seeds'] == 3
+    assert row['seeds'] == 3 and row['overrides'] == {'num_members': int(name[-1])}
     assert row['val_nll']['mean'] == pytest.approx(every_seed['settings'][name]['val_nll']['mean'])
     assert row['val_nll']['std'] == pytest.approx(every_seed['settings'][name]['val_nll']['std'])
     assert pooled['learning_curves'][name]['val_nll'] == pytest.approx(
