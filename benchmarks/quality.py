@@ -27,7 +27,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 import numpy as np
@@ -211,29 +211,60 @@ def pool_summaries(summary: Mapping[str, Any], previous: Mapping[str, Any]) -> d
     ValueError: the two were trained from different base configs (the keys are named), or
       their seeds overlap.
   """
-  differences = training_differences(summary['config'], previous['config'])
+  seed_ids = poolable_seeds(summary['config'], summary_seeds(summary), previous)
+  return {**summary, 'seeds': len(seed_ids), 'seed_ids': seed_ids,
+          'total_run_time_s': summary['total_run_time_s'] + previous['total_run_time_s'],
+          'methods': pool_rows_by_name(summary['methods'], previous['methods'])}
+
+
+def poolable_seeds(config: Mapping[str, Any], seeds: Sequence[int],
+                   previous: Mapping[str, Any], rows_key: str = 'methods') -> list[int]:
+  """``seeds`` and the seeds of ``previous`` (a saved summary whose rows are under
+  ``rows_key``), sorted: what a summary of ``config`` at ``seeds`` pooled with it holds.
+
+  Raises:
+    ValueError: ``previous`` was trained from a base config other than ``config`` (the keys
+      are named), or it holds some of ``seeds``.
+  """
+  differences = training_differences(config, previous['config'])
   if differences:
     raise ValueError(f'--pool_with: the saved summary was trained from another base config '
                      f'(differs in {differences})')
-  seeds, previous_seeds = summary_seeds(summary), summary_seeds(previous)
+  previous_seeds = summary_seeds(previous, rows_key)
   overlap = sorted(set(seeds) & set(previous_seeds))
   if overlap:
     raise ValueError(f'--pool_with: both summaries hold seeds {overlap}; pool disjoint seeds')
-  methods = dict(previous['methods'])
-  for method, row in summary['methods'].items():
-    methods[method] = pool_rows(row, methods[method]) if method in methods else row
-  return {**summary, 'seeds': len(seeds) + len(previous_seeds),
-          'seed_ids': sorted(seeds + previous_seeds),
-          'total_run_time_s': summary['total_run_time_s'] + previous['total_run_time_s'],
-          'methods': methods}
+  return sorted([*seeds, *previous_seeds])
 
 
-def summary_seeds(summary: Mapping[str, Any]) -> list[int]:
+def pool_rows_by_name(rows: Mapping[str, Mapping[str, Any]],
+                      previous: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Rows (per method or setting) of two summaries over disjoint seeds, each name's pooled
+  (:func:`pool_rows`); a name only one of them has keeps its row."""
+  pooled = dict(previous)
+  for name, row in rows.items():
+    pooled[name] = pool_rows(row, pooled[name]) if name in pooled else row
+  return pooled
+
+
+def summary_seeds(summary: Mapping[str, Any], rows_key: str = 'methods') -> list[int]:
   """The seeds a saved summary ran (older summaries, without ``seed_ids``: from 0 up to the
-  most seeds of any of its methods)."""
+  most seeds of any of its rows, under ``rows_key``)."""
   if 'seed_ids' in summary:
     return list(summary['seed_ids'])
-  return list(range(max(row['seeds'] for row in summary['methods'].values())))
+  return list(range(max(row['seeds'] for row in summary[rows_key].values())))
+
+
+def load_pool_with(path: str) -> dict[str, Any]:
+  """The saved summary ``--pool_with`` names.
+
+  Raises:
+    ValueError: there is none at ``path``.
+  """
+  if not os.path.exists(path):
+    raise ValueError(f'--pool_with: there is no saved summary {path}')
+  with open(path) as f:
+    return json.load(f)
 
 
 def _learning_rate(results: dict) -> float | None:
@@ -374,14 +405,9 @@ def main(argv):
   runs = {method: [] for method in _METHODS.value}
   previous = None
   if _POOL_WITH.value:
-    if not os.path.exists(_POOL_WITH.value):
-      raise ValueError(f'--pool_with: there is no saved summary {_POOL_WITH.value}')
-    with open(_POOL_WITH.value) as f:
-      previous = json.load(f)
+    previous = load_pool_with(_POOL_WITH.value)
     # Refuse a mismatch before any training.
-    pool_summaries({'config': json.loads(config.to_json_best_effort()),
-                    'seed_ids': list(seed_range()), 'total_run_time_s': 0., 'methods': {}},
-                   previous)
+    poolable_seeds(json.loads(config.to_json_best_effort()), list(seed_range()), previous)
   # Seed-major, so a stopped benchmark already has every method at the first seeds; the
   # summary is rewritten after each run.
   for seed in seed_range():

@@ -287,29 +287,15 @@ def pool_sweeps(summary: Mapping[str, Any], previous: Mapping[str, Any],
     ValueError: ``previous`` was trained from a base config other than ``config``, or the two
       share seeds.
   """
-  differences = quality.training_differences(config, previous['config'])
-  if differences:
-    raise ValueError(f'--pool_with: the saved summary was trained from another base config '
-                     f'(differs in {differences})')
-  seeds = list(summary['seed_ids'])
-  previous_seeds = list(previous.get('seed_ids') or range(  # older summaries: from seed 0
-      max(row['seeds'] for row in previous['settings'].values())))
-  overlap = sorted(set(seeds) & set(previous_seeds))
-  if overlap:
-    raise ValueError(f'--pool_with: both summaries hold seeds {overlap}; pool disjoint seeds')
-  rows = dict(previous['settings'])
+  seed_ids = quality.poolable_seeds(config, summary['seed_ids'], previous, 'settings')
   curves = dict(previous.get('learning_curves', {}))
-  for name, row in summary['settings'].items():
-    if name in rows:
-      n, m = row['seeds'], rows[name]['seeds']
-      if name in summary.get('learning_curves', {}) and name in curves:
-        curves[name] = _weighted_curve(summary['learning_curves'][name], n, curves[name], m)
-      rows[name] = quality.pool_rows(row, rows[name])
-    else:
-      rows[name] = row
-      if name in summary.get('learning_curves', {}):
-        curves[name] = summary['learning_curves'][name]
-  return {**summary, 'seed_ids': sorted(seeds + previous_seeds), 'best': best_setting(rows),
+  for name, curve in summary.get('learning_curves', {}).items():
+    if name in curves:  # both ran it: weight each mean curve by its seeds
+      curve = _weighted_curve(curve, summary['settings'][name]['seeds'], curves[name],
+                              previous['settings'][name]['seeds'])
+    curves[name] = curve
+  rows = quality.pool_rows_by_name(summary['settings'], previous['settings'])
+  return {**summary, 'seed_ids': seed_ids, 'best': best_setting(rows),
           'settings': in_grid_order(rows, order), 'learning_curves': in_grid_order(curves, order)}
 
 
@@ -414,22 +400,22 @@ def main(argv):
   root = flags.FLAGS.workdir or f'workdir/sweep_{_GRID.value}'
   # One prepared copy of the data for every run.
   config.data.data_dir = config.data.data_dir or os.path.join(root, 'tfds_data')
-  runs = run_grid(config, settings, root, quality.seed_range())
   out = _OUT.value or f'benchmarks/results/sweep_{_GRID.value}'
+  pool_with = None
+  if flags.FLAGS.pool_with:
+    if os.path.abspath(flags.FLAGS.pool_with) == os.path.abspath(out + '.json'):
+      raise ValueError('--pool_with: name a summary other than --sweep_out, which is rewritten')
+    pool_with = quality.load_pool_with(flags.FLAGS.pool_with)
+    # Refuse a mismatch before any training.
+    quality.poolable_seeds(json.loads(config.to_json_best_effort()),
+                           list(quality.seed_range()), pool_with, 'settings')
+  runs = run_grid(config, settings, root, quality.seed_range())
   previous = None
   if _KEEP_PREVIOUS.value:
     if not os.path.exists(out + '.json'):
       raise ValueError(f'--keep_previous: there is no saved summary {out}.json to keep from')
     with open(out + '.json') as f:
       previous = json.load(f)
-  pool_with = None
-  if flags.FLAGS.pool_with:
-    if os.path.abspath(flags.FLAGS.pool_with) == os.path.abspath(out + '.json'):
-      raise ValueError('--pool_with: name a summary other than --sweep_out, which is rewritten')
-    if not os.path.exists(flags.FLAGS.pool_with):
-      raise ValueError(f'--pool_with: there is no saved summary {flags.FLAGS.pool_with}')
-    with open(flags.FLAGS.pool_with) as f:
-      pool_with = json.load(f)
   summary = write_outputs(out, config, settings, runs, root, previous,
                           tuple(s.name for s in grid), pool_with)
   print(markdown_table(summary))
