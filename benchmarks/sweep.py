@@ -15,7 +15,8 @@ members are averaged (``ensemble_mode``) is read from the run it shares (``resul
 Writes ``--sweep_out`` + ``.json``: per setting the mean ± std over seeds of the validation
 and the test metrics (the ensemble's, the members' mean, disagreement, mutual information),
 ECE after temperature scaling, OOD AUROC by MI, how far s moved and the wall time, and
-``best``: the setting of lowest mean **validation** NLL (test never selects).
+``best``: the setting of lowest mean **validation** NLL among those run on the most seeds
+(test never selects).
 ``--sweep_out`` + ``.png``: the learning curves, validation NLL and accuracy against step,
 one line per trained setting (mean over seeds), from each run's metrics.jsonl
 (``--config.eval_every_steps`` sets their resolution); with ``--config.ood.every_validation``
@@ -221,9 +222,18 @@ def summarise(settings: tuple[Setting, ...], runs: dict[str, list[dict]]) -> dic
 
 
 def best_setting(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
-  """The setting of lowest mean :data:`SELECTED_ON` (validation NLL), or None."""
-  scored = {name: row[SELECTED_ON]['mean'] for name, row in rows.items() if SELECTED_ON in row}
-  return min(scored, key=scored.get) if scored else None
+  """The setting of lowest mean :data:`SELECTED_ON` (validation NLL) among those with the
+  most seeds, or None.
+
+  A mean over fewer seeds is not comparable with the others (seeds differ more than settings
+  do), so a pooled or kept row run on fewer seeds is never chosen over fully seeded ones.
+  """
+  scored = {name: row for name, row in rows.items() if SELECTED_ON in row}
+  if not scored:
+    return None
+  most = max(row.get('seeds', 1) for row in scored.values())
+  return min((name for name, row in scored.items() if row.get('seeds', 1) == most),
+             key=lambda name: scored[name][SELECTED_ON]['mean'])
 
 
 def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],

@@ -342,6 +342,8 @@ def test_sweep_pools_seed_summaries_exactly_and_refuses_overlapping_seeds():
   only_new = sweep.pool_sweeps(summary_of([1, 2]), summary_of([0], ('members_1',)), config,
                                order)
   assert only_new['settings']['members_4'] == summary_of([1, 2])['settings']['members_4']
+  # members_4 has the lower mean, but over 2 seeds against members_1's 3: not comparable.
+  assert only_new['best'] == 'members_1'
   with pytest.raises(ValueError, match=r'both summaries hold seeds \[1\]'):
     sweep.pool_sweeps(summary_of([1, 2]), summary_of([0, 1]), config, order)
   with pytest.raises(ValueError, match=r'optim\.learning_rate'):
