@@ -17,6 +17,9 @@ and the test metrics (the ensemble's, the members' mean, disagreement, mutual in
 ECE after temperature scaling, OOD AUROC by MI, how far s moved and the wall time, and
 ``best``: the setting of lowest mean **validation** NLL among those run on the most seeds
 (test never selects).
+``--sweep_out`` + ``_vs_<key>.png``, where the settings differ in one number (``members``:
+``num_members``; ``lr``: the learning rate): NLL, ECE (TS), disagreement, MI and OOD AUROC
+against it, mean ± std over seeds.
 ``--sweep_out`` + ``.png``: the learning curves, validation NLL and accuracy against step,
 one line per trained setting (mean over seeds), from each run's metrics.jsonl
 (``--config.eval_every_steps`` sets their resolution); with ``--config.ood.every_validation``
@@ -360,13 +363,66 @@ def plot_learning_curves(path: str, curves: Mapping[str, dict[str, list[float]]]
   return path
 
 
+#: The panels of a plot against a grid's axis: (y label, ((summary column, line label), ...)).
+AXIS_PANELS = (
+    ('NLL', (('val_nll', 'validation'), ('nll', 'test'), ('members_nll', "test, members' mean"))),
+    ('ECE after temperature scaling', (('ece_ts', 'test'),)),
+    ('members', (('disagreement', 'disagreement'), ('mi', 'mutual information (nats)'))),
+    ('OOD AUROC', (('auroc_mi', 'mutual information'), ('auroc_msp', 'max probability'))),
+)
+
+
+def grid_axis(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+  """The one override key whose value differs between a summary's ``rows``, if every row
+  sets it to a number (``members``: ``num_members``; ``lr``: ``optim.learning_rate``); else
+  None (several knobs at once, or a choice such as ``sve_targets``)."""
+  overrides = [row.get('overrides') or {} for row in rows.values()]
+  keys = sorted(set().union(*overrides)) if len(overrides) > 1 else []
+  varying = [k for k in keys if len({json.dumps(o.get(k)) for o in overrides}) > 1]
+  if len(varying) != 1:
+    return None
+  values = [o.get(varying[0]) for o in overrides]
+  numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+  return varying[0] if numeric else None
+
+
+def plot_against_axis(path: str, rows: Mapping[str, Mapping[str, Any]], key: str) -> str:
+  """Writes a PNG: each of :data:`AXIS_PANELS`' summary columns, mean ± std over seeds as
+  error bars, against the override ``key`` (:func:`grid_axis`) of the ``rows``; on a log
+  scale where the values span a factor of 8 or more. Columns no row has are left out."""
+  by_value = sorted(rows.values(), key=lambda row: row['overrides'][key])
+  x = [row['overrides'][key] for row in by_value]
+  panels = [(label, [(c, name) for c, name in lines if any(c in row for row in by_value)])
+            for label, lines in AXIS_PANELS]
+  panels = [(label, lines) for label, lines in panels if lines]
+  figure = Figure(figsize=(7, 2.6 * len(panels)), layout='constrained')
+  FigureCanvasAgg(figure)
+  axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+  for ax, (label, lines) in zip(axes, panels):
+    for column, name in lines:
+      points = [(v, row[column]) for v, row in zip(x, by_value) if column in row]
+      ax.errorbar([v for v, _ in points], [c['mean'] for _, c in points],
+                  yerr=[c['std'] for _, c in points], marker='o', capsize=3, label=name)
+    ax.set(ylabel=label)
+    ax.legend(fontsize='small')
+  if min(x) > 0 and max(x) / min(x) >= 8:
+    axes[-1].set_xscale('log', base=2 if all(isinstance(v, int) for v in x) else 10)
+  axes[-1].set(xlabel=key, xticks=x, xticklabels=[f'{v:g}' for v in x])
+  seeds = sorted({row.get('seeds', 1) for row in by_value})
+  axes[0].set(title=f"Against {key} (mean ± std over {'/'.join(map(str, seeds))} seeds)")
+  figure.savefig(path, dpi=120)
+  return path
+
+
 def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[str, list[dict]],
                   root: str, previous: Mapping[str, Any] | None = None,
                   order: tuple[str, ...] = (),
                   pool_with: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Writes ``out.json`` (:func:`summarise` and the base config) and ``out.png``; with
-  ``previous``, the settings this call lacks are kept from it (:func:`keep_previous`); with
-  ``pool_with``, a summary of other seeds, the two are pooled (:func:`pool_sweeps`)."""
+  """Writes ``out.json`` (:func:`summarise` and the base config) and ``out.png``, and where
+  the settings differ in one number (:func:`grid_axis`), ``out_vs_<key>.png``
+  (:func:`plot_against_axis`); with ``previous``, the settings this call lacks are kept from
+  it (:func:`keep_previous`); with ``pool_with``, a summary of other seeds, the two are pooled
+  (:func:`pool_sweeps`)."""
   summary = summarise(settings, runs)
   summary['learning_curves'] = {
       s.name: mean_curve([learning_curve(os.path.join(root, s.name, f'seed_{seed}'))
@@ -383,6 +439,9 @@ def write_outputs(out: str, config, settings: tuple[Setting, ...], runs: dict[st
   with open(out + '.json', 'w') as f:
     json.dump({'config': config_json, **summary}, f, indent=2)
   plot_learning_curves(out + '.png', summary['learning_curves'])
+  axis = grid_axis(summary['settings'])
+  if axis:
+    plot_against_axis(f"{out}_vs_{axis.replace('.', '_')}.png", summary['settings'], axis)
   return summary
 
 

@@ -224,6 +224,7 @@ def test_sweep_runs_a_grid_reads_averaging_modes_from_shared_runs_and_resumes(
       'val_accuracy': [r['val_accuracy'] for r in val]}
   assert set(summary['learning_curves']) == {'base', 'noise_0.1'}
   assert os.path.getsize(out + '.png') > 10_000
+  assert not list(tmp_path.glob('sweep_vs_*.png'))  # these settings differ in several knobs
   assert '**' + saved['best'] + '**' in sweep.markdown_table(summary)
 
   # A second sweep reads the finished runs back: nothing trains.
@@ -274,6 +275,35 @@ def test_sweep_curves_carry_the_ood_aurocs_logged_at_validation_into_a_third_pan
     path = sweep.plot_learning_curves(str(tmp_path / f'{name}.png'), {'base': curve})
     heights[name] = Image.open(path).size[1]
   assert heights['ood'] > heights['plain']  # the OOD panel
+
+
+def test_sweep_plots_a_grid_that_varies_one_number_against_it(tmp_path):
+  from PIL import Image
+
+  from benchmarks import sweep
+  stat = lambda mean: {'mean': mean, 'std': 0.01}
+  rows = {f'members_{m}': {'seeds': 3, 'overrides': {'method': 'sve', 'num_members': m},
+                           'val_nll': stat(0.6 - 0.01 * m), 'nll': stat(0.6),
+                           'ece_ts': stat(0.04), 'disagreement': stat(0.1), 'mi': stat(0.02),
+                           'auroc_mi': stat(0.7)}
+          for m in (16, 1, 4)}
+  assert sweep.grid_axis(rows) == 'num_members'
+  # A choice between names, several knobs at once, or one setting: no axis.
+  attention = {name: {'overrides': {'method': 'sve', 'sve_targets': name}}
+               for name in ('all', 'attention')}
+  assert sweep.grid_axis(attention) is None
+  both = {'a': {'overrides': {'noise_std': 0.1}}, 'b': {'overrides': {'head_init_std': 0.03}}}
+  assert sweep.grid_axis(both) is None
+  assert sweep.grid_axis({'members_4': rows['members_4']}) is None
+  lr = {f'lr_{v:g}': {'overrides': {'method': 'single_svf', 'optim.learning_rate': v}}
+        for v in (1e-3, 1e-2)}
+  assert sweep.grid_axis(lr) == 'optim.learning_rate'
+  path = sweep.plot_against_axis(str(tmp_path / 'vs.png'), rows, 'num_members')
+  four_panels = Image.open(path).size[1]
+  del rows['members_4']['auroc_mi'], rows['members_1']['auroc_mi'], rows['members_16']['auroc_mi']
+  three_panels = Image.open(sweep.plot_against_axis(str(tmp_path / 'vs3.png'), rows,
+                                                    'num_members')).size[1]
+  assert four_panels > three_panels  # a column no row has gets no panel
 
 
 def test_sweep_keeps_the_rows_and_curves_of_settings_it_did_not_run_from_the_saved_summary(
