@@ -255,14 +255,14 @@ def summary_seeds(summary: Mapping[str, Any], rows_key: str = 'methods') -> list
   return list(range(max(row['seeds'] for row in summary[rows_key].values())))
 
 
-def load_pool_with(path: str) -> dict[str, Any]:
-  """The saved summary ``--pool_with`` names.
+def load_summary(path: str, flag: str) -> dict[str, Any]:
+  """The saved summary at ``path``, which ``flag`` (e.g. ``--pool_with``) asks for.
 
   Raises:
-    ValueError: there is none at ``path``.
+    ValueError: there is none at ``path`` (``flag`` and ``path`` named).
   """
   if not os.path.exists(path):
-    raise ValueError(f'--pool_with: there is no saved summary {path}')
+    raise ValueError(f'{flag}: there is no saved summary {path}')
   with open(path) as f:
     return json.load(f)
 
@@ -405,7 +405,7 @@ def main(argv):
   runs = {method: [] for method in _METHODS.value}
   previous = None
   if _POOL_WITH.value:
-    previous = load_pool_with(_POOL_WITH.value)
+    previous = load_summary(_POOL_WITH.value, '--pool_with')
     # Refuse a mismatch before any training.
     poolable_seeds(json.loads(config.to_json_best_effort()), list(seed_range()), previous)
   # Seed-major, so a stopped benchmark already has every method at the first seeds; the

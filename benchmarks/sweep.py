@@ -474,17 +474,13 @@ def main(argv):
   if flags.FLAGS.pool_with:
     if os.path.abspath(flags.FLAGS.pool_with) == os.path.abspath(out + '.json'):
       raise ValueError('--pool_with: name a summary other than --sweep_out, which is rewritten')
-    pool_with = quality.load_pool_with(flags.FLAGS.pool_with)
+    pool_with = quality.load_summary(flags.FLAGS.pool_with, '--pool_with')
     # Refuse a mismatch before any training.
     quality.poolable_seeds(json.loads(config.to_json_best_effort()),
                            list(quality.seed_range()), pool_with, 'settings')
+  previous = (quality.load_summary(out + '.json', '--keep_previous') if _KEEP_PREVIOUS.value
+              else None)
   runs = run_grid(config, settings, root, quality.seed_range())
-  previous = None
-  if _KEEP_PREVIOUS.value:
-    if not os.path.exists(out + '.json'):
-      raise ValueError(f'--keep_previous: there is no saved summary {out}.json to keep from')
-    with open(out + '.json') as f:
-      previous = json.load(f)
   summary = write_outputs(out, config, settings, runs, root, previous,
                           tuple(s.name for s in grid), pool_with)
   print(markdown_table(summary))
