@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.prompt = '{text}'
   c.model.verbalizer = ()
   c.model.remat = False       # llama: rematerialise each layer in the backward pass
+  # Methods adapt only the top K blocks (-1 = all, the paper's SVE); the rest run once per
+  # batch, shared by the members (README, "Adapting only the top blocks").
+  c.model.adapted_blocks = -1
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'tweet_sentiment'   # a local builder, a tfds catalog name, csv_text, image_folder

@@ -203,6 +203,37 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
+def freeze_blocks_below(rules: Rules | None, block_pattern: str, first_block: int
+                        ) -> Callable[[str, Any], Role]:
+  """``rules`` restricted to the blocks from ``first_block`` up: the leaves of lower blocks
+  are frozen, whatever ``rules`` say of them.
+
+  This is how SVE adapts only the top ``K`` of ``L`` blocks (``first_block = L - K``): the
+  lower blocks keep their pretrained, undecomposed weights and are shared by every member.
+  Under the member ``jax.vmap`` nothing they compute depends on a member, so they run once
+  per batch, and no gradient is computed through them.
+
+  Args:
+    rules: the rules to restrict (``None``: :data:`DEFAULT_RULES`).
+    block_pattern: a regex whose first group captures a block's index in a '/'-joined path,
+      e.g. ``r'(?:^|/)encoder/layer_(\\d+)/'``. Paths it does not match (embeddings, the
+      head) keep the role ``rules`` give them.
+    first_block: the lowest block index that keeps its role.
+
+  Returns:
+    A callable rule ``(path, leaf) -> role`` (see :func:`resolve_role`).
+  """
+  compiled = re.compile(block_pattern)
+
+  def role(path: str, leaf: Any) -> Role:
+    match = compiled.search(path)
+    if match and int(match.group(1)) < first_block:
+      return FROZEN
+    return resolve_role(path, leaf, rules)
+
+  return role
+
+
 def resolve_role(path: str, leaf: Any, rules: Rules | None) -> Role:
   """The role of one leaf: the first rule whose regex ``re.search``-es ``path``, else frozen.
 

@@ -218,12 +218,26 @@ class Method:
     learning_rate_key: the ``config.optim`` field of its peak learning rate:
       ``'learning_rate'``, :data:`FULL_FINETUNE_LEARNING_RATE` for methods that update
       every pretrained weight, or :data:`LORA_LEARNING_RATE`.
+    adapts_by_rules: whether what it trains comes from the backbone's rules (SVE, LoRA,
+      BatchEnsemble), so that ``config.model.adapted_blocks`` can restrict it to the top
+      blocks; methods that update every weight (single_ft, deep_ensemble, mc_dropout) do
+      not, and refuse it (:meth:`check_adapted_blocks`).
   """
   name: str
   build: Callable[[Any, MethodOptions, jax.Array], MethodSetup]
   reports_ensemble: bool = True
   trains_ensemble: bool = True
   learning_rate_key: str = 'learning_rate'
+  adapts_by_rules: bool = True
+
+  def check_adapted_blocks(self, adapted_blocks: int) -> None:
+    """Raises ValueError (naming ``config.model.adapted_blocks``) when a method that updates
+    every weight is asked to adapt only the top blocks."""
+    if int(adapted_blocks) != -1 and not self.adapts_by_rules:
+      raise ValueError(f'config.model.adapted_blocks={adapted_blocks}: {self.name} trains '
+                       'every weight of the backbone, so it cannot adapt only the top blocks; '
+                       'use -1, or a method that adapts by the backbone\'s rules (sve, '
+                       'single_svf, lora_ensemble, batch_ensemble, laplace_lora)')
 
   def reported_members(self, config_members: int) -> int:
     """M as the method reports it: the leading axis of its evaluation logits."""

@@ -24,5 +24,5 @@ def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> ba
                                per_member_data=True)
 
 
-METHOD = base.Method('deep_ensemble', build,
+METHOD = base.Method('deep_ensemble', build, adapts_by_rules=False,
                      learning_rate_key=base.FULL_FINETUNE_LEARNING_RATE)

@@ -46,5 +46,5 @@ def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> ba
   return base.make_setup('mc_dropout', backbone, setup.frozen, setup.trainables, forward_on)
 
 
-METHOD = base.Method('mc_dropout', build, trains_ensemble=False,
+METHOD = base.Method('mc_dropout', build, adapts_by_rules=False, trains_ensemble=False,
                      learning_rate_key=base.FULL_FINETUNE_LEARNING_RATE)

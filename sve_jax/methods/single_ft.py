@@ -67,4 +67,5 @@ def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> ba
 
 
 METHOD = base.Method('single_ft', build, reports_ensemble=False, trains_ensemble=False,
+                     adapts_by_rules=False,
                      learning_rate_key=base.FULL_FINETUNE_LEARNING_RATE)

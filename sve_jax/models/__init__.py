@@ -18,6 +18,7 @@ from sve_jax.models import efficientnet_lite
 from sve_jax.models import hub
 from sve_jax.models import llama
 from sve_jax.models import vit
+from sve_jax.models.backbone import adapt_top_blocks
 from sve_jax.models.backbone import Backbone
 
 #: Every backbone's loader, by ``config.model.name``: ``(model section, num_classes) ->
@@ -38,7 +39,7 @@ COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 __all__ = [
     # What a loader returns.
-    'Backbone',
+    'Backbone', 'adapt_top_blocks',
     # Backbones by name.
     'BACKBONES', 'COMPUTE_DTYPES', 'HUB_BACKBONES', 'LOADERS', 'load_backbone',
     'validate_model_config',
@@ -56,7 +57,8 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
       ``dropout_rate`` (every dropout rate of the backbone; -1 or absent keeps the
       checkpoint's/preset's own), and per backbone ``pooling``/``max_length``/``dtype``
       (bert), ``prompt``/``verbalizer``/``max_length``/``dtype``/``remat`` (llama),
-      ``preset`` (vit; '' with a repo id = the repo's), ``image_size`` (vision).
+      ``preset`` (vit; '' with a repo id = the repo's), ``image_size`` (vision), and
+      ``adapted_blocks`` (-1 or absent: all; see :func:`backbone.adapt_top_blocks`).
     num_classes: outputs of the fresh head.
 
   Raises:
@@ -65,7 +67,8 @@ def load_backbone(model: Mapping[str, Any], num_classes: int) -> Backbone:
       downloadable or has no weights file (names the repo and the files looked for).
   """
   validate_model_config(model)
-  return LOADERS[model['name']](model, num_classes)
+  backbone = LOADERS[model['name']](model, num_classes)
+  return adapt_top_blocks(backbone, int(model.get('adapted_blocks', -1)))
 
 
 def validate_model_config(model: Mapping[str, Any]) -> None:
@@ -75,6 +78,10 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
   if rate != -1 and not 0 <= rate < 1:
     raise ValueError(f'config.model.dropout_rate={rate} must be -1 (the backbone\'s own) or '
                      'in [0, 1)')
+  adapted = int(model.get('adapted_blocks', -1))
+  if adapted == 0 or adapted < -1:
+    raise ValueError(f'config.model.adapted_blocks={adapted} must be -1 (all blocks) or the '
+                     'number of top blocks to adapt, >= 1')
   dtype = model.get('dtype', 'float32')
   check_choice(dtype, COMPUTE_DTYPES, 'config.model.dtype')
   if dtype != 'float32' and model['name'] not in LOW_PRECISION_BACKBONES:

@@ -56,6 +56,10 @@ class Backbone:
     dropout_rate: the largest dropout rate :meth:`apply` uses with ``train=True``.
     statistics: regexes over '/'-joined param paths of leaves that are statistics, not
       weights (batch norm's running mean and variance): no method trains them.
+    num_blocks: ``L``, the blocks of the backbone's stack (transformer layers), or ``None``
+      for a backbone without one (EfficientNet).
+    keep_top_blocks: ``(backbone, first_block) -> backbone`` whose methods adapt only the
+      blocks from ``first_block`` up (:func:`adapt_top_blocks`); ``None`` without a stack.
   """
   name: str
   module: Any
@@ -69,6 +73,8 @@ class Backbone:
   attention_rules: tuple | None = None
   dropout_rate: float = 0.
   statistics: tuple[str, ...] = ()
+  num_blocks: int | None = None
+  keep_top_blocks: Callable[[Backbone, int], Backbone] | None = None
 
   def apply(self, params: PyTree, inputs: Any, *, train: bool = False,
             rngs: Mapping[str, jax.Array] | None = None) -> jax.Array:
@@ -102,6 +108,60 @@ class Backbone:
       raise ValueError(f'the {self.name} backbone module sows no pooled features; call '
                        'sve_jax.models.backbone.sow_features(self, x) before its head')
     return logits, sown[-1]
+
+
+def adapt_top_blocks(backbone: Backbone, adapted_blocks: int) -> Backbone:
+  """The backbone whose methods adapt only its top ``K = adapted_blocks`` blocks.
+
+  The lower ``L - K`` blocks (the trunk) keep their pretrained weights: no method decomposes,
+  adapts or trains them, so they are the same for every member. Member-vmapped forwards
+  (:func:`sve_jax.ensemble.vmap_members`) then run them once per batch, not once per member,
+  and no backward pass reaches below block ``L - K``: an input costs ``(L - K) + M·K``
+  blocks instead of ``M·L``.
+
+  Args:
+    backbone: as a loader returns it.
+    adapted_blocks: ``K``; ``-1`` (or ``L``) adapts every block, the paper's SVE.
+
+  Returns:
+    ``backbone`` itself for ``-1`` or ``L``; otherwise the result of its
+    :attr:`Backbone.keep_top_blocks`: rules that freeze the trunk's leaves, and, for a
+    scanned stack (llama), the scan split into a trunk scan and a top scan.
+
+  Raises:
+    ValueError: ``K`` is 0, below -1 or above ``L``, or the backbone has no block stack
+      (names ``config.model.adapted_blocks``).
+  """
+  k = int(adapted_blocks)
+  if k == -1:
+    return backbone
+  if backbone.num_blocks is None or backbone.keep_top_blocks is None:
+    raise ValueError(f'config.model.adapted_blocks={k}: the {backbone.name} backbone has no '
+                     'stack of transformer blocks to adapt the top of; use -1 (all)')
+  if not 1 <= k <= backbone.num_blocks:
+    raise ValueError(f'config.model.adapted_blocks={k} must be -1 (all) or in [1, '
+                     f'{backbone.num_blocks}], the {backbone.name} backbone\'s blocks')
+  if k == backbone.num_blocks:
+    return backbone
+  return backbone.keep_top_blocks(backbone, backbone.num_blocks - k)
+
+
+def freeze_lower_blocks(block_pattern: str) -> Callable[[Backbone, int], Backbone]:
+  """:attr:`Backbone.keep_top_blocks` of a backbone whose blocks have params of their own
+  (``encoder/layer_3/...``, ``blocks_3/...``): its ``rules`` and ``attention_rules``
+  restricted by :func:`sve_jax.layout.freeze_blocks_below`.
+
+  Args:
+    block_pattern: a regex whose first group captures the block index in a param path.
+  """
+
+  def keep_top_blocks(backbone: Backbone, first_block: int) -> Backbone:
+    restrict = lambda rules: (None if rules is None else
+                              layout.freeze_blocks_below(rules, block_pattern, first_block))
+    return dataclasses.replace(backbone, rules=restrict(backbone.rules),
+                               attention_rules=restrict(backbone.attention_rules))
+
+  return keep_top_blocks
 
 
 def dropout_override(model: Mapping[str, Any]) -> float | None:

@@ -53,6 +53,7 @@ from sve_jax.models import tokenizer as tokenizer_lib
 from sve_jax.models import weights_io
 from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import dropout_override
+from sve_jax.models.backbone import freeze_lower_blocks
 from sve_jax.models.backbone import HEAD_INIT
 from sve_jax.models.backbone import HEAD_RULE
 from sve_jax.models.backbone import sow_features
@@ -73,6 +74,9 @@ SVE_RULES: tuple[tuple[str, str], ...] = (
     HEAD_RULE,
     (r'', 'frozen'),  # embeddings, LayerNorms, pooler.
 )
+
+#: A param path's encoder layer: its first group is the layer index.
+BLOCK_PATTERN = r'(?:^|/)encoder/layer_(\d+)/'
 
 _ATTENTION_DENSE = r'(^|/)encoder/layer_\d+/attention/(query|key|value|output)/'
 
@@ -573,7 +577,9 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   max_length = int(model['max_length'])
   return Backbone('bert', module, params, tuple(SVE_RULES), 'text',
                   tokenize=lambda texts: tokenizer_lib.tokenize(tokenizer, texts, max_length),
-                  attention_rules=tuple(ATTENTION_RULES), dropout_rate=rate)
+                  attention_rules=tuple(ATTENTION_RULES), dropout_rate=rate,
+                  num_blocks=module.config.num_hidden_layers,
+                  keep_top_blocks=freeze_lower_blocks(BLOCK_PATTERN))
 
 
 def offline_minilm_path() -> str:

@@ -399,19 +399,27 @@ class LlamaDecoder(nn.Module):
     dtype: computation dtype (params stay float32); norms and softmax run in float32.
     remat: rematerialise each layer in the backward pass (``jax.checkpoint``), trading
       compute for activation memory.
+    num_trunk_layers: the bottom layers run as a scan of their own, ``trunk_layers`` (params
+      ``trunk_layers/...``), and the rest as ``layers``; the result is the same. SVE's rules
+      match only ``layers/``, so it adapts the top ``L - num_trunk_layers`` layers and the
+      trunk stays pretrained and shared (:func:`split_trunk_params`).
   """
   config: LlamaConfig
   label_token_ids: tuple[int, ...] | None = None
   dtype: Any = jnp.float32
   remat: bool = False
+  num_trunk_layers: int = 0
 
   def setup(self):
     c = self.config
     self.embed_tokens = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype,
                                  embedding_init=_INIT)
     layer = nn.remat(DecoderLayer, prevent_cse=False) if self.remat else DecoderLayer
-    self.layers = nn.scan(layer, variable_axes={'params': 0}, split_rngs={'params': True},
-                          in_axes=nn.broadcast, length=c.num_hidden_layers)(c, self.dtype)
+    scan = functools.partial(nn.scan, layer, variable_axes={'params': 0},
+                             split_rngs={'params': True}, in_axes=nn.broadcast)
+    if self.num_trunk_layers:
+      self.trunk_layers = scan(length=self.num_trunk_layers)(c, self.dtype)
+    self.layers = scan(length=c.num_hidden_layers - self.num_trunk_layers)(c, self.dtype)
     self.norm = RMSNorm(c.rms_norm_eps, self.dtype)
     if not c.tie_word_embeddings:
       self.lm_head = LMHead(c.vocab_size, self.dtype)
@@ -425,7 +433,10 @@ class LlamaDecoder(nn.Module):
     causal = jnp.tril(jnp.ones((length, length), bool))
     mask = (causal[None] & real[:, None, :])[:, None, None]  # (B, 1, 1, T, T)
     cos, sin = rope_tables(self.config, length)
-    x, _ = self.layers(self.embed_tokens(input_ids), (cos, sin, mask))
+    x = self.embed_tokens(input_ids)
+    if self.num_trunk_layers:
+      x, _ = self.trunk_layers(x, (cos, sin, mask))
+    x, _ = self.layers(x, (cos, sin, mask))
     return self.norm(x)
 
   def unembed(self, h: jax.Array, rows: Sequence[int] | None = None) -> jax.Array:
@@ -457,6 +468,24 @@ class LlamaDecoder(nn.Module):
     h_last = h[jnp.arange(h.shape[0]), last]
     sow_features(self, h_last)
     return self.unembed(h_last, self.label_token_ids)
+
+
+def split_trunk_params(params: PyTree, num_trunk_layers: int) -> PyTree:
+  """The params of :class:`LlamaDecoder` with ``num_trunk_layers``: the first
+  ``num_trunk_layers`` slices of every ``layers`` leaf move to ``trunk_layers``."""
+  layers = params['layers']
+  return {**params,
+          'trunk_layers': jax.tree_util.tree_map(lambda x: x[:num_trunk_layers], layers),
+          'layers': jax.tree_util.tree_map(lambda x: x[num_trunk_layers:], layers)}
+
+
+def keep_top_layers(backbone: Backbone, first_block: int) -> Backbone:
+  """:attr:`~sve_jax.models.backbone.Backbone.keep_top_blocks` of the decoder: its scan split
+  at ``first_block`` (:attr:`LlamaDecoder.num_trunk_layers`), so that the rules, which match
+  ``layers/`` only, adapt the top layers."""
+  return dataclasses.replace(backbone,
+                             module=backbone.module.clone(num_trunk_layers=first_block),
+                             params=split_trunk_params(backbone.params, first_block))
 
 
 # --------------------------------------------------------------------------------------------
@@ -971,4 +1000,5 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
     return tokenize(tokenizer, [format_prompt(prompt, t) for t in texts], max_length, pad)
 
   return Backbone('llama', module, params, tuple(SVE_RULES), 'text', tokenize=tokenize_prompts,
-                  attention_rules=tuple(ATTENTION_RULES), dropout_rate=0.)
+                  attention_rules=tuple(ATTENTION_RULES), dropout_rate=0.,
+                  num_blocks=config.num_hidden_layers, keep_top_blocks=keep_top_layers)

@@ -70,6 +70,7 @@ from sve_jax.image_stats import INCEPTION_STD
 from sve_jax.models import hub
 from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import dropout_override
+from sve_jax.models.backbone import freeze_lower_blocks
 from sve_jax.models.backbone import HEAD_INIT
 from sve_jax.models.backbone import HEAD_RULE
 from sve_jax.models.backbone import square_image_size
@@ -87,6 +88,9 @@ SVE_RULES: tuple[tuple[str, str], ...] = (
     (r'(^|/)blocks_\d+/(attn/(qkv|proj)|mlp/fc[12])/bias$', 'member'),
     HEAD_RULE,
 )
+
+#: A param path's block: its first group is the block index.
+BLOCK_PATTERN = r'(?:^|/)blocks_(\d+)/'
 
 #: SVE rules restricted to attention (the paper's attention-only ablation): the fused ``qkv``
 #: and the output ``proj`` kernels of every block, their biases per member, the head per
@@ -619,7 +623,8 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
                   image_mean=tuple(module.config.image_mean),
                   image_std=tuple(module.config.image_std),
                   attention_rules=tuple(ATTENTION_RULES),
-                  dropout_rate=module.config.dropout_rate)
+                  dropout_rate=module.config.dropout_rate, num_blocks=module.config.depth,
+                  keep_top_blocks=freeze_lower_blocks(BLOCK_PATTERN))
 
 
 def _hub_preset(inferred: str, configured: str, repo: str) -> str:

@@ -239,6 +239,11 @@ def _restore_newest(manager: ocp.CheckpointManager, abstract_state: PyTree):
   return None
 
 
+#: Identity keys added after checkpoints were first written, with the value an older
+#: checkpoint, which lacks them, implies.
+IDENTITY_DEFAULTS = {'adapted_blocks': -1}
+
+
 def _check_saved_identity(meta: Mapping[str, Any], identity: Mapping[str, Any],
                           where: str) -> None:
   """Raises if a checkpoint's ``meta['identity']`` differs from this run's ``identity``.
@@ -249,6 +254,7 @@ def _check_saved_identity(meta: Mapping[str, Any], identity: Mapping[str, Any],
   saved = meta.get('identity')
   if saved is None:
     return
+  saved = {**IDENTITY_DEFAULTS, **saved}
   differ = {k: (saved.get(k), v) for k, v in identity.items() if saved.get(k) != v}
   if differ:
     details = ', '.join(f'{k}: checkpoint {a!r}, this run {b!r}' for k, (a, b) in differ.items())

@@ -26,7 +26,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   paths, the metrics, the schedules, the backbones, the data sets); this calls each with the
   config key, before any heavy work. Bounds on plain numbers are checked here.
   """
-  methods.get(config.method)
+  methods.get(config.method).check_adapted_blocks(config.model.get('adapted_blocks', -1))
   _check_bounds(config)
   laplace_lora.check_prior_precisions(config.laplace_prior_precisions)
   sve.check_targets(config.sve_targets, 'config.sve_targets')
@@ -138,7 +138,8 @@ def run_identity(config: ml_collections.ConfigDict, num_members: int) -> dict[st
   """What a workdir's checkpoints must match to be resumed: backbone, method, members."""
   return {'method': config.method, 'backbone': config.model.name,
           'model_path': config.model.path, 'model_preset': config.model.preset,
-          'num_members': num_members}
+          'num_members': num_members,
+          'adapted_blocks': int(config.model.get('adapted_blocks', -1))}
 
 
 def _check_dataset_name(name: str, key: str) -> None:

@@ -34,6 +34,7 @@ from conftest import tiny_train_config
      'precisions > 0'),
     ('posterior_fit_examples', 0, 'config.posterior_fit_examples=0 must be >= 1, or -1'),
     ('sve_targets', 'mlp', r"config.sve_targets='mlp' must be one of \('all', 'attention'\)"),
+    ('model.adapted_blocks', 0, r'config.model.adapted_blocks=0 must be -1 \(all blocks\)'),
 ])
 def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
   config = tiny_train_config('', str(tmp_path / 'data'), **{key: value})
@@ -47,6 +48,8 @@ def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
      r'config.ood.feature_scores need an OOD set: set config.ood.name'),
     ({'ood.extra_names': ('no_such_set',)}, "config.ood.extra_names='no_such_set'"),
     ({'ood.extra_names': ('ood_text',)}, 'repeats a set'),
+    ({'method': 'single_ft', 'model.adapted_blocks': 2},
+     'config.model.adapted_blocks=2: single_ft trains every weight'),
 ])
 def test_bad_ood_options_fail_before_heavy_work(overrides, message, tmp_path):
   config = tiny_train_config('', str(tmp_path / 'data'), **overrides)
