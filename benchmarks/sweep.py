@@ -107,6 +107,10 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
     # The paper's ablations: ensemble size, and attention-only against every projection.
     'members': tuple(Setting(f'members_{m}', {**_SVE, 'num_members': m})
                      for m in (1, 2, 4, 8, 16)),
+    # Issue 38: SVE adapting only the top K of MiniLM's 6 blocks (K = L, L/2, L/4 rounded
+    # up); with --config.trunk_cache=True every setting trains on cached trunk outputs.
+    'depth': tuple(Setting(f'blocks_{k}', {**_SVE, 'model.adapted_blocks': k})
+                   for k in (6, 3, 2)),
     'attention': (Setting('all_projections', {**_SVE, 'sve_targets': 'all'}),
                   Setting('attention_only', {**_SVE, 'sve_targets': 'attention'})),
     # Does the OOD signal change with the training budget? Run with a long budget and OOD
@@ -368,7 +372,8 @@ AXIS_PANELS = (
     ('NLL', (('val_nll', 'validation'), ('nll', 'test'), ('members_nll', "test, members' mean"))),
     ('ECE after temperature scaling', (('ece_ts', 'test'),)),
     ('members', (('disagreement', 'disagreement'), ('mi', 'mutual information (nats)'))),
-    ('OOD AUROC', (('auroc_mi', 'mutual information'), ('auroc_msp', 'max probability'))),
+    ('OOD AUROC', (('auroc_mi', 'mutual information'), ('auroc_msp', 'max probability'),
+                   ('auroc_mahalanobis', 'Mahalanobis'))),
 )
 
 

@@ -167,6 +167,11 @@ def base_config() -> ml_collections.ConfigDict:
   # per-call cost (on CPU, XLA's fresh temporaries; BENCHMARKS.md); the chunks end early at
   # every validation or counted checkpoint.
   c.steps_per_execution = 1
+  # With model.adapted_blocks < L: run the pretrained trunk once over the training split and
+  # train on its cached outputs (README, "Adapting only the top blocks"); refused where the
+  # trunk is not deterministic (dropout, augmentation) or the cache would exceed the bound.
+  c.trunk_cache = False
+  c.trunk_cache_max_gb = 4.
   c.log_every_steps = 10
   c.eval_every_steps = 0            # also validate every N steps (learning curves); 0 = epochs
   c.max_steps = -1                  # stop after this many steps in total (tests, smoke runs)

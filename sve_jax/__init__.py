@@ -21,6 +21,7 @@ the baselines as training methods).
 # Rules and layouts: which leaves SVE decomposes, trains per member or freezes.
 from sve_jax.layout import Decompose
 from sve_jax.layout import DEFAULT_RULES
+from sve_jax.layout import freeze_blocks_below
 from sve_jax.layout import LayoutError
 # The SVD and its inverse.
 from sve_jax.factorize import compose
@@ -42,7 +43,7 @@ from sve_jax.ensemble import ensemble_probs
 
 __all__ = [
     # Rules and layouts.
-    'Decompose', 'DEFAULT_RULES', 'LayoutError',
+    'Decompose', 'DEFAULT_RULES', 'freeze_blocks_below', 'LayoutError',
     # The SVD.
     'compose', 'decompose', 'Factored', 'MemberSlot',
     # The member axis.

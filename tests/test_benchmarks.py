@@ -443,3 +443,15 @@ def test_shift_benchmark_averages_each_methods_mean_curve_over_seeds(tmp_path):
   assert table[3].startswith('| sve | 2 | 0.9000 | 0.7500 | 0.6000 | 0.4500 | 0.0600 |')
   assert shift_bench.write_shift({'sve': [{'num_members': 4}]}, 'none', str(tmp_path)) == {}
   assert not (tmp_path / 'shift_none.json').exists()
+
+
+def test_top_blocks_benchmark_depths_and_ratios_to_one_model_and_full_sve():
+  from benchmarks import top_blocks
+  assert top_blocks.depths(6) == (6, 3, 2) and top_blocks.depths(30) == (30, 15, 8)
+  medians = {'one model': 2., 'M=4 K=6': 8., 'M=4 K=2': 3.}
+  full = lambda name: None if name == 'one model' else name.split(' K=')[0] + ' K=6'
+  rows = top_blocks.ratios(medians, 'one model', full)
+  assert rows['M=4 K=2'] == {'s': 3., 'vs_one_model': 1.5, 'vs_full_sve': 3. / 8.}
+  assert rows['one model']['vs_full_sve'] is None
+  table = top_blocks.markdown({'train_step': rows}).splitlines()
+  assert table[-1] == '| M=4 K=2 | 3000.0 | 1.50 | 0.38 |'

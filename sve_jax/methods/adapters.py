@@ -83,4 +83,5 @@ def build_adapted(name: str, backbone: Backbone,
     return tree_lib.replace_leaves(frozen, {**own, **adapted})
 
   return base.make_setup(name, backbone, backbone.params, trainables,
-                         functools.partial(base.vmap_forward, member_params=member_params))
+                         functools.partial(base.vmap_forward, member_params=member_params),
+                         dropout_in_training=True)

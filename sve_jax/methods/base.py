@@ -161,6 +161,8 @@ class MethodSetup:
     fit_posterior: a step after training (:data:`FitPosterior`) whose members, not the
       trained trainables, the final evaluation reports; ``None`` for methods that report
       what they trained.
+    dropout_in_training: whether its training forward draws the backbone's dropout masks
+      (the trunk's output then changes every step: no trunk cache).
   """
   name: str
   frozen: PyTree
@@ -172,6 +174,7 @@ class MethodSetup:
   pretrained_s: PyTree | None = None
   features: FeaturesForward | None = None
   fit_posterior: FitPosterior | None = None
+  dropout_in_training: bool = False
 
   @property
   def trainable_total(self) -> int:
@@ -182,7 +185,8 @@ class MethodSetup:
 def make_setup(name: str, backbone: Backbone, frozen: PyTree, trainables: PyTree,
                make_forward: Callable[[Callable[..., Any]], Callable], *,
                per_member_data: bool = False,
-               pretrained_s: PyTree | None = None) -> MethodSetup:
+               pretrained_s: PyTree | None = None,
+               dropout_in_training: bool = False) -> MethodSetup:
   """A :class:`MethodSetup` whose counts come from ``backbone.params`` and ``trainables``.
 
   Args:
@@ -197,11 +201,14 @@ def make_setup(name: str, backbone: Backbone, frozen: PyTree, trainables: PyTree
       members alike.
     per_member_data: see :attr:`MethodSetup.per_member_data`.
     pretrained_s: see :attr:`MethodSetup.pretrained_s`.
+    dropout_in_training: whether the forward runs the backbone's dropout in training; a
+      backbone without dropout (rate 0) has none to run either way.
   """
   per_member = tree_lib.num_params(trainables) // ensemble.member_axis_size(trainables)
   return MethodSetup(name, frozen, trainables, make_forward(backbone.apply),
                      tree_lib.num_params(backbone.params), per_member, per_member_data,
-                     pretrained_s, features=make_forward(backbone.apply_with_features))
+                     pretrained_s, features=make_forward(backbone.apply_with_features),
+                     dropout_in_training=dropout_in_training and backbone.dropout_rate > 0)
 
 
 @dataclasses.dataclass(frozen=True)

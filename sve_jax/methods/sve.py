@@ -125,7 +125,8 @@ def _build(name: str, backbone: Backbone, options: base.MethodOptions, key: jax.
     return make_forward(sve_apply, train_apply, dropout=bool(options.sve_dropout))
 
   return base.make_setup(name, backbone, frozen, trainables, forward_on,
-                         per_member_data=per_member_data, pretrained_s=s)
+                         per_member_data=per_member_data, pretrained_s=s,
+                         dropout_in_training=bool(options.sve_dropout))
 
 
 def build(backbone: Backbone, options: base.MethodOptions, key: jax.Array) -> base.MethodSetup:

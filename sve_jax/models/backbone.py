@@ -85,8 +85,18 @@ class Backbone:
     never sees the mask, so every backbone and method honours it.
     """
     inputs, mask = class_mask.split_inputs(inputs)
-    logits = self.module.apply({'params': params}, inputs, train=train, rngs=rngs)
+    inputs, method = _entry(inputs)
+    logits = self.module.apply({'params': params}, inputs, method=method, train=train,
+                               rngs=rngs)
     return class_mask.mask_logits(logits, mask)
+
+  def apply_trunk(self, params: PyTree, inputs: Any) -> dict[str, jax.Array]:
+    """The trunk's output on ``inputs``, deterministic: the states after the blocks that
+    :func:`adapt_top_blocks` left pretrained, per example (e.g. ``{'hidden': (B, T, D),
+    'attention_mask': (B, T)}``). :meth:`apply` on ``{TRUNK_STATE: that}`` runs the rest.
+    """
+    inputs, _ = class_mask.split_inputs(inputs)
+    return self.module.apply({'params': params}, inputs, method='trunk')
 
   def apply_with_features(self, params: PyTree, inputs: Any, *, train: bool = False,
                           rngs: Mapping[str, jax.Array] | None = None
@@ -101,13 +111,28 @@ class Backbone:
     Raises:
       ValueError: the module sows no features.
     """
-    logits, state = self.module.apply({'params': params}, inputs, train=train, rngs=rngs,
-                                      mutable=[FEATURES_COLLECTION])
+    inputs, method = _entry(inputs)
+    logits, state = self.module.apply({'params': params}, inputs, method=method, train=train,
+                                      rngs=rngs, mutable=[FEATURES_COLLECTION])
     sown = state.get(FEATURES_COLLECTION, {}).get(FEATURES_NAME)
     if sown is None:
       raise ValueError(f'the {self.name} backbone module sows no pooled features; call '
                        'sve_jax.models.backbone.sow_features(self, x) before its head')
     return logits, sown[-1]
+
+
+#: The input key of a batch that carries the trunk's outputs instead of raw inputs
+#: (:meth:`Backbone.apply_trunk`; :mod:`sve_jax.train.trunk_cache`): the module then runs
+#: only its top blocks (its ``top`` method).
+TRUNK_STATE = 'trunk_state'
+
+
+def _entry(inputs: Any) -> tuple[Any, str | None]:
+  """``(module inputs, module method)``: a trunk's outputs go to the module's ``top``,
+  anything else to its ``__call__``."""
+  if isinstance(inputs, Mapping) and TRUNK_STATE in inputs:
+    return inputs[TRUNK_STATE], 'top'
+  return inputs, None
 
 
 def adapt_top_blocks(backbone: Backbone, adapted_blocks: int) -> Backbone:
@@ -149,7 +174,8 @@ def adapt_top_blocks(backbone: Backbone, adapted_blocks: int) -> Backbone:
 def freeze_lower_blocks(block_pattern: str) -> Callable[[Backbone, int], Backbone]:
   """:attr:`Backbone.keep_top_blocks` of a backbone whose blocks have params of their own
   (``encoder/layer_3/...``, ``blocks_3/...``): its ``rules`` and ``attention_rules``
-  restricted by :func:`sve_jax.layout.freeze_blocks_below`.
+  restricted by :func:`sve_jax.layout.freeze_blocks_below`, and its module's
+  ``num_trunk_blocks`` set (where its ``trunk`` method stops and ``top`` starts).
 
   Args:
     block_pattern: a regex whose first group captures the block index in a param path.
@@ -159,7 +185,8 @@ def freeze_lower_blocks(block_pattern: str) -> Callable[[Backbone, int], Backbon
     restrict = lambda rules: (None if rules is None else
                               layout.freeze_blocks_below(rules, block_pattern, first_block))
     return dataclasses.replace(backbone, rules=restrict(backbone.rules),
-                               attention_rules=restrict(backbone.attention_rules))
+                               attention_rules=restrict(backbone.attention_rules),
+                               module=backbone.module.clone(num_trunk_blocks=first_block))
 
   return keep_top_blocks
 

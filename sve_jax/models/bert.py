@@ -248,8 +248,11 @@ class BertEncoder(_EncoderPart):
   """``num_hidden_layers`` :class:`BertLayer` s named ``layer_0 .. layer_{N-1}``."""
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
-    for i in range(self.config.num_hidden_layers):
+  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool, start: int = 0,
+               stop: int | None = None) -> jax.Array:
+    """Runs layers ``start`` to ``stop`` (default: every layer) on ``x``."""
+    stop = self.config.num_hidden_layers if stop is None else stop
+    for i in range(start, stop):
       x = BertLayer(self.config, self.dropout_rate, self.attention_dropout_rate, self.dtype,
                     name=f'layer_{i}')(x, mask, train=train)
     return x
@@ -292,6 +295,8 @@ class BertClassifier(nn.Module):
     attention_dropout_rate: on attention probabilities; ``None`` takes
       ``attention_probs_dropout_prob``.
     dtype: computation dtype (params stay float32); softmax runs in float32.
+    num_trunk_blocks: where :meth:`trunk` stops and :meth:`top` starts; ``__call__`` runs
+      both.
 
   Dropout is active only with ``train=True`` and needs a ``'dropout'`` rng; ``train=False``
   (the default) is deterministic.
@@ -302,6 +307,7 @@ class BertClassifier(nn.Module):
   dropout_rate: float | None = None
   attention_dropout_rate: float | None = None
   dtype: Any = jnp.float32
+  num_trunk_blocks: int = 0
 
   def setup(self):
     _check_pooling(self.pooling)
@@ -326,33 +332,59 @@ class BertClassifier(nn.Module):
         ``token_type_ids`` (default 0).
       train: enables dropout.
     """
+    return self.encoder(self._embed(inputs, train), _attend(inputs), train=train)
+
+  def _embed(self, inputs: Mapping[str, jax.Array], train: bool) -> jax.Array:
     _check_inputs(inputs)
     input_ids = jnp.asarray(inputs['input_ids'])
     token_type_ids = inputs.get('token_type_ids')
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    mask = jnp.asarray(inputs['attention_mask']) > 0
-    x = self.embeddings(input_ids, jnp.asarray(token_type_ids), train=train)
-    return self.encoder(x, mask, train=train)
+    return self.embeddings(input_ids, jnp.asarray(token_type_ids), train=train)
 
-  def features(self, inputs: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
-    """Pooled sentence features ``(B, hidden)`` (see :data:`POOLINGS`)."""
-    h = self.hidden_states(inputs, train=train)
+  def trunk(self, inputs: Mapping[str, jax.Array], *, train: bool = False
+            ) -> dict[str, jax.Array]:
+    """The states after the first ``num_trunk_blocks`` layers, with the mask the rest need:
+    ``{'hidden': (B, L, hidden), 'attention_mask': (B, L)}``, :meth:`top`'s input."""
+    h = self.encoder(self._embed(inputs, train), _attend(inputs), train=train,
+                     stop=self.num_trunk_blocks)
+    return {'hidden': h, 'attention_mask': jnp.asarray(inputs['attention_mask'])}
+
+  def top(self, state: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
+    """``__call__`` from :meth:`trunk`'s output: the other layers, pooling and head."""
+    h = self.encoder(state['hidden'], _attend(state), train=train,
+                     start=self.num_trunk_blocks)
+    return self._pooled_head(h, state['attention_mask'], train)
+
+  def _pool(self, h: jax.Array, attention_mask: jax.Array) -> jax.Array:
     if self.pooling == 'mean':
-      mask = jnp.asarray(inputs['attention_mask'])[..., None].astype(h.dtype)
+      mask = jnp.asarray(attention_mask)[..., None].astype(h.dtype)
       # Clamped count, as sentence-transformers: an all-padding row gives 0, not NaN.
       return (h * mask).sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1e-9)
     if self.pooling == 'pooler':
       return jnp.tanh(self.pooler(h[:, 0]))
     return h[:, 0]
 
-  def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
-    """Logits ``(B, num_classes)``, or pooled features ``(B, hidden)`` without a head."""
-    x = self.features(inputs, train=train)
+  def _pooled_head(self, h: jax.Array, attention_mask: jax.Array, train: bool) -> jax.Array:
+    x = self._pool(h, attention_mask)
     sow_features(self, x)
     if not self.num_classes:
       return x
     return self.head(self.head_dropout(x, deterministic=not train))
+
+  def features(self, inputs: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
+    """Pooled sentence features ``(B, hidden)`` (see :data:`POOLINGS`)."""
+    return self._pool(self.hidden_states(inputs, train=train), inputs['attention_mask'])
+
+  def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
+    """Logits ``(B, num_classes)``, or pooled features ``(B, hidden)`` without a head."""
+    return self._pooled_head(self.hidden_states(inputs, train=train),
+                             inputs['attention_mask'], train)
+
+
+def _attend(inputs: Mapping[str, jax.Array]) -> jax.Array:
+  """Which keys a query may attend to: the real tokens, ``(B, L)`` bool."""
+  return jnp.asarray(inputs['attention_mask']) > 0
 
 
 # --------------------------------------------------------------------------------------------

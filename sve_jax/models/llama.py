@@ -424,20 +424,43 @@ class LlamaDecoder(nn.Module):
     if not c.tie_word_embeddings:
       self.lm_head = LMHead(c.vocab_size, self.dtype)
 
+  def _context(self, attention_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Every layer's ``(cos, sin, mask)``: rotary tables and the causal padding mask
+    ``(B, 1, 1, T, T)``."""
+    real = jnp.asarray(attention_mask) > 0
+    length = real.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    cos, sin = rope_tables(self.config, length)
+    return cos, sin, (causal[None] & real[:, None, :])[:, None, None]
+
+  def trunk(self, inputs: Mapping[str, jax.Array], *, train: bool = False
+            ) -> dict[str, jax.Array]:
+    """``{'hidden': (B, T, d), 'attention_mask': (B, T)}`` after the ``trunk_layers``
+    (the embeddings alone without them): :meth:`top`'s input."""
+    del train
+    _check_inputs(inputs)
+    x = self.embed_tokens(jnp.asarray(inputs['input_ids']))
+    if self.num_trunk_layers:
+      x, _ = self.trunk_layers(x, self._context(inputs['attention_mask']))
+    return {'hidden': x, 'attention_mask': jnp.asarray(inputs['attention_mask'])}
+
+  def _top_states(self, state: Mapping[str, jax.Array]) -> jax.Array:
+    x, _ = self.layers(state['hidden'], self._context(state['attention_mask']))
+    return self.norm(x)
+
   def hidden_states(self, inputs: Mapping[str, jax.Array]) -> jax.Array:
     """Final-norm token states ``(B, T, d)``; padded positions hold unused values."""
-    _check_inputs(inputs)
-    input_ids = jnp.asarray(inputs['input_ids'])
-    real = jnp.asarray(inputs['attention_mask']) > 0
-    length = input_ids.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    mask = (causal[None] & real[:, None, :])[:, None, None]  # (B, 1, 1, T, T)
-    cos, sin = rope_tables(self.config, length)
-    x = self.embed_tokens(input_ids)
-    if self.num_trunk_layers:
-      x, _ = self.trunk_layers(x, (cos, sin, mask))
-    x, _ = self.layers(x, (cos, sin, mask))
-    return self.norm(x)
+    return self._top_states(self.trunk(inputs))
+
+  def top(self, state: Mapping[str, jax.Array], *, train: bool = False) -> jax.Array:
+    """``__call__`` from :meth:`trunk`'s output (a classifier by prompt only)."""
+    del train
+    return self._classify(self._top_states(state), state['attention_mask'])
+
+  def _classify(self, h: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    h_last = h[jnp.arange(h.shape[0]), last_positions(attention_mask)]
+    sow_features(self, h_last)
+    return self.unembed(h_last, self.label_token_ids)
 
   def unembed(self, h: jax.Array, rows: Sequence[int] | None = None) -> jax.Array:
     """LM-head logits of states ``h: (..., d)`` in float32, for every token or only ``rows``."""
@@ -463,11 +486,7 @@ class LlamaDecoder(nn.Module):
     del train
     if self.label_token_ids is None:
       return self.logits(inputs)
-    h = self.hidden_states(inputs)
-    last = last_positions(inputs['attention_mask'])
-    h_last = h[jnp.arange(h.shape[0]), last]
-    sow_features(self, h_last)
-    return self.unembed(h_last, self.label_token_ids)
+    return self._classify(self.hidden_states(inputs), inputs['attention_mask'])
 
 
 def split_trunk_params(params: PyTree, num_trunk_layers: int) -> PyTree:

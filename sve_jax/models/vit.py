@@ -332,8 +332,11 @@ class ViT(nn.Module):
   * ``features``: pooled pre-head features ``(B, width)``.
   * ``tokens``: every token after the last block and final norm ``(B, prefix + patches,
     width)``: class token, registers, then patches row-major (timm's ``forward_features``).
+  * ``trunk``: ``{'tokens': (B, prefix + patches, width)}`` after the first
+    ``num_trunk_blocks`` blocks; ``top`` runs the rest from there, as ``__call__`` does.
   """
   config: ViTConfig
+  num_trunk_blocks: int = 0
 
   def setup(self):
     c = self.config
@@ -353,7 +356,7 @@ class ViT(nn.Module):
     if c.num_classes:
       self.head = nn.Dense(c.num_classes, kernel_init=HEAD_INIT, bias_init=HEAD_INIT)
 
-  def tokens(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+  def _embed(self, images: jax.Array) -> jax.Array:
     c = self.config
     if tuple(images.shape[1:3]) != c.img_size:
       raise ValueError(
@@ -371,20 +374,43 @@ class ViT(nn.Module):
       x = jnp.concatenate(prefix + [x], axis=1) + self.pos_embed
     else:
       x = jnp.concatenate(prefix + [x + self.pos_embed], axis=1)
+    return x
+
+  def _final_norm(self, x: jax.Array) -> jax.Array:
+    return self.norm(x) if self.config.pooling == 'cls' else x
+
+  def tokens(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    x = self._embed(images)
     for block in self.blocks:
       x = block(x, train)
-    return self.norm(x) if c.pooling == 'cls' else x
+    return self._final_norm(x)
 
-  def features(self, images: jax.Array, *, train: bool = False) -> jax.Array:
-    x = self.tokens(images, train=train)
+  def _pool(self, x: jax.Array) -> jax.Array:
     if self.config.pooling == 'cls':
       return x[:, 0]
     return self.fc_norm(x[:, self.config.num_prefix_tokens:].mean(axis=1))
 
-  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
-    x = self.features(images, train=train)
+  def features(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    return self._pool(self.tokens(images, train=train))
+
+  def _pooled_head(self, x: jax.Array) -> jax.Array:
     sow_features(self, x)
     return self.head(x) if self.config.num_classes else x
+
+  def trunk(self, images: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
+    x = self._embed(images)
+    for block in self.blocks[:self.num_trunk_blocks]:
+      x = block(x, train)
+    return {'tokens': x}
+
+  def top(self, state: dict[str, jax.Array], *, train: bool = False) -> jax.Array:
+    x = state['tokens']
+    for block in self.blocks[self.num_trunk_blocks:]:
+      x = block(x, train)
+    return self._pooled_head(self._pool(self._final_norm(x)))
+
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    return self._pooled_head(self.features(images, train=train))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sve_jax.methods import laplace_lora
 from sve_jax.methods import sve
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
+from sve_jax.train import trunk_cache
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -42,6 +43,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     datasets.check_options(config.ood.name, config.ood.options, 'config.ood.options')
   _check_ood_extras(config.ood)
   _check_shift(config.get('shift'))
+  trunk_cache.check_config(config)
 
 
 def _check_ood_extras(ood) -> None:

@@ -39,6 +39,7 @@ from sve_jax.train import shift_eval
 from sve_jax.train import sharding
 from sve_jax.train import state as train_state
 from sve_jax.train import steps
+from sve_jax.train import trunk_cache
 from sve_jax.train.checks import check_workdir_writable, run_identity, validate_config
 from sve_jax.train.evaluate import make_predictor
 from sve_jax.train.evaluate import make_zero_shot_predictor
@@ -275,6 +276,24 @@ def build_method(config: ml_collections.ConfigDict, backbone: models.Backbone,
                config.method, time.time() - t0, setup.backbone_params,
                setup.trainable_per_member)
   return setup
+
+
+def make_train_data(config: ml_collections.ConfigDict, backbone: models.Backbone,
+                    setup: methods.MethodSetup, source: Any,
+                    transforms_: tuple[Callable, Callable], members: int) -> TrainData:
+  """The training source and transform: the raw split, or with ``config.trunk_cache`` the
+  trunk's outputs on it, computed once (:mod:`sve_jax.train.trunk_cache`; ``transforms_``
+  is ``(train, eval)``; the cache reads the split through the evaluation transform)."""
+  member_streams = members if setup.per_member_data else 0
+  if not config.trunk_cache:
+    return TrainData(source, transforms_[0], member_streams=member_streams)
+  trunk_cache.check(config, backbone, setup.dropout_in_training)
+  t0 = time.time()
+  cached = trunk_cache.build(backbone, source, transforms_[1], config.eval_batch_size,
+                             int(config.trunk_cache_max_gb * 2**30))
+  logging.info('trunk cache: %d examples, %.1f MiB, built in %.1fs', len(cached),
+               cached.nbytes / 2**20, time.time() - t0)
+  return TrainData(cached, trunk_cache.to_train_batch, member_streams=member_streams)
 
 
 def make_training(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
@@ -727,8 +746,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
 
     # --- Train loop -----------------------------------------------------------------------
     if mode == 'train':
-      train_data = TrainData(sources['train'], train_transform,
-                             member_streams=members if setup.per_member_data else 0)
+      train_data = make_train_data(config, backbone, setup, sources['train'],
+                                   (train_transform, eval_transform), members)
       validate = make_validate(config, setup, predictor, splits['validation'],
                                validation_ood_split(config, ood))
       train_loop(config, training, run_dir, train_data, validate, mesh)

@@ -20,6 +20,7 @@ from sve_jax.models import vit
 from sve_jax.models.backbone import adapt_top_blocks
 from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import freeze_lower_blocks
+from sve_jax.models.backbone import TRUNK_STATE
 
 NUM_BLOCKS = 4
 VERBALIZER = (' negative', ' neutral', ' positive')
@@ -226,3 +227,14 @@ def test_methods_that_train_every_weight_refuse_top_blocks(method):
   with pytest.raises(ValueError, match=f'{method} trains every weight'):
     methods.get(method).check_adapted_blocks(2)
   methods.get(method).check_adapted_blocks(-1)
+
+
+@pytest.mark.parametrize('adapted', [-1, 2])
+def test_the_top_on_the_trunks_output_is_the_whole_forward(family, adapted):
+  """What the trunk cache trains on: ``top(trunk(x))`` is ``__call__(x)``; with every block
+  adapted the trunk is the embeddings."""
+  backbone, inputs = family
+  top = adapt_top_blocks(backbone, adapted)
+  state = jax.jit(top.apply_trunk)(top.params, inputs)
+  np.testing.assert_allclose(top.apply(top.params, {TRUNK_STATE: state}),
+                             backbone.apply(backbone.params, inputs), rtol=1e-5, atol=1e-6)
