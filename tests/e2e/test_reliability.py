@@ -280,6 +280,7 @@ def short_run(tiny_bert_folder, shared_data_dir, tmp_path_factory):
     ({'num_members': 3}, 'num_members: checkpoint 2, this run 3'),
     ({'method': 'single_svf'}, "method: checkpoint 'sve', this run 'single_svf'"),
     ({'model.path': 'OTHER'}, 'model_path: checkpoint'),
+    ({'model.adapted_blocks': 1}, 'adapted_blocks: checkpoint -1, this run 1'),
 ])
 def test_workdir_of_another_run_is_refused_by_name(change, message, short_run,
                                                    tiny_bert_folder, shared_data_dir,

@@ -54,3 +54,12 @@ def test_closing_a_checkpointer_that_never_saved_leaves_no_partial_save_behind(t
   (partial / 'array').write_bytes(b'half written')
   ckpt.Checkpointer(str(tmp_path)).close()
   assert os.listdir(tmp_path / 'checkpoints' / 'latest') == []
+
+
+def test_a_checkpoint_from_before_an_identity_key_existed_reads_as_its_default():
+  """Checkpoints written before ``adapted_blocks`` joined the identity adapted every block."""
+  from sve_jax.train.checkpoint import _check_saved_identity
+  old = {'identity': {'method': 'sve', 'num_members': 4}}
+  _check_saved_identity(old, {'method': 'sve', 'num_members': 4, 'adapted_blocks': -1}, 'ck')
+  with pytest.raises(ckpt.CheckpointError, match='adapted_blocks: checkpoint -1, this run 2'):
+    _check_saved_identity(old, {'method': 'sve', 'num_members': 4, 'adapted_blocks': 2}, 'ck')

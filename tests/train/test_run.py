@@ -17,7 +17,8 @@ def test_open_workdir_gives_a_workdir_record_and_eval_mode_needs_a_best_checkpoi
   assert workdir.path == str(tmp_path / 'w')
   assert workdir.identity == {'method': config.method, 'backbone': config.model.name,
                               'model_path': config.model.path,
-                              'model_preset': config.model.preset, 'num_members': 4}
+                              'model_preset': config.model.preset, 'num_members': 4,
+                              'adapted_blocks': -1}
   workdir.checkpointer.close()
   with pytest.raises(ckpt.CheckpointError, match='--mode=eval: no best checkpoint'):
     run.open_workdir(config, str(tmp_path / 'w'), 'eval', 4)
