@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import time
 from typing import Any
 
@@ -94,3 +96,17 @@ def xla_flops(jitted, *args) -> float:
   """XLA's ``cost_analysis()`` flop count of ``jitted`` compiled for ``args``."""
   analysis = jitted.lower(*args).compile().cost_analysis()
   return float((analysis[0] if isinstance(analysis, list) else analysis)['flops'])
+
+
+def cpu_info() -> dict[str, Any]:
+  """The CPU a timing ran on: ``lscpu``'s model name and flags, the ISA extensions that move
+  the ratios (AVX2, AVX-512), and the XLA/oneDNN/ATen settings that cap them (e.g.
+  ``XLA_FLAGS=--xla_cpu_max_isa=AVX2`` to emulate an AVX2 machine)."""
+  out = subprocess.run(['lscpu'], capture_output=True, text=True, check=False).stdout
+  info = dict((k.strip(), v.strip()) for k, v in
+              (line.split(':', 1) for line in out.splitlines() if ':' in line))
+  flags = info.get('Flags', '').split()
+  return {'model': info.get('Model name', ''), 'avx2': 'avx2' in flags,
+          'avx512f': 'avx512f' in flags, 'flags': ' '.join(flags),
+          'env': {k: os.environ[k] for k in ('XLA_FLAGS', 'ATEN_CPU_CAPABILITY',
+                                             'ONEDNN_MAX_CPU_ISA') if k in os.environ}}

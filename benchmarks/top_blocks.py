@@ -24,7 +24,6 @@ import functools
 import json
 import math
 import os
-import subprocess
 from typing import Any, Callable
 
 from absl import flags
@@ -143,13 +142,6 @@ def measure(backbone: models.Backbone, members: list[int], batch: int, tokens: i
   return results
 
 
-def _cpu_flags() -> dict[str, str]:
-  out = subprocess.run(['lscpu'], capture_output=True, text=True, check=False).stdout
-  info = dict(line.split(':', 1) for line in out.splitlines() if ':' in line)
-  return {'model': info.get('Model name', '').strip(),
-          'avx512': 'avx512f' in info.get('Flags', '')}
-
-
 def markdown(results: dict[str, Any]) -> str:
   lines = []
   for section in ('train_step', 'batch1_latency'):
@@ -170,8 +162,7 @@ def main(argv):
   results = measure(backbone, members, args.batch, args.tokens, args.repeats, args.train)
   results.update(backbone=args.backbone, num_blocks=backbone.num_blocks, members=members,
                  batch=args.batch, tokens=args.tokens, repeats=args.repeats,
-                 device=jax.devices()[0].device_kind, cpu=_cpu_flags(),
-                 xla_flags=os.environ.get('XLA_FLAGS', ''))
+                 device=jax.devices()[0].device_kind, cpu=common.cpu_info())
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                                  f'top_blocks_{args.backbone}.json')
   with open(out, 'w') as f:

@@ -196,6 +196,7 @@ def main(argv):
   results = {'preset': _PRESET.value, 'device': jax.devices()[0].device_kind,
              'torch': torch.__version__, 'jax': jax.__version__,
              'torch_threads': torch.get_num_threads(), 'cpu_count': os.cpu_count(),
+             'cpu': common.cpu_info(),
              'repeats': _REPEATS.value, 'steps_per_run': _STEPS.value, 'backbones': {}}
   for name in _BACKBONES.value or list(preset):
     batch, tokens, members = preset[name]

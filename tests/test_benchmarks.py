@@ -455,3 +455,13 @@ def test_top_blocks_benchmark_depths_and_ratios_to_one_model_and_full_sve():
   assert rows['one model']['vs_full_sve'] is None
   table = top_blocks.markdown({'train_step': rows}).splitlines()
   assert table[-1] == '| M=4 K=2 | 3000.0 | 1.50 | 0.38 |'
+
+
+def test_cpu_info_reads_the_isa_extensions_the_kernel_reports(monkeypatch):
+  from benchmarks import common
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_max_isa=AVX2')
+  info = common.cpu_info()
+  with open('/proc/cpuinfo') as f:
+    flags = set(next(line for line in f if line.startswith('flags')).split(':')[1].split())
+  assert info['avx2'] == ('avx2' in flags) and info['avx512f'] == ('avx512f' in flags)
+  assert info['model'] and info['env'] == {'XLA_FLAGS': '--xla_cpu_max_isa=AVX2'}
