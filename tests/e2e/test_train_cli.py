@@ -180,7 +180,14 @@ EIGHT_DEVICES = textwrap.dedent('''
       divisible_error = str(e)
     config = tiny_train_config(sys.argv[2], sys.argv[3], **{'ood.name': '', 'num_epochs': 1})
     results = train.run(config, sys.argv[4], 'train')
+    # The top block only, on cached trunk outputs, each member its own batches, members split
+    # over 2 devices and the data over 4.
+    cached = tiny_train_config(sys.argv[2], sys.argv[3], **{
+        'ood.name': '', 'num_epochs': 1, 'model.adapted_blocks': 1, 'trunk_cache': True,
+        'member_data_order': True, 'mesh.data': 4, 'mesh.member': 2})
+    cached_results = train.run(cached, sys.argv[4] + '_cached', 'train')
     print('RESULT' + json.dumps({'devices': jax.device_count(), 'acc': results['test']['accuracy'],
+                                 'cached_nll': cached_results['test']['nll'],
                                  'divisible_error': divisible_error}))
 ''')
 
@@ -194,6 +201,7 @@ def test_end_to_end_on_eight_simulated_devices(tiny_bert_folder, shared_data_dir
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.loads([l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1][6:])
   assert res['devices'] == 8 and 0. <= res['acc'] <= 1.
+  assert 0. < res['cached_nll'] < 5.
   assert 'config.batch_size=12 is not divisible by the 8 data-parallel devices' in res[
       'divisible_error']
   assert os.path.exists(tmp_path / 'w8' / 'results.json')
