@@ -17,7 +17,8 @@ import train
 pytestmark = pytest.mark.e2e
 
 CONFIGS = ['default', 'cifar100_dino_vits16', 'flowers102_dino_vits16', 'dtd_dino_vits16',
-           'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0', 'smollm2_tweets']
+           'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0', 'smollm2_tweets',
+           'smollm2_tweets_long']
 
 
 #: Blocks of the stand-in ViTs. The configs' pipelines, SVE rules and reports are what this
@@ -72,6 +73,8 @@ def test_config_trains_one_step_and_reports(name, tmp_path, monkeypatch, shared_
     config.data.mock_examples = 8
     if config.ood.name:
       config.ood.mock_examples = 8
+  if config.model.adapted_blocks != -1:  # the stand-ins have 2 blocks: adapt the top one
+    config.model.adapted_blocks = 1
   config.data.max_train_examples = 8
   config.data.max_eval_examples = 8
   config.num_members = 2
