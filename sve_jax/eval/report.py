@@ -10,8 +10,8 @@
   diversity: disagreement, mutual_information,
   validation: the ensemble's metrics, members_mean_*, disagreement, mutual_information,
   ensemble_modes: {probs, logits}: validation, test, test_temperature_scaled (, ood),
-  ood: dataset, auroc_msp, auroc_entropy, auroc_mi, fpr95_mi      (only with OOD logits)
-       (, auroc_mahalanobis, auroc_feature_disagreement)           (with feature scores)
+  ood: dataset (, auroc_mahalanobis, auroc_feature_disagreement: with feature scores),
+       auroc_msp, auroc_entropy, auroc_mi, fpr95_mi               (only with OOD logits)
   ood_sets: {dataset: the ood section's scores, for every set}     (only with several sets)
   selective: {msp, entropy, mi}: aurc, accuracy_at_coverage {0.8, 0.9, 0.95}, curve
   human_disagreement: entropy, mutual_information, one_minus_max_prob, num_examples
@@ -243,14 +243,16 @@ def _score_sections(validation: Predictions, test: Predictions,
                                                  mode=mode),
       'ensemble_modes': by_mode,
   }
+  # Feature-space scores lead where there are any: BENCHMARKS.md recommends them over MI.
   if ood is not None:
-    sections['ood'] = {'dataset': ood.dataset, **by_mode[mode]['ood'],
-                       **(ood.feature_metrics or {})}
+    sections['ood'] = {'dataset': ood.dataset, **(ood.feature_metrics or {}),
+                       **by_mode[mode]['ood']}
   if len(ood_sets) > 1:
     sections['ood_sets'] = {
-        s.dataset: {**(by_mode[mode]['ood'] if s is ood else _ood_scores(test.logits, s.logits,
-                                                                         mode)),
-                    **(s.feature_metrics or {})} for s in ood_sets}
+        s.dataset: {**(s.feature_metrics or {}),
+                    **(by_mode[mode]['ood'] if s is ood else _ood_scores(test.logits, s.logits,
+                                                                         mode))}
+        for s in ood_sets}
   sections['selective'] = _selective_section(test, mode)
   return sections
 
