@@ -17,6 +17,7 @@ from sve_jax.models import bert
 from sve_jax.models import efficientnet_lite
 from sve_jax.models import hub
 from sve_jax.models import llama
+from sve_jax.models import onnx_vit
 from sve_jax.models import vit
 from sve_jax.models.backbone import adapt_top_blocks
 from sve_jax.models.backbone import Backbone
@@ -44,7 +45,7 @@ __all__ = [
     'BACKBONES', 'COMPUTE_DTYPES', 'HUB_BACKBONES', 'LOADERS', 'load_backbone',
     'validate_model_config',
     # One module per backbone, and the hub.
-    'bert', 'efficientnet_lite', 'hub', 'vit',
+    'bert', 'efficientnet_lite', 'hub', 'onnx_vit', 'vit',
 ]
 
 
@@ -106,6 +107,8 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
       raise ValueError(f'config.model.prompt={model.get("prompt")!r} must contain {{text}}, '
                        'where the example goes')
   if model['name'] == 'vit' and not model['path']:
-    raise ValueError('config.model.path must name a timm ViT: a Hugging Face repo id such as '
-                     f'{hub.HUB_PREFIX}timm/vit_small_patch16_224.dino, or a local timm-format '
-                     'checkpoint (.safetensors or .npz); none ships offline')
+    raise ValueError('config.model.path must name a ViT: a Hugging Face repo id such as '
+                     f'{hub.HUB_PREFIX}timm/vit_small_patch16_224.dino, a local timm-format '
+                     'checkpoint (.safetensors or .npz), or an .onnx file that '
+                     'sve_jax.models.onnx_vit reads (CLIP ViT-B/16 and a DINOv2 ViT-S/14 '
+                     'ship offline: onnx_vit.offline_clip_path(), offline_dinov2_path())')

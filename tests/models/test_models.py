@@ -26,7 +26,7 @@ def test_every_backbone_has_a_loader():
      r"config\.model\.path='\./no/such/folder' does not exist"),
     ({'name': 'efficientnet_lite0', 'path': 'hf-hub:org/name'}, ValueError,
      r"supported for \('bert', 'vit', 'llama'\), not efficientnet_lite0"),
-    ({'name': 'vit'}, ValueError, r'config\.model\.path must name a timm ViT'),
+    ({'name': 'vit'}, ValueError, r'config\.model\.path must name a ViT'),
     ({'name': 'llama', 'verbalizer': (), 'prompt': '{text}'}, ValueError,
      r'config\.model\.verbalizer=\(\) must be a tuple of label words'),
     ({'name': 'llama', 'verbalizer': (' a', ' b'), 'prompt': 'no slot'}, ValueError,
