@@ -47,9 +47,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_ood_extras(ood) -> None:
-  """The OOD options beyond ``config.ood.name``: they need an OOD set, and known names."""
+  """The OOD options beyond ``config.ood.name``: they need an OOD set, and known names.
+
+  ``feature_scores`` is not among them: it says how an OOD set is scored, where there is one
+  (the default config turns it on, and ``--config.ood.name=''`` then scores nothing).
+  """
   extra = tuple(ood.get('extra_names', ()))
-  wanted = [key for key in ('every_validation', 'feature_scores') if ood.get(key)]
+  wanted = [key for key in ('every_validation',) if ood.get(key)]
   if not ood.name and (extra or wanted):
     keys = (['extra_names'] if extra else []) + wanted
     raise ValueError(f"config.ood.{', config.ood.'.join(keys)} need an OOD set: set "

@@ -44,8 +44,8 @@ def test_bad_config_fails_before_heavy_work(key, value, message, tmp_path):
 
 
 @pytest.mark.parametrize('overrides,message', [
-    ({'ood.name': '', 'ood.feature_scores': True},
-     r'config.ood.feature_scores need an OOD set: set config.ood.name'),
+    ({'ood.name': '', 'ood.every_validation': True},
+     r'config.ood.every_validation need an OOD set: set config.ood.name'),
     ({'ood.extra_names': ('no_such_set',)}, "config.ood.extra_names='no_such_set'"),
     ({'ood.extra_names': ('ood_text',)}, 'repeats a set'),
     ({'method': 'single_ft', 'model.adapted_blocks': 2},
