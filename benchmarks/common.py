@@ -5,7 +5,7 @@ import dataclasses
 import os
 import subprocess
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,15 @@ def median_time(fn, repeats: int, steps_per_run: int) -> float:
     jax.block_until_ready(out)
     times.append((time.perf_counter() - t0) / steps_per_run)
   return float(np.median(times))
+
+
+def interleaved_medians(calls: dict[str, Callable], repeats: int) -> dict[str, float]:
+  """Median seconds per call; each round times every call once, in turn."""
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      times[name].append(median_time(call, 1, 1))
+  return {name: float(np.median(v)) for name, v in times.items()}
 
 
 def decomposition_time(backbone: models.Backbone, repeats: int) -> float:

@@ -85,11 +85,7 @@ def main(argv):
   inputs = {k: v[:1] for k, v in common.make_batch(backbone, 1, _TOKENS.value, 1,
                                                     per_member=False)['inputs'].items()}
   calls, flops = configurations(backbone, _MEMBERS.value, inputs)
-  times = {name: [] for name in calls}
-  for _ in range(_CALLS.value):
-    for name, call in calls.items():
-      times[name].append(common.median_time(call, 1, 1))
-  medians = {name: float(np.median(v)) for name, v in times.items()}
+  medians = common.interleaved_medians(calls, _CALLS.value)
   one = medians['one model']
   results = {'backbone': _BACKBONE.value, 'weights': weights, 'members': _MEMBERS.value,
              'tokens': _TOKENS.value, 'calls': _CALLS.value,

@@ -103,15 +103,6 @@ def latency_call(backbone: models.Backbone, members: int | None, inputs) -> Call
   return call
 
 
-def interleaved_medians(calls: dict[str, Callable], repeats: int) -> dict[str, float]:
-  """Median seconds per call; each round times every call once, in turn."""
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      times[name].append(common.median_time(call, 1, 1))
-  return {name: float(np.median(v)) for name, v in times.items()}
-
-
 def ratios(medians: dict[str, float], one: str, full: Callable[[str], str]) -> dict:
   """``{name: {'s', 'vs_one_model', 'vs_full_sve'}}``."""
   return {name: {'s': t, 'vs_one_model': t / medians[one],
@@ -132,13 +123,15 @@ def measure(backbone: models.Backbone, members: list[int], batch: int, tokens: i
   for m in members:
     for k in depths(num_blocks):
       latency[name(m, k)] = latency_call(models.adapt_top_blocks(backbone, k), m, one_input)
-  results['batch1_latency'] = ratios(interleaved_medians(latency, repeats), 'one model', full)
+  results['batch1_latency'] = ratios(common.interleaved_medians(latency, repeats), 'one model',
+                                     full)
   if train:
     steps_ = {'one model': train_call(backbone, 'single_svf', 1, data)}
     for m in members:
       for k in depths(num_blocks):
         steps_[name(m, k)] = train_call(models.adapt_top_blocks(backbone, k), 'sve', m, data)
-    results['train_step'] = ratios(interleaved_medians(steps_, repeats), 'one model', full)
+    results['train_step'] = ratios(common.interleaved_medians(steps_, repeats), 'one model',
+                                   full)
   return results
 
 
