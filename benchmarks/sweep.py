@@ -120,6 +120,18 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
                    Setting('sve_lr_0.01', {**_SVE, 'optim.learning_rate': 1e-2}),
                    Setting('single_ft', {'method': 'single_ft'}),
                    Setting('deep_ensemble', {'method': 'deep_ensemble'})),
+    # A new task's learning rates, one member each, at the config's budget: the SVE/
+    # BatchEnsemble rate by its single member (single_svf), the full fine-tunes' (single_ft,
+    # deep ensemble) and LoRA-Ensemble's. Each family's row of lowest validation NLL is its
+    # recipe; ``best`` (lowest overall) compares families and means nothing here.
+    'recipe': (*(Setting(f'svf_lr_{lr:g}', {'method': 'single_svf', 'optim.learning_rate': lr})
+                 for lr in (1e-3, 1e-2)),
+               *(Setting(f'ft_lr_{lr:g}', {'method': 'single_ft',
+                                           'optim.full_finetune_learning_rate': lr})
+                 for lr in (5e-5, 5e-4)),
+               *(Setting(f'lora_lr_{lr:g}', {'method': 'lora_ensemble', 'num_members': 1,
+                                             'optim.lora_learning_rate': lr})
+                 for lr in (1e-3, 1e-2))),
 }
 
 #: Summary columns: (name, key path into results.json).

@@ -7,7 +7,9 @@ def vision_config(dataset: str, preset: str, splits: dict, ood: str = ''):
   c = common.base_config()
   c.model.name = 'vit'
   c.model.preset = preset
-  c.model.path = ''             # required: a timm HF repo id or a local checkpoint (README)
+  # A timm HF repo id or a local checkpoint (README). '' = the offline weights of the presets
+  # that ship them (sve_jax.models.vit.OFFLINE_PATHS; DINOv2's is a saliency model's backbone).
+  c.model.path = ''
   c.model.image_size = 224
   c.data.name = dataset
   c.data.splits = splits

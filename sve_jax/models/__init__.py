@@ -107,8 +107,18 @@ def validate_model_config(model: Mapping[str, Any]) -> None:
       raise ValueError(f'config.model.prompt={model.get("prompt")!r} must contain {{text}}, '
                        'where the example goes')
   if model['name'] == 'vit' and not model['path']:
+    _check_offline_vit(model.get('preset', ''))
+
+
+def _check_offline_vit(preset: str) -> None:
+  """``config.model.path=''`` for a ViT: the preset must ship offline, its package be there."""
+  if vit.PRESET_ALIASES.get(preset, preset) not in vit.OFFLINE_PATHS:
     raise ValueError('config.model.path must name a ViT: a Hugging Face repo id such as '
                      f'{hub.HUB_PREFIX}timm/vit_small_patch16_224.dino, a local timm-format '
                      'checkpoint (.safetensors or .npz), or an .onnx file that '
-                     'sve_jax.models.onnx_vit reads (CLIP ViT-B/16 and a DINOv2 ViT-S/14 '
-                     'ship offline: onnx_vit.offline_clip_path(), offline_dinov2_path())')
+                     "sve_jax.models.onnx_vit reads; '' loads the offline weights of "
+                     f'config.model.preset {" or ".join(vit.OFFLINE_ALIASES)}, not {preset!r}')
+  try:
+    vit.offline_path(preset)
+  except ImportError as e:  # a user's setup step, reported in one line (train.py)
+    raise ValueError(f"config.model.path='' (preset {preset!r}): {e}") from e

