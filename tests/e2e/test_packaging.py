@@ -31,12 +31,11 @@ def test_import_sve_jax_works_from_outside_the_checkout():
 def test_installed_metadata_lists_the_requirements_files():
   requires = [Requirement(r) for r in importlib.metadata.requires('sve_jax')]
   runtime = {str(r) for r in requires if r.marker is None}
-  test_extra = {str(Requirement(f'{r.name}{r.specifier}')) for r in requires
-                if r.marker is not None and r.marker.evaluate({'extra': 'test'})}
-  tf_extra = {str(Requirement(f'{r.name}{r.specifier}')) for r in requires
-              if r.marker is not None and r.marker.evaluate({'extra': 'tf'})}
+  extra = lambda name: {str(Requirement(f'{r.name}{r.specifier}')) for r in requires
+                        if r.marker is not None and r.marker.evaluate({'extra': name})}
   stale = 'the installed metadata is stale: rerun scripts/setup.sh'
   assert runtime == _requirement_lines('requirements.txt'), stale
-  assert test_extra == _requirement_lines('requirements-test.txt'), stale
-  assert tf_extra == _requirement_lines('requirements-tf.txt'), stale
-  assert {'test', 'tf'} <= set(importlib.metadata.metadata('sve_jax').get_all('Provides-Extra'))
+  for name in ('test', 'tf', 'tunix'):
+    assert extra(name) == _requirement_lines(f'requirements-{name}.txt'), stale
+  assert {'test', 'tf', 'tunix'} <= set(
+      importlib.metadata.metadata('sve_jax').get_all('Provides-Extra'))

