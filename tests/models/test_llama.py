@@ -448,18 +448,32 @@ def test_untied_head_restricts_its_own_rows(small):
                              np.asarray(full)[np.arange(3), [6, 3, 0]][:, LABELS], atol=1e-5)
 
 
-def test_docstring_overhead_row():
-  config = llama.LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30,
-                             num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
-                             tie_word_embeddings=True)
+#: The backbones of the module docstring's overhead table, by the name its row starts with.
+DOCSTRING_ROWS = {
+    'SmolLM2-135M': llama.LlamaConfig(
+        vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, intermediate_size=1536, tie_word_embeddings=True),
+    'Gemma 3 270M': llama.LlamaConfig(
+        vocab_size=262144, hidden_size=640, num_hidden_layers=18, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, intermediate_size=2048, tie_word_embeddings=True,
+        architecture='gemma3', hidden_act='gelu_pytorch_tanh', sliding_window=512,
+        layer_types=llama.gemma3_layer_types(18)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(DOCSTRING_ROWS))
+def test_docstring_overhead_row(name):
+  """A row of the module docstring's overhead table, recomputed from the parameter shapes."""
+  config = DOCSTRING_ROWS[name]
   batch = {'input_ids': jnp.zeros((1, 4), jnp.int32), 'attention_mask': jnp.ones((1, 4))}
   params = jax.eval_shape(llama.LlamaDecoder(config).init, jax.random.key(0), batch)['params']
   kernels, members = layout_lib.select(params, llama.SVE_RULES)
   assert not members
   per_member = sum(lay.rank * lay.stack_shape[0] for lay in kernels.values())
   backbone = sve_jax.tree.num_params(params)
-  row = next(line for line in llama.__doc__.splitlines() if 'SmolLM2-135M (' in line)
-  assert f'({backbone:,})' in row and f'{per_member // 30:,} ' in row
+  row = next(line for line in llama.__doc__.splitlines() if f'{name} (' in line)
+  assert f'({backbone:,})' in row
+  assert f'{per_member // config.num_hidden_layers:,} ' in row
   assert f'{per_member:,} ({100 * per_member / backbone:.3f} %)' in row
   assert f'{4 * per_member:,} ({400 * per_member / backbone:.2f} %)' in row
 
