@@ -11,7 +11,7 @@
 :data:`TENSORS` is the one table from GGUF tensors to tunix's parameters. Tensors are read
 and dequantised by :mod:`sve_jax.models.llama` (``gguf_tensor``), which also reads the
 tokenizers (``gguf_tokenizer``: byte-level BPE, and SentencePiece vocabularies such as Gemma's
-rebuilt as a ``tokenizers`` BPE by :func:`sentencepiece_tokenizer`).
+rebuilt as a ``tokenizers`` BPE by ``llama.sentencepiece_tokenizer``).
 
   model, tokenizer, pad_id = load_tunix_model(offline_gemma3_270m_path())
   logits, _ = model(tokens, positions, None, attention_mask)   # (B, T, vocab)
@@ -37,10 +37,7 @@ from tunix.models.llama3 import model as llama3_lib
 
 from sve_jax.models import llama
 from sve_jax.models import weights_io
-from sve_jax.models.llama import GEMMA3_270M_INSTALL  # pylint: disable=unused-import
-from sve_jax.models.llama import GEMMA3_270M_PACKAGE  # pylint: disable=unused-import
 from sve_jax.models.llama import offline_gemma3_270m_path  # pylint: disable=unused-import
-from sve_jax.models.llama import sentencepiece_tokenizer  # pylint: disable=unused-import
 from sve_jax.models.weights_io import WeightsError
 
 
@@ -330,7 +327,7 @@ def load_tunix_model(path: str | os.PathLike, dtype: Any = jnp.float32
 
 def gguf_tokenizer(reader, path: str) -> tokenizers.Tokenizer:
   """A GGUF file's tokenizer: byte-level BPE (``gpt2``) by :func:`llama.gguf_tokenizer`,
-  SentencePiece (``llama``) by :func:`sentencepiece_tokenizer`.
+  SentencePiece (``llama``) by :func:`llama.sentencepiece_tokenizer`.
 
   Raises:
     WeightsError: another ``tokenizer.ggml.model``, or what those refuse.
