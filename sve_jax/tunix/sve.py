@@ -35,8 +35,8 @@ The forward runs the members under one ``jax.vmap`` over their trainables
 ``U diag(s_m) Vᵀ`` (the compose path) and calling the tunix model on them. The member axis
 under ``vmap`` is kept rather than the batch repeated per member because both compile to the
 same matrix products and take the same time (forward and backward of a 4-layer, d = 256
-Llama 3, ``M = 4``, 4 × 64 tokens, 2 shared CPU cores: 721 ms against 730 ms, medians of 9),
-and the shared batch looks its tokens up once instead of ``M`` times.
+Llama 3, ``M = 4``, 4 × 64 tokens, 2 CPU cores beside another job, so not a quiet timing:
+721 ms against 730 ms, medians of 9), and the shared batch looks its tokens up once instead of ``M`` times.
 """
 from __future__ import annotations
 
