@@ -36,7 +36,8 @@ The forward runs the members under one ``jax.vmap`` over their trainables
 under ``vmap`` is kept rather than the batch repeated per member because both compile to the
 same matrix products and take the same time (forward and backward of a 4-layer, d = 256
 Llama 3, ``M = 4``, 4 × 64 tokens, 2 CPU cores beside another job, so not a quiet timing:
-721 ms against 730 ms, medians of 9), and the shared batch looks its tokens up once instead of ``M`` times.
+721 ms against 730 ms, medians of 9), and the shared batch looks its tokens up once
+instead of ``M`` times.
 """
 from __future__ import annotations
 
