@@ -5,8 +5,9 @@ N pre-norm layers (RMSNorm, grouped-query self-attention with rotary positions, 
 MLP), a final RMSNorm and the LM head (tied to the embedding or its own matrix). With
 ``architecture='gemma3'`` it is Gemma 3's (:class:`Gemma3Layer`): embeddings scaled by ``√d``,
 RMSNorms ``x·(1 + w)``, queries and keys RMS-normed per head before rotation, four norms per
-layer, a GELU-tanh gated MLP, and 5 sliding-window layers (rotary base 10k) to 1 global (1M),
-whose windows and bases are scanned per layer. The layers run
+layer, a GELU-tanh gated MLP, and 5 sliding-window layers (rotary base 10k) to 1 global (1M,
+linearly rope-scaled by 8 in 4B and larger), whose windows and frequencies are scanned per
+layer. The layers run
 under ``nn.scan``, so compile time does not grow with depth, optionally rematerialised per layer
 (``remat``); ``dtype`` sets the computation dtype (params stay float32). Every projection is an
 ``nn.Dense`` with an ``(in, out)`` kernel under the scan's leading layer axis::
@@ -166,6 +167,9 @@ GEMMA_RULES: Callable[[str, Any], layout_lib.Role] = gemma_role
 MODEL_TYPES = ('llama', 'mistral', 'qwen2', 'gemma3_text')
 #: Layer variants (:attr:`LlamaConfig.architecture`).
 ARCHITECTURES = ('llama', 'gemma3')
+#: HF ``rope_type`` values of :attr:`LlamaConfig.rope_scaling` that :func:`rope_frequencies`
+#: implements.
+ROPE_SCALINGS = ('linear', 'llama3')
 #: Activations of the gated MLP, by HF's ``hidden_act`` name.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     'silu': nn.silu, 'gelu_pytorch_tanh': functools.partial(nn.gelu, approximate=True)}
@@ -182,8 +186,10 @@ class LlamaConfig:
       tokens; 0 for full attention. Attention here is always full, which equals the windowed
       one on sequences no longer than the window: :func:`from_config` refuses a longer
       ``max_length``.
-    rope_scaling: ``()`` or the items of Llama 3's ``rope_scaling`` dict (``rope_type``
-      ``'llama3'``), sorted.
+    rope_scaling: ``()`` or the items of HF's ``rope_scaling`` dict, sorted, of a
+      ``rope_type`` in :data:`ROPE_SCALINGS`: ``'linear'`` divides positions (so the inverse
+      frequencies) by ``factor``; ``'llama3'`` is Llama 3's. Gemma 3 scales only its global
+      layers (:func:`layer_rope_frequencies`), as HF's ``Gemma3RotaryEmbedding`` and tunix.
     architecture: the layer: ``'llama'`` (Llama, SmolLM, Mistral, Qwen2) or ``'gemma3'``
       (:class:`Gemma3Layer`; embeddings scaled by ``√d``, RMSNorms ``x·(1 + w)``).
     hidden_act: the gated MLP's activation: ``'silu'`` (SwiGLU) or ``'gelu_pytorch_tanh'``.
@@ -235,9 +241,9 @@ class LlamaConfig:
       raise WeightsError(f'{source}: head dimension {self.dim_per_head} is odd; rotary '
                          'positions need an even one')
     scaling = dict(self.rope_scaling)
-    if scaling and scaling.get('rope_type', scaling.get('type')) != 'llama3':
-      raise WeightsError(f'{source}: rope_scaling {scaling} is not supported; only Llama 3\'s '
-                         "'llama3' rope_type (or none)")
+    if scaling and rope_type(scaling) not in ROPE_SCALINGS:
+      raise WeightsError(f'{source}: rope_scaling {scaling} is not supported; rope_type must be '
+                         f'one of {ROPE_SCALINGS} (or no rope_scaling)')
     if self.architecture not in ARCHITECTURES or self.hidden_act not in ACTIVATIONS:
       raise WeightsError(f'{source}: architecture {self.architecture!r} with activation '
                          f'{self.hidden_act!r} is not supported; architectures '
@@ -353,14 +359,23 @@ class RMSNorm(nn.Module):
     return jnp.asarray(scale, self.dtype) * h.astype(self.dtype)
 
 
+def rope_type(scaling: Mapping[str, Any]) -> str | None:
+  """The ``rope_type`` of a HF ``rope_scaling`` dict (older configs spell it ``type``)."""
+  return scaling.get('rope_type', scaling.get('type'))
+
+
 def rope_frequencies(config: LlamaConfig) -> np.ndarray:
-  """Rotary inverse frequencies ``(head_dim / 2,)``, with Llama 3's scaling if configured."""
+  """Rotary inverse frequencies ``(head_dim / 2,)``, scaled as ``config.rope_scaling`` says:
+  linearly (all divided by ``factor``, as HF's and tunix's linear scaling divide positions),
+  or by Llama 3's wavelength bands."""
   d = config.dim_per_head
   inv_freq = 1. / config.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d)
   scaling = dict(config.rope_scaling)
   if not scaling:
     return inv_freq.astype(np.float32)
   factor = float(scaling['factor'])
+  if rope_type(scaling) == 'linear':
+    return (inv_freq / factor).astype(np.float32)
   low, high = float(scaling['low_freq_factor']), float(scaling['high_freq_factor'])
   context = float(scaling['original_max_position_embeddings'])
   wavelength = 2 * math.pi / inv_freq
@@ -871,7 +886,14 @@ class GGUFContents:
 
 
 def gguf_config(reader, path: str) -> LlamaConfig:
-  """The architecture of a GGUF file from its ``{arch}.*`` metadata."""
+  """The architecture of a GGUF file from its ``{arch}.*`` metadata: the one reader of it
+  (``sve_jax.tunix.gguf_models`` maps this config to tunix's).
+
+  Raises:
+    WeightsError: another architecture, a missing key, metadata this decoder can't run
+      (scaled rotary frequencies other than linear, and :func:`_gemma3_gguf_fields`'s);
+      names the file.
+  """
   arch = gguf_field(reader, 'general.architecture', path)
   if arch not in GGUF_ARCHITECTURES:
     raise WeightsError(f"{path}: general.architecture is {arch!r}; this decoder runs "
@@ -895,6 +917,7 @@ def gguf_config(reader, path: str) -> LlamaConfig:
       rms_norm_eps=gguf_float(gguf_field(reader, f'{arch}.attention.layer_norm_rms_epsilon',
                                          path)),
       rope_theta=gguf_float(gguf_field(reader, f'{arch}.rope.freq_base', path, 10000.)),
+      rope_scaling=_gguf_rope_scaling(reader, path, arch),
       tie_word_embeddings='output.weight' not in names,
       attention_bias='blk.0.attn_q.bias' in names,
       output_bias='blk.0.attn_output.bias' in names)
@@ -903,23 +926,39 @@ def gguf_config(reader, path: str) -> LlamaConfig:
   return config.check(path)
 
 
+def _gguf_rope_scaling(reader, path: str, arch: str) -> tuple[tuple[str, Any], ...]:
+  """:attr:`LlamaConfig.rope_scaling` of a GGUF file's ``{arch}.rope.scaling.*``: linear
+  (``type`` 'linear', or a ``factor`` without a type, as llama.cpp reads it), or ``()`` for
+  none or a factor of 1. Gemma 3 4B/12B/27B files scale linearly by 8.
+
+  Raises:
+    WeightsError: another scaling type (llama.cpp's 'yarn', 'longrope'), naming the file.
+  """
+  factor = gguf_float(gguf_field(reader, f'{arch}.rope.scaling.factor', path, 0.))
+  kind = gguf_field(reader, f'{arch}.rope.scaling.type', path, 'linear' if factor else 'none')
+  if kind not in ('none', 'linear'):
+    raise WeightsError(f'{path}: {arch}.rope.scaling.type is {kind!r}; only linear rotary '
+                       "scaling (or 'none') is supported")
+  if kind == 'none' or factor in (0., 1.):
+    return ()
+  return (('factor', factor), ('rope_type', 'linear'))
+
+
 def _gemma3_gguf_fields(reader, path: str, config: LlamaConfig) -> dict[str, Any]:
   """The :class:`LlamaConfig` fields of a ``gemma3`` GGUF file beyond the Llama reading.
 
-  Sliding layers rotate at ``rope.freq_base_swa`` (10k unless given). GGUF holds no layer
-  pattern: llama.cpp fixes 5 sliding layers to 1 global. Queries scale by ``1/√head_dim``,
-  except in the 62-layer 27B, by ``1/√(d/heads)`` (llama.cpp's rule).
+  Sliding layers rotate at ``rope.freq_base_swa`` (10k unless given), unscaled; the rope
+  scaling :func:`gguf_config` read applies to the global ones. GGUF holds no layer pattern:
+  llama.cpp fixes 5 sliding layers to 1 global. Queries scale by ``1/√head_dim``, except in
+  the 62-layer 27B, by ``1/√(d/heads)`` (llama.cpp's rule).
 
   Raises:
-    WeightsError: logit soft-capping, rotary scaling, or key and value widths that differ.
+    WeightsError: logit soft-capping, or key and value widths that differ.
   """
   field = lambda key, *default: gguf_field(reader, f'gemma3.{key}', path, *default)
   for key in ('final_logit_softcapping', 'attn_logit_softcapping'):
     if field(key, 0.):
       raise WeightsError(f'{path}: gemma3.{key} is set; this decoder does not soft-cap')
-  if float(field('rope.scaling.factor', 1.)) not in (0., 1.):
-    raise WeightsError(f'{path}: gemma3.rope.scaling.factor is {field("rope.scaling.factor")}; '
-                       'rotary scaling is not supported for Gemma 3')
   if int(field('attention.value_length', config.dim_per_head)) != config.dim_per_head:
     raise WeightsError(f'{path}: gemma3.attention.value_length differs from key_length')
   c = config

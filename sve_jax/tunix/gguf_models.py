@@ -8,6 +8,10 @@
 - ``gemma3`` (Gemma 3 270M: :func:`offline_gemma3_270m_path`): ``tunix.models.gemma3.model.
   Gemma3``, text only.
 
+The configs (:func:`llama3_config`, :func:`gemma3_config`) map
+:func:`sve_jax.models.llama.gguf_config`, the one reader of the file's metadata, to tunix's
+fields, and refuse only what tunix's models can't run.
+
 :data:`TENSORS` is the one table from GGUF tensors to tunix's parameters. Tensors are read
 and dequantised by :mod:`sve_jax.models.llama` (``gguf_tensor``), which also reads the
 tokenizers (``gguf_tokenizer``: byte-level BPE, and SentencePiece vocabularies such as Gemma's
@@ -141,12 +145,16 @@ def llama3_config(reader, path: str) -> llama3_lib.ModelConfig:
   """tunix's Llama 3 config of a ``llama`` GGUF file (:func:`llama.gguf_config`'s reading).
 
   Raises:
-    WeightsError: biases (tunix's Llama 3 has none), or what ``gguf_config`` refuses.
+    WeightsError: biases or rope scaling (tunix's Llama 3 has neither), or what
+      ``gguf_config`` refuses.
   """
   c = llama.gguf_config(reader, path)
   if c.attention_bias or c.output_bias:
     raise WeightsError(f"{path}: attention biases (blk.0.attn_q.bias, ...) don't fit tunix's "
                        'Llama3, which has none')
+  if c.rope_scaling:
+    raise WeightsError(f"{path}: rope scaling {dict(c.rope_scaling)} doesn't fit tunix's Llama3, "
+                       'which has none')
   return llama3_lib.ModelConfig(
       num_layers=c.num_hidden_layers, vocab_size=c.vocab_size, embed_dim=c.hidden_size,
       hidden_dim=c.intermediate_size, num_heads=c.num_attention_heads,
@@ -159,57 +167,40 @@ GEMMA3_NORM_EPS = 1e-6
 
 
 def gemma3_config(reader, path: str) -> gemma3_lib.ModelConfig:
-  """tunix's Gemma 3 config of a ``gemma3`` GGUF file, text only.
+  """tunix's Gemma 3 config of a ``gemma3`` GGUF file, text only: :func:`llama.gguf_config`'s
+  reading (the one reader of the metadata), mapped to tunix's fields.
 
-  Sliding layers rotate at ``rope.freq_base_swa`` (10k unless given) and global ones at
-  ``rope.freq_base``. Neither GGUF nor tunix's config holds the 5 sliding : 1 global layer
-  pattern: both llama.cpp and tunix fix it. Queries scale by ``1/√head_dim``, except in
-  the 62-layer 27B, by ``1/√(embed_dim/heads)`` (llama.cpp's rule).
+  Neither GGUF nor tunix's config holds the 5 sliding : 1 global layer pattern: llama.cpp,
+  tunix and ``gguf_config`` all fix it. Linear rope scaling (Gemma 3 4B, 12B, 27B: factor 8)
+  becomes ``global_scale_factor``: in tunix as in ``gguf_config``, only global layers scale.
+  Queries scale by ``1/√query_pre_attn_scalar``: ``head_dim``, or ``embed_dim/heads`` in the
+  62-layer 27B.
 
   Raises:
-    WeightsError: metadata that tunix's ``Gemma3`` can't run: an RMSNorm epsilon other than
-      1e-6, logit soft-capping, key and value widths that differ, a rope scaling other than
-      linear; or as many kv heads as query heads (no Gemma 3 has).
+    WeightsError: what ``gguf_config`` refuses; another architecture; an RMSNorm epsilon
+      other than 1e-6 (tunix's Gemma3 fixes it); as many kv heads as query heads (no Gemma 3
+      has; tunix then fuses q, k and v into a ``qkv_einsum`` that :data:`TENSORS` does not
+      fill). Messages name the file.
   """
-  field = functools.partial(_field, reader, 'gemma3', path)
-  eps = llama.gguf_float(field('attention.layer_norm_rms_epsilon'))
-  if not math.isclose(eps, GEMMA3_NORM_EPS, rel_tol=1e-6):
-    raise WeightsError(f'{path}: gemma3.attention.layer_norm_rms_epsilon is {eps}; tunix\'s '
-                       f'Gemma3 fixes it at {GEMMA3_NORM_EPS}')
-  for cap in ('final_logit_softcapping', 'attn_logit_softcapping'):
-    if field(cap, 0.):
-      raise WeightsError(f"{path}: gemma3.{cap} is set; tunix's Gemma3 doesn't soft-cap")
-  head_dim = int(field('attention.key_length'))
-  if int(field('attention.value_length', head_dim)) != head_dim:
-    raise WeightsError(f'{path}: gemma3.attention.value_length differs from key_length')
-  scaling = field('rope.scaling.type', 'linear' if field('rope.scaling.factor', 0.) else 'none')
-  if scaling not in ('none', 'linear'):
-    raise WeightsError(f"{path}: gemma3.rope.scaling.type {scaling!r} is not supported")
-  layers, heads, width = (int(field(k)) for k in ('block_count', 'attention.head_count',
-                                                  'embedding_length'))
-  kv_heads = int(field('attention.head_count_kv', heads))
-  if kv_heads == heads:  # tunix then fuses q, k and v into one qkv_einsum.
-    raise WeightsError(f'{path}: as many kv heads as query heads ({heads}); tunix fuses '
-                       'them (qkv_einsum), which TENSORS does not fill')
+  c = llama.gguf_config(reader, path)
+  if c.architecture != 'gemma3':
+    raise WeightsError(f'{path}: architecture {c.architecture!r} is not gemma3')
+  if not math.isclose(c.rms_norm_eps, GEMMA3_NORM_EPS, rel_tol=1e-6):
+    raise WeightsError(f'{path}: gemma3.attention.layer_norm_rms_epsilon is {c.rms_norm_eps}; '
+                       f"tunix's Gemma3 fixes it at {GEMMA3_NORM_EPS}")
+  if c.num_key_value_heads == c.num_attention_heads:
+    raise WeightsError(f'{path}: as many kv heads as query heads ({c.num_attention_heads}); '
+                       'tunix fuses them (qkv_einsum), which TENSORS does not fill')
   norm = gemma3_lib.QueryPreAttentionNormalisation
   return gemma3_lib.ModelConfig(
-      num_layers=layers, num_embed=int(field('vocab_size', None) or _vocab_size(reader, path)),
-      embed_dim=width, hidden_dim=int(field('feed_forward_length')), num_heads=heads,
-      head_dim=head_dim, num_kv_heads=kv_heads,
-      sliding_window_size=int(field('attention.sliding_window')),
-      local_base_frequency=llama.gguf_float(field('rope.freq_base_swa', 10_000.)),
-      global_base_frequency=llama.gguf_float(field('rope.freq_base')),
-      global_scale_factor=llama.gguf_float(field('rope.scaling.factor', 1.)) or 1.,
-      query_pre_attn_norm=(norm.BY_ONE_OVER_SQRT_EMBED_DIM_DIV_NUM_HEADS if layers == 62
-                           else norm.BY_ONE_OVER_SQRT_HEAD_DIM))
-
-
-def _field(reader, arch: str, path: str, key: str, *default) -> Any:
-  return llama.gguf_field(reader, f'{arch}.{key}', path, *default)
-
-
-def _vocab_size(reader, path: str) -> int:
-  return len(llama.gguf_field(reader, 'tokenizer.ggml.tokens', path))
+      num_layers=c.num_hidden_layers, num_embed=c.vocab_size, embed_dim=c.hidden_size,
+      hidden_dim=c.intermediate_size, num_heads=c.num_attention_heads, head_dim=c.dim_per_head,
+      num_kv_heads=c.num_key_value_heads, sliding_window_size=c.sliding_window,
+      local_base_frequency=c.rope_local_theta, global_base_frequency=c.rope_theta,
+      global_scale_factor=float(dict(c.rope_scaling).get('factor', 1.)),
+      query_pre_attn_norm=(norm.BY_ONE_OVER_SQRT_HEAD_DIM
+                           if c.query_pre_attn_scalar == c.dim_per_head
+                           else norm.BY_ONE_OVER_SQRT_EMBED_DIM_DIV_NUM_HEADS))
 
 
 #: ``general.architecture`` → (the tunix model of a config, the config of a GGUF reader).

@@ -2,8 +2,9 @@
 
 References are independent of our code: transformers' ``Gemma3ForCausalLM`` on the same
 weights (a tiny random one whose sliding window of 4 tokens is shorter than the prompts, so
-the local/global layer pattern matters), and ``AutoModelForCausalLM`` on Gemma 3 270M's GGUF
-file (its own GGUF reader and dequantiser).
+the local/global layer pattern matters; and one with Gemma 3 4B+'s linear rope scaling of its
+global layers, on 48 positions, where the scaling matters), and ``AutoModelForCausalLM`` on
+Gemma 3 270M's GGUF file (its own GGUF reader and dequantiser).
 """
 import dataclasses
 import json
@@ -38,24 +39,40 @@ def _lm_logits(config, params, batch, **module_args):
   return np.asarray(jax.jit(lambda p, x: module.apply({'params': p}, x))(params, batch))
 
 
-@pytest.fixture(scope='module')
-def tiny(tmp_path_factory):
-  """``(folder, torch model, batch)``: a random Gemma 3 saved as a HF folder (every weight
-  perturbed, norms included, so each matters), and a right-padded batch of 12 and 7 tokens."""
+def _random_gemma3(folder, length, **config):
+  """``(folder, torch model, batch)``: a random Gemma 3 of :data:`TINY` (and ``config``) saved
+  as a HF folder (every weight perturbed, norms included, so each matters), and a
+  right-padded batch of ``length`` and 7 tokens."""
   import torch
   import transformers
   torch.manual_seed(0)
-  config = transformers.Gemma3TextConfig(**TINY, attn_implementation='eager')
+  config = transformers.Gemma3TextConfig(**{**TINY, **config}, attn_implementation='eager')
   model = transformers.Gemma3ForCausalLM(config).eval()
   with torch.no_grad():
     for p in model.parameters():
       p.add_(0.3 * torch.randn_like(p))
-  folder = tmp_path_factory.mktemp('gemma3')
   model.save_pretrained(folder, safe_serialization=True)
-  ids = np.random.default_rng(0).integers(1, 64, (2, 12)).astype(np.int32)
-  mask = np.ones((2, 12), np.int32)
+  ids = np.random.default_rng(0).integers(1, 64, (2, length)).astype(np.int32)
+  mask = np.ones((2, length), np.int32)
   ids[1, 7:], mask[1, 7:] = 0, 0
   return os.fspath(folder), model, {'input_ids': ids, 'attention_mask': mask}
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+  """A random Gemma 3 (:func:`_random_gemma3`) and a batch of 12 and 7 tokens."""
+  return _random_gemma3(tmp_path_factory.mktemp('gemma3'), 12)
+
+
+#: Gemma 3 4B/12B/27B's rotary scaling of their global layers.
+LINEAR_8 = {'rope_type': 'linear', 'factor': 8.}
+
+
+@pytest.fixture(scope='module')
+def tiny_scaled(tmp_path_factory):
+  """A random Gemma 3 with :data:`LINEAR_8`, and a batch of 48 and 7 tokens: at position 47
+  the global layer's fastest rotation turns 47 rad unscaled and 5.9 scaled."""
+  return _random_gemma3(tmp_path_factory.mktemp('gemma3_scaled'), 48, rope_scaling=LINEAR_8)
 
 
 def _torch_logits(model, batch):
@@ -78,6 +95,20 @@ def test_tiny_gemma3_matches_transformers_past_the_sliding_window(tiny):
   # Independence check: the same weights read as all-global layers do differ (window < T).
   full = dataclasses.replace(config, layer_types=('full_attention',) * 6)
   assert _rel_diff(_lm_logits(full, params, batch), reference, real) > 100 * RTOL
+
+
+@pytest.mark.slow  # a torch reference
+def test_tiny_gemma3_with_linear_rope_scaling_matches_transformers(tiny_scaled):
+  """HF scales only the global layers' rotary frequencies (positions / 8); so does ours."""
+  folder, model, batch = tiny_scaled
+  config, params = llama.load_hf(folder)
+  assert dict(config.rope_scaling) == LINEAR_8
+  reference = _torch_logits(model, batch)
+  real = batch['attention_mask'] > 0
+  assert _rel_diff(_lm_logits(config, params, batch), reference, real) < RTOL
+  # Independence check: the same weights unscaled do differ (the positions are long enough).
+  unscaled = dataclasses.replace(config, rope_scaling=())
+  assert _rel_diff(_lm_logits(unscaled, params, batch), reference, real) > 100 * RTOL
 
 
 @pytest.mark.slow  # several compiled decoders
@@ -117,7 +148,8 @@ def _write_gemma3_gguf(path, config, params, **metadata):
     writer.add_uint32(f'gemma3.{key}', value)
   for key, value in {'rope.freq_base': c.rope_theta,
                      'attention.layer_norm_rms_epsilon': c.rms_norm_eps, **metadata}.items():
-    writer.add_float32(f'gemma3.{key}', value)
+    add = writer.add_string if isinstance(value, str) else writer.add_float32
+    add(f'gemma3.{key}', value)
   writer.add_tokenizer_model('llama')  # SentencePiece, as Gemma's
   writer.add_token_list(PIECES)
   writer.add_token_scores([-float(i) for i in range(len(PIECES))])
@@ -164,6 +196,26 @@ def test_gemma3_gguf_loads_the_hf_weights_and_config(tiny, tmp_path):
   assert contents.pad_token_id == 0
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-7),
                contents.params, params)
+
+
+def test_gemma3_gguf_linear_rope_scaling_reads_as_the_hf_config(tiny_scaled, tmp_path):
+  """llama.cpp writes HF's linear rope_scaling as rope.scaling.type and .factor."""
+  folder, _, _ = tiny_scaled
+  config, params = llama.load_hf(folder)
+  path = _write_gemma3_gguf(tmp_path / 'scaled.gguf', config, params,
+                            **{'rope.scaling.type': 'linear', 'rope.scaling.factor': 8.})
+  assert llama.read_gguf(path).config == dataclasses.replace(config, query_pre_attn_scalar=16.)
+
+
+def test_gemma3_gguf_yarn_rope_scaling_is_refused_naming_the_file(tiny, tmp_path):
+  folder, _, _ = tiny
+  config, params = llama.load_hf(folder)
+  path = _write_gemma3_gguf(tmp_path / 'yarn.gguf', config, params,
+                            **{'rope.scaling.type': 'yarn', 'rope.scaling.factor': 8.})
+  with pytest.raises(WeightsError) as error:
+    llama.read_gguf(path)
+  assert '\n' not in str(error.value) and path in str(error.value)
+  assert "gemma3.rope.scaling.type is 'yarn'" in str(error.value)
 
 
 def test_gemma3_gguf_soft_capping_is_refused_naming_the_file(tiny, tmp_path):

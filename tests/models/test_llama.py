@@ -239,6 +239,7 @@ def tiny_tokenizer(tiny_gguf):
     ('llama', False, False, {'rope_scaling': {'rope_type': 'llama3', 'factor': 8.,
                                               'low_freq_factor': 1., 'high_freq_factor': 4.,
                                               'original_max_position_embeddings': 8}}),
+    ('llama', False, False, {'rope_scaling': {'rope_type': 'linear', 'factor': 4.}}),
     ('qwen2', True, False, {}),
 ])
 def test_hf_folder_matches_transformers(tiny_tokenizer, tmp_path, model_type, bias, tie,

@@ -96,16 +96,69 @@ def test_missing_tensor_and_attention_bias_name_the_file(tmp_path):
                   'attention biases')
 
 
-def test_gemma3_metadata_tunix_cannot_run_is_refused(tmp_path):
+def _metadata_gguf(path, arch, **metadata):
+  """A GGUF file of ``metadata`` only (``{arch}.`` keys; ints as uint32, floats as float32):
+  all that ``llama.gguf_config`` reads."""
   import gguf
-  path = os.fspath(tmp_path / 'eps.gguf')
-  writer = gguf.GGUFWriter(path, 'gemma3')
-  writer.add_float32('gemma3.attention.layer_norm_rms_epsilon', 1e-5)
+  writer = gguf.GGUFWriter(os.fspath(path), arch)
+  for key, value in metadata.items():
+    add = {int: writer.add_uint32, float: writer.add_float32, str: writer.add_string}
+    add[type(value)](f'{arch}.{key}', value)
   writer.write_header_to_file()
   writer.write_kv_data_to_file()
   writer.close()
+  return os.fspath(path)
+
+
+#: Published Gemma 3 text sizes: (layers, d, FFN, heads, kv heads, head_dim), as llama.cpp's
+#: converter writes them, with tunix's vocabulary of 262,144 and window of 1,024.
+GEMMA3_SIZES = {'gemma3_4b_it': (34, 2560, 10240, 8, 4, 256),
+                'gemma3_12b_it': (48, 3840, 15360, 16, 8, 256),
+                'gemma3_27b_it': (62, 5376, 21504, 32, 16, 128)}
+
+
+def _gemma3_gguf(path, size, **metadata):
+  """A metadata-only ``gemma3`` GGUF of ``GEMMA3_SIZES[size]``, linearly rope-scaled by 8 (as
+  llama.cpp converts HF's ``rope_scaling``), updated by ``metadata``."""
+  layers, d, ffn, heads, kv, head_dim = GEMMA3_SIZES[size]
+  return _metadata_gguf(path, 'gemma3', **{
+      'block_count': layers, 'embedding_length': d, 'feed_forward_length': ffn,
+      'attention.head_count': heads, 'attention.head_count_kv': kv,
+      'attention.key_length': head_dim, 'attention.value_length': head_dim,
+      'attention.sliding_window': 1024, 'vocab_size': 262144, 'rope.freq_base': 1e6,
+      'rope.freq_base_swa': 1e4, 'attention.layer_norm_rms_epsilon': 1e-6,
+      'rope.scaling.type': 'linear', 'rope.scaling.factor': 8., **metadata})
+
+
+@pytest.mark.parametrize('size', sorted(GEMMA3_SIZES))
+def test_gemma3_scaled_configs_match_tunix_presets(tmp_path, size):
+  """tunix's config, derived from ``llama.gguf_config``, equals tunix's hand-written preset:
+  rope scaling 8 as ``global_scale_factor``, and the 27B's query scale by ``embed_dim/heads``."""
+  path = _gemma3_gguf(tmp_path / f'{size}.gguf', size)
+  assert gguf_models.gemma3_config(llama.gguf_reader(path), path) == getattr(
+      gemma3_lib.ModelConfig, size)()
+  config = llama.gguf_config(llama.gguf_reader(path), path)
+  assert config.rope_scaling == (('factor', 8.), ('rope_type', 'linear'))
+
+
+@pytest.mark.parametrize('metadata,match', [
+    ({'attention.layer_norm_rms_epsilon': 1e-5}, 'layer_norm_rms_epsilon is 1e-05'),
+    ({'attention.head_count_kv': 8}, 'as many kv heads as query heads'),
+    ({'rope.scaling.type': 'yarn'}, "gemma3.rope.scaling.type is 'yarn'"),
+    ({'final_logit_softcapping': 30.}, 'gemma3.final_logit_softcapping is set'),
+])
+def test_gemma3_metadata_tunix_cannot_run_is_refused(tmp_path, metadata, match):
+  path = _gemma3_gguf(tmp_path / 'bad.gguf', 'gemma3_4b_it', **metadata)
+  _one_line_error(lambda: gguf_models.load_tunix_model(path), re.escape(path), re.escape(match))
+
+
+def test_llama_rope_scaling_is_refused_for_tunix_llama3(tmp_path):
+  path = _metadata_gguf(tmp_path / 'scaled.gguf', 'llama', **{
+      'block_count': 2, 'embedding_length': 64, 'feed_forward_length': 128,
+      'attention.head_count': 4, 'attention.layer_norm_rms_epsilon': 1e-5,
+      'rope.scaling.type': 'linear', 'rope.scaling.factor': 4.})
   _one_line_error(lambda: gguf_models.load_tunix_model(path), re.escape(path),
-                  'layer_norm_rms_epsilon is 1e-05')
+                  "rope scaling .* doesn't fit tunix's Llama3")
 
 
 def test_missing_gemma3_packages_say_how_to_install(monkeypatch):
