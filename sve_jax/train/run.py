@@ -262,6 +262,50 @@ def plan_shift(config: ml_collections.ConfigDict, modality: str, input_key: str,
 
 
 # --------------------------------------------------------------------------------------------
+# Backbone and its input transforms.
+# --------------------------------------------------------------------------------------------
+
+
+class BackboneInputs(NamedTuple):
+  """The loaded backbone and the inputs it reads.
+
+  Attributes:
+    backbone: the pretrained :class:`models.Backbone`, with a head of the data set's classes.
+    train_transform: the training transform (with ``config.data.augment``).
+    eval_transform: the evaluation transform.
+    splits: the ``'validation'`` and ``'test'`` :class:`Split`, through ``eval_transform``.
+    ood: each OOD set as a :class:`Split` by name (:func:`ood_splits`), the primary first.
+    shift_plan: what the final evaluation scores under corruption (:func:`plan_shift`).
+  """
+  backbone: models.Backbone
+  train_transform: Callable
+  eval_transform: Callable
+  splits: dict[str, Split]
+  ood: dict[str, Split]
+  shift_plan: shift_eval.ShiftPlan | None
+
+
+def load_backbone_and_splits(config: ml_collections.ConfigDict, dataset: datasets.Dataset,
+                             sources: dict[str, Any], ood_sets: list[OodSet]
+                             ) -> BackboneInputs:
+  """Loads ``config.model`` with ``dataset``'s classes and builds its transforms, the
+  evaluation splits of ``sources`` and ``ood_sets``, and the shift plan.
+
+  Raises:
+    ValueError: a named corruption is not one of the backbone's modality's
+      (:func:`plan_shift`).
+  """
+  backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
+  train_transform = transforms.make_transform(
+      backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
+  eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
+  splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
+  ood = ood_splits(backbone, ood_sets)
+  shift_plan = plan_shift(config, backbone.modality, dataset.input_key, sources['test'])
+  return BackboneInputs(backbone, train_transform, eval_transform, splits, ood, shift_plan)
+
+
+# --------------------------------------------------------------------------------------------
 # Method and train state.
 # --------------------------------------------------------------------------------------------
 
@@ -363,6 +407,49 @@ def make_validate(config: ml_collections.ConfigDict, setup: methods.MethodSetup,
     return scores
 
   return validate
+
+
+class MethodParts(NamedTuple):
+  """The method built on the backbone: what training, evaluation and prediction run.
+
+  Attributes:
+    setup: the method's decomposition and initial members (:func:`build_method`).
+    training: the train state on the mesh and the jitted step (:func:`make_training`).
+    predictor: ``predictor(trainables, split, features=False)``
+      (:func:`sve_jax.train.evaluate.make_predictor`).
+    fit_posterior: :func:`make_fit_posterior`'s fit, or ``None``.
+  """
+  setup: methods.MethodSetup
+  training: Training
+  predictor: Callable
+  fit_posterior: Callable[[Any], methods.Posterior] | None
+
+
+def build_method_parts(config: ml_collections.ConfigDict, inputs: BackboneInputs,
+                       mesh: jax.sharding.Mesh, train_source: Any) -> MethodParts:
+  """The method on ``inputs.backbone``: its members initialised with the first half of
+  ``key(config.seed)``, the train state (the second half) placed on ``mesh``, the predictor
+  and, for a method that fits a posterior, its fit on ``train_source``."""
+  init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
+  setup = build_method(config, inputs.backbone, init_rng)
+  training = make_training(config, setup, mesh, len(train_source), state_rng)
+  predictor = make_predictor(setup, inputs.backbone, training, mesh, config.eval_batch_size,
+                             inputs.splits['validation'], config.mesh.frozen)
+  fit_posterior = make_fit_posterior(config, setup, training, mesh, predictor, inputs.splits,
+                                     train_source)
+  return MethodParts(setup, training, predictor, fit_posterior)
+
+
+def train_members(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
+                  parts: MethodParts, inputs: BackboneInputs, train_source: Any,
+                  num_members: int, mesh: jax.sharding.Mesh) -> None:
+  """Runs :func:`train_loop` on ``train_source`` (:func:`make_train_data`), validating on
+  the validation split (and, with ``config.ood.every_validation``, an OOD subset)."""
+  train_data = make_train_data(config, inputs.backbone, parts.setup, train_source,
+                               (inputs.train_transform, inputs.eval_transform), num_members)
+  validate = make_validate(config, parts.setup, parts.predictor, inputs.splits['validation'],
+                           validation_ood_split(config, inputs.ood))
+  train_loop(config, parts.training, workdir, train_data, validate, mesh)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,6 +686,31 @@ def write_html_report(workdir: str, results: dict[str, Any], best: BestEvaluatio
       reliability_png=os.path.join(workdir, 'reliability.png'), ood_logits=best.ood_logits))
 
 
+def evaluate_and_report(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
+                        parts: MethodParts, inputs: BackboneInputs, dataset: datasets.Dataset,
+                        sources: dict[str, Any], mesh: jax.sharding.Mesh, num_members: int
+                        ) -> dict[str, Any]:
+  """Evaluates the best checkpoint (:func:`evaluate_best`), saves its trainables, scores the
+  pretrained backbone (:func:`evaluate_zero_shot`) and the members under shift, and reports
+  (:func:`make_report`; process 0 also writes report.html). Returns the results dict."""
+  path = workdir.path
+  best = evaluate_best(workdir, parts.training, parts.predictor, inputs.splits, inputs.ood,
+                       feature_train_split(config, sources['train'], inputs.eval_transform),
+                       parts.fit_posterior)
+  trainables_path = save_best_trainables(config, path, best, parts.setup, num_members)
+  zero_shot = evaluate_zero_shot(config, inputs.backbone, mesh, inputs.splits,
+                                 next(iter(inputs.ood.values()), None))
+  shift_section = None if inputs.shift_plan is None else shift_eval.evaluate_shift(
+      inputs.shift_plan, parts.predictor, best.members, inputs.eval_transform,
+      config.ensemble_mode)
+  results = make_report(config, path, best, parts.setup, parts.training,
+                        best_checkpoint_facts(path, best, trainables_path, inputs.backbone),
+                        zero_shot, shift_section)
+  if jax.process_index() == 0:
+    write_html_report(path, results, best, dataset, sources['test'])
+  return results
+
+
 def _input_columns(config: ml_collections.ConfigDict, dataset: datasets.Dataset,
                    request: predict.PredictRequest) -> predict.InputColumns:
   """The input rows' columns: the config's text/label columns (or the data set's)."""
@@ -686,6 +798,21 @@ def predict_new_data(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
   return section
 
 
+def predict_from_workdir(config: ml_collections.ConfigDict, workdir: ckpt.Workdir,
+                         parts: MethodParts, inputs: BackboneInputs,
+                         dataset: datasets.Dataset, checked: predict.CheckedInput
+                         ) -> dict[str, Any]:
+  """``--mode=predict``: :func:`predict_new_data` with the workdir's trainables
+  (:func:`restore_trainables`), or, for a method that fits a posterior, with the posterior's
+  members fitted at them. Returns the ``predict`` section."""
+  restored = restore_trainables(workdir, parts.training, parts.setup)
+  if parts.fit_posterior:  # the posterior's members, fitted at the restored trainables
+    restored = restored._replace(
+        trainables=parts.fit_posterior(restored.trainables).trainables)
+  return predict_new_data(config, workdir, restored, parts.predictor, inputs.splits, dataset,
+                          inputs.backbone, checked)
+
+
 # --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
@@ -716,53 +843,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'train',
     if mode == 'predict':  # a bad input file fails here, before the model loads
       checked = predict.check_input(request, _input_columns(config, dataset, request))
 
-    # --- Backbone and its input transforms ------------------------------------------------
-    backbone = models.load_backbone(config.model, num_classes=dataset.num_classes)
-    train_transform = transforms.make_transform(
-        backbone, dataset.input_key, dataset.label_key, augment=config.data.augment)
-    eval_transform = transforms.make_transform(backbone, dataset.input_key, dataset.label_key)
-    splits = {role: Split(sources[role], eval_transform) for role in ('validation', 'test')}
-    ood = ood_splits(backbone, ood_sets)
-    shift_plan = plan_shift(config, backbone.modality, dataset.input_key, sources['test'])
+    # --- Backbone, its input transforms and the evaluation splits -------------------------
+    inputs = load_backbone_and_splits(config, dataset, sources, ood_sets)
 
-    # --- Method: decompose and initialise members -----------------------------------------
-    init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
-    setup = build_method(config, backbone, init_rng)
-
-    # --- Train state, shardings, jitted steps ---------------------------------------------
-    training = make_training(config, setup, mesh, len(sources['train']), state_rng)
-    predictor = make_predictor(setup, backbone, training, mesh, config.eval_batch_size,
-                               splits['validation'], config.mesh.frozen)
-    fit_posterior = make_fit_posterior(config, setup, training, mesh, predictor, splits,
-                                       sources['train'])
+    # --- Method (decompose, initialise members), train state, jitted steps ----------------
+    parts = build_method_parts(config, inputs, mesh, sources['train'])
 
     # --- Predict: score new data with the best checkpoint (or the trainables file) --------
     if mode == 'predict':
-      restored = restore_trainables(run_dir, training, setup)
-      if fit_posterior:  # the posterior's members, fitted at the restored trainables
-        restored = restored._replace(trainables=fit_posterior(restored.trainables).trainables)
-      return predict_new_data(config, run_dir, restored, predictor, splits, dataset, backbone,
-                              checked)
+      return predict_from_workdir(config, run_dir, parts, inputs, dataset, checked)
 
     # --- Train loop -----------------------------------------------------------------------
     if mode == 'train':
-      train_data = make_train_data(config, backbone, setup, sources['train'],
-                                   (train_transform, eval_transform), members)
-      validate = make_validate(config, setup, predictor, splits['validation'],
-                               validation_ood_split(config, ood))
-      train_loop(config, training, run_dir, train_data, validate, mesh)
+      train_members(config, run_dir, parts, inputs, sources['train'], members, mesh)
 
-    # --- Evaluate the best checkpoint, save its trainables, report -------------------------
-    best = evaluate_best(run_dir, training, predictor, splits, ood,
-                         feature_train_split(config, sources['train'], eval_transform),
-                         fit_posterior)
-    trainables_path = save_best_trainables(config, workdir, best, setup, members)
-    zero_shot = evaluate_zero_shot(config, backbone, mesh, splits, next(iter(ood.values()), None))
-    shift_section = None if shift_plan is None else shift_eval.evaluate_shift(
-        shift_plan, predictor, best.members, eval_transform, config.ensemble_mode)
-    results = make_report(config, workdir, best, setup, training,
-                          best_checkpoint_facts(workdir, best, trainables_path, backbone),
-                          zero_shot, shift_section)
-    if jax.process_index() == 0:
-      write_html_report(workdir, results, best, dataset, sources['test'])
-    return results
+    # --- Evaluate the best checkpoint, save its trainables, report ------------------------
+    return evaluate_and_report(config, run_dir, parts, inputs, dataset, sources, mesh, members)
