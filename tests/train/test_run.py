@@ -4,11 +4,14 @@ import ml_collections
 import pytest
 
 from sve_jax import export
+from sve_jax import models
 from sve_jax.data import corruptions
 
 from configs import default
 from sve_jax.train import checkpoint as ckpt
 from sve_jax.train import run
+from sve_jax.train.predict import PredictError
+from sve_jax.train.predict import PredictRequest
 
 
 def test_open_workdir_gives_a_workdir_record_and_eval_mode_needs_a_best_checkpoint(tmp_path):
@@ -68,3 +71,49 @@ def test_the_plan_caps_the_subset_and_defaults_to_the_modalitys_corruptions():
   with pytest.raises(ValueError, match=r"^config.shift.corruptions: 'fog' is not a corruption "
                                        'of text data'):
     run.plan_shift(_shift_config(corruptions=('fog',)), 'text', 'text', source)
+
+
+def _predict_before_the_model(monkeypatch, tmp_path, data_dir, name, content):
+  """``run.run`` in predict mode on an input file ``name`` holding ``content``, with
+  ``models.load_backbone`` (as run.py calls it) raising ``AssertionError('model loaded')``.
+
+  The workdir only looks finished (results.json and an empty trainables file, as in
+  :func:`test_predict_mode_needs_results_json_and_a_best_checkpoint_or_the_trainables_file`):
+  neither is read before the model loads.
+  """
+  def load_backbone(*args, **kwargs):
+    raise AssertionError('model loaded')
+
+  monkeypatch.setattr(models, 'load_backbone', load_backbone)
+  assert run.models.load_backbone is load_backbone  # the very name the run calls
+  workdir = tmp_path / 'w'
+  workdir.mkdir()
+  (workdir / 'results.json').write_text('{}')
+  (workdir / export.TRAINABLES_FILENAME).write_bytes(b'')
+  source = tmp_path / name
+  source.write_text(content)
+  config = default.get_config()
+  config.data.data_dir = data_dir
+  run.run(config, str(workdir), 'predict',
+          PredictRequest(str(source), str(tmp_path / 'out.csv')))
+
+
+@pytest.mark.parametrize('name,content,message', [
+    ('no_text.csv', 'tweet,label\nhello,positive\n', "no_text.csv:2: no column 'text'"),
+    ('no_text.jsonl', '{"text": "fine"}\n{"tweet": "hello"}\n',
+     "no_text.jsonl:2: no column 'text'"),
+], ids=['csv', 'jsonl'])
+def test_predict_refuses_a_bad_input_file_before_the_model_loads(
+    name, content, message, monkeypatch, tmp_path, shared_data_dir):
+  with pytest.raises(PredictError, match=message):
+    _predict_before_the_model(monkeypatch, tmp_path, shared_data_dir, name, content)
+  assert not (tmp_path / 'out.csv').exists()
+
+
+def test_predict_with_a_good_input_file_goes_on_to_load_the_model(
+    monkeypatch, tmp_path, shared_data_dir):
+  # The mirror of the test above: the patched loader is reached, so there the input check is
+  # what stopped the run, not an earlier failure.
+  with pytest.raises(AssertionError, match='model loaded'):
+    _predict_before_the_model(monkeypatch, tmp_path, shared_data_dir, 'new.csv',
+                              'text\nhello\n')
