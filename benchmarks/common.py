@@ -109,8 +109,10 @@ def xla_flops(jitted, *args) -> float:
 
 def cpu_info() -> dict[str, Any]:
   """The CPU a timing ran on: ``lscpu``'s model name and flags, the ISA extensions that move
-  the ratios (AVX2, AVX-512), and the XLA/oneDNN/ATen settings that cap them (e.g.
-  ``XLA_FLAGS=--xla_cpu_max_isa=AVX2`` to emulate an AVX2 machine)."""
+  the ratios (AVX2, AVX-512), and the XLA/oneDNN/ATen settings that cap them.
+  ``XLA_FLAGS=--xla_cpu_max_isa=AVX2`` caps only XLA's emitted element-wise code, not its
+  dots, which YNNPACK runs with the kernel of the CPU it finds (BENCHMARKS.md, "Why an AVX2
+  machine cannot be emulated")."""
   out = subprocess.run(['lscpu'], capture_output=True, text=True, check=False).stdout
   info = dict((k.strip(), v.strip()) for k, v in
               (line.split(':', 1) for line in out.splitlines() if ':' in line))
