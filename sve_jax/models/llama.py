@@ -953,7 +953,8 @@ def _gemma3_gguf_fields(reader, path: str, config: LlamaConfig) -> dict[str, Any
   the 62-layer 27B, by ``1/√(d/heads)`` (llama.cpp's rule).
 
   Raises:
-    WeightsError: logit soft-capping, or key and value widths that differ.
+    WeightsError: logit soft-capping, key and value widths that differ, or no
+      ``rope.freq_base``.
   """
   field = lambda key, *default: gguf_field(reader, f'gemma3.{key}', path, *default)
   for key in ('final_logit_softcapping', 'attn_logit_softcapping'):
@@ -966,6 +967,8 @@ def _gemma3_gguf_fields(reader, path: str, config: LlamaConfig) -> dict[str, Any
       architecture='gemma3', hidden_act='gelu_pytorch_tanh',
       query_pre_attn_scalar=float(c.hidden_size // c.num_attention_heads
                                   if c.num_hidden_layers == 62 else c.dim_per_head),
+      # Required, not llama.cpp's 10k default: Gemma 3's global layers rotate at 1M.
+      rope_theta=gguf_float(field('rope.freq_base')),
       rope_local_theta=gguf_float(field('rope.freq_base_swa', 10000.)),
       sliding_window=int(field('attention.sliding_window')),
       layer_types=gemma3_layer_types(c.num_hidden_layers))

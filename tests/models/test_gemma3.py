@@ -148,6 +148,8 @@ def _write_gemma3_gguf(path, config, params, **metadata):
     writer.add_uint32(f'gemma3.{key}', value)
   for key, value in {'rope.freq_base': c.rope_theta,
                      'attention.layer_norm_rms_epsilon': c.rms_norm_eps, **metadata}.items():
+    if value is None:  # a key the file leaves out
+      continue
     add = writer.add_string if isinstance(value, str) else writer.add_float32
     add(f'gemma3.{key}', value)
   writer.add_tokenizer_model('llama')  # SentencePiece, as Gemma's
@@ -205,6 +207,18 @@ def test_gemma3_gguf_linear_rope_scaling_reads_as_the_hf_config(tiny_scaled, tmp
   path = _write_gemma3_gguf(tmp_path / 'scaled.gguf', config, params,
                             **{'rope.scaling.type': 'linear', 'rope.scaling.factor': 8.})
   assert llama.read_gguf(path).config == dataclasses.replace(config, query_pre_attn_scalar=16.)
+
+
+def test_gemma3_gguf_without_its_rope_base_is_refused_naming_the_file(tiny, tmp_path):
+  """Gemma 3's global base (1M) is far from llama.cpp's 10k default: no silent fallback."""
+  folder, _, _ = tiny
+  config, params = llama.load_hf(folder)
+  path = _write_gemma3_gguf(tmp_path / 'no_base.gguf', config, params,
+                            **{'rope.freq_base': None})
+  with pytest.raises(WeightsError) as error:
+    llama.read_gguf(path)
+  assert '\n' not in str(error.value) and path in str(error.value)
+  assert "'gemma3.rope.freq_base'" in str(error.value)
 
 
 def test_gemma3_gguf_yarn_rope_scaling_is_refused_naming_the_file(tiny, tmp_path):
