@@ -209,27 +209,22 @@ def test_gemma3_gguf_linear_rope_scaling_reads_as_the_hf_config(tiny_scaled, tmp
   assert llama.read_gguf(path).config == dataclasses.replace(config, query_pre_attn_scalar=16.)
 
 
-def test_gemma3_gguf_without_its_rope_base_is_refused_naming_the_file(tiny, tmp_path):
-  """Gemma 3's global base (1M) is far from llama.cpp's 10k default: no silent fallback."""
+@pytest.mark.parametrize('metadata, message', [
+    # llama.cpp's yarn: not the linear scaling Gemma 3 uses.
+    ({'rope.scaling.type': 'yarn', 'rope.scaling.factor': 8.},
+     "gemma3.rope.scaling.type is 'yarn'"),
+    # Gemma 3's global base (1M) is far from llama.cpp's 10k default: no silent fallback.
+    ({'rope.freq_base': None}, "'gemma3.rope.freq_base'"),
+], ids=['yarn_scaling', 'no_rope_base'])
+def test_gemma3_gguf_rope_metadata_we_cannot_run_is_refused_naming_the_file(
+    tiny, tmp_path, metadata, message):
   folder, _, _ = tiny
   config, params = llama.load_hf(folder)
-  path = _write_gemma3_gguf(tmp_path / 'no_base.gguf', config, params,
-                            **{'rope.freq_base': None})
+  path = _write_gemma3_gguf(tmp_path / 'bad.gguf', config, params, **metadata)
   with pytest.raises(WeightsError) as error:
     llama.read_gguf(path)
   assert '\n' not in str(error.value) and path in str(error.value)
-  assert "'gemma3.rope.freq_base'" in str(error.value)
-
-
-def test_gemma3_gguf_yarn_rope_scaling_is_refused_naming_the_file(tiny, tmp_path):
-  folder, _, _ = tiny
-  config, params = llama.load_hf(folder)
-  path = _write_gemma3_gguf(tmp_path / 'yarn.gguf', config, params,
-                            **{'rope.scaling.type': 'yarn', 'rope.scaling.factor': 8.})
-  with pytest.raises(WeightsError) as error:
-    llama.read_gguf(path)
-  assert '\n' not in str(error.value) and path in str(error.value)
-  assert "gemma3.rope.scaling.type is 'yarn'" in str(error.value)
+  assert message in str(error.value)
 
 
 def test_gemma3_gguf_soft_capping_is_refused_naming_the_file(tiny, tmp_path):
