@@ -131,7 +131,7 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
                  for lr in (1e-5, 5e-5, 5e-4)),
                *(Setting(f'lora_lr_{lr:g}', {'method': 'lora_ensemble', 'num_members': 1,
                                              'optim.lora_learning_rate': lr})
-                 for lr in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2))),
+                 for lr in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2))),
 }
 
 #: Summary columns: (name, key path into results.json).

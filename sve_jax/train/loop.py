@@ -238,6 +238,28 @@ def log_steps(metrics: dict[str, Any], step: int, progress: Progress, steps_per_
   return step
 
 
+def _save(workdir: ckpt.Workdir, fingerprint: float, state: Any, batches: Any, workers: int,
+          best_val: float, best: bool) -> float:
+  """Checkpoints ``state`` with the data iterator's position, the best validation accuracy so
+  far, the factors' fingerprint and the run's identity (as the best one too if ``best``);
+  returns the monotonic time of the save."""
+  meta = {ckpt.DATA_ITERATOR: ckpt.data_iterator_meta(batches, workers), 'step': int(state.step),
+          'best_val_accuracy': best_val, 'factors_fingerprint': fingerprint,
+          'identity': workdir.identity}
+  workdir.checkpointer.save(state, meta, best=best)
+  return time.monotonic()
+
+
+def _validate(validate: Callable[[Any], dict[str, float]], trainables: Any, best_val: float,
+              progress: Progress, step: int, epoch: int) -> tuple[float, bool]:
+  """Validates ``trainables`` at ``step`` (``epoch`` epochs done) and logs it; returns the
+  best validation accuracy so far and whether this one improved on ``best_val``."""
+  val = validate(trainables)
+  improved = val['accuracy'] > best_val
+  progress.validation(step, epoch, val, improved)
+  return max(best_val, val['accuracy']), improved
+
+
 def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: ckpt.Workdir,
                data: TrainData, validate: Callable[[Any], dict[str, float]],
                mesh: jax.sharding.Mesh) -> Any:
@@ -268,11 +290,7 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
                              num_workers=workers, state=data_state)
 
   def save(best=False):
-    meta = {ckpt.DATA_ITERATOR: ckpt.data_iterator_meta(batches, workers), 'step': int(state.step),
-            'best_val_accuracy': best_val, 'factors_fingerprint': training.fingerprint,
-            'identity': workdir.identity}
-    workdir.checkpointer.save(state, meta, best=best)
-    return time.monotonic()
+    return _save(workdir, training.fingerprint, state, batches, workers, best_val, best)
 
   progress, last_save = Progress(config, workdir.path, step, total_steps), time.monotonic()
   try:
@@ -284,13 +302,10 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
                                      per_member=member_streams > 0, steps_axis=True)
         state, metrics = training.train_step(state, training.frozen, chunk)
         step = log_steps(metrics, step, progress, steps_per_epoch, workdir.path)
-        epoch = step // steps_per_epoch  # epochs done
         last = step >= total_steps
         if step % steps_per_epoch == 0 or last or _every(config.eval_every_steps, step):
-          val = validate(state.trainables)
-          improved = val['accuracy'] > best_val
-          best_val = max(best_val, val['accuracy'])
-          progress.validation(step, epoch, val, improved)
+          best_val, improved = _validate(validate, state.trainables, best_val, progress, step,
+                                         step // steps_per_epoch)
           last_save = save(best=improved)
         elif (_every(config.checkpoint.every_steps, step)
               or ckpt.wall_time_due(last_save, config.checkpoint.every_minutes)):
