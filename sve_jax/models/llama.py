@@ -781,6 +781,9 @@ _GGUF_NAMES_GEMMA3 = {
 }
 #: GGUF architectures this decoder runs (``general.architecture``).
 GGUF_ARCHITECTURES = ('llama', 'qwen2', 'gemma3')
+#: ``{arch}.rope.freq_base`` when a file leaves it out: llama.cpp's 10k, except for Gemma 3,
+#: whose global layers rotate at 1M, so its files must give it (no silent fallback).
+_GGUF_ROPE_BASE_DEFAULT = {'llama': (10000.,), 'qwen2': (10000.,), 'gemma3': ()}
 #: Tensor types read (dequantised with ``gguf.quants.dequantize`` where quantised).
 GGUF_TENSOR_TYPES = ('F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K',
                      'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K')
@@ -890,7 +893,8 @@ def gguf_config(reader, path: str) -> LlamaConfig:
   (``sve_jax.tunix.gguf_models`` maps this config to tunix's).
 
   Raises:
-    WeightsError: another architecture, a missing key, metadata this decoder can't run
+    WeightsError: another architecture, a missing key (``rope.freq_base`` is required of
+      ``gemma3``), metadata this decoder can't run
       (scaled rotary frequencies other than linear, and :func:`_gemma3_gguf_fields`'s);
       names the file.
   """
@@ -916,7 +920,8 @@ def gguf_config(reader, path: str) -> LlamaConfig:
       head_dim=int(gguf_field(reader, f'{arch}.attention.key_length', path, 0)),
       rms_norm_eps=gguf_float(gguf_field(reader, f'{arch}.attention.layer_norm_rms_epsilon',
                                          path)),
-      rope_theta=gguf_float(gguf_field(reader, f'{arch}.rope.freq_base', path, 10000.)),
+      rope_theta=gguf_float(gguf_field(reader, f'{arch}.rope.freq_base', path,
+                                       *_GGUF_ROPE_BASE_DEFAULT[arch])),
       rope_scaling=_gguf_rope_scaling(reader, path, arch),
       tie_word_embeddings='output.weight' not in names,
       attention_bias='blk.0.attn_q.bias' in names,
@@ -953,8 +958,7 @@ def _gemma3_gguf_fields(reader, path: str, config: LlamaConfig) -> dict[str, Any
   the 62-layer 27B, by ``1/√(d/heads)`` (llama.cpp's rule).
 
   Raises:
-    WeightsError: logit soft-capping, key and value widths that differ, or no
-      ``rope.freq_base``.
+    WeightsError: logit soft-capping, or key and value widths that differ.
   """
   field = lambda key, *default: gguf_field(reader, f'gemma3.{key}', path, *default)
   for key in ('final_logit_softcapping', 'attn_logit_softcapping'):
@@ -967,8 +971,6 @@ def _gemma3_gguf_fields(reader, path: str, config: LlamaConfig) -> dict[str, Any
       architecture='gemma3', hidden_act='gelu_pytorch_tanh',
       query_pre_attn_scalar=float(c.hidden_size // c.num_attention_heads
                                   if c.num_hidden_layers == 62 else c.dim_per_head),
-      # Required, not llama.cpp's 10k default: Gemma 3's global layers rotate at 1M.
-      rope_theta=gguf_float(field('rope.freq_base')),
       rope_local_theta=gguf_float(field('rope.freq_base_swa', 10000.)),
       sliding_window=int(field('attention.sliding_window')),
       layer_types=gemma3_layer_types(c.num_hidden_layers))
