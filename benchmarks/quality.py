@@ -19,6 +19,12 @@ Seeds can be run apart, e.g. on two machines, and pooled exactly into one summar
       --summary=benchmarks/results/quality_laplace_lora.json
 
 ``--pool_with`` refuses a summary trained from another base config, or holding the same seeds.
+
+``--recipe_from=<a benchmarks.sweep summary>`` sets each family's learning rate to the one its
+sweep chose on validation (``benchmarks/recipe.py``), e.g. after ``--grid=recipe``:
+
+  python -m benchmarks.quality --config=configs/fmnist_dinov2_vits14.py --seeds=3 \
+      --recipe_from=benchmarks/results/sweep_recipe_fmnist_dinov2.json
 """
 from __future__ import annotations
 
@@ -30,9 +36,11 @@ import time
 from typing import Any, Mapping, Sequence
 
 from absl import flags
+from absl import logging
 import numpy as np
 
 import train  # pylint: disable=unused-import  # Defines --config and --workdir.
+from benchmarks import recipe
 from benchmarks import shift as shift_bench
 from sve_jax import methods
 from sve_jax.train import run as run_lib
@@ -47,6 +55,9 @@ _FIRST_SEED = flags.DEFINE_integer('first_seed', 0, 'Runs seeds first_seed, …,
 _POOL_WITH = flags.DEFINE_string(
     'pool_with', '', 'A saved summary of other seeds of the same base config (e.g. an earlier '
     '--summary): its rows are pooled with this invocation\'s, per method, into --summary.')
+_RECIPE_FROM = flags.DEFINE_string(
+    'recipe_from', '', 'A sweep summary (benchmarks.sweep --sweep_out .json) of the same base '
+    'config: each family\'s rate of lowest validation NLL replaces the config\'s.')
 
 #: Base-config keys that say where data lies or what is evaluated, not what is trained: two
 #: summaries that differ only in these may be pooled (and a sweep's rows kept).
@@ -267,6 +278,34 @@ def load_summary(path: str, flag: str) -> dict[str, Any]:
     return json.load(f)
 
 
+def with_recipe(config, sweep_summary: Mapping[str, Any], path: str):
+  """``config`` with the recipe ``sweep_summary`` (saved at ``path``) chose on validation
+  (:func:`benchmarks.recipe.recipe_choices`); logs each choice, and warns of one at its
+  grid's edge.
+
+  Raises:
+    ValueError: the sweep is not a recipe sweep, or was trained from another base config
+      (beside the keys it chooses); ``--recipe_from`` and ``path`` named.
+  """
+  try:
+    choices = recipe.recipe_choices(sweep_summary)
+  except ValueError as e:
+    raise ValueError(f'--recipe_from={path}: {e}') from None
+  chosen = {k: v for choice in choices for k, v in choice.overrides.items()}
+  differences = [k for k in training_differences(json.loads(config.to_json_best_effort()),
+                                                 sweep_summary['config']) if k not in chosen]
+  if differences:
+    raise ValueError(f'--recipe_from={path}: the sweep was trained from another base config '
+                     f'(differs in {differences})')
+  for choice in choices:
+    logging.info('recipe from %s: %s (%s, validation NLL %.4f)', path, choice.overrides,
+                 choice.setting, choice.val_nll)
+    if choice.at_grid_edge:
+      logging.warning('recipe from %s: %s is at the edge of its grid; a better value may lie '
+                      'outside it', path, choice.overrides)
+  return recipe.with_overrides(config, chosen)
+
+
 def _learning_rate(results: dict) -> float | None:
   """The peak learning rate of a run (recorded by the run's report; older runs: the config's)."""
   if 'learning_rate' in results:
@@ -387,6 +426,8 @@ def write_summary(config, runs: dict[str, list[dict]],
   total = sum(r.get('train_time_s', 0.0) for results in runs.values() for r in results)
   saved = {'config': json.loads(config.to_json_best_effort()), 'seeds': _SEEDS.value,
            'seed_ids': list(seed_range()), 'total_run_time_s': total, 'methods': summary}
+  if _RECIPE_FROM.value:
+    saved['recipe_from'] = _RECIPE_FROM.value
   if previous is not None:
     saved = pool_summaries(saved, previous)
     summary = saved['methods']
@@ -402,6 +443,9 @@ def write_summary(config, runs: dict[str, list[dict]],
 def main(argv):
   del argv
   config = flags.FLAGS.config
+  if _RECIPE_FROM.value:
+    config = with_recipe(config, load_summary(_RECIPE_FROM.value, '--recipe_from'),
+                         _RECIPE_FROM.value)
   runs = {method: [] for method in _METHODS.value}
   previous = None
   if _POOL_WITH.value:

@@ -46,6 +46,7 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from benchmarks import quality
+from benchmarks.recipe import SELECTED_ON, best_setting, with_overrides
 from sve_jax.train import user_errors
 
 # --config, --workdir (the root of the runs) are train.py's flags; --first_seed, --seeds and
@@ -159,7 +160,6 @@ COLUMNS = (
 #: (``config.ood.every_validation``), by their metrics.jsonl keys.
 CURVE_KEYS = ('val_nll', 'val_accuracy')
 OOD_CURVE_KEYS = ('ood_auroc_msp', 'ood_auroc_entropy', 'ood_auroc_mi')
-SELECTED_ON = 'val_nll'
 
 
 def settings_for(grid: str) -> tuple[Setting, ...]:
@@ -167,24 +167,6 @@ def settings_for(grid: str) -> tuple[Setting, ...]:
   if grid not in GRIDS:
     raise ValueError(f'--grid={grid!r} is not a preset; expected one of {sorted(GRIDS)}')
   return GRIDS[grid]
-
-
-def with_overrides(config, overrides: Mapping[str, Any]):
-  """A copy of ``config`` with each ``{dotted key: value}`` set.
-
-  Raises:
-    ValueError: a key the config does not have (named).
-  """
-  config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      node = node.get(parent)
-    if node is None or leaf not in node:
-      raise ValueError(f'setting override {key!r}: the config has no such field')
-    node[leaf] = value
-  return config
 
 
 def results_in_mode(results: dict, mode: str) -> dict:
@@ -238,21 +220,6 @@ def summarise(settings: tuple[Setting, ...], runs: dict[str, list[dict]]) -> dic
       rows[setting.name].update(overrides=dict(setting.overrides), mode=setting.mode,
                                 shares=setting.shares)
   return {'selected_on': SELECTED_ON, 'best': best_setting(rows), 'settings': rows}
-
-
-def best_setting(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
-  """The setting of lowest mean :data:`SELECTED_ON` (validation NLL) among those with the
-  most seeds, or None.
-
-  A mean over fewer seeds is not comparable with the others (seeds differ more than settings
-  do), so a pooled or kept row run on fewer seeds is never chosen over fully seeded ones.
-  """
-  scored = {name: row for name, row in rows.items() if SELECTED_ON in row}
-  if not scored:
-    return None
-  most = max(row.get('seeds', 1) for row in scored.values())
-  return min((name for name, row in scored.items() if row.get('seeds', 1) == most),
-             key=lambda name: scored[name][SELECTED_ON]['mean'])
 
 
 def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],

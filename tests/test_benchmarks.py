@@ -465,3 +465,58 @@ def test_cpu_info_reads_the_isa_extensions_the_kernel_reports(monkeypatch):
     flags = set(next(line for line in f if line.startswith('flags')).split(':')[1].split())
   assert info['avx2'] == ('avx2' in flags) and info['avx512f'] == ('avx512f' in flags)
   assert info['model'] and info['env'] == {'XLA_FLAGS': '--xla_cpu_max_isa=AVX2'}
+
+
+def _recipe_sweep_summary(config_json, val_nll_by_setting, seeds=None):
+  """A recipe sweep's summary as benchmarks.sweep writes it: each row its setting's
+  overrides and mean validation NLL (the grid's own settings, so names and overrides agree)."""
+  from benchmarks import sweep
+  seeds = seeds or {}
+  rows = {}
+  for setting in sweep.settings_for('recipe'):
+    if setting.name in val_nll_by_setting:
+      rows[setting.name] = {'overrides': dict(setting.overrides), 'mode': None, 'shares': None,
+                            'seeds': seeds.get(setting.name, 1),
+                            'val_nll': {'mean': val_nll_by_setting[setting.name], 'std': 0.0}}
+  return {'config': config_json, 'selected_on': 'val_nll', 'settings': rows}
+
+
+def test_recipe_takes_each_familys_lowest_validation_nll_and_flags_a_choice_at_its_grid_edge():
+  from benchmarks import recipe
+  summary = _recipe_sweep_summary({}, {
+      'svf_lr_0.001': 0.52, 'svf_lr_0.01': 0.49, 'svf_lr_0.03': 1.29,   # inside the grid
+      'ft_lr_1e-05': 0.98, 'ft_lr_5e-05': 0.59, 'ft_lr_0.0005': 0.50,   # at its edge
+      'lora_lr_0.0001': 0.87, 'lora_lr_0.0003': 0.57, 'lora_lr_0.001': 0.40},
+      seeds={'lora_lr_0.001': 0})  # fewer seeds than the others: never chosen
+  summary['settings']['logits_averaging'] = {'overrides': {'method': 'sve'}, 'mode': 'logits',
+                                             'shares': 'base', 'val_nll': {'mean': 0.1}}
+  choices = {c.setting: c for c in recipe.recipe_choices(summary)}
+  assert set(choices) == {'svf_lr_0.01', 'ft_lr_0.0005', 'lora_lr_0.0003'}
+  assert choices['svf_lr_0.01'].overrides == {'optim.learning_rate': 0.01}
+  assert choices['ft_lr_0.0005'].overrides == {'optim.full_finetune_learning_rate': 5e-4}
+  assert choices['lora_lr_0.0003'].overrides == {'optim.lora_learning_rate': 3e-4}
+  assert choices['lora_lr_0.0003'].val_nll == 0.57
+  assert [c.at_grid_edge for c in choices.values()] == [False, True, False]
+  with pytest.raises(ValueError, match='not a sweep summary'):
+    recipe.recipe_choices({'methods': {}})
+
+
+def test_quality_recipe_from_sets_the_chosen_rates_and_refuses_another_base_config():
+  from configs import default
+  config = default.get_config()
+  base = json.loads(config.to_json_best_effort())
+  summary = _recipe_sweep_summary(base, {'svf_lr_0.001': 0.6, 'svf_lr_0.01': 0.5,
+                                         'svf_lr_0.03': 0.7, 'ft_lr_1e-05': 0.8,
+                                         'ft_lr_5e-05': 0.7, 'ft_lr_0.0005': 0.9})
+  chosen = quality.with_recipe(config, summary, 'sweep.json')
+  assert chosen.optim.learning_rate == 0.01
+  assert chosen.optim.full_finetune_learning_rate == 5e-5
+  assert chosen.optim.lora_learning_rate == config.optim.lora_learning_rate  # not swept
+  assert config.optim.learning_rate == default.get_config().optim.learning_rate  # a copy
+  # The sweep's own rates may differ from the config's; anything else that trains may not.
+  summary['config']['optim']['learning_rate'] = 3e-2
+  assert quality.with_recipe(config, summary, 'sweep.json').optim.learning_rate == 0.01
+  summary['config']['num_epochs'] = config.num_epochs + 1
+  with pytest.raises(ValueError, match=r"--recipe_from=sweep.json: the sweep was trained from "
+                     r"another base config \(differs in \['num_epochs'\]\)"):
+    quality.with_recipe(config, summary, 'sweep.json')
