@@ -265,12 +265,11 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
                mesh: jax.sharding.Mesh) -> Any:
   """The loop: resume, step, validate each epoch, checkpoint, stop cleanly on signals.
 
-  Validation (``validate(trainables) -> {accuracy, nll, ...}``, written to metrics.jsonl as
-  ``val_*``, its OOD scores ``ood_*`` as they are) runs at each epoch end, at the last step and every ``config.eval_every_steps``
-  steps (learning curves); each one saves a checkpoint, the best by validation accuracy.
-  Checkpoints (with the data iterator's state): at each epoch end, every
-  ``config.checkpoint.every_steps`` steps, and ``config.checkpoint.every_minutes`` after the
-  last save (bounds the work a SIGKILL loses).
+  Validation (``validate(trainables) -> {accuracy, nll, ...}``, logged as ``val_*``, its OOD
+  scores as ``ood_*``) runs at each epoch end, the last step and every
+  ``config.eval_every_steps`` steps, and saves a checkpoint (the best by validation accuracy).
+  Checkpoints, with the data iterator's state, also every ``config.checkpoint.every_steps``
+  steps and ``config.checkpoint.every_minutes`` after the last save (what a SIGKILL loses).
 
   Returns:
     The train state after the last step.
@@ -285,8 +284,8 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
   step = int(jax.device_get(state.step))
   if step >= total_steps:
     return state
-  member_streams = data.member_streams
-  batches = pipeline.iterate(train_batches(config, data.source, data.transform, member_streams),
+  batches = pipeline.iterate(train_batches(config, data.source, data.transform,
+                                           data.member_streams),
                              num_workers=workers, state=data_state)
 
   def save(best=False):
@@ -299,7 +298,7 @@ def train_loop(config: ml_collections.ConfigDict, training: Training, workdir: c
         end = chunk_end(step, config, total_steps, steps_per_epoch)
         progress.start_call()
         chunk = sharding.shard_batch(_next_chunk(batches, end - step), mesh,
-                                     per_member=member_streams > 0, steps_axis=True)
+                                     per_member=data.member_streams > 0, steps_axis=True)
         state, metrics = training.train_step(state, training.frozen, chunk)
         step = log_steps(metrics, step, progress, steps_per_epoch, workdir.path)
         last = step >= total_steps
