@@ -85,7 +85,7 @@ _SVE = {'method': 'sve'}
 #: unchanged next to ``single_ft`` on the same data and seeds.
 GRIDS: dict[str, tuple[Setting, ...]] = {
     'lr': tuple(Setting(f'lr_{lr:g}', {'method': 'single_svf', 'optim.learning_rate': lr})
-                for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
+                for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
     'steps': tuple(Setting(f'epochs_{n}', {'method': 'single_svf', 'num_epochs': n})
                    for n in (2, 4, 8)),
     'diversity': (
