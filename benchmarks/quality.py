@@ -188,6 +188,20 @@ def training_differences(config: Mapping[str, Any], other: Mapping[str, Any]) ->
                 if not neutral(key) and flat.get(key) != other_flat.get(key))
 
 
+def require_same_training(config: Mapping[str, Any], other: Mapping[str, Any], what: str,
+                          ignored: Sequence[str] = (), hint: str = '') -> None:
+  """Refuses ``other`` (a saved base config, as JSON) that trains differently from ``config``.
+
+  Raises:
+    ValueError: ``{what} was trained from another base config (differs in [keys]){hint}``,
+      the keys by :func:`training_differences`, less ``ignored``.
+  """
+  differences = [k for k in training_differences(config, other) if k not in ignored]
+  if differences:
+    raise ValueError(f'{what} was trained from another base config (differs in '
+                     f'{differences}){hint}')
+
+
 def pool_rows(row: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
   """Two :func:`summarise` rows of one method over disjoint seeds, as one row over all of them.
 
@@ -237,10 +251,7 @@ def poolable_seeds(config: Mapping[str, Any], seeds: Sequence[int],
     ValueError: ``previous`` was trained from a base config other than ``config`` (the keys
       are named), or it holds some of ``seeds``.
   """
-  differences = training_differences(config, previous['config'])
-  if differences:
-    raise ValueError(f'--pool_with: the saved summary was trained from another base config '
-                     f'(differs in {differences})')
+  require_same_training(config, previous['config'], '--pool_with: the saved summary')
   previous_seeds = summary_seeds(previous, rows_key)
   overlap = sorted(set(seeds) & set(previous_seeds))
   if overlap:
@@ -292,11 +303,8 @@ def with_recipe(config, sweep_summary: Mapping[str, Any], path: str):
   except ValueError as e:
     raise ValueError(f'--recipe_from={path}: {e}') from None
   chosen = {k: v for choice in choices for k, v in choice.overrides.items()}
-  differences = [k for k in training_differences(json.loads(config.to_json_best_effort()),
-                                                 sweep_summary['config']) if k not in chosen]
-  if differences:
-    raise ValueError(f'--recipe_from={path}: the sweep was trained from another base config '
-                     f'(differs in {differences})')
+  require_same_training(json.loads(config.to_json_best_effort()), sweep_summary['config'],
+                        f'--recipe_from={path}: the sweep', ignored=tuple(chosen))
   for choice in choices:
     logging.info('recipe from %s: %s (%s, validation NLL %.4f)', path, choice.overrides,
                  choice.setting, choice.val_nll)

@@ -75,22 +75,24 @@ def recipe_choices(summary: Mapping[str, Any]) -> tuple[Choice, ...]:
     raise ValueError('it is not a sweep summary (no "settings")')
   families: dict[tuple[str, ...], dict[str, Any]] = {}
   for name, row in rows.items():
-    if _recipe_keys(row) and SELECTED_ON in row:
-      families.setdefault(_recipe_keys(row), {})[name] = row
+    keys = _recipe_keys(row)
+    if keys and SELECTED_ON in row:
+      families.setdefault(keys, {})[name] = row
   if not families:
     raise ValueError('none of its settings overrides a recipe key')
   keys = [k for family in families for k in family]
   if len(keys) != len(set(keys)):
     raise ValueError(f'families {sorted(families)} set the same key')
-  return tuple(_choose(family) for family in families.values())
+  return tuple(_choose(keys, family) for keys, family in families.items())
 
 
-def _choose(family: Mapping[str, Mapping[str, Any]]) -> Choice:
-  """The family's :func:`best_setting`, and whether its value is at the grid's edge."""
+def _choose(keys: tuple[str, ...], family: Mapping[str, Mapping[str, Any]]) -> Choice:
+  """The family's :func:`best_setting` (its values of ``keys``), and whether its value is at
+  the grid's edge."""
   name = best_setting(family)
-  overrides = {k: v for k, v in family[name]['overrides'].items() if k not in MODEL_KEYS}
-  values = [row['overrides'][k] for row in family.values() for k in overrides]
-  edge = (len(overrides) == 1 and len(values) > 2
+  overrides = {k: family[name]['overrides'][k] for k in keys}
+  values = [row['overrides'][k] for row in family.values() for k in keys]
+  edge = (len(keys) == 1 and len(values) > 2
           and all(isinstance(v, (int, float)) for v in values)
           and next(iter(overrides.values())) in (min(values), max(values)))
   return Choice(overrides, name, family[name][SELECTED_ON]['mean'], edge)

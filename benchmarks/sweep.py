@@ -232,10 +232,8 @@ def keep_previous(summary: Mapping[str, Any], previous: Mapping[str, Any],
     ValueError: ``previous`` was trained from a base config other than ``config`` (both as
       JSON); the differing keys are named.
   """
-  differences = quality.training_differences(config, previous['config'])
-  if differences:
-    raise ValueError(f'--keep_previous: the saved summary was trained from another base '
-                     f'config (differs in {differences}); rerun its settings instead')
+  quality.require_same_training(config, previous['config'], '--keep_previous: the saved summary',
+                                hint='; rerun its settings instead')
   rows, curves = dict(summary['settings']), dict(summary.get('learning_curves', {}))
   for name, row in previous['settings'].items():
     if name not in rows:
