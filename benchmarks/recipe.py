@@ -75,15 +75,15 @@ def recipe_choices(summary: Mapping[str, Any]) -> tuple[Choice, ...]:
     raise ValueError('it is not a sweep summary (no "settings")')
   families: dict[tuple[str, ...], dict[str, Any]] = {}
   for name, row in rows.items():
-    keys = _recipe_keys(row)
-    if keys and SELECTED_ON in row:
-      families.setdefault(keys, {})[name] = row
+    row_keys = _recipe_keys(row)
+    if row_keys and SELECTED_ON in row:
+      families.setdefault(row_keys, {})[name] = row
   if not families:
     raise ValueError('none of its settings overrides a recipe key')
-  keys = [k for family in families for k in family]
-  if len(keys) != len(set(keys)):
+  every_key = [k for family_keys in families for k in family_keys]
+  if len(every_key) != len(set(every_key)):
     raise ValueError(f'families {sorted(families)} set the same key')
-  return tuple(_choose(keys, family) for keys, family in families.items())
+  return tuple(_choose(family_keys, family) for family_keys, family in families.items())
 
 
 def _choose(keys: tuple[str, ...], family: Mapping[str, Mapping[str, Any]]) -> Choice:
